@@ -1,0 +1,54 @@
+package io.vmfork.cli;
+
+import java.util.Arrays;
+
+/** The vmfork command. */
+public final class Main {
+    static final int EX_USAGE = 64;
+    static final int EX_UNAVAILABLE = 69;
+    static final int EX_SOFTWARE = 70;
+    static final int EX_TIMEOUT = 124;
+
+    private Main() {
+    }
+
+    public static void main(String[] args) {
+        System.exit(run(args));
+    }
+
+    static int run(String[] args) {
+        if (args.length == 0 || args[0].equals("-h") || args[0].equals("--help") || args[0].equals("help")) {
+            System.out.print(usage());
+            return args.length == 0 ? EX_USAGE : 0;
+        }
+        String[] rest = Arrays.copyOfRange(args, 1, args.length);
+        try {
+            return switch (args[0]) {
+                case "run" -> RunCommand.run(new Args(rest));
+                case "bench" -> BenchCommand.run(new Args(rest));
+                default -> {
+                    System.err.println("vmfork: unknown command '" + args[0] + "'");
+                    System.err.print(usage());
+                    yield EX_USAGE;
+                }
+            };
+        } catch (Args.UsageException e) {
+            System.err.println("vmfork " + args[0] + ": " + e.getMessage());
+            return EX_USAGE;
+        }
+    }
+
+    static String usage() {
+        return """
+                usage: vmfork COMMAND [ARGS]
+
+                  run GUEST [--memory SIZE] [--timeout DURATION] [--vm-type N] [--request TEXT]...
+                      Boot GUEST (a shipped example: hello, warm-worker; or a path to an ELF)
+                      in a KVM VM. Its console streams to stdout. Requests for its message
+                      channel come from --request (repeatable) or, without any, one per line
+                      on stdin; each reply is printed. Exits with the guest's exit code.
+                  bench launch [--json] [--runs N]
+                      Cold-launch benchmarks: launch.cold, launch.cold_warm_worker.
+                """;
+    }
+}

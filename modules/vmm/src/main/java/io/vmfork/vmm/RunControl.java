@@ -1,0 +1,142 @@
+package io.vmfork.vmm;
+
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.TimeUnit;
+
+/**
+ * Who may run: the one monitor of a VM that its vCPU threads, its message channel and
+ * its controllers (pause, resume, stop) synchronise on.
+ *
+ * <p>A vCPU is in one of four places. RUNNING: in or around KVM_RUN, handling an exit.
+ * PARKED: stopped at the top of its run loop because a pause was asked for. BLOCKED:
+ * waiting inside a blocking hypercall (RECV) that is restartable, so its state is
+ * stable too. ENDED: its thread has left the loop. A pause completes when no vCPU is
+ * RUNNING; vCPUs inside KVM_RUN are kicked out by signal (see {@link Vcpu#kick()}).
+ */
+final class RunControl {
+    enum Place { RUNNING, PARKED, BLOCKED, ENDED }
+
+    private final List<Vcpu> vcpus = new ArrayList<>();
+    private boolean pauseRequested;
+    private boolean stopRequested;
+    private int running;
+
+    synchronized void register(Vcpu v) {
+        vcpus.add(v);
+        running++;
+    }
+
+    synchronized boolean stopRequested() {
+        return stopRequested;
+    }
+
+    synchronized boolean pauseRequested() {
+        return pauseRequested;
+    }
+
+    /**
+     * Called by a vCPU thread before each KVM_RUN: parks while a pause is asked for.
+     * Returns false when the vCPU must end.
+     */
+    synchronized boolean mayEnterGuest(Vcpu v) throws InterruptedException {
+        while (pauseRequested && !stopRequested) {
+            moveTo(v, Place.PARKED);
+            wait();
+        }
+        moveTo(v, Place.RUNNING);
+        v.clearKick();
+        return !stopRequested;
+    }
+
+    /**
+     * Called by a vCPU thread inside a blocking hypercall: waits until {@code ready} holds
+     * and no pause is asked for, counting as stable meanwhile. Returns false on stop.
+     */
+    synchronized boolean awaitInHypercall(Vcpu v, java.util.function.BooleanSupplier ready)
+            throws InterruptedException {
+        while (!stopRequested && (pauseRequested || !ready.getAsBoolean())) {
+            moveTo(v, Place.BLOCKED);
+            wait();
+        }
+        moveTo(v, Place.RUNNING);
+        return !stopRequested;
+    }
+
+    synchronized void ended(Vcpu v) {
+        moveTo(v, Place.ENDED);
+    }
+
+    /** Something a blocked vCPU may be waiting for has changed. */
+    synchronized void signalChange() {
+        notifyAll();
+    }
+
+    /**
+     * Asks every vCPU to stop at a stable point and waits until all have; returns false if
+     * the VM ended meanwhile or the wait timed out.
+     */
+    boolean pause(long timeoutNanos) throws InterruptedException {
+        List<Vcpu> toKick;
+        synchronized (this) {
+            if (stopRequested) {
+                return false;
+            }
+            pauseRequested = true;
+            toKick = List.copyOf(vcpus);
+        }
+        for (Vcpu v : toKick) {
+            v.kick();
+        }
+        long deadline = System.nanoTime() + timeoutNanos;
+        synchronized (this) {
+            while (running > 0 && !stopRequested) {
+                long left = deadline - System.nanoTime();
+                if (left <= 0) {
+                    pauseRequested = false;
+                    notifyAll();
+                    return false;
+                }
+                TimeUnit.NANOSECONDS.timedWait(this, left);
+            }
+            if (stopRequested) {
+                pauseRequested = false;
+                return false;
+            }
+            return true;
+        }
+    }
+
+    synchronized void resume() {
+        pauseRequested = false;
+        notifyAll();
+    }
+
+    /** Asks every vCPU to end; returns the ones to kick. */
+    List<Vcpu> requestStop() {
+        synchronized (this) {
+            stopRequested = true;
+            notifyAll();
+            return List.copyOf(vcpus);
+        }
+    }
+
+    synchronized boolean allEnded() {
+        return vcpus.stream().allMatch(v -> v.place == Place.ENDED);
+    }
+
+    private void moveTo(Vcpu v, Place to) {
+        Place from = v.place;
+        if (from == to) {
+            return;
+        }
+        if (from == Place.RUNNING) {
+            running--;
+        }
+        if (to == Place.RUNNING) {
+            running++;
+        }
+        v.place = to;
+        notifyAll();
+    }
+}

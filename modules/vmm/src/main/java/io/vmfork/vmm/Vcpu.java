@@ -1,0 +1,161 @@
+package io.vmfork.vmm;
+
+import io.vmfork.kvm.KvmRun;
+import io.vmfork.kvm.KvmVcpu;
+import io.vmfork.kvm.sys.Errno;
+import io.vmfork.kvm.sys.HostHelper;
+import io.vmfork.kvm.x86.KvmRegs;
+import io.vmfork.vmm.hypercall.Hypercalls;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * One vCPU and the thread that runs it: the KVM_RUN loop and its exits. The thread is
+ * the only one that enters the guest; others touch the vCPU only while it is parked.
+ */
+final class Vcpu implements Runnable {
+    private static final Logger log = LoggerFactory.getLogger(Vcpu.class);
+
+    final KvmVcpu kvm;
+    private final VirtualMachine vm;
+    private final RunControl control;
+    private final HypercallDispatcher dispatcher;
+    private final int kickSignal;
+    private final Thread thread;
+    /** pthread_t of the vCPU thread, 0 until it has started. */
+    private volatile long pthread;
+    /** Guarded by the RunControl monitor. */
+    RunControl.Place place = RunControl.Place.RUNNING;
+    /** Set while the thread waits in a restartable blocking hypercall: a snapshot rewinds RIP. */
+    volatile boolean inRestartableHypercall;
+
+    Vcpu(VirtualMachine vm, KvmVcpu kvm, RunControl control, HypercallDispatcher dispatcher, int kickSignal) {
+        this.vm = vm;
+        this.kvm = kvm;
+        this.control = control;
+        this.dispatcher = dispatcher;
+        this.kickSignal = kickSignal;
+        this.thread = new Thread(this, "vcpu-" + Long.toHexString(vm.id()) + "-" + kvm.index());
+        this.thread.setDaemon(true);
+    }
+
+    int index() {
+        return kvm.index();
+    }
+
+    void start() {
+        thread.start();
+    }
+
+    Thread thread() {
+        return thread;
+    }
+
+    /**
+     * Makes the vCPU leave KVM_RUN soon: immediate_exit covers the window before the
+     * thread enters KVM_RUN, the signal the time inside it (KVM_RUN returns EINTR).
+     */
+    void kick() {
+        kvm.run().setImmediateExit(true);
+        long t = pthread;
+        if (t != 0 && thread.isAlive()) {
+            HostHelper.kick(t, kickSignal);
+        }
+    }
+
+    /** Called by the vCPU thread itself, under the control monitor, before it re-enters. */
+    void clearKick() {
+        kvm.run().setImmediateExit(false);
+    }
+
+    @Override
+    public void run() {
+        pthread = HostHelper.selfThread();
+        try {
+            loop();
+        } catch (InterruptedException e) {
+            vm.end(VmExit.stopped("vCPU " + index() + " thread interrupted"));
+        } catch (Throwable t) {
+            log.warn("vCPU {} of VM {} failed", index(), Long.toHexString(vm.id()), t);
+            vm.end(VmExit.crashed("VMM error on vCPU " + index() + ": " + t));
+        } finally {
+            control.ended(this);
+            vm.vcpuFinished(this);
+        }
+    }
+
+    private void loop() throws InterruptedException {
+        KvmRun run = kvm.run();
+        while (control.mayEnterGuest(this)) {
+            int rc = kvm.runOnce();
+            if (rc == -Errno.EINTR) {
+                continue;
+            }
+            if (rc < 0) {
+                vm.end(VmExit.crashed("KVM_RUN failed: " + Errno.name(-rc) + " at " + ripText()));
+                return;
+            }
+            int reason = run.exitReason();
+            vm.noteExit();
+            if (log.isTraceEnabled()) {
+                log.trace("vCPU {} exit {} {}", index(), KvmRun.exitName(reason), ripText());
+            }
+            switch (reason) {
+                case KvmRun.EXIT_IO -> {
+                    if (run.ioPort() != Hypercalls.PORT || run.ioDirection() != KvmRun.IO_OUT || run.ioSize() != 4
+                            || run.ioCount() != 1) {
+                        vm.end(VmExit.crashed(String.format(
+                                "bad hypercall: port I/O %s port 0x%x size %d at %s (hypercalls are a 32-bit out to 0x%x)",
+                                run.ioDirection() == KvmRun.IO_OUT ? "out" : "in", run.ioPort(), run.ioSize(),
+                                ripText(), Hypercalls.PORT)));
+                        return;
+                    }
+                    KvmRegs regs = kvm.getRegs();
+                    if (!dispatcher.dispatch(this, regs)) {
+                        return;
+                    }
+                }
+                case KvmRun.EXIT_SHUTDOWN -> {
+                    vm.end(VmExit.crashed("guest crashed: triple fault (KVM_EXIT_SHUTDOWN) at " + ripText()));
+                    return;
+                }
+                case KvmRun.EXIT_HLT -> {
+                    vm.end(VmExit.crashed("guest halted (HLT) at " + ripText()));
+                    return;
+                }
+                case KvmRun.EXIT_MMIO -> {
+                    vm.end(VmExit.crashed(String.format(
+                            "guest crashed: access to guest-physical 0x%x, outside RAM, at %s", run.mmioPhysAddr(),
+                            ripText())));
+                    return;
+                }
+                case KvmRun.EXIT_FAIL_ENTRY -> {
+                    vm.end(VmExit.crashed(String.format("KVM_EXIT_FAIL_ENTRY, hardware reason 0x%x at %s",
+                            run.failEntryReason(), ripText())));
+                    return;
+                }
+                case KvmRun.EXIT_INTERNAL_ERROR -> {
+                    vm.end(VmExit.crashed("KVM_EXIT_INTERNAL_ERROR, suberror " + run.internalSuberror() + " at "
+                            + ripText()));
+                    return;
+                }
+                case KvmRun.EXIT_INTR -> {
+                    // Kicked: loop back to the pause/stop check.
+                }
+                default -> {
+                    vm.end(VmExit.crashed("unexpected " + KvmRun.exitName(reason) + " at " + ripText()));
+                    return;
+                }
+            }
+        }
+    }
+
+    /** "rip=0x..." of this vCPU, for crash reasons; never throws. */
+    String ripText() {
+        try {
+            return String.format("rip=0x%x", kvm.getRegs().rip);
+        } catch (RuntimeException e) {
+            return "rip unknown (" + e.getMessage() + ")";
+        }
+    }
+}

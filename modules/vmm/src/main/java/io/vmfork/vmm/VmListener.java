@@ -1,0 +1,25 @@
+package io.vmfork.vmm;
+
+/**
+ * Events of one VM, called on its vCPU threads: keep them short and never block in them.
+ */
+public interface VmListener {
+    VmListener NONE = new VmListener() {
+    };
+
+    /** Bytes the guest wrote to its console. */
+    default void onConsole(VirtualMachine vm, byte[] bytes) {
+    }
+
+    /** A message from the guest that no request was waiting for. */
+    default void onUnsolicitedMessage(VirtualMachine vm, byte[] message) {
+    }
+
+    /** The guest said it is initialised and ready to serve. */
+    default void onReady(VirtualMachine vm) {
+    }
+
+    /** The VM ended and every resource it held is released. */
+    default void onEnded(VirtualMachine vm, VmExit exit) {
+    }
+}

@@ -1,0 +1,51 @@
+package io.vmfork.vmm;
+
+import com.typesafe.config.Config;
+import com.typesafe.config.ConfigFactory;
+import java.time.Duration;
+
+/**
+ * The {@code vmfork.vmm} and {@code vmfork.host} configuration subtrees (defaults in this
+ * module's reference.conf; docs/configuration.md describes every key).
+ */
+public record VmmSettings(
+        String kvmDevice,
+        long hostId,
+        String hostName,
+        long defaultMemory,
+        long minMemory,
+        long maxMemory,
+        long stackSize,
+        int maxVms,
+        int maxVcpus,
+        int kickSignal,
+        int maxMessageBytes,
+        int maxQueuedRequests,
+        int consoleBufferBytes,
+        Duration stopTimeout) {
+
+    public static VmmSettings create(Config root) {
+        Config host = root.getConfig("vmfork.host");
+        Config c = root.getConfig("vmfork.vmm");
+        return new VmmSettings(
+                c.getString("kvm-device"),
+                host.getLong("id"),
+                host.getString("name"),
+                c.getBytes("memory.default"),
+                c.getBytes("memory.min"),
+                c.getBytes("memory.max"),
+                c.getBytes("stack-size"),
+                c.getInt("max-vms"),
+                c.getInt("max-vcpus"),
+                c.getInt("vcpu.kick-signal"),
+                c.getBytes("channel.max-message").intValue(),
+                c.getInt("channel.max-queued"),
+                c.getBytes("console.buffer").intValue(),
+                c.getDuration("stop-timeout"));
+    }
+
+    /** From the default configuration (application.conf over reference.conf). */
+    public static VmmSettings load() {
+        return create(ConfigFactory.load());
+    }
+}

@@ -1,0 +1,57 @@
+package io.vmfork.vmm.hypercall;
+
+/**
+ * The hypercall ABI, version {@value #ABI_VERSION}: numbers, status codes and limits.
+ * docs/hypercalls.md is the reference and the SDK header vmfork.h mirrors it; a test
+ * checks that the three agree.
+ */
+public final class Hypercalls {
+    public static final int ABI_VERSION = 1;
+    public static final int PORT = 0x7f0;
+    /** `out %eax, (%dx)`: the one instruction a hypercall is, one byte long. */
+    public static final byte OUT_EAX_DX = (byte) 0xef;
+
+    public static final int ABI_VERSION_CALL = 0;
+    public static final int CONSOLE_WRITE = 1;
+    public static final int EXIT = 2;
+    public static final int IDENTITY = 3;
+    public static final int ENTROPY = 4;
+    public static final int CLOCK = 5;
+    public static final int RECV = 6;
+    public static final int SEND = 7;
+    public static final int READY = 8;
+
+    public static final long OK = 0;
+    public static final long EINVAL = -1;
+    public static final long EFAULT = -2;
+    public static final long ENOSYS = -3;
+    public static final long E2BIG = -4;
+    public static final long EAGAIN = -5;
+    public static final long ECLOSED = -6;
+    public static final long ELIMIT = -7;
+    public static final long ENOMEM = -8;
+
+    public static final int CONSOLE_MAX = 65536;
+    public static final int ENTROPY_MAX = 4096;
+    public static final long RECV_NONBLOCK = 1;
+
+    public static final long BOOT_INFO_MAGIC = 0x544f4f424b524f46L;
+
+    private Hypercalls() {
+    }
+
+    public static String name(int nr) {
+        return switch (nr) {
+            case ABI_VERSION_CALL -> "ABI_VERSION";
+            case CONSOLE_WRITE -> "CONSOLE_WRITE";
+            case EXIT -> "EXIT";
+            case IDENTITY -> "IDENTITY";
+            case ENTROPY -> "ENTROPY";
+            case CLOCK -> "CLOCK";
+            case RECV -> "RECV";
+            case SEND -> "SEND";
+            case READY -> "READY";
+            default -> "hypercall " + nr;
+        };
+    }
+}

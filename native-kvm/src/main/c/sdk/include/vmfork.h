@@ -1,0 +1,129 @@
+/*
+ * vmfork guest SDK: the hypercall ABI, as documented in docs/hypercalls.md.
+ *
+ * A vmfork guest is a static, freestanding x86-64 ELF that the VMM starts at CPL3
+ * in 64-bit mode with IOPL 3, paging on and guest memory identity mapped
+ * (guest virtual address == guest physical address).
+ *
+ * Calling convention: EAX = hypercall number, RDI = argument (a scalar or the
+ * guest-physical address of an argument block), then `out %eax, (%dx)` with
+ * DX = VMF_HC_PORT. The instruction is exactly one byte (0xEF). On return RAX holds
+ * the status: >= 0 on success (a count where the call says so), a negative VMF_E*
+ * code on error. Every other register is preserved.
+ */
+#ifndef VMFORK_H
+#define VMFORK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define VMF_ABI_VERSION 1u
+#define VMF_HC_PORT 0x7f0u
+
+/* Guest-physical memory layout (identity mapped). */
+#define VMF_BOOT_INFO_GPA 0x100000ull  /* struct vmf_boot_info, read-only           */
+#define VMF_IMAGE_MIN_GPA 0x200000ull  /* lowest address an ELF segment may load at */
+#define VMF_IMAGE_BASE    0x400000ull  /* where the SDK's linker script links        */
+
+/* Hypercall numbers. Never renumbered; retired numbers stay reserved. */
+#define VMF_HC_ABI_VERSION   0u  /* arg: none.            ret: VMF_ABI_VERSION           */
+#define VMF_HC_CONSOLE_WRITE 1u  /* arg: vmf_buf*.        ret: bytes written             */
+#define VMF_HC_EXIT          2u  /* arg: exit code (int32 in RDI). Does not return.      */
+#define VMF_HC_IDENTITY      3u  /* arg: vmf_identity*.   ret: 0                         */
+#define VMF_HC_ENTROPY       4u  /* arg: vmf_buf*.        ret: bytes filled              */
+#define VMF_HC_CLOCK         5u  /* arg: vmf_clock*.      ret: 0                         */
+#define VMF_HC_RECV          6u  /* arg: vmf_recv*.       ret: message length            */
+#define VMF_HC_SEND          7u  /* arg: vmf_buf*.        ret: bytes sent                */
+#define VMF_HC_READY         8u  /* arg: none.            ret: 0                         */
+
+/* Status codes (RAX). */
+#define VMF_OK       0
+#define VMF_EINVAL  (-1)  /* an argument is out of range                            */
+#define VMF_EFAULT  (-2)  /* a pointer or length lies outside guest RAM              */
+#define VMF_ENOSYS  (-3)  /* unknown hypercall number                                */
+#define VMF_E2BIG   (-4)  /* buffer too small; the message stays queued              */
+#define VMF_EAGAIN  (-5)  /* nothing to receive (VMF_RECV_NONBLOCK)                  */
+#define VMF_ECLOSED (-6)  /* the application closed the message channel              */
+#define VMF_ELIMIT  (-7)  /* a host limit was reached                                */
+#define VMF_ENOMEM  (-8)  /* the host is out of memory for this request              */
+
+#define VMF_CONSOLE_MAX  65536u  /* bytes per console write */
+#define VMF_ENTROPY_MAX  4096u   /* bytes per entropy call  */
+
+/* Passed in RDI to _start, read-only for the guest, at VMF_BOOT_INFO_GPA. */
+#define VMF_BOOT_INFO_MAGIC 0x544f4f424b524f46ull /* "FORKBOOT" */
+struct vmf_boot_info {
+    uint64_t magic;
+    uint32_t abi_version;
+    uint32_t vcpu_index;
+    uint64_t memory_size;   /* bytes of guest RAM, from GPA 0                 */
+    uint64_t heap_start;    /* first free byte after the loaded image (4 KiB aligned) */
+    uint64_t heap_end;      /* end of the heap == lowest byte of the stack    */
+    uint64_t stack_top;     /* initial RSP                                    */
+};
+
+struct vmf_buf {
+    uint64_t addr;  /* GPA of the bytes */
+    uint64_t len;
+};
+
+struct vmf_identity {
+    uint64_t vm_id;            /* unique on its host cluster                 */
+    uint64_t parent_id;        /* 0 for a VM that was not forked              */
+    uint64_t host_id;          /* the host this VM runs on now                */
+    uint64_t fork_generation;  /* 0 for a booted VM, +1 in every fork child   */
+    uint32_t vm_type;
+    uint32_t vcpu_count;
+};
+
+struct vmf_clock {
+    int64_t monotonic_ns;  /* host CLOCK_MONOTONIC           */
+    int64_t wall_ns;       /* host wall clock, since the Unix epoch */
+};
+
+#define VMF_RECV_NONBLOCK 1u
+struct vmf_recv {
+    uint64_t addr;      /* GPA of the buffer                                    */
+    uint64_t capacity;  /* its size                                             */
+    uint64_t flags;     /* VMF_RECV_*                                           */
+    uint64_t len;       /* out: length of the message (also set with VMF_E2BIG) */
+};
+
+static inline int64_t vmf_hypercall(uint32_t nr, uint64_t arg)
+{
+    int64_t ret;
+    __asm__ volatile("out %%eax, (%%dx)"
+                     : "=a"(ret)
+                     : "a"(nr), "d"((uint16_t)VMF_HC_PORT), "D"(arg)
+                     : "memory");
+    return ret;
+}
+
+/* Convenience wrappers (defined in the SDK runtime). */
+int64_t vmf_console_write(const void *buf, size_t len);
+__attribute__((noreturn)) void vmf_exit(int code);
+int64_t vmf_identity(struct vmf_identity *out);
+int64_t vmf_entropy(void *buf, size_t len);
+int64_t vmf_clock(struct vmf_clock *out);
+int64_t vmf_recv(void *buf, size_t capacity, uint64_t flags, size_t *len_out);
+int64_t vmf_send(const void *buf, size_t len);
+int64_t vmf_ready(void);
+
+/* A small freestanding runtime: what gcc may emit calls to, and console output. */
+void *memcpy(void *dst, const void *src, size_t n);
+void *memmove(void *dst, const void *src, size_t n);
+void *memset(void *dst, int c, size_t n);
+int memcmp(const void *a, const void *b, size_t n);
+size_t strlen(const char *s);
+int strncmp(const char *a, const char *b, size_t n);
+int vmf_snprintf(char *buf, size_t size, const char *fmt, ...);
+int vmf_printf(const char *fmt, ...);   /* to the console; %d %u %ld %lu %x %lx %s %c %% */
+uint64_t vmf_parse_u64(const char *s, size_t len, int *ok);
+
+/* The boot information the VMM passed to _start. */
+extern const struct vmf_boot_info *vmf_boot;
+
+/* A guest's entry point: the SDK's _start calls it and exits with its result. */
+int main(void);
+
+#endif

@@ -1,0 +1,28 @@
+/*
+ * vmfork guest entry point.
+ *
+ * The VMM enters here at CPL3 in 64-bit mode with RDI = struct vmf_boot_info *
+ * and RSP = boot_info->stack_top. There is nothing to return to, so _start keeps
+ * main's result and hands it to the exit hypercall.
+ */
+	.text
+	.globl	_start
+	.type	_start, @function
+_start:
+	movq	%rdi, vmf_boot(%rip)
+	/*
+	 * The ABI promises a 16-byte aligned stack_top; align anyway, since SSE code
+	 * that gcc emits faults on a misaligned stack and a fault kills the VM.
+	 * The call below pushes the return address, so main sees RSP % 16 == 8 as
+	 * the SysV ABI requires.
+	 */
+	andq	$-16, %rsp
+	xorl	%ebp, %ebp		/* terminate frame-pointer chains */
+	call	main
+	movl	%eax, %edi
+	call	vmf_exit		/* noreturn */
+1:	ud2
+	jmp	1b
+	.size	_start, . - _start
+
+	.section .note.GNU-stack, "", @progbits

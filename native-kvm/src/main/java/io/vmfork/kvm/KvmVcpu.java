@@ -1,0 +1,206 @@
+package io.vmfork.kvm;
+
+import com.sun.jna.Memory;
+import com.sun.jna.Pointer;
+import io.vmfork.kvm.sys.LibC;
+import io.vmfork.kvm.x86.Cpuid;
+import io.vmfork.kvm.x86.KvmFpu;
+import io.vmfork.kvm.x86.KvmMpState;
+import io.vmfork.kvm.x86.KvmRegs;
+import io.vmfork.kvm.x86.KvmSregs;
+import io.vmfork.kvm.x86.KvmVcpuEvents;
+import io.vmfork.kvm.x86.KvmXcrs;
+
+/**
+ * One vCPU fd and its mmapped kvm_run. Each get/set is one ioctl that fails with an
+ * exception naming it. Not thread-safe: a vCPU belongs to the thread that runs it, or to
+ * whoever holds it while that thread is parked.
+ */
+public final class KvmVcpu implements AutoCloseable {
+    public static final int XSAVE_SIZE = 4096;
+
+    private final KvmVm vm;
+    private final int index;
+    private final int fd;
+    private final long runAddress;
+    private final long runSize;
+    private final KvmRun run;
+    private final KvmRegs regs = new KvmRegs();
+    private boolean closed;
+
+    KvmVcpu(KvmVm vm, int index, int fd, int mmapSize) {
+        this.vm = vm;
+        this.index = index;
+        this.fd = fd;
+        this.runSize = mmapSize;
+        this.runAddress = LibC.mmap(0, mmapSize, LibC.PROT_READ | LibC.PROT_WRITE, LibC.MAP_SHARED, fd, 0,
+                "kvm_run");
+        this.run = new KvmRun(new Pointer(runAddress));
+    }
+
+    public int index() {
+        return index;
+    }
+
+    public KvmVm vm() {
+        return vm;
+    }
+
+    public KvmRun run() {
+        return run;
+    }
+
+    /** KVM_RUN: 0 or a negative errno (-EINTR when kicked). */
+    public int runOnce() {
+        return LibC.ioctlErrno(fd, Ioctls.KVM_RUN, 0L);
+    }
+
+    /**
+     * KVM_GET_REGS into a structure owned by this vCPU (no allocation on the hypercall path).
+     * The returned object is overwritten by the next call.
+     */
+    public KvmRegs getRegs() {
+        LibC.ioctl(fd, Ioctls.KVM_GET_REGS, regs.getPointer(), "KVM_GET_REGS");
+        regs.read();
+        return regs;
+    }
+
+    public void setRegs(KvmRegs r) {
+        r.write();
+        LibC.ioctl(fd, Ioctls.KVM_SET_REGS, r.getPointer(), "KVM_SET_REGS");
+    }
+
+    public KvmSregs getSregs() {
+        KvmSregs s = new KvmSregs();
+        LibC.ioctl(fd, Ioctls.KVM_GET_SREGS, s.getPointer(), "KVM_GET_SREGS");
+        s.read();
+        return s;
+    }
+
+    public void setSregs(KvmSregs s) {
+        s.write();
+        LibC.ioctl(fd, Ioctls.KVM_SET_SREGS, s.getPointer(), "KVM_SET_SREGS");
+    }
+
+    public KvmFpu getFpu() {
+        KvmFpu f = new KvmFpu();
+        LibC.ioctl(fd, Ioctls.KVM_GET_FPU, f.getPointer(), "KVM_GET_FPU");
+        f.read();
+        return f;
+    }
+
+    public void setFpu(KvmFpu f) {
+        f.write();
+        LibC.ioctl(fd, Ioctls.KVM_SET_FPU, f.getPointer(), "KVM_SET_FPU");
+    }
+
+    /** KVM_GET_XSAVE: the 4 KiB XSAVE area (legacy region, header, AVX state). */
+    public byte[] getXsave() {
+        Memory m = new Memory(XSAVE_SIZE);
+        LibC.ioctl(fd, Ioctls.KVM_GET_XSAVE, m, "KVM_GET_XSAVE");
+        return m.getByteArray(0, XSAVE_SIZE);
+    }
+
+    public void setXsave(byte[] area) {
+        if (area.length != XSAVE_SIZE) {
+            throw new IllegalArgumentException("xsave area must be " + XSAVE_SIZE + " bytes, got " + area.length);
+        }
+        Memory m = new Memory(XSAVE_SIZE);
+        m.write(0, area, 0, area.length);
+        LibC.ioctl(fd, Ioctls.KVM_SET_XSAVE, m, "KVM_SET_XSAVE");
+    }
+
+    public KvmXcrs getXcrs() {
+        KvmXcrs x = new KvmXcrs();
+        LibC.ioctl(fd, Ioctls.KVM_GET_XCRS, x.getPointer(), "KVM_GET_XCRS");
+        x.read();
+        return x;
+    }
+
+    public void setXcrs(KvmXcrs x) {
+        x.write();
+        LibC.ioctl(fd, Ioctls.KVM_SET_XCRS, x.getPointer(), "KVM_SET_XCRS");
+    }
+
+    /** KVM_GET_MSRS for {@code indices}; returns their values in the same order. */
+    public long[] getMsrs(int[] indices) {
+        Memory m = msrBuffer(indices, null);
+        int n = LibC.ioctl(fd, Ioctls.KVM_GET_MSRS, m, "KVM_GET_MSRS");
+        if (n != indices.length) {
+            throw new KvmException("KVM_GET_MSRS read " + n + " of " + indices.length + " MSRs (first missing: 0x"
+                    + Integer.toHexString(indices[n]) + ")");
+        }
+        long[] values = new long[indices.length];
+        for (int i = 0; i < indices.length; i++) {
+            values[i] = m.getLong(8 + 16L * i + 8);
+        }
+        return values;
+    }
+
+    public void setMsrs(int[] indices, long[] values) {
+        if (indices.length != values.length) {
+            throw new IllegalArgumentException("MSR indices and values differ in length");
+        }
+        Memory m = msrBuffer(indices, values);
+        int n = LibC.ioctl(fd, Ioctls.KVM_SET_MSRS, m, "KVM_SET_MSRS");
+        if (n != indices.length) {
+            throw new KvmException("KVM_SET_MSRS wrote " + n + " of " + indices.length + " MSRs (refused: 0x"
+                    + Integer.toHexString(indices[n]) + ")");
+        }
+    }
+
+    private static Memory msrBuffer(int[] indices, long[] values) {
+        Memory m = new Memory(8 + 16L * Math.max(1, indices.length));
+        m.clear();
+        m.setInt(0, indices.length);
+        for (int i = 0; i < indices.length; i++) {
+            m.setInt(8 + 16L * i, indices[i]);
+            if (values != null) {
+                m.setLong(8 + 16L * i + 8, values[i]);
+            }
+        }
+        return m;
+    }
+
+    public KvmVcpuEvents getVcpuEvents() {
+        KvmVcpuEvents e = new KvmVcpuEvents();
+        LibC.ioctl(fd, Ioctls.KVM_GET_VCPU_EVENTS, e.getPointer(), "KVM_GET_VCPU_EVENTS");
+        e.read();
+        return e;
+    }
+
+    public void setVcpuEvents(KvmVcpuEvents e) {
+        e.write();
+        LibC.ioctl(fd, Ioctls.KVM_SET_VCPU_EVENTS, e.getPointer(), "KVM_SET_VCPU_EVENTS");
+    }
+
+    public int getMpState() {
+        KvmMpState s = new KvmMpState();
+        LibC.ioctl(fd, Ioctls.KVM_GET_MP_STATE, s.getPointer(), "KVM_GET_MP_STATE");
+        s.read();
+        return s.mpState;
+    }
+
+    public void setMpState(int state) {
+        KvmMpState s = new KvmMpState();
+        s.mpState = state;
+        s.write();
+        LibC.ioctl(fd, Ioctls.KVM_SET_MP_STATE, s.getPointer(), "KVM_SET_MP_STATE");
+    }
+
+    public void setCpuid(Cpuid cpuid) {
+        LibC.ioctl(fd, Ioctls.KVM_SET_CPUID2, cpuid.memory(), "KVM_SET_CPUID2");
+    }
+
+    @Override
+    public synchronized void close() {
+        if (!closed) {
+            closed = true;
+            try {
+                LibC.munmap(runAddress, runSize, "kvm_run");
+            } finally {
+                LibC.closeQuietly(fd);
+            }
+        }
+    }
+}
