@@ -116,14 +116,21 @@ void *memset(void *dst, int c, size_t n);
 int memcmp(const void *a, const void *b, size_t n);
 size_t strlen(const char *s);
 int strncmp(const char *a, const char *b, size_t n);
-int vmf_snprintf(char *buf, size_t size, const char *fmt, ...);
-int vmf_printf(const char *fmt, ...);   /* to the console; %d %u %ld %lu %x %lx %s %c %% */
+int vmf_snprintf(char *buf, size_t size, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+int vmf_printf(const char *fmt, ...)    /* to the console; %d %u %ld %lu %x %lx %s %c %% */
+    __attribute__((format(printf, 1, 2)));
 uint64_t vmf_parse_u64(const char *s, size_t len, int *ok);
 
 /* The boot information the VMM passed to _start. */
 extern const struct vmf_boot_info *vmf_boot;
 
-/* A guest's entry point: the SDK's _start calls it and exits with its result. */
+/*
+ * A guest's entry point: the SDK's _start calls it and exits with its result.
+ * Host C code that includes this header for the ABI defines VMF_HOST_BUILD first.
+ */
+#ifndef VMF_HOST_BUILD
 int main(void);
+#endif
 
 #endif

@@ -1,0 +1,70 @@
+package io.vmfork.vmm;
+
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.stream.Stream;
+
+/** Shared pieces of the VMM tests: one Vmm per test class, process resource counts. */
+final class VmmTesting {
+    static final Duration TIMEOUT = Duration.ofSeconds(60);
+
+    private VmmTesting() {
+    }
+
+    static Vmm openVmm() {
+        return Vmm.open(VmmSettings.load());
+    }
+
+    static int openFds() {
+        try (Stream<Path> s = Files.list(Path.of("/proc/self/fd"))) {
+            return (int) s.count();
+        } catch (IOException e) {
+            throw new IllegalStateException(e);
+        }
+    }
+
+    static int threads() {
+        try (Stream<Path> s = Files.list(Path.of("/proc/self/task"))) {
+            return (int) s.count();
+        } catch (IOException e) {
+            throw new IllegalStateException(e);
+        }
+    }
+
+    /** Mappings of guest RAM and of kvm_run areas in this process (the JVM's own come and go). */
+    static int vmMappings() {
+        try (Stream<String> s = Files.lines(Path.of("/proc/self/maps"))) {
+            return (int) s.filter(l -> l.contains("/memfd:vmfork") || l.contains("kvm-vcpu")).count();
+        } catch (IOException e) {
+            throw new IllegalStateException(e);
+        }
+    }
+
+    /** memfds of this process (they show as /memfd:NAME links in /proc/self/fd). */
+    static int memfds() {
+        try (Stream<Path> s = Files.list(Path.of("/proc/self/fd"))) {
+            return (int) s.filter(p -> {
+                try {
+                    return Files.readSymbolicLink(p).toString().startsWith("/memfd:vmfork");
+                } catch (IOException e) {
+                    return false;
+                }
+            }).count();
+        } catch (IOException e) {
+            throw new IllegalStateException(e);
+        }
+    }
+
+    /** Waits until {@code probe} returns at most {@code limit}, up to a few seconds (threads take a moment to die). */
+    static int settle(java.util.function.IntSupplier probe, int limit) throws InterruptedException {
+        long deadline = System.nanoTime() + Duration.ofSeconds(10).toNanos();
+        int v = probe.getAsInt();
+        while (v > limit && System.nanoTime() < deadline) {
+            Thread.sleep(20);
+            v = probe.getAsInt();
+        }
+        return v;
+    }
+}
