@@ -19,6 +19,7 @@ _Static_assert(sizeof(struct vmf_buf) == 16, "vmf_buf layout");
 _Static_assert(sizeof(struct vmf_identity) == 40, "vmf_identity layout");
 _Static_assert(sizeof(struct vmf_clock) == 16, "vmf_clock layout");
 _Static_assert(sizeof(struct vmf_recv) == 32, "vmf_recv layout");
+_Static_assert(sizeof(struct vmf_fork) == 48, "vmf_fork layout");
 
 /* Set by _start (start.S) before main runs. */
 const struct vmf_boot_info *vmf_boot;
@@ -89,6 +90,11 @@ int64_t vmf_send(const void *buf, size_t len)
 int64_t vmf_ready(void)
 {
     return vmf_hypercall(VMF_HC_READY, 0);
+}
+
+int64_t vmf_fork(struct vmf_fork *f)
+{
+    return vmf_hypercall(VMF_HC_FORK, gpa(f));
 }
 
 /* ---- memory and strings ------------------------------------------------------ */

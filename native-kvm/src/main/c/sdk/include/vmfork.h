@@ -35,6 +35,7 @@
 #define VMF_HC_RECV          6u  /* arg: vmf_recv*.       ret: message length            */
 #define VMF_HC_SEND          7u  /* arg: vmf_buf*.        ret: bytes sent                */
 #define VMF_HC_READY         8u  /* arg: none.            ret: 0                         */
+#define VMF_HC_FORK          9u  /* arg: vmf_fork*.       ret: copies launched (parent), 0 (child) */
 
 /* Status codes (RAX). */
 #define VMF_OK       0
@@ -89,6 +90,27 @@ struct vmf_recv {
     uint64_t len;       /* out: length of the message (also set with VMF_E2BIG) */
 };
 
+/*
+ * FORK: the VMM stops every vCPU of the caller, freezes its memory into a runtime image
+ * and starts `count` child VMs from it (copy-on-write, nothing copied), then lets the
+ * caller go. Each child resumes from the same instruction with `role` = VMF_FORK_CHILD,
+ * its `index` and its own `vm_id`, RAX = 0; its identity has parent_id = the caller and
+ * fork_generation + 1. The caller (role VMF_FORK_PARENT) gets RAX = the number of copies
+ * launched, and per copy the child's id (0 if it failed) and an error code (0 or VMF_E*).
+ */
+#define VMF_FORK_PARENT 0u
+#define VMF_FORK_CHILD  1u
+struct vmf_fork {
+    uint32_t vm_type;   /* in: type of the copies (the cluster's placement uses it)     */
+    uint32_t count;     /* in: copies wanted, 1..host limit                              */
+    uint64_t flags;     /* in: none defined yet, must be 0                               */
+    uint64_t ids;       /* in: GPA of uint64_t[count]; out in the parent: children's ids */
+    uint64_t errors;    /* in: GPA of int64_t[count]; out in the parent: 0 or VMF_E*     */
+    uint32_t role;      /* out: VMF_FORK_PARENT or VMF_FORK_CHILD                        */
+    uint32_t index;     /* out: in a child, its index in [0, count)                      */
+    uint64_t vm_id;     /* out: the caller's own VM id after the call                    */
+};
+
 static inline int64_t vmf_hypercall(uint32_t nr, uint64_t arg)
 {
     int64_t ret;
@@ -108,6 +130,7 @@ int64_t vmf_clock(struct vmf_clock *out);
 int64_t vmf_recv(void *buf, size_t capacity, uint64_t flags, size_t *len_out);
 int64_t vmf_send(const void *buf, size_t len);
 int64_t vmf_ready(void);
+int64_t vmf_fork(struct vmf_fork *f);
 
 /* A small freestanding runtime: what gcc may emit calls to, and console output. */
 void *memcpy(void *dst, const void *src, size_t n);

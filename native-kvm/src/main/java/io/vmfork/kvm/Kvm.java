@@ -14,6 +14,8 @@ public final class Kvm implements AutoCloseable {
     public static final int CAP_IMMEDIATE_EXIT = 136;
     public static final int CAP_XSAVE2 = 208;
     public static final int CAP_ADJUST_CLOCK = 39;
+    public static final int CAP_XSAVE = 55;
+    public static final int CAP_XCRS = 56;
     private static final int MAX_CPUID_ENTRIES = 256;
 
     private final int fd;

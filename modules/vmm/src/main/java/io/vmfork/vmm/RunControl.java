@@ -63,6 +63,15 @@ final class RunControl {
         return !stopRequested;
     }
 
+    /** The calling vCPU's thread is busy in the VMM (a fork) with its state stable: it does not hold up a pause. */
+    synchronized void enterStable(Vcpu v) {
+        moveTo(v, Place.BLOCKED);
+    }
+
+    synchronized void leaveStable(Vcpu v) {
+        moveTo(v, Place.RUNNING);
+    }
+
     synchronized void ended(Vcpu v) {
         moveTo(v, Place.ENDED);
     }

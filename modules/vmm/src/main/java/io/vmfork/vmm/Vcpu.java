@@ -28,6 +28,8 @@ final class Vcpu implements Runnable {
     RunControl.Place place = RunControl.Place.RUNNING;
     /** Set while the thread waits in a restartable blocking hypercall: a snapshot rewinds RIP. */
     volatile boolean inRestartableHypercall;
+    /** System.nanoTime() when KVM_RUN last returned. */
+    long lastExitNanos;
 
     Vcpu(VirtualMachine vm, KvmVcpu kvm, RunControl control, HypercallDispatcher dispatcher, int kickSignal) {
         this.vm = vm;
@@ -55,12 +57,23 @@ final class Vcpu implements Runnable {
      * Makes the vCPU leave KVM_RUN soon: immediate_exit covers the window before the
      * thread enters KVM_RUN, the signal the time inside it (KVM_RUN returns EINTR).
      */
-    void kick() {
+    synchronized void kick() {
+        if (kvmClosed) {
+            return; // the thread has ended and unmapped kvm_run: nothing to kick
+        }
         kvm.run().setImmediateExit(true);
         long t = pthread;
         if (t != 0 && thread.isAlive()) {
             HostHelper.kick(t, kickSignal);
         }
+    }
+
+    private boolean kvmClosed;
+
+    /** Closes the vCPU fd and unmaps kvm_run; after this, kicks do nothing. */
+    synchronized void closeKvm() {
+        kvmClosed = true;
+        kvm.close();
     }
 
     /** Called by the vCPU thread itself, under the control monitor, before it re-enters. */
@@ -88,6 +101,7 @@ final class Vcpu implements Runnable {
         KvmRun run = kvm.run();
         while (control.mayEnterGuest(this)) {
             int rc = kvm.runOnce();
+            lastExitNanos = System.nanoTime();
             if (rc == -Errno.EINTR) {
                 continue;
             }
@@ -96,7 +110,7 @@ final class Vcpu implements Runnable {
                 return;
             }
             int reason = run.exitReason();
-            vm.noteExit();
+            vm.noteExit(lastExitNanos);
             if (log.isTraceEnabled()) {
                 log.trace("vCPU {} exit {} {}", index(), KvmRun.exitName(reason), ripText());
             }

@@ -1,17 +1,29 @@
 package io.vmfork.vmm;
 
+import com.sun.jna.Memory;
 import io.vmfork.kvm.KvmVcpu;
 import io.vmfork.kvm.KvmVm;
+import io.vmfork.kvm.sys.Errno;
+import io.vmfork.kvm.sys.NativeCallException;
+import io.vmfork.kvm.x86.Cpuid;
 import io.vmfork.vmm.guest.ElfImage;
 import io.vmfork.vmm.hypercall.Hypercalls;
 import io.vmfork.vmm.memory.GuestMemory;
+import io.vmfork.vmm.memory.RuntimeImage;
+import io.vmfork.vmm.state.DeviceState;
+import io.vmfork.vmm.state.MachineState;
+import io.vmfork.vmm.state.VcpuState;
 import io.vmfork.vmm.x86.CpuSetup;
 import io.vmfork.vmm.x86.GuestLayout;
 import io.vmfork.vmm.x86.PageTables;
 import java.time.Duration;
 import java.util.ArrayList;
+import java.util.BitSet;
 import java.util.List;
+import java.util.Set;
 import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.locks.ReentrantLock;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
 import java.util.concurrent.atomic.AtomicBoolean;
@@ -42,14 +54,21 @@ public final class VirtualMachine {
     private final AtomicBoolean ending = new AtomicBoolean();
     private final AtomicBoolean released = new AtomicBoolean();
     private final long launchStartNanos;
+    private final VirtualMachine parent;
+    private final Set<VirtualMachine> children = ConcurrentHashMap.newKeySet();
+    private final ReentrantLock forkLock = new ReentrantLock();
+    private final Cpuid cpuid;
+    private volatile ForkRecord lastFork;
     private volatile long firstExitNanos;
     private volatile VmState state = VmState.CREATED;
     private volatile VmExit exit;
     private int vcpusFinished;
 
     private VirtualMachine(Vmm vmm, VmIdentity identity, String imageName, GuestMemory memory, KvmVm kvmVm,
-            VmListener listener, long launchStartNanos) {
+            VmListener listener, long launchStartNanos, VirtualMachine parent, Cpuid cpuid) {
         this.vmm = vmm;
+        this.parent = parent;
+        this.cpuid = cpuid;
         this.identity = identity;
         this.imageName = imageName;
         this.memory = memory;
@@ -80,7 +99,8 @@ public final class VirtualMachine {
                     "guest image %s (up to 0x%x) does not fit in %d MiB of RAM with a %d KiB stack", image.name(),
                     image.endAddress(), size >> 20, s.stackSize() >> 10));
         }
-        GuestMemory memory = GuestMemory.create("vmfork-" + Long.toHexString(identity.vmId()), size);
+        GuestMemory memory = GuestMemory.create("vmfork-" + Long.toHexString(identity.vmId()), size,
+                s.maxImageExtents());
         KvmVm kvmVm = null;
         VirtualMachine vm = null;
         try {
@@ -92,13 +112,76 @@ public final class VirtualMachine {
             writeBootInfo(memory, 0, size, heapStart, heapEnd, stackTop);
             kvmVm = vmm.kvm().createVm();
             kvmVm.setUserMemoryRegion(0, 0, 0, size, memory.hostAddress());
-            vm = new VirtualMachine(vmm, identity, image.name(), memory, kvmVm, spec.listener(), launchStartNanos);
+            vm = new VirtualMachine(vmm, identity, image.name(), memory, kvmVm, spec.listener(), launchStartNanos, null,
+                    vmm.cpuid());
             for (int i = 0; i < spec.vcpus(); i++) {
                 KvmVcpu kv = kvmVm.createVcpu(i);
                 vm.addVcpu(kv);
                 CpuSetup.setCpuid(kv, vmm.cpuid());
                 CpuSetup.setLongModeUser(kv, vmm.cpuid());
                 CpuSetup.setEntry(kv, image.entry(), stackTop, GuestLayout.BOOT_INFO);
+            }
+            vmm.register(vm);
+            vm.start();
+            return vm;
+        } catch (RuntimeException e) {
+            if (vm != null) {
+                vm.releaseUnstarted();
+            } else {
+                if (kvmVm != null) {
+                    kvmVm.close();
+                }
+                memory.close();
+            }
+            throw e;
+        }
+    }
+
+    /**
+     * Starts a VM from a captured machine state and a runtime image: a fork child or a
+     * clone. Its RAM is a private copy-on-write view of the image; nothing is copied.
+     * {@code beforeStart} may patch it (a fork child's result) before its vCPUs run. On
+     * failure everything made so far is released.
+     */
+    static VirtualMachine restore(Vmm vmm, MachineState state, RuntimeImage image, VmIdentity identity,
+            String imageName, VmListener listener, VirtualMachine parent, boolean withQueuedRequests,
+            java.util.function.Consumer<VirtualMachine> beforeStart) {
+        long start = System.nanoTime();
+        VmmSettings s = vmm.settings();
+        GuestMemory memory = GuestMemory.fromImage("vmfork-" + Long.toHexString(identity.vmId()), image,
+                s.maxImageExtents());
+        KvmVm kvmVm = null;
+        VirtualMachine vm = null;
+        try {
+            kvmVm = vmm.kvm().createVm();
+            kvmVm.setUserMemoryRegion(0, KvmVm.MEM_LOG_DIRTY_PAGES, 0, memory.size(), memory.hostAddress());
+            kvmVm.setClock(state.clockNs());
+            Cpuid cpuid = Cpuid.fromEntryBytes(state.cpuidEntries());
+            vm = new VirtualMachine(vmm, identity, imageName, memory, kvmVm, listener, start, parent, cpuid);
+            for (VcpuState vs : state.vcpus()) {
+                KvmVcpu kv = kvmVm.createVcpu(vs.index());
+                vm.addVcpu(kv);
+                kv.setCpuid(cpuid);
+                VcpuStates.restore(kv, vs, vmm.caps());
+            }
+            DeviceState d = state.devices();
+            if (withQueuedRequests) {
+                for (byte[] r : d.queuedRequests()) {
+                    vm.channel.send(r);
+                }
+                if (d.channelClosed()) {
+                    vm.channel.close();
+                }
+            }
+            if (d.ready()) {
+                vm.ready.complete(start);
+            }
+            if (beforeStart != null) {
+                beforeStart.accept(vm);
+            }
+            vmm.register(vm);
+            if (parent != null) {
+                parent.children.add(vm);
             }
             vm.start();
             return vm;
@@ -156,6 +239,21 @@ public final class VirtualMachine {
 
     public VmState state() {
         return state;
+    }
+
+    /** The VM this one was forked from, if it is a fork child on this host. */
+    public VirtualMachine parent() {
+        return parent;
+    }
+
+    /** Fork children of this VM that are still alive. */
+    public List<VirtualMachine> children() {
+        return List.copyOf(children);
+    }
+
+    /** Timing of the last fork hypercall this VM made, or null. */
+    public ForkRecord lastFork() {
+        return lastFork;
     }
 
     public int vcpuCount() {
@@ -246,7 +344,7 @@ public final class VirtualMachine {
     /** Called by each vCPU thread as it leaves; the last one releases the VM. */
     void vcpuFinished(Vcpu v) {
         try {
-            v.kvm.close();
+            v.closeKvm();
         } catch (RuntimeException e) {
             log.warn("closing vCPU {} of VM {}", v.index(), Long.toHexString(id()), e);
         }
@@ -265,7 +363,7 @@ public final class VirtualMachine {
     private void releaseUnstarted() {
         ending.set(true);
         for (Vcpu v : vcpus) {
-            v.kvm.close();
+            v.closeKvm();
         }
         exit = VmExit.crashed("launch failed");
         release();
@@ -288,6 +386,9 @@ public final class VirtualMachine {
                     case STOPPED -> VmState.STOPPED;
                 };
                 vmm.unregister(this);
+                if (parent != null) {
+                    parent.children.remove(this);
+                }
                 if (!ready.isDone()) {
                     ready.completeExceptionally(new VmEndedException(e));
                 }
@@ -302,9 +403,9 @@ public final class VirtualMachine {
 
     // ---- device model, called by the dispatcher on vCPU threads ----------------------
 
-    void noteExit() {
+    void noteExit(long nanos) {
         if (firstExitNanos == 0) {
-            firstExitNanos = System.nanoTime();
+            firstExitNanos = nanos;
         }
     }
 
@@ -325,9 +426,290 @@ public final class VirtualMachine {
         }
     }
 
-    /** Hypercalls beyond the base set; none yet. */
+    /** Hypercalls beyond the base set. */
     long extensionHypercall(Vcpu vcpu, int nr, long arg) {
+        if (nr == Hypercalls.FORK) {
+            return forkHypercall(vcpu, arg);
+        }
         return Hypercalls.ENOSYS;
+    }
+
+    // ---- fork, snapshot --------------------------------------------------------------
+
+    /** Timing of one fork hypercall: when the caller exited to the VMM and when it was let go. */
+    public record ForkRecord(long exitNanos, long resumedNanos, List<VirtualMachine> children) {
+    }
+
+    /** The children an external fork launched, and per copy the error of those that failed. */
+    public record ForkResult(List<VirtualMachine> children, List<String> errors, long pausedNanos) {
+    }
+
+    /** A captured VM: its machine state and a reference to its runtime image (release it). */
+    public record Snapshot(MachineState state, RuntimeImage image) implements AutoCloseable {
+        @Override
+        public void close() {
+            image.release();
+        }
+    }
+
+    private static final int FORK_BLOCK_SIZE = 48;
+
+    /**
+     * FORK: blocks the calling VM (every vCPU), captures its runtime image, launches the
+     * children, waits until each is launched, then lets the caller go with their ids. The
+     * caller's thread is busy here, its registers stable (RIP already past the `out`).
+     */
+    private long forkHypercall(Vcpu caller, long block) {
+        long exitNanos = caller.lastExitNanos;
+        GuestMemory m = memory;
+        if (!m.contains(block, FORK_BLOCK_SIZE) || block < GuestLayout.IMAGE_MIN) {
+            return Hypercalls.EFAULT;
+        }
+        int vmType = m.readInt(block);
+        long count = m.readInt(block + 4) & 0xffffffffL;
+        long flags = m.readLong(block + 8);
+        long ids = m.readLong(block + 16);
+        long errors = m.readLong(block + 24);
+        if (count < 1 || count > vmm.settings().forkMaxCount() || flags != 0) {
+            return Hypercalls.EINVAL;
+        }
+        if (!m.contains(ids, count * 8) || ids < GuestLayout.IMAGE_MIN || !m.contains(errors, count * 8)
+                || errors < GuestLayout.IMAGE_MIN) {
+            return Hypercalls.EFAULT;
+        }
+        long[] childIds = new long[(int) count];
+        long[] childErrors = new long[(int) count];
+        List<VirtualMachine> launched;
+        caller.inRestartableHypercall = true;
+        control.enterStable(caller);
+        forkLock.lock();
+        try {
+            boolean paused;
+            try {
+                paused = control.pause(vmm.settings().forkPauseTimeout().toNanos());
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                paused = false;
+            }
+            if (!paused) {
+                return control.stopRequested() ? HypercallDispatcher.STOP_VCPU : Hypercalls.EAGAIN;
+            }
+            try {
+                Snapshot snap = capture(caller);
+                try {
+                    launched = launchChildren(snap, (int) count, vmType, childIds, childErrors, caller, block);
+                } finally {
+                    snap.close();
+                }
+            } finally {
+                control.resume();
+            }
+        } finally {
+            forkLock.unlock();
+            control.leaveStable(caller);
+            caller.inRestartableHypercall = false;
+        }
+        for (int i = 0; i < count; i++) {
+            m.writeLong(ids + 8L * i, childIds[i]);
+            m.writeLong(errors + 8L * i, childErrors[i]);
+        }
+        m.writeInt(block + 32, 0);
+        m.writeInt(block + 36, 0);
+        m.writeLong(block + 40, id());
+        lastFork = new ForkRecord(exitNanos, System.nanoTime(), launched);
+        return launched.size();
+    }
+
+    /**
+     * Forks this VM from outside: its vCPUs are kicked out of KVM_RUN (not waited for),
+     * its state captured, and {@code count} children started from it; then it resumes.
+     * Children resume exactly where the parent was; a vCPU that was waiting in RECV
+     * re-issues the call in the child.
+     */
+    public ForkResult fork(int count, int vmType) {
+        if (count < 1 || count > vmm.settings().forkMaxCount()) {
+            throw new IllegalArgumentException("fork count must be 1.." + vmm.settings().forkMaxCount() + ", got "
+                    + count);
+        }
+        long[] childIds = new long[count];
+        long[] childErrors = new long[count];
+        forkLock.lock();
+        try {
+            long t0 = System.nanoTime();
+            pauseOrThrow();
+            long pausedFor;
+            List<VirtualMachine> launched;
+            try {
+                try (Snapshot snap = capture(null)) {
+                    launched = launchChildren(snap, count, vmType, childIds, childErrors, null, 0);
+                }
+            } finally {
+                control.resume();
+                pausedFor = System.nanoTime() - t0;
+            }
+            List<String> errs = new ArrayList<>();
+            for (long e : childErrors) {
+                if (e != 0) {
+                    errs.add(Hypercalls.statusName(e));
+                }
+            }
+            return new ForkResult(launched, errs, pausedFor);
+        } finally {
+            forkLock.unlock();
+        }
+    }
+
+    /**
+     * Captures this running VM without stopping it for longer than the capture: its
+     * machine state and its runtime image, which the caller may encode while the VM runs
+     * on. Close the snapshot to release the image.
+     */
+    public Snapshot snapshot() {
+        forkLock.lock();
+        try {
+            pauseOrThrow();
+            try {
+                return capture(null);
+            } finally {
+                control.resume();
+            }
+        } finally {
+            forkLock.unlock();
+        }
+    }
+
+    private void pauseOrThrow() {
+        boolean paused;
+        try {
+            paused = control.pause(vmm.settings().forkPauseTimeout().toNanos());
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new IllegalStateException("interrupted while pausing " + this, e);
+        }
+        if (!paused) {
+            VmExit e = exit;
+            if (e != null) {
+                throw new VmEndedException(e);
+            }
+            throw new IllegalStateException("the vCPUs of " + this + " did not stop within "
+                    + vmm.settings().forkPauseTimeout());
+        }
+    }
+
+    /**
+     * Freezes RAM into a runtime image and captures every vCPU and the device model. The
+     * VM is paused; {@code caller}, if any, is the vCPU whose fork hypercall is being
+     * served (captured as it is, RIP past the `out`). Any other vCPU waiting in a
+     * restartable hypercall is captured with RIP back on its `out`, so that a copy
+     * re-issues the call instead of seeing a result meant for the parent.
+     */
+    private Snapshot capture(Vcpu caller) {
+        BitSet guestDirty = new BitSet();
+        if (memory.isPrivate()) {
+            long pages = memory.size() / GuestMemory.PAGE_SIZE;
+            Memory bitmap = new Memory(((pages + 63) / 64) * 8);
+            bitmap.clear();
+            kvmVm.getDirtyLog(0, bitmap);
+            guestDirty = GuestMemory.bitmapToPages(bitmap, pages);
+        }
+        GuestMemory.Freeze f = memory.freeze(guestDirty);
+        try {
+            if (f.viewChanged()) {
+                // Ordering requirements: the new view is mapped before the slot moves to it,
+                // and the old one is unmapped only after KVM has let go of it.
+                kvmVm.setUserMemoryRegion(0, 0, 0, 0, 0);
+                kvmVm.setUserMemoryRegion(0, KvmVm.MEM_LOG_DIRTY_PAGES, 0, memory.size(), memory.hostAddress());
+                memory.retireOldView();
+            }
+            List<VcpuState> states = new ArrayList<>();
+            for (Vcpu v : vcpus) {
+                VcpuState st = VcpuStates.capture(v.kvm, vmm.caps());
+                if (v != caller && v.inRestartableHypercall) {
+                    long[] regs = st.regs();
+                    long rip = regs[VcpuState.RIP];
+                    if (memory.readByte(rip - 1) != Hypercalls.OUT_EAX_DX) {
+                        throw new IllegalStateException(String.format(
+                                "vCPU %d waits in a hypercall but rip-1 (0x%x) is not its out instruction", v.index(),
+                                rip - 1));
+                    }
+                    regs[VcpuState.RIP] = rip - 1;
+                    st = st.withRegs(regs);
+                }
+                states.add(st);
+            }
+            DeviceState devices = new DeviceState(console.bytesWritten(), channel.queuedRequests(), channel.isClosed(),
+                    ready.isDone() && !ready.isCompletedExceptionally());
+            MachineState ms = new MachineState(identity, memory.size(), cpuid.entryBytes(), kvmVm.getClock().clock,
+                    states, devices);
+            return new Snapshot(ms, f.image());
+        } catch (RuntimeException e) {
+            f.image().release();
+            throw e;
+        }
+    }
+
+    /**
+     * Starts {@code count} children from a capture; per copy either its id or an error
+     * code. A child of a fork hypercall gets RAX = 0 and its fork block filled in as a
+     * child (role 1, its index, its id) before it runs.
+     */
+    private List<VirtualMachine> launchChildren(Snapshot snap, int count, int vmType, long[] ids, long[] errors,
+            Vcpu caller, long block) {
+        List<VirtualMachine> launched = new ArrayList<>();
+        VmmSettings s = vmm.settings();
+        for (int i = 0; i < count; i++) {
+            if (children.size() >= s.forkMaxChildrenPerVm()) {
+                errors[i] = Hypercalls.ELIMIT;
+                continue;
+            }
+            if (!vmm.tryReserveSlot()) {
+                errors[i] = Hypercalls.ELIMIT;
+                continue;
+            }
+            VmIdentity childId = new VmIdentity(vmm.newVmId(), id(), vmm.settings().hostId(),
+                    identity.forkGeneration() + 1, vmType);
+            MachineState state = snap.state();
+            if (caller != null) {
+                List<VcpuState> vs = new ArrayList<>();
+                for (VcpuState v : state.vcpus()) {
+                    if (v.index() == caller.index()) {
+                        long[] regs = v.regs();
+                        regs[VcpuState.RAX] = Hypercalls.OK;
+                        v = v.withRegs(regs);
+                    }
+                    vs.add(v);
+                }
+                state = new MachineState(state.identity(), state.memorySize(), state.cpuidEntries(), state.clockNs(),
+                        vs, state.devices());
+            }
+            final int index = i;
+            try {
+                VirtualMachine child = restore(vmm, state, snap.image(), childId, imageName, listener, this, false,
+                        c -> {
+                            if (caller != null) {
+                                c.memory.writeInt(block + 32, 1);
+                                c.memory.writeInt(block + 36, index);
+                                c.memory.writeLong(block + 40, c.id());
+                            }
+                        });
+                launched.add(child);
+                ids[i] = child.id();
+                listener.onForked(this, child);
+            } catch (NativeCallException e) {
+                vmm.releaseSlot();
+                errors[i] = isOutOfMemory(e.errno()) ? Hypercalls.ENOMEM : Hypercalls.ELIMIT;
+                log.warn("fork of {} copy {} failed: {}", this, i, e.getMessage());
+            } catch (RuntimeException e) {
+                vmm.releaseSlot();
+                errors[i] = Hypercalls.ELIMIT;
+                log.warn("fork of {} copy {} failed", this, i, e);
+            }
+        }
+        return launched;
+    }
+
+    private static boolean isOutOfMemory(int errno) {
+        return errno == Errno.ENOMEM || errno == Errno.ENOSPC || errno == Errno.EMFILE || errno == Errno.ENFILE;
     }
 
     @Override

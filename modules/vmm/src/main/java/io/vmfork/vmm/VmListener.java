@@ -19,6 +19,10 @@ public interface VmListener {
     default void onReady(VirtualMachine vm) {
     }
 
+    /** {@code parent} forked, and {@code child} is launched (it gets this same listener). */
+    default void onForked(VirtualMachine parent, VirtualMachine child) {
+    }
+
     /** The VM ended and every resource it held is released. */
     default void onEnded(VirtualMachine vm, VmExit exit) {
     }

@@ -2,6 +2,9 @@ package io.vmfork.vmm;
 
 import io.vmfork.kvm.Kvm;
 import io.vmfork.kvm.x86.Cpuid;
+import io.vmfork.kvm.x86.Msr;
+import io.vmfork.vmm.memory.RuntimeImage;
+import io.vmfork.vmm.state.MachineState;
 import io.vmfork.kvm.sys.HostHelper;
 import io.vmfork.vmm.x86.GuestLayout;
 import java.security.SecureRandom;
@@ -24,6 +27,7 @@ public final class Vmm implements AutoCloseable {
     private final VmmSettings settings;
     private final Kvm kvm;
     private final Cpuid cpuid;
+    private final VcpuStates.HostCaps caps;
     private final SecureRandom entropy = new SecureRandom();
     private final AtomicLong nextSeq = new AtomicLong(1);
     private final AtomicInteger live = new AtomicInteger();
@@ -34,6 +38,19 @@ public final class Vmm implements AutoCloseable {
         this.settings = settings;
         this.kvm = kvm;
         this.cpuid = kvm.supportedCpuid();
+        this.caps = hostCaps(kvm, cpuid);
+    }
+
+    /** What vCPU state this host can save and restore: XSAVE or FXSAVE, XCRs, and which MSRs. */
+    private static VcpuStates.HostCaps hostCaps(Kvm kvm, Cpuid cpuid) {
+        boolean xsave = kvm.checkExtension(Kvm.CAP_XSAVE) > 0;
+        boolean xcrs = kvm.checkExtension(Kvm.CAP_XCRS) > 0 && cpuid.hasXsave();
+        java.util.Set<Integer> listed = new java.util.HashSet<>();
+        for (int m : kvm.msrIndexList()) {
+            listed.add(m);
+        }
+        int[] msrs = java.util.Arrays.stream(Msr.GUEST_VISIBLE).filter(listed::contains).toArray();
+        return new VcpuStates.HostCaps(xsave, xcrs, msrs);
     }
 
     public static Vmm open(VmmSettings settings) {
@@ -87,16 +104,64 @@ public final class Vmm implements AutoCloseable {
         reserveSlot();
         try {
             VmIdentity id = new VmIdentity(newVmId(), 0, settings.hostId(), 0, spec.vmType());
-            VirtualMachine vm = VirtualMachine.boot(this, spec, id, start);
-            vms.put(vm.id(), vm);
-            if (vm.state().isEnded()) {
-                vms.remove(vm.id());
-            }
-            return vm;
+            return VirtualMachine.boot(this, spec, id, start);
         } catch (RuntimeException e) {
-            live.decrementAndGet();
+            releaseSlot();
             throw e;
         }
+    }
+
+    /**
+     * Starts a clone of a captured VM on this host: a new VM id, the captured VM as its
+     * parent, the next fork generation; its message channel gets the captured requests.
+     */
+    public VirtualMachine restore(MachineState state, RuntimeImage image, VmListener listener) {
+        checkMemorySize(state.memorySize());
+        if (state.vcpus().size() > settings.maxVcpus()) {
+            throw new LaunchException("the captured VM has " + state.vcpus().size() + " vCPUs; this host allows "
+                    + settings.maxVcpus());
+        }
+        reserveSlot();
+        try {
+            VmIdentity src = state.identity();
+            VmIdentity id = new VmIdentity(newVmId(), src.vmId(), settings.hostId(), src.forkGeneration() + 1,
+                    src.vmType());
+            return VirtualMachine.restore(this, state, image, id, "clone of " + Long.toHexString(src.vmId()),
+                    listener == null ? VmListener.NONE : listener, null, true, null);
+        } catch (RuntimeException e) {
+            releaseSlot();
+            throw e;
+        }
+    }
+
+    /** The VM with this id, if it is alive on this host. */
+    public VirtualMachine vm(long id) {
+        return vms.get(id);
+    }
+
+    void register(VirtualMachine vm) {
+        vms.put(vm.id(), vm);
+    }
+
+    /** Takes a VM slot for a fork child; false when the host is full. */
+    boolean tryReserveSlot() {
+        if (closed) {
+            return false;
+        }
+        if (live.incrementAndGet() > settings.maxVms()) {
+            live.decrementAndGet();
+            return false;
+        }
+        return true;
+    }
+
+    /** Gives back a slot taken for a launch that failed before its VM was registered. */
+    void releaseSlot() {
+        live.decrementAndGet();
+    }
+
+    VcpuStates.HostCaps caps() {
+        return caps;
     }
 
     void checkMemorySize(long bytes) {
@@ -126,7 +191,7 @@ public final class Vmm implements AutoCloseable {
     }
 
     void unregister(VirtualMachine vm) {
-        if (vms.remove(vm.id()) != null || true) {
+        if (vms.remove(vm.id(), vm)) {
             live.decrementAndGet();
         }
     }

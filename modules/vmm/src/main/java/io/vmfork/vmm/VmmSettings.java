@@ -22,7 +22,20 @@ public record VmmSettings(
         int maxMessageBytes,
         int maxQueuedRequests,
         int consoleBufferBytes,
-        Duration stopTimeout) {
+        Duration stopTimeout,
+        int forkMaxCount,
+        int forkMaxChildrenPerVm,
+        Duration forkPauseTimeout,
+        int maxImageExtents) {
+
+    public VmmSettings {
+        if (consoleBufferBytes < 1) {
+            throw new IllegalArgumentException("vmfork.vmm.console.buffer must be at least 1 byte");
+        }
+        if (forkMaxCount < 1 || forkMaxChildrenPerVm < 0 || maxImageExtents < 1) {
+            throw new IllegalArgumentException("vmfork.vmm.fork limits must be positive");
+        }
+    }
 
     public static VmmSettings create(Config root) {
         Config host = root.getConfig("vmfork.host");
@@ -41,7 +54,11 @@ public record VmmSettings(
                 c.getBytes("channel.max-message").intValue(),
                 c.getInt("channel.max-queued"),
                 c.getBytes("console.buffer").intValue(),
-                c.getDuration("stop-timeout"));
+                c.getDuration("stop-timeout"),
+                c.getInt("fork.max-count"),
+                c.getInt("fork.max-children-per-vm"),
+                c.getDuration("fork.pause-timeout"),
+                c.getInt("fork.max-image-extents"));
     }
 
     /** From the default configuration (application.conf over reference.conf). */

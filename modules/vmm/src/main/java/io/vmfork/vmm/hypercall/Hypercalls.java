@@ -20,6 +20,7 @@ public final class Hypercalls {
     public static final int RECV = 6;
     public static final int SEND = 7;
     public static final int READY = 8;
+    public static final int FORK = 9;
 
     public static final long OK = 0;
     public static final long EINVAL = -1;
@@ -35,9 +36,28 @@ public final class Hypercalls {
     public static final int ENTROPY_MAX = 4096;
     public static final long RECV_NONBLOCK = 1;
 
+    /** FORK: the caller's role after the call. */
+    public static final int FORK_PARENT = 0;
+    public static final int FORK_CHILD = 1;
+
     public static final long BOOT_INFO_MAGIC = 0x544f4f424b524f46L;
 
     private Hypercalls() {
+    }
+
+    public static String statusName(long status) {
+        return switch ((int) status) {
+            case 0 -> "OK";
+            case -1 -> "EINVAL";
+            case -2 -> "EFAULT";
+            case -3 -> "ENOSYS";
+            case -4 -> "E2BIG";
+            case -5 -> "EAGAIN";
+            case -6 -> "ECLOSED";
+            case -7 -> "ELIMIT";
+            case -8 -> "ENOMEM";
+            default -> "status " + status;
+        };
     }
 
     public static String name(int nr) {
@@ -51,6 +71,7 @@ public final class Hypercalls {
             case RECV -> "RECV";
             case SEND -> "SEND";
             case READY -> "READY";
+            case FORK -> "FORK";
             default -> "hypercall " + nr;
         };
     }

@@ -1,63 +1,212 @@
 package io.vmfork.vmm.memory;
 
+import com.sun.jna.Memory;
 import com.sun.jna.Pointer;
 import io.vmfork.kvm.memory.Mapping;
 import io.vmfork.kvm.memory.Memfd;
+import io.vmfork.kvm.sys.LibC;
+import io.vmfork.vmm.state.MemorySource.Run;
+import java.util.ArrayList;
+import java.util.BitSet;
+import java.util.List;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
 
 /**
- * A VM's RAM as the VMM sees it: guest-physical [0, size) backed by a memfd, mapped into
- * this process. Every access from the VMM goes through a bounds check, so a guest that
- * passes a bad pointer to a hypercall gets an error, never a host crash.
+ * A VM's RAM as the VMM sees it: guest-physical [0, size), mapped into this process.
+ *
+ * <p>A booted VM starts with its own memfd mapped MAP_SHARED. At its first freeze (a fork
+ * or snapshot) that memfd becomes an immutable {@link RuntimeImage} and the VM switches to
+ * a MAP_PRIVATE view of it, as its children do. At later freezes only the pages written
+ * since the previous one (the guest's, from KVM's dirty log, and the VMM's own, tracked
+ * here) are copied into a new overlay layer; untouched memory is never copied.
+ *
+ * <p>Every access from the VMM goes through a bounds check, so a guest that passes a bad
+ * pointer to a hypercall gets an error, never a host crash.
  */
 public final class GuestMemory implements AutoCloseable {
     public static final long PAGE_SIZE = 4096;
+    /** Old views are unmapped off the fork's critical path: tearing down 1 GiB of PTEs takes tens of ms. */
+    private static final ExecutorService RETIRER = Executors.newSingleThreadExecutor(r -> {
+        Thread t = new Thread(r, "vmfork-unmap");
+        t.setDaemon(true);
+        return t;
+    });
 
-    private final Memfd memfd;
-    private final Mapping mapping;
-    private final Pointer base;
+    private final String name;
+    private final long size;
+    private final int maxExtents;
+    private volatile Mapping view;
+    private volatile Pointer base;
+    /** The booted VM's own RAM file while it is still mapped shared; null once frozen. */
+    private Memfd own;
+    /** The image the current private view maps; null while the view is shared. */
+    private RuntimeImage image;
+    /** Pages the VMM wrote through this object since the last freeze (private views only). */
+    private final BitSet vmmDirty = new BitSet();
+    private final List<CompletableFuture<Void>> retiring = new ArrayList<>();
+    private boolean closed;
 
-    private GuestMemory(Memfd memfd, Mapping mapping) {
-        this.memfd = memfd;
-        this.mapping = mapping;
-        this.base = mapping.pointer();
+    private GuestMemory(String name, long size, int maxExtents) {
+        this.name = name;
+        this.size = size;
+        this.maxExtents = maxExtents;
     }
 
     /** Fresh zeroed RAM: a new memfd, mapped shared so that the memfd holds the guest's writes. */
-    public static GuestMemory create(String name, long size) {
+    public static GuestMemory create(String name, long size, int maxExtents) {
+        GuestMemory m = new GuestMemory(name, size, maxExtents);
         Memfd fd = Memfd.create(name, size);
         try {
-            return new GuestMemory(fd, fd.map(true, name));
+            m.own = fd;
+            m.setView(fd.map(true, name));
+            return m;
         } catch (RuntimeException e) {
             fd.close();
             throw e;
         }
     }
 
+    /** A private copy-on-write view of {@code image}; takes a reference to it. */
+    public static GuestMemory fromImage(String name, RuntimeImage image, int maxExtents) {
+        GuestMemory m = new GuestMemory(name, image.size(), maxExtents);
+        Mapping v = image.mapPrivate(name);
+        m.image = image.retain();
+        m.setView(v);
+        return m;
+    }
+
+    private void setView(Mapping v) {
+        view = v;
+        base = v.pointer();
+    }
+
     public long size() {
-        return mapping.size();
-    }
-
-    public Memfd memfd() {
-        return memfd;
-    }
-
-    public Mapping mapping() {
-        return mapping;
+        return size;
     }
 
     /** Host virtual address of guest-physical 0, for KVM_SET_USER_MEMORY_REGION. */
     public long hostAddress() {
-        return mapping.address();
+        return view.address();
     }
+
+    /** True once the view is private over a runtime image (and KVM should log dirty pages). */
+    public synchronized boolean isPrivate() {
+        return image != null;
+    }
+
+    /** The outcome of a freeze. */
+    public record Freeze(RuntimeImage image, boolean viewChanged, int pagesCopied) {
+    }
+
+    /**
+     * Freezes RAM into a runtime image. The VM must be paused. {@code guestDirty} are the
+     * pages the guest wrote since the last freeze (KVM's dirty log), ignored on the first.
+     * Returns the image with a reference for the caller. When {@code viewChanged}, the
+     * caller must point KVM's memory slot at {@link #hostAddress()} and then call
+     * {@link #retireOldView}.
+     */
+    public synchronized Freeze freeze(BitSet guestDirty) {
+        checkOpen();
+        if (image == null) {
+            // First freeze: the RAM file itself becomes the image; nothing is copied.
+            image = RuntimeImage.ofBase(own);
+            own = null;
+            pendingOld = view;
+            setView(image.mapPrivate(name));
+            vmmDirty.clear();
+            return new Freeze(image.retain(), true, 0);
+        }
+        BitSet dirty = (BitSet) guestDirty.clone();
+        dirty.or(vmmDirty);
+        if (dirty.isEmpty()) {
+            return new Freeze(image.retain(), false, 0);
+        }
+        List<Run> runs = runsOf(dirty);
+        Memfd layer = Memfd.create(name + "-layer", size);
+        RuntimeImage next;
+        try {
+            for (Run r : runs) {
+                LibC.pwriteFully(layer.fd(), base.share(r.offset()), r.length(), r.offset(), name + " layer");
+            }
+            next = image.overlay(layer, runs);
+        } catch (RuntimeException e) {
+            layer.close();
+            throw e;
+        }
+        if (next.extentCount() > maxExtents) {
+            RuntimeImage flat = next.flatten(name + "-flat");
+            next.release();
+            next = flat;
+        }
+        Mapping v;
+        try {
+            v = next.mapPrivate(name);
+        } catch (RuntimeException e) {
+            next.release();
+            throw e;
+        }
+        image.release();
+        image = next;
+        pendingOld = view;
+        setView(v);
+        vmmDirty.clear();
+        return new Freeze(image.retain(), true, dirty.cardinality());
+    }
+
+    private Mapping pendingOld;
+
+    /** Unmaps the view a freeze replaced, in the background; close() waits for it. */
+    public synchronized void retireOldView() {
+        Mapping old = pendingOld;
+        pendingOld = null;
+        if (old != null) {
+            retiring.removeIf(CompletableFuture::isDone);
+            retiring.add(CompletableFuture.runAsync(old::close, RETIRER));
+        }
+    }
+
+    private static List<Run> runsOf(BitSet pages) {
+        List<Run> runs = new ArrayList<>();
+        for (int p = pages.nextSetBit(0); p >= 0; ) {
+            int end = pages.nextClearBit(p);
+            runs.add(new Run(p * PAGE_SIZE, (end - p) * PAGE_SIZE));
+            p = pages.nextSetBit(end);
+        }
+        return runs;
+    }
+
+    /** Reads a KVM dirty-log bitmap (one bit a page, little-endian 64-bit words) into a BitSet. */
+    public static BitSet bitmapToPages(Memory bitmap, long pages) {
+        long[] words = bitmap.getLongArray(0, (int) ((pages + 63) / 64));
+        return BitSet.valueOf(words);
+    }
+
+    private void checkOpen() {
+        if (closed) {
+            throw new IllegalStateException("guest memory " + name + " is closed");
+        }
+    }
+
+    // ---- bounds-checked access ---------------------------------------------------------
 
     /** True if {@code [gpa, gpa+len)} lies inside guest RAM (no overflow, len may be 0). */
     public boolean contains(long gpa, long len) {
-        return gpa >= 0 && len >= 0 && gpa <= size() && len <= size() - gpa;
+        return gpa >= 0 && len >= 0 && gpa <= size && len <= size - gpa;
     }
 
     private void check(long gpa, long len) {
         if (!contains(gpa, len)) {
-            throw new GuestAccessException(gpa, len, size());
+            throw new GuestAccessException(gpa, len, size);
+        }
+    }
+
+    private void written(long gpa, long len) {
+        if (len > 0 && image != null) {
+            synchronized (vmmDirty) {
+                vmmDirty.set((int) (gpa / PAGE_SIZE), (int) ((gpa + len - 1) / PAGE_SIZE) + 1);
+            }
         }
     }
 
@@ -73,6 +222,7 @@ public final class GuestMemory implements AutoCloseable {
     public void write(long gpa, byte[] data, int off, int len) {
         check(gpa, len);
         base.write(gpa, data, off, len);
+        written(gpa, len);
     }
 
     public long readLong(long gpa) {
@@ -83,6 +233,7 @@ public final class GuestMemory implements AutoCloseable {
     public void writeLong(long gpa, long value) {
         check(gpa, 8);
         base.setLong(gpa, value);
+        written(gpa, 8);
     }
 
     public int readInt(long gpa) {
@@ -93,6 +244,7 @@ public final class GuestMemory implements AutoCloseable {
     public void writeInt(long gpa, int value) {
         check(gpa, 4);
         base.setInt(gpa, value);
+        written(gpa, 4);
     }
 
     public byte readByte(long gpa) {
@@ -100,12 +252,37 @@ public final class GuestMemory implements AutoCloseable {
         return base.getByte(gpa);
     }
 
+    /** Releases the view (waiting for retired ones), the image reference and the RAM file. */
     @Override
     public void close() {
+        List<CompletableFuture<Void>> pending;
+        synchronized (this) {
+            if (closed) {
+                return;
+            }
+            closed = true;
+            pending = List.copyOf(retiring);
+            if (pendingOld != null) {
+                pendingOld.close();
+                pendingOld = null;
+            }
+        }
+        for (CompletableFuture<Void> f : pending) {
+            f.join();
+        }
         try {
-            mapping.close();
+            view.close();
         } finally {
-            memfd.close();
+            synchronized (this) {
+                if (image != null) {
+                    image.release();
+                    image = null;
+                }
+                if (own != null) {
+                    own.close();
+                    own = null;
+                }
+            }
         }
     }
 }

@@ -1,0 +1,90 @@
+package io.vmfork.vmm.state;
+
+import java.util.Arrays;
+
+/**
+ * Everything a guest can observe of one vCPU: registers, FPU/SSE/AVX state, the MSRs it
+ * can touch, pending events and the MP state. Live host resources (fds, kvm_run) are
+ * never part of it.
+ *
+ * @param regs       kvm_regs, 18 values: rax rbx rcx rdx rsi rdi rsp rbp r8..r15 rip rflags
+ * @param fpuFormat  how {@code fpu} is laid out: XSAVE (the 4 KiB kvm_xsave area) or FXSAVE (the 416-byte kvm_fpu)
+ * @param xcr0       XCR0, or 0 where the host has no XCRs
+ * @param msrIndices MSR numbers, and {@code msrValues} their values in the same order
+ * @param events     the 64 raw bytes of kvm_vcpu_events
+ */
+public record VcpuState(int index, long[] regs, SregsState sregs, FpuFormat fpuFormat, byte[] fpu, long xcr0,
+        int[] msrIndices, long[] msrValues, byte[] events, int mpState) {
+
+    public enum FpuFormat { XSAVE, FXSAVE }
+
+    public static final int REGS = 18;
+    public static final int RIP = 16;
+    public static final int RAX = 0;
+
+    public VcpuState {
+        if (regs.length != REGS) {
+            throw new IllegalArgumentException("kvm_regs has 18 registers, got " + regs.length);
+        }
+        if (msrIndices.length != msrValues.length) {
+            throw new IllegalArgumentException("MSR indices and values differ in length");
+        }
+        regs = regs.clone();
+        fpu = fpu.clone();
+        msrIndices = msrIndices.clone();
+        msrValues = msrValues.clone();
+        events = events.clone();
+    }
+
+    @Override
+    public long[] regs() {
+        return regs.clone();
+    }
+
+    @Override
+    public byte[] fpu() {
+        return fpu.clone();
+    }
+
+    @Override
+    public int[] msrIndices() {
+        return msrIndices.clone();
+    }
+
+    @Override
+    public long[] msrValues() {
+        return msrValues.clone();
+    }
+
+    @Override
+    public byte[] events() {
+        return events.clone();
+    }
+
+    public long rip() {
+        return regs[RIP];
+    }
+
+    /** The same state with some registers changed (a fork child's RAX, a rewound RIP). */
+    public VcpuState withRegs(long[] newRegs) {
+        return new VcpuState(index, newRegs, sregs, fpuFormat, fpu, xcr0, msrIndices, msrValues, events, mpState);
+    }
+
+    @Override
+    public boolean equals(Object o) {
+        return o instanceof VcpuState x && index == x.index && Arrays.equals(regs, x.regs) && sregs.equals(x.sregs)
+                && fpuFormat == x.fpuFormat && Arrays.equals(fpu, x.fpu) && xcr0 == x.xcr0
+                && Arrays.equals(msrIndices, x.msrIndices) && Arrays.equals(msrValues, x.msrValues)
+                && Arrays.equals(events, x.events) && mpState == x.mpState;
+    }
+
+    @Override
+    public int hashCode() {
+        return Arrays.hashCode(regs);
+    }
+
+    @Override
+    public String toString() {
+        return String.format("VcpuState[%d rip=0x%x rsp=0x%x cr3=0x%x]", index, regs[RIP], regs[6], sregs.cr3());
+    }
+}

@@ -1,0 +1,200 @@
+/*
+ * forker: a test guest for fork. It initialises a buffer whose contents a child must
+ * see, then serves requests; "fork N [TYPE]" forks. Children announce themselves with an
+ * unsolicited message and then serve requests like their parent.
+ *
+ *   fork N [TYPE]   parent replies "parent launched=<n> ids=<id,..> errs=<e,..>";
+ *                   each child sends "child index=<i> id=<id> parent=<p> gen=<g> type=<t>"
+ *   sum             "sum=<checksum of the initialised buffer>"
+ *   write K V       buf[K] = V, "ok"       read K   "<buf[K]>"
+ *   touch MIB       writes one word per page of MIB MiB of the heap, "touched <MIB>"
+ *   readall MIB     reads one word per page of MIB MiB of the heap, "read <MIB> <xor>"
+ *   forkloop        forks one copy at a time until the VMM refuses, "forked=<n> err=<e>"
+ *                   (children go back to serving requests)
+ *   id, rand, stop  as warm-worker
+ */
+#include <vmfork.h>
+
+#define BUF_WORDS (1u << 20) /* 8 MiB of initialised state */
+
+static uint64_t *buf;
+static uint64_t *heap;
+static uint64_t heap_words;
+static char req[4096];
+static char out[4096];
+
+static uint64_t checksum(void)
+{
+    uint64_t s = 0;
+    for (uint32_t i = 0; i < BUF_WORDS; i++)
+        s = s * 31 + buf[i];
+    return s;
+}
+
+static void reply(const char *s)
+{
+    if (vmf_send(s, strlen(s)) < 0)
+        vmf_exit(5);
+}
+
+static int parse_words(const char *s, size_t len, uint64_t *w, int max)
+{
+    int n = 0;
+    size_t i = 0;
+    while (i < len && n < max) {
+        while (i < len && s[i] == ' ')
+            i++;
+        size_t j = i;
+        while (j < len && s[j] != ' ')
+            j++;
+        if (j == i)
+            break;
+        int ok;
+        w[n++] = vmf_parse_u64(s + i, j - i, &ok);
+        if (!ok)
+            return -1;
+        i = j;
+    }
+    return n;
+}
+
+static void announce_child(const struct vmf_fork *f)
+{
+    struct vmf_identity id;
+    vmf_identity(&id);
+    vmf_snprintf(out, sizeof out, "child index=%u id=%lu parent=%lu gen=%lu type=%u", f->index,
+                 (unsigned long)f->vm_id, (unsigned long)id.parent_id, (unsigned long)id.fork_generation,
+                 id.vm_type);
+    reply(out);
+}
+
+static uint64_t ids[256];
+static int64_t errs[256];
+
+/* Returns 1 in a child, 0 in the parent. */
+static int do_fork(uint32_t count, uint32_t type, int64_t *ret)
+{
+    struct vmf_fork f = { .vm_type = type, .count = count, .ids = (uint64_t)(uintptr_t)ids,
+                          .errors = (uint64_t)(uintptr_t)errs };
+    *ret = vmf_fork(&f);
+    if (*ret >= 0 && f.role == VMF_FORK_CHILD) {
+        announce_child(&f);
+        return 1;
+    }
+    return 0;
+}
+
+int main(void)
+{
+    buf = (uint64_t *)(uintptr_t)vmf_boot->heap_start;
+    heap = buf + BUF_WORDS;
+    if ((uint64_t)(uintptr_t)heap > vmf_boot->heap_end)
+        return 3;
+    heap_words = (vmf_boot->heap_end - (uint64_t)(uintptr_t)heap) / 8;
+    for (uint32_t i = 0; i < BUF_WORDS; i++)
+        buf[i] = (uint64_t)i * 2654435761u + 1;
+    vmf_printf("forker: ready, sum=%lu\n", (unsigned long)checksum());
+    vmf_ready();
+
+    for (;;) {
+        size_t len = 0;
+        int64_t r = vmf_recv(req, sizeof req - 1, 0, &len);
+        if (r == VMF_ECLOSED)
+            return 0;
+        if (r < 0)
+            return 4;
+        req[len] = 0;
+        uint64_t w[3];
+        if (len >= 5 && strncmp(req, "fork ", 5) == 0) {
+            int n = parse_words(req + 5, len - 5, w, 2);
+            if (n < 1 || w[0] == 0 || w[0] > 256) {
+                reply("error: bad count");
+                continue;
+            }
+            int64_t ret;
+            if (do_fork((uint32_t)w[0], n > 1 ? (uint32_t)w[1] : 0, &ret))
+                continue;
+            if (ret < 0) {
+                vmf_snprintf(out, sizeof out, "parent error=%ld", (long)ret);
+                reply(out);
+                continue;
+            }
+            size_t o = (size_t)vmf_snprintf(out, sizeof out, "parent launched=%ld ids=", (long)ret);
+            for (uint64_t i = 0; i < w[0] && o < sizeof out - 64; i++)
+                o += (size_t)vmf_snprintf(out + o, sizeof out - o, "%s%lu", i ? "," : "", (unsigned long)ids[i]);
+            o += (size_t)vmf_snprintf(out + o, sizeof out - o, " errs=");
+            for (uint64_t i = 0; i < w[0] && o < sizeof out - 32; i++)
+                o += (size_t)vmf_snprintf(out + o, sizeof out - o, "%s%ld", i ? "," : "", (long)errs[i]);
+            reply(out);
+        } else if (len == 8 && strncmp(req, "forkloop", 8) == 0) {
+            uint64_t forked = 0;
+            int64_t ret = 0;
+            for (;;) {
+                if (do_fork(1, 0, &ret))
+                    break; /* a child: back to serving */
+                if (ret != 1) {
+                    vmf_snprintf(out, sizeof out, "forked=%lu err=%ld", (unsigned long)forked,
+                                 (long)(ret < 0 ? ret : errs[0]));
+                    reply(out);
+                    break;
+                }
+                forked++;
+            }
+        } else if (len == 3 && strncmp(req, "sum", 3) == 0) {
+            vmf_snprintf(out, sizeof out, "sum=%lu", (unsigned long)checksum());
+            reply(out);
+        } else if (len > 6 && strncmp(req, "write ", 6) == 0) {
+            if (parse_words(req + 6, len - 6, w, 2) != 2 || w[0] >= BUF_WORDS) {
+                reply("error: bad write");
+                continue;
+            }
+            buf[w[0]] = w[1];
+            reply("ok");
+        } else if (len > 5 && strncmp(req, "read ", 5) == 0) {
+            if (parse_words(req + 5, len - 5, w, 1) != 1 || w[0] >= BUF_WORDS) {
+                reply("error: bad read");
+                continue;
+            }
+            vmf_snprintf(out, sizeof out, "%lu", (unsigned long)buf[w[0]]);
+            reply(out);
+        } else if (len > 6 && strncmp(req, "touch ", 6) == 0) {
+            if (parse_words(req + 6, len - 6, w, 1) != 1 || w[0] * (1u << 17) > heap_words) {
+                reply("error: bad size");
+                continue;
+            }
+            for (uint64_t i = 0; i < w[0] * (1u << 17); i += 512)
+                heap[i] = i + 1;
+            vmf_snprintf(out, sizeof out, "touched %lu", (unsigned long)w[0]);
+            reply(out);
+        } else if (len > 8 && strncmp(req, "readall ", 8) == 0) {
+            if (parse_words(req + 8, len - 8, w, 1) != 1 || w[0] * (1u << 17) > heap_words) {
+                reply("error: bad size");
+                continue;
+            }
+            uint64_t x = 0;
+            for (uint64_t i = 0; i < w[0] * (1u << 17); i += 512)
+                x ^= heap[i];
+            vmf_snprintf(out, sizeof out, "read %lu %lu", (unsigned long)w[0], (unsigned long)x);
+            reply(out);
+        } else if (len == 2 && strncmp(req, "id", 2) == 0) {
+            struct vmf_identity id;
+            vmf_identity(&id);
+            vmf_snprintf(out, sizeof out, "vm=%lu parent=%lu gen=%lu host=%lu type=%u", (unsigned long)id.vm_id,
+                         (unsigned long)id.parent_id, (unsigned long)id.fork_generation, (unsigned long)id.host_id,
+                         id.vm_type);
+            reply(out);
+        } else if (len == 4 && strncmp(req, "rand", 4) == 0) {
+            uint8_t b[8];
+            vmf_entropy(b, sizeof b);
+            size_t o = 0;
+            for (int i = 0; i < 8; i++)
+                o += (size_t)vmf_snprintf(out + o, sizeof out - o, "%02x", b[i]);
+            reply(out);
+        } else if (len == 4 && strncmp(req, "stop", 4) == 0) {
+            reply("bye");
+            return 0;
+        } else {
+            reply("error: unknown request");
+        }
+    }
+}
