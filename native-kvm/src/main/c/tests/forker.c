@@ -8,7 +8,7 @@
  *   sum             "sum=<checksum of the initialised buffer>"
  *   write K V       buf[K] = V, "ok"       read K   "<buf[K]>"
  *   touch MIB       writes one word per page of MIB MiB of the heap, "touched <MIB>"
- *   readall MIB     reads one word per page of MIB MiB of the heap, "read <MIB> <xor>"
+ *   readall MIB     reads one word per page of MIB MiB of the heap, "read <MIB> <sum>"
  *   forkloop        forks one copy at a time until the VMM refuses, "forked=<n> err=<e>"
  *                   (children go back to serving requests)
  *   id, rand, stop  as warm-worker
@@ -173,7 +173,7 @@ int main(void)
             }
             uint64_t x = 0;
             for (uint64_t i = 0; i < w[0] * (1u << 17); i += 512)
-                x ^= heap[i];
+                x += heap[i];
             vmf_snprintf(out, sizeof out, "read %lu %lu", (unsigned long)w[0], (unsigned long)x);
             reply(out);
         } else if (len == 2 && strncmp(req, "id", 2) == 0) {

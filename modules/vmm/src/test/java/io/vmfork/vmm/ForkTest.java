@@ -107,4 +107,122 @@ class ForkTest {
             v.stop();
         }
     }
+
+    @Test
+    void sixtyFourChildrenAllRunAndAnswer() throws Exception {
+        Announcements a = new Announcements();
+        VirtualMachine parent = forker(a);
+        String sum = ask(parent, "sum");
+        List<VirtualMachine> kids = forkVia(parent, 64, a);
+        assertEquals(64, kids.stream().map(VirtualMachine::id).distinct().count());
+        for (int i = 0; i < kids.size(); i++) {
+            VirtualMachine c = kids.get(i);
+            assertTrue(a.next(c).startsWith("child index=" + i + " id=" + c.id() + " "));
+        }
+        for (VirtualMachine c : kids) {
+            assertEquals(sum, ask(c, "sum"));
+            assertEquals("ok", ask(c, "write 1 " + c.id()));
+        }
+        for (VirtualMachine c : kids) {
+            assertEquals(String.valueOf(c.id()), ask(c, "read 1"), "each child keeps its own write");
+        }
+        assertEquals(64, parent.children().size());
+        for (VirtualMachine c : kids) {
+            c.stop();
+        }
+        assertEquals(0, parent.children().size());
+        parent.stop();
+    }
+
+    @Test
+    void childrenForkGrandchildren() throws Exception {
+        Announcements a = new Announcements();
+        VirtualMachine parent = forker(a);
+        VirtualMachine child = forkVia(parent, 1, a).get(0);
+        a.next(child);
+        assertEquals("ok", ask(child, "write 9 4242"));
+        VirtualMachine grandchild = forkVia(child, 1, a).get(0);
+        assertEquals("child index=0 id=" + grandchild.id() + " parent=" + child.id() + " gen=2 type=0",
+                a.next(grandchild));
+        assertEquals("4242", ask(grandchild, "read 9"), "a grandchild sees its parent's state");
+        assertEquals("ok", ask(grandchild, "write 9 1"));
+        assertEquals("4242", ask(child, "read 9"));
+        assertNotEquals("4242", ask(parent, "read 9"));
+        for (VirtualMachine v : List.of(grandchild, child, parent)) {
+            v.stop();
+        }
+    }
+
+    @Test
+    void aSecondForkCapturesThePresentStateOnly() throws Exception {
+        Announcements a = new Announcements();
+        VirtualMachine parent = forker(a);
+        VirtualMachine first = forkVia(parent, 1, a).get(0);
+        a.next(first);
+        assertEquals("ok", ask(parent, "write 3 333"));
+        assertEquals("touched 4", ask(parent, "touch 4"));
+        VirtualMachine second = forkVia(parent, 1, a).get(0);
+        a.next(second);
+        assertEquals("333", ask(second, "read 3"));
+        assertNotEquals("333", ask(first, "read 3"));
+        assertEquals(ask(parent, "readall 4"), ask(second, "readall 4"));
+        assertNotEquals(ask(parent, "readall 4"), ask(first, "readall 4"));
+        assertEquals(ask(parent, "sum"), ask(second, "sum"));
+        // A third fork right after the second copies nothing and still sees everything.
+        VirtualMachine third = forkVia(parent, 1, a).get(0);
+        a.next(third);
+        assertEquals("333", ask(third, "read 3"));
+        for (VirtualMachine v : List.of(first, second, third, parent)) {
+            v.stop();
+        }
+    }
+
+    @Test
+    void anApplicationForksAVmThatIsBusyComputing() throws Exception {
+        VirtualMachine spin = vmm.launch(VmSpec.of(Guests.shipped("spin"), 16L << 20));
+        spin.ready().get(30, TimeUnit.SECONDS);
+        long before = Long.parseLong(ask(spin, "count"));
+        VirtualMachine.ForkResult r = spin.fork(2, 7);
+        assertEquals(2, r.children().size(), r.errors().toString());
+        for (VirtualMachine c : r.children()) {
+            long count = Long.parseLong(ask(c, "count"));
+            assertTrue(count > before, "the child goes on counting from where its parent was: " + count);
+            assertEquals("vm=" + c.id() + " parent=" + spin.id() + " gen=1 host=1 type=7", ask(c, "id"));
+        }
+        assertTrue(Long.parseLong(ask(spin, "count")) > before, "the parent runs on");
+        for (VirtualMachine c : r.children()) {
+            c.stop();
+        }
+        spin.stop();
+    }
+
+    @Test
+    void aWorkerWaitingForARequestIsForkedAndTheChildServes() throws Exception {
+        VirtualMachine worker = vmm.launch(VmSpec.of(Guests.shipped("warm-worker"), 256L << 20));
+        worker.ready().get(60, TimeUnit.SECONDS);
+        String expected = ask(worker, "get 42");
+        VirtualMachine.ForkResult r = worker.fork(3, 0);
+        assertEquals(3, r.children().size());
+        for (VirtualMachine c : r.children()) {
+            assertEquals(expected, ask(c, "get 42"), "the child re-issues RECV and serves from the parent's index");
+            assertTrue(c.ready().isDone(), "a copy of a ready worker is ready");
+        }
+        assertEquals(expected, ask(worker, "get 42"));
+        for (VirtualMachine c : r.children()) {
+            assertEquals("bye", ask(c, "stop"));
+            assertEquals(VmExit.exited(0), c.awaitTermination(VmmTesting.TIMEOUT));
+        }
+        worker.stop();
+    }
+
+    @Test
+    void untouchedPagesAreNeverMaterialised() throws Exception {
+        VirtualMachine parent = vmm.launch(VmSpec.of(Guests.shipped("forker"), 1L << 30));
+        parent.ready().get(30, TimeUnit.SECONDS);
+        try (VirtualMachine.Snapshot s = parent.snapshot()) {
+            long data = s.image().dataRuns().stream().mapToLong(r -> r.length()).sum();
+            assertTrue(data < 16L << 20, "a 1 GiB VM that touched ~9 MiB has " + data + " bytes of data in its image");
+        }
+        parent.stop();
+    }
 }

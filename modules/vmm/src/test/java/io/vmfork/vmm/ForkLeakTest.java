@@ -1,0 +1,44 @@
+package io.vmfork.vmm;
+
+import static org.junit.jupiter.api.Assertions.*;
+
+import io.vmfork.vmm.guest.Guests;
+import java.util.concurrent.TimeUnit;
+import org.junit.jupiter.api.Test;
+
+/** A few hundred forks, through both paths, leave no fd, memfd, mapping or thread behind. */
+class ForkLeakTest {
+    @Test
+    void threeHundredForksLeaveNothingBehind() throws Exception {
+        try (Vmm vmm = VmmTesting.openVmm()) {
+            VirtualMachine warm = vmm.launch(VmSpec.of(Guests.shipped("hello"), 8 << 20));
+            warm.awaitTermination(VmmTesting.TIMEOUT);
+            int fds = VmmTesting.openFds();
+            int threads = VmmTesting.threads();
+
+            VirtualMachine parent = vmm.launch(VmSpec.of(Guests.shipped("forker"), 64L << 20));
+            parent.ready().get(30, TimeUnit.SECONDS);
+            int forks = 0;
+            for (int round = 0; round < 10; round++) {
+                // Dirty some memory so that every round adds an overlay layer.
+                assertEquals("touched 1", ForkTest.ask(parent, "touch 1"));
+                String r = ForkTest.ask(parent, "fork 20");
+                assertTrue(r.startsWith("parent launched=20 "), r);
+                forks += 20;
+                VirtualMachine.ForkResult ext = parent.fork(10, 0);
+                assertEquals(10, ext.children().size());
+                forks += 10;
+                for (VirtualMachine c : parent.children()) {
+                    c.stop();
+                }
+            }
+            assertEquals(300, forks);
+            parent.stop();
+            assertEquals(0, vmm.liveCount());
+            assertTrue(VmmTesting.settle(VmmTesting::threads, threads) <= threads, "vCPU threads left behind");
+            assertEquals(fds, VmmTesting.openFds(), "fds left behind");
+            assertEquals(0, VmmTesting.memfds(), "memfds left behind");
+            assertEquals(0, VmmTesting.vmMappings(), "guest RAM or kvm_run mappings left behind");
+        }
+    }
+}

@@ -1,0 +1,56 @@
+package io.vmfork.vmm;
+
+import static org.junit.jupiter.api.Assertions.*;
+
+import com.typesafe.config.ConfigFactory;
+import io.vmfork.vmm.guest.Guests;
+import java.util.List;
+import java.util.concurrent.TimeUnit;
+import org.junit.jupiter.api.Test;
+
+/** A fork that cannot be satisfied gets an error code; a fork loop cannot take the host down. */
+class ForkLimitsTest {
+    private static Vmm vmmWith(String config) {
+        return Vmm.open(VmmSettings.create(ConfigFactory.parseString(config).withFallback(ConfigFactory.load())));
+    }
+
+    @Test
+    void copiesOverThePerVmLimitFailWithElimit() throws Exception {
+        try (Vmm vmm = vmmWith("vmfork.vmm.fork.max-children-per-vm = 4")) {
+            ForkTest.Announcements a = new ForkTest.Announcements();
+            VirtualMachine parent = vmm.launch(VmSpec.of(Guests.shipped("forker"), 64L << 20).withListener(a));
+            parent.ready().get(30, TimeUnit.SECONDS);
+            String r = ForkTest.ask(parent, "fork 6");
+            assertTrue(r.startsWith("parent launched=4 "), r);
+            assertTrue(r.endsWith("errs=0,0,0,0,-7,-7"), r);
+            assertEquals(5, vmm.liveCount());
+        }
+    }
+
+    @Test
+    void aForkLoopStopsAtTheHostLimit() throws Exception {
+        try (Vmm vmm = vmmWith("vmfork.vmm.max-vms = 20\nvmfork.vmm.fork.max-children-per-vm = 1000")) {
+            VirtualMachine parent = vmm.launch(VmSpec.of(Guests.shipped("forker"), 64L << 20));
+            parent.ready().get(30, TimeUnit.SECONDS);
+            assertEquals("forked=19 err=-7", ForkTest.ask(parent, "forkloop"));
+            assertEquals(20, vmm.liveCount());
+            // The host still works: the parent answers, and a VM stopped makes room again.
+            assertTrue(ForkTest.ask(parent, "sum").startsWith("sum="));
+            List<VirtualMachine> kids = parent.children();
+            kids.get(0).stop();
+            assertTrue(ForkTest.ask(parent, "fork 1").startsWith("parent launched=1 "));
+        }
+    }
+
+    @Test
+    void forkArgumentsAreChecked() {
+        try (Vmm vmm = vmmWith("")) {
+            VirtualMachine spin = vmm.launch(VmSpec.of(Guests.shipped("spin"), 16L << 20));
+            spin.ready().join();
+            assertThrows(IllegalArgumentException.class, () -> spin.fork(0, 0));
+            assertThrows(IllegalArgumentException.class, () -> spin.fork(vmm.settings().forkMaxCount() + 1, 0));
+            spin.stop();
+            assertThrows(VmEndedException.class, () -> spin.fork(1, 0));
+        }
+    }
+}
