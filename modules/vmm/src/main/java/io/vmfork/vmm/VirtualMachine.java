@@ -251,6 +251,16 @@ public final class VirtualMachine {
         return List.copyOf(children);
     }
 
+    /** True while every vCPU waits in RECV for a request: the guest is idle and its state is still. */
+    public boolean awaitingRequest() {
+        for (Vcpu v : vcpus) {
+            if (!v.inRestartableHypercall) {
+                return false;
+            }
+        }
+        return !vcpus.isEmpty();
+    }
+
     /** Timing of the last fork hypercall this VM made, or null. */
     public ForkRecord lastFork() {
         return lastFork;
