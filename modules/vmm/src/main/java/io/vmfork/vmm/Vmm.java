@@ -43,7 +43,8 @@ public final class Vmm implements AutoCloseable {
 
     /** What vCPU state this host can save and restore: XSAVE or FXSAVE, XCRs, and which MSRs. */
     private static VcpuStates.HostCaps hostCaps(Kvm kvm, Cpuid cpuid) {
-        boolean xsave = kvm.checkExtension(Kvm.CAP_XSAVE) > 0;
+        // As HostPlatform: XSAVE state only where the guest can have XSAVE; FXSAVE is complete otherwise.
+        boolean xsave = cpuid.hasXsave() && kvm.checkExtension(Kvm.CAP_XSAVE) > 0;
         boolean xcrs = kvm.checkExtension(Kvm.CAP_XCRS) > 0 && cpuid.hasXsave();
         java.util.Set<Integer> listed = new java.util.HashSet<>();
         for (int m : kvm.msrIndexList()) {
@@ -134,6 +135,38 @@ public final class Vmm implements AutoCloseable {
         }
     }
 
+    /**
+     * Starts a clone from a capsule: reads and verifies the whole capsule (compatibility
+     * with this host first, then every chunk and the digest) before any VM exists. A bad or
+     * incompatible capsule throws {@link io.vmfork.vmm.capsule.CapsuleException} and leaves
+     * nothing behind.
+     */
+    public VirtualMachine restoreCapsule(java.io.InputStream in, VmListener listener) throws java.io.IOException {
+        io.vmfork.vmm.capsule.CapsuleLimits limits = capsuleLimits();
+        try (io.vmfork.vmm.capsule.ImageSink sink = io.vmfork.vmm.capsule.ImageSink.create("vmfork-capsule",
+                settings.maxMemory(), limits.maxChunkBytes())) {
+            io.vmfork.vmm.capsule.CapsuleContents c = io.vmfork.vmm.capsule.CapsuleReader.create(limits)
+                    .read(in, sink, hostPlatform());
+            RuntimeImage image = sink.toImage(c.state().memorySize());
+            try {
+                return restore(c.state(), image, listener);
+            } finally {
+                image.release();
+            }
+        }
+    }
+
+    /** Writes a snapshot as a capsule; the VM it came from may run meanwhile. */
+    public io.vmfork.vmm.capsule.CapsuleStats writeCapsule(VirtualMachine.Snapshot snapshot, java.io.OutputStream out)
+            throws java.io.IOException {
+        return io.vmfork.vmm.capsule.CapsuleWriter.create(capsuleLimits()).write(out, snapshot.state(),
+                snapshot.image(), settings.hostId(), settings.hostName(), kvm.apiVersion());
+    }
+
+    public io.vmfork.vmm.capsule.CapsuleLimits capsuleLimits() {
+        return settings.capsuleLimits();
+    }
+
     /** The VM with this id, if it is alive on this host. */
     public VirtualMachine vm(long id) {
         return vms.get(id);
@@ -158,6 +191,11 @@ public final class Vmm implements AutoCloseable {
     /** Gives back a slot taken for a launch that failed before its VM was registered. */
     void releaseSlot() {
         live.decrementAndGet();
+    }
+
+    /** What this host offers a capsule: KVM API version, CPU features, limits. */
+    public io.vmfork.vmm.capsule.HostPlatform hostPlatform() {
+        return io.vmfork.vmm.capsule.HostPlatform.of(kvm, settings);
     }
 
     VcpuStates.HostCaps caps() {

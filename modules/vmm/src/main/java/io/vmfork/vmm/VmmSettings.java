@@ -26,7 +26,8 @@ public record VmmSettings(
         int forkMaxCount,
         int forkMaxChildrenPerVm,
         Duration forkPauseTimeout,
-        int maxImageExtents) {
+        int maxImageExtents,
+        io.vmfork.vmm.capsule.CapsuleLimits capsuleLimits) {
 
     public VmmSettings {
         if (consoleBufferBytes < 1) {
@@ -58,7 +59,8 @@ public record VmmSettings(
                 c.getInt("fork.max-count"),
                 c.getInt("fork.max-children-per-vm"),
                 c.getDuration("fork.pause-timeout"),
-                c.getInt("fork.max-image-extents"));
+                c.getInt("fork.max-image-extents"),
+                io.vmfork.vmm.capsule.CapsuleLimits.create(root));
     }
 
     /** From the default configuration (application.conf over reference.conf). */

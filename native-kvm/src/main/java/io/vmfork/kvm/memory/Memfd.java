@@ -8,7 +8,7 @@ import io.vmfork.kvm.sys.LibC;
  */
 public final class Memfd implements AutoCloseable {
     private final int fd;
-    private final long size;
+    private long size;
     private boolean closed;
 
     private Memfd(int fd, long size) {
@@ -30,11 +30,20 @@ public final class Memfd implements AutoCloseable {
         return new Memfd(fd, size);
     }
 
+    /** Changes the file's size (growing adds holes; shrinking drops what lies past the end). */
+    public synchronized void resize(long newSize) {
+        if (newSize <= 0) {
+            throw new IllegalArgumentException("memfd size must be positive, got " + newSize);
+        }
+        LibC.ftruncate(fd, newSize, "memfd resize");
+        size = newSize;
+    }
+
     public int fd() {
         return fd;
     }
 
-    public long size() {
+    public synchronized long size() {
         return size;
     }
 

@@ -63,7 +63,11 @@ public final class RuntimeImage implements MemorySource {
         this.layers = layers;
     }
 
-    /** An image whose every page is in {@code file}; takes ownership of the file. */
+    /** An image whose every page is in {@code file} (e.g. a decoded capsule); takes ownership of the file. */
+    public static RuntimeImage fromFile(Memfd file) {
+        return ofBase(file);
+    }
+
     static RuntimeImage ofBase(Memfd file) {
         Layer b = new Layer(file);
         return new RuntimeImage(file.size(), b, new TreeMap<>(), List.of(b));

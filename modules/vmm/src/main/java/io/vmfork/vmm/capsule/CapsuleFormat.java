@@ -1,0 +1,38 @@
+package io.vmfork.vmm.capsule;
+
+/**
+ * The constants of the capsule format; CapsuleWriter's opening comment and docs/capsule.md
+ * describe the format itself.
+ */
+public final class CapsuleFormat {
+    /**
+     * The 8 raw bytes every capsule starts with. Like PNG's, the first byte has the high bit
+     * set and the last is a line feed, so 7-bit and newline-mangling channels show up as a
+     * bad magic rather than as a corrupt frame later.
+     */
+    static final byte[] FILE_MAGIC = {(byte) 0x89, 'V', 'M', 'F', 'C', 'A', 'P', 0x0A};
+    /** CapsuleHeader.magic: "VMFC". */
+    public static final int HEADER_MAGIC = 0x564D4643;
+    /** The format version this code writes. Not the release version. */
+    public static final int CURRENT_VERSION = 1;
+    /** The oldest version this code reads: the rule is "accept the current and the previous one". */
+    public static final int OLDEST_READABLE_VERSION = Math.max(1, CURRENT_VERSION - 1);
+    /** Header flag bits this version understands; a reader refuses any other bit. */
+    public static final long KNOWN_FLAGS = 0;
+    /** Granularity of chunks and of zero-page elision. */
+    public static final int PAGE_SIZE = 4096;
+    /** Bytes of one kvm_cpuid_entry2. */
+    public static final int CPUID_ENTRY_BYTES = 40;
+    /** Bytes of a SHA-256 digest. */
+    public static final int DIGEST_BYTES = 32;
+    /** The JDK name of the trailer's digest. */
+    static final String DIGEST_ALGORITHM = "SHA-256";
+
+    private CapsuleFormat() {
+    }
+
+    /** The 8-byte file magic, for callers that sniff a stream. */
+    public static byte[] fileMagic() {
+        return FILE_MAGIC.clone();
+    }
+}
