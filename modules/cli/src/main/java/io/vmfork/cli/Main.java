@@ -26,6 +26,8 @@ public final class Main {
             return switch (args[0]) {
                 case "run" -> RunCommand.run(new Args(rest));
                 case "bench" -> BenchCommand.run(new Args(rest));
+                case "snapshot" -> CapsuleCommands.snapshot(new Args(rest));
+                case "restore" -> CapsuleCommands.restore(new Args(rest));
                 default -> {
                     System.err.println("vmfork: unknown command '" + args[0] + "'");
                     System.err.print(usage());
@@ -47,8 +49,15 @@ public final class Main {
                       in a KVM VM. Its console streams to stdout. Requests for its message
                       channel come from --request (repeatable) or, without any, one per line
                       on stdin; each reply is printed. Exits with the guest's exit code.
-                  bench launch [--json] [--runs N]
-                      Cold-launch benchmarks: launch.cold, launch.cold_warm_worker.
+                  snapshot GUEST --out FILE [--memory SIZE] [--request TEXT]... [--timeout DURATION]
+                      Boot GUEST, wait until it is ready (and has served the requests), and
+                      save its clone capsule to FILE.
+                  restore FILE [--request TEXT]... [--timeout DURATION]
+                      Start a clone VM from a capsule (checked first: format, digest, and
+                      this host's compatibility), attached like run.
+                  bench launch|fork [--json] [--runs N]
+                      Cold-launch benchmarks: launch.cold, launch.cold_warm_worker. Fork benchmarks:
+                      fork.local, fork.parent_blocked, fork.vs_cold, fork.memory_per_child.
                 """;
     }
 }

@@ -21,7 +21,7 @@ import java.util.concurrent.atomic.AtomicLong;
  */
 public final class Vmm implements AutoCloseable {
     private static final AtomicBoolean SIGNAL_INSTALLED = new AtomicBoolean();
-    /** VM ids: the host id in the top 24 bits, a sequence number below. */
+    /** VM ids: the host id above bit 40, a sequence number below. */
     private static final int HOST_ID_SHIFT = 40;
 
     private final VmmSettings settings;
@@ -29,7 +29,11 @@ public final class Vmm implements AutoCloseable {
     private final Cpuid cpuid;
     private final VcpuStates.HostCaps caps;
     private final SecureRandom entropy = new SecureRandom();
-    private final AtomicLong nextSeq = new AtomicLong(1);
+    /**
+     * Starts from the clock, so that a host that restarts does not hand out the ids of
+     * VMs (and capsules) of its previous run again.
+     */
+    private final AtomicLong nextSeq = new AtomicLong(((System.currentTimeMillis() & ((1L << 28) - 1)) << 12) + 1);
     private final AtomicInteger live = new AtomicInteger();
     private final Map<Long, VirtualMachine> vms = new ConcurrentHashMap<>();
     private volatile boolean closed;
@@ -225,7 +229,7 @@ public final class Vmm implements AutoCloseable {
     }
 
     long newVmId() {
-        return (settings.hostId() << HOST_ID_SHIFT) | nextSeq.getAndIncrement();
+        return (settings.hostId() << HOST_ID_SHIFT) | (nextSeq.getAndIncrement() & ((1L << HOST_ID_SHIFT) - 1));
     }
 
     void unregister(VirtualMachine vm) {
