@@ -20,12 +20,13 @@ final class BenchCommand {
 
     static int run(Args args) {
         args.allowOnly("json", "runs");
-        String scenario = args.positional(0, "SCENARIO (launch)");
+        String scenario = args.positional(0, "SCENARIO (launch, fork)");
         boolean json = args.flag("json");
         try (Vmm vmm = Vmm.open(VmmSettings.load())) {
             switch (scenario) {
                 case "launch" -> launch(vmm, args, json);
-                default -> throw new Args.UsageException("unknown scenario '" + scenario + "' (launch)");
+                case "fork" -> ForkBench.run(vmm, args, json);
+                default -> throw new Args.UsageException("unknown scenario '" + scenario + "' (launch, fork)");
             }
             return 0;
         } catch (KvmException e) {

@@ -1,0 +1,648 @@
+package io.vmfork.cli;
+
+import io.vmfork.vmm.VirtualMachine;
+import io.vmfork.vmm.VirtualMachine.ForkRecord;
+import io.vmfork.vmm.VirtualMachine.ForkResult;
+import io.vmfork.vmm.VmExit;
+import io.vmfork.vmm.VmListener;
+import io.vmfork.vmm.Vmm;
+import io.vmfork.vmm.VmSpec;
+import io.vmfork.vmm.guest.ElfImage;
+import io.vmfork.vmm.guest.Guests;
+import java.io.IOException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.TimeoutException;
+
+/**
+ * {@code vmfork bench fork}: what a local fork costs, measured on real KVM VMs.
+ *
+ * <ul>
+ * <li>fork.local: from the FORK hypercall's exit in the parent to the child's first exit.
+ * <li>fork.parent_blocked: how long the FORK hypercall holds the parent, per parent size,
+ *     after the parent did nothing, read its whole heap, or wrote its whole heap since its
+ *     previous fork.
+ * <li>fork.vs_cold: a warm-worker that answers its first request, by fork and by cold launch.
+ * <li>fork.memory_per_child: host memory each of 64 children adds, reading and then writing.
+ * </ul>
+ *
+ * Every child's announcement, replies and clean exit are checked, and every VM is stopped;
+ * a broken fork fails the benchmark instead of printing a figure.
+ */
+final class ForkBench {
+    private static final Duration VM_TIMEOUT = Duration.ofSeconds(60);
+    private static final String FORKER = "forker";
+    /** forker's own use of RAM besides the heap it touches: an 8 MiB buffer, 1 MiB stack, the low area. */
+    private static final long FORKER_OVERHEAD_MIB = 64;
+    private static final int SMALL_MIB = 64;
+    private static final int LARGE_MIB = 1024;
+    private static final int MEMORY_CHILDREN = 64;
+    private static final int WRITE_MIB = 1;
+
+    private final Vmm vmm;
+    private final boolean json;
+    private final int runs;
+    private final Announcements announcements = new Announcements();
+
+    private ForkBench(Vmm vmm, boolean json, int runs) {
+        this.vmm = vmm;
+        this.json = json;
+        this.runs = runs;
+    }
+
+    static void run(Vmm vmm, Args args, boolean json) {
+        int runs = args.intOption("runs", 200);
+        if (runs < 1) {
+            throw new Args.UsageException("--runs must be at least 1");
+        }
+        ForkBench b = new ForkBench(vmm, json, runs);
+        b.local();
+        b.parentBlocked();
+        b.versusCold();
+        b.memoryPerChild();
+        b.announcements.checkNoStrays();
+        if (!vmm.vms().isEmpty()) {
+            throw new IllegalStateException("VMs left running after the fork benchmarks: " + vmm.vms());
+        }
+    }
+
+    private void print(Map<String, Object> fields) {
+        System.out.println(json ? Stats.json(fields) : Stats.text(fields));
+        System.out.flush();
+    }
+
+    // ---- fork.local -------------------------------------------------------------------
+
+    /** fork.local: fork-hypercall exit to the child's first exit; and the parent's blocked time. */
+    private void local() {
+        int warmup = 20;
+        int n = runs;
+        VirtualMachine parent = launchForker(SMALL_MIB);
+        try {
+            String sum = ask(parent, "sum");
+            for (int i = 0; i < warmup; i++) {
+                Forked f = forkOne(parent);
+                expect(f.child(), "sum", sum);
+                stopForker(f.child());
+            }
+            double[] toChild = new double[n];
+            double[] blocked = new double[n];
+            for (int i = 0; i < n; i++) {
+                Forked f = forkOne(parent);
+                toChild[i] = (f.child().firstExitNanos() - f.record().exitNanos()) / 1e6;
+                blocked[i] = blockedMs(f.record());
+                if (i % 10 == 0) {
+                    expect(f.child(), "sum", sum); // the child sees the parent's memory
+                }
+                stopForker(f.child());
+            }
+            Stats b = new Stats(blocked);
+            Map<String, Object> extra = new LinkedHashMap<>();
+            extra.put("guest", FORKER);
+            extra.put("memory_mib", SMALL_MIB);
+            extra.put("ram_mib", forkerRamMib(SMALL_MIB));
+            extra.put("parent_blocked_p50_ms", b.median());
+            extra.put("parent_blocked_p99_ms", b.percentile(99));
+            extra.put("parent_blocked_max_ms", b.max());
+            print(new Stats(toChild).fields("fork.local", extra));
+            stopForker(parent);
+        } finally {
+            stopParent(parent);
+        }
+    }
+
+    // ---- fork.parent_blocked ----------------------------------------------------------
+
+    /**
+     * fork.parent_blocked: how long the FORK hypercall holds the parent, per parent size,
+     * in three series that differ in what the parent did since its previous fork:
+     * nothing (dirty_mib 0, read_mib 0: fork right after fork), read its whole touched
+     * heap (read_mib = size), or wrote its whole touched heap again (dirty_mib = size),
+     * which the fork copies into a new overlay layer. The 1 GiB parent's second and third
+     * series take one to three seconds per run for the reads and writes alone, so they have
+     * fewer runs.
+     */
+    private void parentBlocked() {
+        int n = Math.max(10, runs / 4);
+        parentBlocked(SMALL_MIB, n, n);
+        parentBlocked(LARGE_MIB, n, Math.max(5, runs / 10));
+    }
+
+    private void parentBlocked(int mib, int idleRuns, int busyRuns) {
+        VirtualMachine parent = launchForker(mib);
+        try {
+            String readReply = ask(parent, "readall " + mib);
+            if (!readReply.startsWith("read " + mib + " ")) {
+                throw new IllegalStateException("forker answered 'readall " + mib + "' with '" + readReply + "'");
+            }
+            // The first fork of a booted VM turns its RAM file into the image: nothing is copied.
+            Forked first = forkOne(parent);
+            double firstMs = blockedMs(first.record());
+            stopForker(first.child());
+            for (int i = 0; i < 4; i++) {
+                stopForker(forkOne(parent).child());
+            }
+
+            double[] idle = new double[idleRuns];
+            for (int i = 0; i < idleRuns; i++) {
+                Forked f = forkOne(parent);
+                idle[i] = blockedMs(f.record());
+                stopForker(f.child());
+            }
+            Map<String, Object> extra = sizeFields(mib, 0, 0);
+            extra.put("first_fork_ms", firstMs);
+            print(new Stats(idle).fields("fork.parent_blocked", extra));
+
+            // After a fork the parent runs on a fresh view of its RAM, so its first read of
+            // each page faults again; the second readall shows the same read without a fork.
+            double[] read = new double[busyRuns];
+            double[] readAfterFork = new double[busyRuns];
+            double[] readSteady = new double[busyRuns];
+            for (int i = 0; i < busyRuns; i++) {
+                readAfterFork[i] = timed(parent, "readall " + mib, readReply);
+                readSteady[i] = timed(parent, "readall " + mib, readReply);
+                Forked f = forkOne(parent);
+                read[i] = blockedMs(f.record());
+                stopForker(f.child());
+            }
+            extra = sizeFields(mib, 0, mib);
+            extra.put("read_after_fork_p50_ms", new Stats(readAfterFork).median());
+            extra.put("read_steady_p50_ms", new Stats(readSteady).median());
+            print(new Stats(read).fields("fork.parent_blocked", extra));
+
+            double[] dirty = new double[busyRuns];
+            double[] retouch = new double[busyRuns];
+            for (int i = 0; i < busyRuns; i++) {
+                retouch[i] = timed(parent, "touch " + mib, "touched " + mib);
+                Forked f = forkOne(parent);
+                dirty[i] = blockedMs(f.record());
+                stopForker(f.child());
+            }
+            Stats r = new Stats(retouch);
+            extra = sizeFields(mib, mib, 0);
+            extra.put("retouch_p50_ms", r.median());
+            extra.put("retouch_max_ms", r.max());
+            print(new Stats(dirty).fields("fork.parent_blocked", extra));
+            stopForker(parent);
+        } finally {
+            stopParent(parent);
+        }
+    }
+
+    private static Map<String, Object> sizeFields(int mib, int dirtyMib, int readMib) {
+        Map<String, Object> m = new LinkedHashMap<>();
+        m.put("guest", FORKER);
+        m.put("memory_mib", mib);
+        m.put("ram_mib", forkerRamMib(mib));
+        m.put("dirty_mib", dirtyMib);
+        m.put("read_mib", readMib);
+        return m;
+    }
+
+    /** Milliseconds from sending {@code request} to its (checked) reply. */
+    private static double timed(VirtualMachine vm, String request, String want) {
+        long t0 = System.nanoTime();
+        expect(vm, request, want);
+        return (System.nanoTime() - t0) / 1e6;
+    }
+
+    // ---- fork.vs_cold -----------------------------------------------------------------
+
+    /**
+     * fork.vs_cold: from asking for a new warm-worker to its answer to "get 42", by forking
+     * a ready one from outside and by launching one, interleaved.
+     */
+    private void versusCold() {
+        int n = Math.max(5, runs / 40);
+        ElfImage worker = Guests.shipped("warm-worker");
+        long mem = 256L << 20;
+        VirtualMachine parent = vmm.launch(VmSpec.of(worker, mem).withListener(announcements));
+        try {
+            parent.ready().get(VM_TIMEOUT.toMillis(), TimeUnit.MILLISECONDS);
+        } catch (InterruptedException | ExecutionException | TimeoutException e) {
+            stopParent(parent);
+            throw new IllegalStateException("warm-worker did not get ready: " + e, e);
+        }
+        try {
+            String answer = ask(parent, "get 42");
+            if (!answer.startsWith("42 ") || answer.endsWith("miss")) {
+                throw new IllegalStateException("warm-worker answered 'get 42' with '" + answer + "'");
+            }
+            stopWorker(forkWorker(parent, answer)); // warm up the external fork path
+            double[] fork = new double[n];
+            double[] cold = new double[n];
+            for (int i = 0; i < n; i++) {
+                long t0 = System.nanoTime();
+                VirtualMachine child = forkWorker(parent, answer);
+                fork[i] = (System.nanoTime() - t0) / 1e6;
+                stopWorker(child);
+
+                t0 = System.nanoTime();
+                VirtualMachine fresh = vmm.launch(VmSpec.of(worker, mem).withListener(announcements));
+                expect(fresh, "get 42", answer);
+                cold[i] = (System.nanoTime() - t0) / 1e6;
+                stopWorker(fresh);
+            }
+            Stats f = new Stats(fork);
+            Stats c = new Stats(cold);
+            Map<String, Object> extra = new LinkedHashMap<>();
+            extra.put("guest", "warm-worker");
+            extra.put("ram_mib", mem >> 20);
+            extra.put("fork_p50_ms", f.median());
+            extra.put("cold_p50_ms", c.median());
+            extra.put("cold_min_ms", c.min());
+            extra.put("cold_max_ms", c.max());
+            extra.put("ratio", c.median() / f.median());
+            print(f.fields("fork.vs_cold", extra));
+            stopWorker(parent);
+        } finally {
+            stopParent(parent);
+        }
+    }
+
+    /** Forks a ready warm-worker from outside; returns the child once it has answered "get 42". */
+    private VirtualMachine forkWorker(VirtualMachine parent, String answer) {
+        ForkResult r = parent.fork(1, 0);
+        if (!r.errors().isEmpty() || r.children().size() != 1) {
+            for (VirtualMachine c : r.children()) {
+                c.stop();
+            }
+            throw new IllegalStateException("fork of the warm-worker failed: " + r.children().size()
+                    + " children, errors " + r.errors());
+        }
+        VirtualMachine child = r.children().get(0);
+        expect(child, "get 42", answer);
+        if (child.identity().parentId() != parent.id()) {
+            throw new IllegalStateException(child + " has parent " + Long.toHexString(child.identity().parentId())
+                    + ", not " + parent);
+        }
+        return child;
+    }
+
+    private void stopWorker(VirtualMachine vm) {
+        expect(vm, "stop", "bye");
+        expectExit(vm, vm.awaitTermination(VM_TIMEOUT));
+    }
+
+    // ---- fork.memory_per_child ----------------------------------------------------------
+
+    /**
+     * fork.memory_per_child: the host memory that 64 children of a parent with 64 MiB
+     * touched add once each has read all of it, and then once each has written 1 MiB. Pss
+     * counts a page shared by several mappings once; MemAvailable is host-wide, so noisy.
+     * Also reported apart: the Pss of guest RAM mappings alone, and this process's page
+     * tables (VmPTE, which Pss leaves out). The sample (p50/p99) is each child's delay from
+     * the fork hypercall's exit to its first exit.
+     */
+    private void memoryPerChild() {
+        VirtualMachine parent = launchForker(SMALL_MIB);
+        List<VirtualMachine> children = new ArrayList<>();
+        try {
+            String sum = ask(parent, "sum");
+            String read = ask(parent, "readall " + SMALL_MIB);
+            if (!read.startsWith("read " + SMALL_MIB + " ")) {
+                throw new IllegalStateException("forker answered 'readall' with '" + read + "'");
+            }
+            HostMemory before = HostMemory.sample();
+
+            String reply = ask(parent, "fork " + MEMORY_CHILDREN);
+            ForkRecord rec = parent.lastFork();
+            List<Long> ids = parseParentReply(parent, reply, MEMORY_CHILDREN, rec);
+            children.addAll(rec.children());
+            double[] toChild = new double[MEMORY_CHILDREN];
+            for (int i = 0; i < MEMORY_CHILDREN; i++) {
+                VirtualMachine c = rec.children().get(i);
+                awaitAnnouncement(parent, c, i, ids);
+                toChild[i] = (c.firstExitNanos() - rec.exitNanos()) / 1e6;
+            }
+            // The parent maps its RAM afresh after a fork; reading it again keeps the
+            // "before" and "after" pictures alike (the parent's pages mapped in both).
+            expect(parent, "sum", sum);
+            expect(parent, "readall " + SMALL_MIB, read);
+            expectAll(children, "readall " + SMALL_MIB, read);
+            HostMemory afterRead = HostMemory.sample();
+
+            expectAll(children, "touch " + WRITE_MIB, "touched " + WRITE_MIB);
+            HostMemory afterWrite = HostMemory.sample();
+
+            for (VirtualMachine c : children) {
+                expect(c, "sum", sum); // still the parent's buffer after the children's writes
+            }
+            Map<String, Object> extra = new LinkedHashMap<>();
+            extra.put("guest", FORKER);
+            extra.put("memory_mib", SMALL_MIB);
+            extra.put("ram_mib", forkerRamMib(SMALL_MIB));
+            extra.put("children", MEMORY_CHILDREN);
+            extra.put("parent_blocked_ms", blockedMs(rec));
+            extra.put("kib_per_child", perChild(before.ownedKib, afterRead.ownedKib));
+            extra.put("kib_per_child_meminfo", perChild(afterRead.availableKib, before.availableKib));
+            extra.put("kib_per_child_after_1mib_write", perChild(before.ownedKib, afterWrite.ownedKib));
+            extra.put("kib_per_child_after_1mib_write_meminfo", perChild(afterWrite.availableKib, before.availableKib));
+            extra.put("kib_per_child_pss_incl_file", perChild(before.pssKib, afterRead.pssKib));
+            extra.put("guest_ram_kib_per_child", perChild(before.guestRamKib, afterRead.guestRamKib));
+            extra.put("guest_ram_kib_per_child_after_1mib_write", perChild(before.guestRamKib, afterWrite.guestRamKib));
+            extra.put("page_table_kib_per_child", perChild(before.pageTableKib, afterRead.pageTableKib));
+            extra.put("pss_before_mib", before.pssKib / 1024.0);
+            print(new Stats(toChild).fields("fork.memory_per_child", extra));
+            for (VirtualMachine c : children) {
+                stopForker(c);
+            }
+            stopForker(parent);
+        } finally {
+            stopParent(parent);
+        }
+    }
+
+    private static double perChild(long fromKib, long toKib) {
+        return (toKib - fromKib) / (double) MEMORY_CHILDREN;
+    }
+
+    /**
+     * Memory figures of this process and the host. Pss_File is left out of {@code ownedKib}:
+     * it is the JVM's and libc's code, whose share moves whenever another process on the
+     * host maps or unmaps the same files, and a child maps no file. Guest RAM (memfd,
+     * shmem) and copy-on-write copies of it (anonymous) are in Pss_Shmem and Pss_Anon.
+     */
+    private record HostMemory(long pssKib, long ownedKib, long guestRamKib, long pageTableKib, long availableKib) {
+        static HostMemory sample() {
+            settleJavaHeap();
+            // Old views of guest RAM are unmapped in the background after a fork; let that finish.
+            sleep(300);
+            Map<String, Long> rollup = fields("/proc/self/smaps_rollup");
+            return new HostMemory(get(rollup, "Pss", "smaps_rollup"),
+                    get(rollup, "Pss_Anon", "smaps_rollup") + get(rollup, "Pss_Shmem", "smaps_rollup"),
+                    guestRamPssKib(), get(fields("/proc/self/status"), "VmPTE", "status"),
+                    get(fields("/proc/meminfo"), "MemAvailable", "meminfo"));
+        }
+
+        /**
+         * Collects garbage (and frees the native memory of dead JNA buffers) without giving
+         * heap back to the OS: pages the GC returned would come back as the heap is used
+         * again, and would be charged to the children.
+         */
+        private static void settleJavaHeap() {
+            com.sun.management.HotSpotDiagnosticMXBean hs = java.lang.management.ManagementFactory
+                    .getPlatformMXBean(com.sun.management.HotSpotDiagnosticMXBean.class);
+            String old = hs.getVMOption("MaxHeapFreeRatio").getValue();
+            hs.setVMOption("MaxHeapFreeRatio", "100");
+            try {
+                System.gc();
+            } finally {
+                hs.setVMOption("MaxHeapFreeRatio", old);
+            }
+        }
+
+        /** "Key: 123 kB" lines of a /proc file. */
+        private static Map<String, Long> fields(String file) {
+            Map<String, Long> m = new LinkedHashMap<>();
+            for (String line : lines(file)) {
+                int colon = line.indexOf(':');
+                if (colon > 0) {
+                    String[] v = line.substring(colon + 1).trim().split("\\s+");
+                    if (v.length >= 1 && !v[0].isEmpty() && v[0].chars().allMatch(Character::isDigit)) {
+                        m.put(line.substring(0, colon), Long.parseLong(v[0]));
+                    }
+                }
+            }
+            return m;
+        }
+
+        private static long get(Map<String, Long> m, String key, String file) {
+            Long v = m.get(key);
+            if (v == null) {
+                throw new IllegalStateException("no " + key + " in /proc/.../" + file);
+            }
+            return v;
+        }
+
+        /** Pss of the mappings of guest RAM (the VMs' memfds and their runtime images). */
+        private static long guestRamPssKib() {
+            long sum = 0;
+            boolean guest = false;
+            for (String line : lines("/proc/self/smaps")) {
+                if (!line.isEmpty() && Character.digit(line.charAt(0), 16) >= 0 && line.indexOf('-') > 0
+                        && line.indexOf(' ') > line.indexOf('-')) {
+                    guest = line.contains("/memfd:vmfork-");
+                } else if (guest && line.startsWith("Pss:")) {
+                    sum += Long.parseLong(line.substring(4).trim().split("\\s+")[0]);
+                }
+            }
+            return sum;
+        }
+
+        private static List<String> lines(String file) {
+            try {
+                return Files.readAllLines(Path.of(file));
+            } catch (IOException e) {
+                throw new IllegalStateException("cannot read " + file + ": " + e, e);
+            }
+        }
+    }
+
+    // ---- forker ------------------------------------------------------------------------
+
+    private static long forkerRamMib(int touchMib) {
+        return touchMib + FORKER_OVERHEAD_MIB;
+    }
+
+    /** A forker with {@code touchMib} of its heap written, ready to fork. */
+    private VirtualMachine launchForker(int touchMib) {
+        VirtualMachine vm = vmm.launch(VmSpec.of(Guests.shipped(FORKER), forkerRamMib(touchMib) << 20)
+                .withListener(announcements));
+        try {
+            expect(vm, "touch " + touchMib, "touched " + touchMib);
+            return vm;
+        } catch (RuntimeException e) {
+            vm.stop();
+            throw e;
+        }
+    }
+
+    private record Forked(VirtualMachine child, ForkRecord record) {
+    }
+
+    /** "fork 1" on a forker: checks the parent's reply, the record and the child's announcement. */
+    private Forked forkOne(VirtualMachine parent) {
+        ForkRecord previous = parent.lastFork();
+        String reply = ask(parent, "fork 1");
+        ForkRecord rec = parent.lastFork();
+        if (rec == previous) {
+            throw new IllegalStateException(parent + " answered '" + reply + "' but recorded no new fork");
+        }
+        List<Long> ids = parseParentReply(parent, reply, 1, rec);
+        VirtualMachine child = rec.children().get(0);
+        awaitAnnouncement(parent, child, 0, ids);
+        if (child.firstExitNanos() <= rec.exitNanos()) {
+            throw new IllegalStateException(child + " has no first exit after the fork (" + child.firstExitNanos()
+                    + " <= " + rec.exitNanos() + ")");
+        }
+        return new Forked(child, rec);
+    }
+
+    /** "parent launched=N ids=a,b,.. errs=0,0,..": every copy launched, ids as recorded. */
+    private static List<Long> parseParentReply(VirtualMachine parent, String reply, int count, ForkRecord rec) {
+        String[] parts = reply.split(" ");
+        if (parts.length != 4 || !parts[0].equals("parent") || !parts[1].equals("launched=" + count)
+                || !parts[2].startsWith("ids=") || !parts[3].startsWith("errs=")) {
+            throw new IllegalStateException("fork of " + count + " on " + parent + " failed: '" + reply + "'");
+        }
+        for (String e : parts[3].substring(5).split(",")) {
+            if (!e.equals("0")) {
+                throw new IllegalStateException("fork of " + count + " on " + parent + " failed: '" + reply + "'");
+            }
+        }
+        List<Long> ids = new ArrayList<>();
+        for (String id : parts[2].substring(4).split(",")) {
+            ids.add(Long.parseLong(id));
+        }
+        List<Long> recorded = rec.children().stream().map(VirtualMachine::id).toList();
+        if (!ids.equals(recorded)) {
+            throw new IllegalStateException(parent + " reports children " + ids + " but the VMM launched " + recorded);
+        }
+        return ids;
+    }
+
+    private void awaitAnnouncement(VirtualMachine parent, VirtualMachine child, int index, List<Long> ids) {
+        String want = "child index=" + index + " id=" + ids.get(index) + " parent=" + parent.id() + " gen="
+                + (parent.identity().forkGeneration() + 1) + " type=0";
+        String got = announcements.await(child);
+        if (!got.equals(want)) {
+            throw new IllegalStateException(child + " announced '" + got + "', expected '" + want + "'");
+        }
+    }
+
+    /** Ends a forker (or its child) the guest's way: "stop", "bye", exit code 0. */
+    private void stopForker(VirtualMachine child) {
+        expect(child, "stop", "bye");
+        expectExit(child, child.awaitTermination(VM_TIMEOUT));
+        announcements.forget(child);
+    }
+
+    /** Ends a parent and any children it still has; safe in a finally after a failure. */
+    private void stopParent(VirtualMachine parent) {
+        for (VirtualMachine c : parent.children()) {
+            c.stop();
+        }
+        parent.stop();
+        announcements.forget(parent);
+    }
+
+    // ---- message channel ---------------------------------------------------------------
+
+    private static String ask(VirtualMachine vm, String request) {
+        return await(vm, request, vm.channel().request(request.getBytes(StandardCharsets.UTF_8)));
+    }
+
+    private static String await(VirtualMachine vm, String request, CompletableFuture<byte[]> reply) {
+        try {
+            return new String(reply.get(VM_TIMEOUT.toMillis(), TimeUnit.MILLISECONDS), StandardCharsets.UTF_8);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new IllegalStateException("interrupted waiting for " + vm + " to answer '" + request + "'", e);
+        } catch (ExecutionException e) {
+            throw new IllegalStateException(vm + " did not answer '" + request + "': " + e.getCause().getMessage(), e);
+        } catch (TimeoutException e) {
+            throw new IllegalStateException(vm + " did not answer '" + request + "' within " + VM_TIMEOUT, e);
+        }
+    }
+
+    private static void expect(VirtualMachine vm, String request, String want) {
+        String got = ask(vm, request);
+        if (!got.equals(want)) {
+            throw new IllegalStateException(vm + " answered '" + request + "' with '" + got + "', expected '" + want
+                    + "'");
+        }
+    }
+
+    /** Sends {@code request} to every VM at once, then checks every reply. */
+    private static void expectAll(List<VirtualMachine> vms, String request, String want) {
+        List<CompletableFuture<byte[]>> replies = new ArrayList<>();
+        for (VirtualMachine vm : vms) {
+            replies.add(vm.channel().request(request.getBytes(StandardCharsets.UTF_8)));
+        }
+        for (int i = 0; i < vms.size(); i++) {
+            String got = await(vms.get(i), request, replies.get(i));
+            if (!got.equals(want)) {
+                throw new IllegalStateException(vms.get(i) + " answered '" + request + "' with '" + got
+                        + "', expected '" + want + "'");
+            }
+        }
+    }
+
+    private static void expectExit(VirtualMachine vm, VmExit exit) {
+        if (exit.kind() != VmExit.Kind.EXITED || exit.exitCode() != 0) {
+            throw new IllegalStateException(vm + " did not exit cleanly: " + exit.reason());
+        }
+    }
+
+    private static double blockedMs(ForkRecord r) {
+        return (r.resumedNanos() - r.exitNanos()) / 1e6;
+    }
+
+    private static void sleep(long ms) {
+        try {
+            Thread.sleep(ms);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new IllegalStateException("interrupted", e);
+        }
+    }
+
+    /**
+     * The unsolicited messages of every VM the benchmark starts: a forker child's first
+     * message is its announcement, and nothing else may arrive unasked.
+     */
+    private static final class Announcements implements VmListener {
+        private final Map<Long, CompletableFuture<String>> first = new ConcurrentHashMap<>();
+        private final List<String> strays = new ArrayList<>();
+
+        @Override
+        public void onUnsolicitedMessage(VirtualMachine vm, byte[] message) {
+            String text = new String(message, StandardCharsets.UTF_8);
+            if (!future(vm.id()).complete(text)) {
+                synchronized (strays) {
+                    strays.add(vm + ": " + text);
+                }
+            }
+        }
+
+        private CompletableFuture<String> future(long id) {
+            return first.computeIfAbsent(id, k -> new CompletableFuture<>());
+        }
+
+        String await(VirtualMachine vm) {
+            try {
+                return future(vm.id()).get(VM_TIMEOUT.toMillis(), TimeUnit.MILLISECONDS);
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                throw new IllegalStateException("interrupted waiting for " + vm + " to announce itself", e);
+            } catch (ExecutionException | TimeoutException e) {
+                VmExit exit = vm.exit();
+                throw new IllegalStateException(vm + " did not announce itself within " + VM_TIMEOUT
+                        + (exit == null ? "" : " (it ended: " + exit.reason() + ")"), e);
+            }
+        }
+
+        void forget(VirtualMachine vm) {
+            first.remove(vm.id());
+        }
+
+        void checkNoStrays() {
+            synchronized (strays) {
+                if (!strays.isEmpty()) {
+                    throw new IllegalStateException("unexpected unsolicited messages: " + strays);
+                }
+            }
+        }
+    }
+}
