@@ -53,4 +53,33 @@ class ForkLimitsTest {
             assertThrows(VmEndedException.class, () -> spin.fork(1, 0));
         }
     }
+
+    @Test
+    void overlayLayersAreCompactedAndForksStayCorrect() throws Exception {
+        try (Vmm vmm = vmmWith("vmfork.vmm.fork.max-image-extents = 2")) {
+            ForkTest.Announcements a = new ForkTest.Announcements();
+            VirtualMachine parent = vmm.launch(VmSpec.of(Guests.shipped("forker"), 64L << 20).withListener(a));
+            parent.ready().get(30, TimeUnit.SECONDS);
+            for (int round = 0; round < 6; round++) {
+                // Writes far apart, so that every round adds extents that do not touch.
+                for (int k = 0; k < 4; k++) {
+                    int word = (round * 4 + k) * 40000 % (1 << 20);
+                    assertEquals("ok", ForkTest.ask(parent, "write " + word + " " + (round * 100 + k)));
+                }
+                String reply = ForkTest.ask(parent, "fork 1");
+                assertTrue(reply.startsWith("parent launched=1 "), reply);
+                VirtualMachine child = vmm.vm(Long.parseLong(reply.replaceAll(".*ids=([0-9]+).*", "$1")));
+                a.next(child);
+                for (int r = 0; r <= round; r++) {
+                    for (int k = 0; k < 4; k++) {
+                        int word = (r * 4 + k) * 40000 % (1 << 20);
+                        assertEquals(String.valueOf(r * 100 + k), ForkTest.ask(child, "read " + word),
+                                "round " + round + " sees the write of round " + r);
+                    }
+                }
+                assertEquals(ForkTest.ask(parent, "sum"), ForkTest.ask(child, "sum"));
+                child.stop();
+            }
+        }
+    }
 }

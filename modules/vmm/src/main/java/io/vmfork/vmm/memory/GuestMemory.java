@@ -123,6 +123,10 @@ public final class GuestMemory implements AutoCloseable {
         if (dirty.isEmpty()) {
             return new Freeze(image.retain(), false, 0);
         }
+        // Later freezes copy only the pages written since the previous one into a thin
+        // overlay layer. The VM keeps its current view: its own copies of those pages are
+        // already private to it, so it neither re-faults its working set nor stalls on
+        // an unmap. (Those pages then exist twice: in the VM and in the image.)
         List<Run> runs = runsOf(dirty);
         Memfd layer = Memfd.create(name + "-layer", size);
         RuntimeImage next;
@@ -136,23 +140,14 @@ public final class GuestMemory implements AutoCloseable {
             throw e;
         }
         if (next.extentCount() > maxExtents) {
-            RuntimeImage flat = next.flatten(name + "-flat");
+            RuntimeImage compact = next.compact(name + "-compact");
             next.release();
-            next = flat;
-        }
-        Mapping v;
-        try {
-            v = next.mapPrivate(name);
-        } catch (RuntimeException e) {
-            next.release();
-            throw e;
+            next = compact;
         }
         image.release();
         image = next;
-        pendingOld = view;
-        setView(v);
         vmmDirty.clear();
-        return new Freeze(image.retain(), true, dirty.cardinality());
+        return new Freeze(image.retain(), false, dirty.cardinality());
     }
 
     private Mapping pendingOld;

@@ -242,17 +242,36 @@ public final class RuntimeImage implements MemorySource {
         }
     }
 
-    /** Copies every data run into one new file: an image with no overlays. */
-    RuntimeImage flatten(String name) {
+    /**
+     * Copies every overlay extent into one new layer file, merging extents that touch, so
+     * that a VM of the image needs few mappings again. Copies only overlay data (pages
+     * written after the first freeze), never the base.
+     */
+    RuntimeImage compact(String name) {
+        List<Run> runs = new ArrayList<>();
+        for (Extent e : extents.values()) {
+            Run last = runs.isEmpty() ? null : runs.get(runs.size() - 1);
+            if (last != null && last.offset() + last.length() == e.offset()) {
+                runs.set(runs.size() - 1, new Run(last.offset(), last.length() + e.length()));
+            } else {
+                runs.add(new Run(e.offset(), e.length()));
+            }
+        }
         Memfd f = Memfd.create(name, size);
-        try (Mapping src = mapPrivate(name + " (flatten)")) {
-            for (Run r : dataRuns()) {
+        try (Mapping src = mapPrivate(name + " (compact)")) {
+            for (Run r : runs) {
                 LibC.pwriteFully(f.fd(), src.pointer().share(r.offset()), r.length(), r.offset(), name);
             }
         } catch (RuntimeException e) {
             f.close();
             throw e;
         }
-        return ofBase(f);
+        Layer b = base.retain();
+        Layer top = new Layer(f);
+        TreeMap<Long, Extent> merged = new TreeMap<>();
+        for (Run r : runs) {
+            merged.put(r.offset(), new Extent(r.offset(), r.length(), top));
+        }
+        return new RuntimeImage(size, b, merged, List.of(b, top));
     }
 }
