@@ -34,6 +34,7 @@ import java.util.concurrent.TimeoutException;
  *     previous fork.
  * <li>fork.vs_cold: a warm-worker that answers its first request, by fork and by cold launch.
  * <li>fork.memory_per_child: host memory each of 64 children adds, reading and then writing.
+ * <li>capsule.size: capsule bytes against touched bytes, encode and decode throughput ({@link CapsuleBench}).
  * </ul>
  *
  * Every child's announcement, replies and clean exit are checked, and every VM is stopped;
@@ -70,6 +71,11 @@ final class ForkBench {
         b.parentBlocked();
         b.versusCold();
         b.memoryPerChild();
+        try {
+            b.print(CapsuleBench.run(vmm));
+        } catch (Exception e) {
+            throw new IllegalStateException("capsule.size failed: " + e, e);
+        }
         b.announcements.checkNoStrays();
         if (!vmm.vms().isEmpty()) {
             throw new IllegalStateException("VMs left running after the fork benchmarks: " + vmm.vms());
