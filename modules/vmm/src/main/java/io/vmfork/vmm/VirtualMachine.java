@@ -505,11 +505,18 @@ public final class VirtualMachine {
                 return control.stopRequested() ? HypercallDispatcher.STOP_VCPU : Hypercalls.EAGAIN;
             }
             try {
+                long tPaused = System.nanoTime();
                 Snapshot snap = capture(caller);
+                long tCaptured = System.nanoTime();
                 try {
                     launched = launchChildren(snap, (int) count, vmType, childIds, childErrors, caller, block);
                 } finally {
                     snap.close();
+                }
+                if (log.isDebugEnabled()) {
+                    log.debug("fork of {}: pause {} us, capture {} us, launch of {} {} us", this,
+                            (tPaused - exitNanos) / 1000, (tCaptured - tPaused) / 1000, launched.size(),
+                            (System.nanoTime() - tCaptured) / 1000);
                 }
             } finally {
                 control.resume();
