@@ -125,14 +125,7 @@ public final class VirtualMachine {
             vm.start();
             return vm;
         } catch (RuntimeException e) {
-            if (vm != null) {
-                vm.releaseUnstarted();
-            } else {
-                if (kvmVm != null) {
-                    kvmVm.close();
-                }
-                memory.close();
-            }
+            releaseFailedLaunch(vm, kvmVm, memory);
             throw e;
         }
     }
@@ -186,16 +179,21 @@ public final class VirtualMachine {
             vm.start();
             return vm;
         } catch (RuntimeException e) {
-            if (vm != null) {
-                vm.releaseUnstarted();
-            } else {
-                if (kvmVm != null) {
-                    kvmVm.close();
-                }
-                memory.close();
-            }
+            releaseFailedLaunch(vm, kvmVm, memory);
             throw e;
         }
+    }
+
+    /** Releases what a launch that failed half-way had made: the VM if it exists, else its parts. */
+    private static void releaseFailedLaunch(VirtualMachine vm, KvmVm kvmVm, GuestMemory memory) {
+        if (vm != null) {
+            vm.releaseUnstarted();
+            return;
+        }
+        if (kvmVm != null) {
+            kvmVm.close();
+        }
+        memory.close();
     }
 
     private static void writeBootInfo(GuestMemory m, int vcpuIndex, long size, long heapStart, long heapEnd,
