@@ -7,24 +7,10 @@ import io.vmfork.vmm.guest.Guests;
 import io.vmfork.vmm.guest.InvalidGuestImageException;
 import java.nio.charset.StandardCharsets;
 import java.util.concurrent.TimeUnit;
-import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 
 /** Bad guests, bad images and bad sizes get clear errors; the host keeps running other VMs. */
-class BadInputTest {
-    private static Vmm vmm;
-
-    @BeforeAll
-    static void open() {
-        vmm = VmmTesting.openVmm();
-    }
-
-    @AfterAll
-    static void close() {
-        vmm.close();
-    }
-
+class BadInputTest extends VmmTestBase {
     @Test
     void badHypercallArgumentsGetErrorCodesAndTheGuestGoesOn() {
         VirtualMachine vm = vmm.launch(VmSpec.of(Guests.shipped("badcalls"), 16 << 20));

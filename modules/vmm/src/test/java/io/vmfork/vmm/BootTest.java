@@ -7,24 +7,10 @@ import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
 import java.util.Collections;
 import java.util.List;
-import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 
 /** Guests boot on real KVM, talk through hypercalls and exit with their code. */
-class BootTest {
-    private static Vmm vmm;
-
-    @BeforeAll
-    static void open() {
-        vmm = VmmTesting.openVmm();
-    }
-
-    @AfterAll
-    static void close() {
-        vmm.close();
-    }
-
+class BootTest extends VmmTestBase {
     @Test
     void helloPrintsItsIdentityAndExitsZero() {
         List<String> streamed = Collections.synchronizedList(new ArrayList<>());

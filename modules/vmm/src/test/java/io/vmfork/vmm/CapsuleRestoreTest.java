@@ -10,24 +10,10 @@ import java.io.ByteArrayInputStream;
 import java.io.ByteArrayOutputStream;
 import java.util.Arrays;
 import java.util.concurrent.TimeUnit;
-import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 
 /** A real VM through a capsule and back, on the same host; bad capsules start nothing. */
-class CapsuleRestoreTest {
-    private static Vmm vmm;
-
-    @BeforeAll
-    static void open() {
-        vmm = VmmTesting.openVmm();
-    }
-
-    @AfterAll
-    static void close() {
-        vmm.close();
-    }
-
+class CapsuleRestoreTest extends VmmTestBase {
     private static byte[] capsuleOf(VirtualMachine vm) throws Exception {
         ByteArrayOutputStream out = new ByteArrayOutputStream();
         try (VirtualMachine.Snapshot s = vm.snapshot()) {

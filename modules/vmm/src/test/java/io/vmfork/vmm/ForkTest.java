@@ -11,24 +11,10 @@ import java.util.concurrent.BlockingQueue;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.LinkedBlockingQueue;
 import java.util.concurrent.TimeUnit;
-import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 
 /** Fork on one host, for real: children share their parent's memory copy-on-write. */
-class ForkTest {
-    private static Vmm vmm;
-
-    @BeforeAll
-    static void open() {
-        vmm = VmmTesting.openVmm();
-    }
-
-    @AfterAll
-    static void close() {
-        vmm.close();
-    }
-
+class ForkTest extends VmmTestBase {
     /** Collects what children announce (unsolicited messages), per VM. */
     static final class Announcements implements VmListener {
         final Map<Long, BlockingQueue<String>> byVm = new ConcurrentHashMap<>();

@@ -10,8 +10,6 @@ import io.vmfork.vmm.state.VcpuState;
 import java.security.MessageDigest;
 import java.util.Arrays;
 import java.util.concurrent.TimeUnit;
-import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 
 /**
@@ -19,19 +17,7 @@ import org.junit.jupiter.api.Test;
  * snapshot gives back the first snapshot; a change changes it; snapshots can be taken
  * again and again.
  */
-class SnapshotContractTest {
-    private static Vmm vmm;
-
-    @BeforeAll
-    static void open() {
-        vmm = VmmTesting.openVmm();
-    }
-
-    @AfterAll
-    static void close() {
-        vmm.close();
-    }
-
+class SnapshotContractTest extends VmmTestBase {
     /** A vCPU state with the TSC left out: it counts host time, so it moves between captures by design. */
     static VcpuState withoutTsc(VcpuState s) {
         int[] idx = s.msrIndices();

@@ -5,27 +5,14 @@ import static org.junit.jupiter.api.Assertions.*;
 import io.vmfork.vmm.guest.Guests;
 import java.nio.charset.StandardCharsets;
 import java.util.concurrent.TimeUnit;
-import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 
 /** The warm worker builds its index, says it is ready, then answers requests correctly. */
-class WarmWorkerTest {
+class WarmWorkerTest extends VmmTestBase {
     /** Mirrors examples/warm-worker.c. */
     static final int KEYS = 1 << 21;
     static final int ROUNDS = 96;
 
-    private static Vmm vmm;
-
-    @BeforeAll
-    static void open() {
-        vmm = VmmTesting.openVmm();
-    }
-
-    @AfterAll
-    static void close() {
-        vmm.close();
-    }
 
     static long mix(long z) {
         z ^= z >>> 30;
