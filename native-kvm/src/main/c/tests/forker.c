@@ -11,6 +11,12 @@
  *   readall MIB     reads one word per page of MIB MiB of the heap, "read <MIB> <sum>"
  *   forkloop        forks one copy at a time until the VMM refuses, "forked=<n> err=<e>"
  *                   (children go back to serving requests)
+ *   forkstress N    forks one copy N times, checking every result: a child must see
+ *                   status 0, role child, index 0 and its own id, and exits 0 (98 if
+ *                   not); the parent must see 1 or an error and role parent (else it
+ *                   exits 99). A copy made from outside meanwhile (its id is not the
+ *                   parent's) checks the same and exits 0 after its first call.
+ *                   The parent replies "stressed=<n> launched=<m>".
  *   id, rand, stop  as warm-worker
  */
 #include <vmfork.h>
@@ -84,6 +90,38 @@ static int do_fork(uint32_t count, uint32_t type, int64_t *ret)
     return 0;
 }
 
+/* FORK N times from the request loop, checking every result (see "forkstress"). */
+/* Not inlined: main()'s code, and so what the snapshot tests capture of it, stays as it was. */
+__attribute__((noinline)) static void fork_stress(uint64_t n)
+{
+    struct vmf_identity me;
+    vmf_identity(&me);
+    uint64_t launched = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        struct vmf_fork f = { .vm_type = 0, .count = 1, .ids = (uint64_t)(uintptr_t)ids,
+                              .errors = (uint64_t)(uintptr_t)errs };
+        int64_t ret = vmf_fork(&f);
+        struct vmf_identity now;
+        vmf_identity(&now);
+        if (f.role == VMF_FORK_CHILD) {
+            int ok = ret == 0 && f.index == 0 && f.vm_id == now.vm_id && now.vm_id != me.vm_id;
+            vmf_exit(ok ? 0 : 98);
+        }
+        /* vm_id is the caller's: the original's, or, in a copy made from outside that
+           re-issued this FORK, the copy's own. */
+        int ok = f.role == VMF_FORK_PARENT && (ret == 1 || ret < 0)
+                 && (ret < 0 || f.vm_id == me.vm_id || f.vm_id == now.vm_id);
+        if (!ok)
+            vmf_exit(99);
+        if (now.vm_id != me.vm_id)
+            vmf_exit(0); /* a copy made from outside: checked, done */
+        if (ret == 1)
+            launched++;
+    }
+    vmf_snprintf(out, sizeof out, "stressed=%lu launched=%lu", (unsigned long)n, (unsigned long)launched);
+    reply(out);
+}
+
 int main(void)
 {
     buf = (uint64_t *)(uintptr_t)vmf_boot->heap_start;
@@ -140,6 +178,12 @@ int main(void)
                 }
                 forked++;
             }
+        } else if (len > 11 && strncmp(req, "forkstress ", 11) == 0) {
+            if (parse_words(req + 11, len - 11, w, 1) != 1) {
+                reply("error: bad count");
+                continue;
+            }
+            fork_stress(w[0]);
         } else if (len == 3 && strncmp(req, "sum", 3) == 0) {
             vmf_snprintf(out, sizeof out, "sum=%lu", (unsigned long)checksum());
             reply(out);

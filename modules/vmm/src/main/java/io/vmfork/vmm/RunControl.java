@@ -68,8 +68,24 @@ final class RunControl {
         moveTo(v, Place.BLOCKED);
     }
 
+    /**
+     * The calling vCPU's thread is done with its VMM work: it waits while a pause is in
+     * force, so that whoever paused the VM captures it either before the work or after
+     * it, never in between.
+     */
     synchronized void leaveStable(Vcpu v) {
+        boolean interrupted = false;
+        while (pauseRequested && !stopRequested) {
+            try {
+                wait();
+            } catch (InterruptedException e) {
+                interrupted = true;
+            }
+        }
         moveTo(v, Place.RUNNING);
+        if (interrupted) {
+            Thread.currentThread().interrupt();
+        }
     }
 
     synchronized void ended(Vcpu v) {

@@ -6,6 +6,7 @@ import io.vmfork.kvm.KvmVm;
 import io.vmfork.kvm.sys.Errno;
 import io.vmfork.kvm.sys.NativeCallException;
 import io.vmfork.kvm.x86.Cpuid;
+import io.vmfork.kvm.x86.KvmRegs;
 import io.vmfork.vmm.guest.ElfImage;
 import io.vmfork.vmm.hypercall.Hypercalls;
 import io.vmfork.vmm.memory.GuestMemory;
@@ -487,7 +488,12 @@ public final class VirtualMachine {
         }
         long[] childIds = new long[(int) count];
         long[] childErrors = new long[(int) count];
-        List<VirtualMachine> launched;
+        // Ordering requirements: the caller counts as stable (and as restartable, so that a
+        // capture by another fork rewinds it onto its `out`) from before it takes the fork
+        // lock until its result is complete: fork block and ids written, RAX set. Only then
+        // may an external fork capture it as a parent that has returned; and it leaves the
+        // stable place only when no pause is in force (RunControl.leaveStable), so no capture
+        // ever sees it half-way.
         caller.inRestartableHypercall = true;
         control.enterStable(caller);
         forkLock.lock();
@@ -502,6 +508,7 @@ public final class VirtualMachine {
             if (!paused) {
                 return control.stopRequested() ? HypercallDispatcher.STOP_VCPU : Hypercalls.EAGAIN;
             }
+            List<VirtualMachine> launched;
             try {
                 long tPaused = System.nanoTime();
                 Snapshot snap = capture(caller);
@@ -519,20 +526,25 @@ public final class VirtualMachine {
             } finally {
                 control.resume();
             }
+            for (int i = 0; i < count; i++) {
+                m.writeLong(ids + 8L * i, childIds[i]);
+                m.writeLong(errors + 8L * i, childErrors[i]);
+            }
+            m.writeInt(block + 32, Hypercalls.FORK_PARENT);
+            m.writeInt(block + 36, 0);
+            m.writeLong(block + 40, id());
+            long result = launched.size();
+            KvmRegs regs = caller.kvm.getRegs();
+            regs.rax = result;
+            caller.kvm.setRegs(regs);
+            caller.inRestartableHypercall = false;
+            lastFork = new ForkRecord(exitNanos, System.nanoTime(), launched);
+            return result;
         } finally {
+            caller.inRestartableHypercall = false;
             forkLock.unlock();
             control.leaveStable(caller);
-            caller.inRestartableHypercall = false;
         }
-        for (int i = 0; i < count; i++) {
-            m.writeLong(ids + 8L * i, childIds[i]);
-            m.writeLong(errors + 8L * i, childErrors[i]);
-        }
-        m.writeInt(block + 32, 0);
-        m.writeInt(block + 36, 0);
-        m.writeLong(block + 40, id());
-        lastFork = new ForkRecord(exitNanos, System.nanoTime(), launched);
-        return launched.size();
     }
 
     /**
@@ -714,6 +726,10 @@ public final class VirtualMachine {
                 vmm.releaseSlot();
                 errors[i] = isOutOfMemory(e.errno()) ? Hypercalls.ENOMEM : Hypercalls.ELIMIT;
                 log.warn("fork of {} copy {} failed: {}", this, i, e.getMessage());
+            } catch (LaunchException e) {
+                vmm.releaseSlot();
+                errors[i] = Hypercalls.ELIMIT;
+                log.debug("fork of {} copy {} refused: {}", this, i, e.getMessage());
             } catch (RuntimeException e) {
                 vmm.releaseSlot();
                 errors[i] = Hypercalls.ELIMIT;

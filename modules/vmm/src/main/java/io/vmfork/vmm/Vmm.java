@@ -20,6 +20,7 @@ import java.util.concurrent.atomic.AtomicLong;
  * host's limits. Thread-safe. Plain Java, no actors: the cluster's HostActor drives one.
  */
 public final class Vmm implements AutoCloseable {
+    private static final org.slf4j.Logger log = org.slf4j.LoggerFactory.getLogger(Vmm.class);
     private static final AtomicBoolean SIGNAL_INSTALLED = new AtomicBoolean();
     /** VM ids: the host id above bit 40, a sequence number below. */
     private static final int HOST_ID_SHIFT = 40;
@@ -176,7 +177,11 @@ public final class Vmm implements AutoCloseable {
         return vms.get(id);
     }
 
+    /** Makes a launched VM known; refused once close() has begun (the caller releases it). */
     void register(VirtualMachine vm) {
+        if (closed) {
+            throw new LaunchException("the VMM is closed");
+        }
         vms.put(vm.id(), vm);
     }
 
@@ -247,17 +252,43 @@ public final class Vmm implements AutoCloseable {
         return live.get();
     }
 
-    /** Stops every VM and closes /dev/kvm. */
+    /**
+     * Stops every VM, including those being launched or forked right now, waits until each
+     * has released what it held, then closes /dev/kvm. After it begins, no launch, fork or
+     * restore takes a slot, and one that had taken its slot before is stopped as it
+     * registers.
+     */
     @Override
     public void close() {
         closed = true;
-        for (VirtualMachine vm : vms()) {
-            try {
-                vm.stop();
-            } catch (RuntimeException ignored) {
-                // Keep stopping the others.
+        long deadline = System.nanoTime() + 2 * settings.stopTimeout().toNanos();
+        try {
+            // A launch that reserved its slot before `closed` was set registers after it: go
+            // on until every slot is given back, not just until the map looks empty.
+            while (live.get() > 0 && System.nanoTime() < deadline) {
+                List<VirtualMachine> running = vms();
+                if (running.isEmpty()) {
+                    Thread.sleep(1);
+                    continue;
+                }
+                for (VirtualMachine vm : running) {
+                    vm.end(VmExit.stopped("the VMM is closing"));
+                }
+                for (VirtualMachine vm : running) {
+                    try {
+                        vm.awaitTermination(settings.stopTimeout());
+                    } catch (RuntimeException e) {
+                        log.warn("{} did not end while the VMM closed: {}", vm, e.getMessage());
+                    }
+                }
             }
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        } finally {
+            if (live.get() > 0) {
+                log.warn("closing /dev/kvm with {} VM slots still taken", live.get());
+            }
+            kvm.close();
         }
-        kvm.close();
     }
 }
