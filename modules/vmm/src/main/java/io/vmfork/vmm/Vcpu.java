@@ -125,12 +125,19 @@ final class Vcpu implements Runnable {
                         return;
                     }
                     KvmRegs regs = kvm.getRegs();
+                    if (!vm.isHypercallInstruction(regs.rip)) {
+                        vm.end(VmExit.crashed(String.format(
+                                "bad hypercall: port I/O out port 0x%x by a string instruction (outs) at rip=0x%x"
+                                        + " (hypercalls are a 32-bit out %%eax to 0x%x)",
+                                run.ioPort(), regs.rip, Hypercalls.PORT)));
+                        return;
+                    }
                     if (!dispatcher.dispatch(this, regs)) {
                         return;
                     }
                 }
                 case KvmRun.EXIT_SHUTDOWN -> {
-                    vm.end(VmExit.crashed("guest crashed: triple fault (KVM_EXIT_SHUTDOWN) at " + ripText()));
+                    vm.end(VmExit.crashed(shutdownReason()));
                     return;
                 }
                 case KvmRun.EXIT_HLT -> {
@@ -163,6 +170,27 @@ final class Vcpu implements Runnable {
             }
         }
     }
+
+    /**
+     * Why the guest triple-faulted, naming the instruction. A `syscall` (EFER.SCE is clear
+     * in a vmfork guest) is delivered by PVM to MSR_LSTAR, 0, where the guest faults with
+     * RIP 0 and RCX holding the address after the `syscall`: name that instruction instead.
+     */
+    private String shutdownReason() {
+        try {
+            KvmRegs r = kvm.getRegs();
+            long at = r.rcx - SYSCALL_LENGTH;
+            if (r.rip == 0 && vm.isSyscallInstruction(at)) {
+                return String.format("guest crashed: syscall at rip=0x%x (a vmfork guest makes no system calls;"
+                        + " triple fault, KVM_EXIT_SHUTDOWN)", at);
+            }
+            return String.format("guest crashed: triple fault (KVM_EXIT_SHUTDOWN) at rip=0x%x", r.rip);
+        } catch (RuntimeException e) {
+            return "guest crashed: triple fault (KVM_EXIT_SHUTDOWN) at " + ripText();
+        }
+    }
+
+    private static final int SYSCALL_LENGTH = 2;
 
     /** "rip=0x..." of this vCPU, for crash reasons; never throws. */
     String ripText() {

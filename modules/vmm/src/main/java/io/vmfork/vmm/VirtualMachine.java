@@ -435,6 +435,37 @@ public final class VirtualMachine {
         }
     }
 
+    /**
+     * Whether the port-I/O exit at {@code rip} came from the one instruction a hypercall
+     * is: `out %eax,(%dx)`, after which KVM leaves RIP past it. String I/O (`rep outsl`)
+     * to the port exits with RIP still on the `outs` (once per element) and is not one.
+     */
+    boolean isHypercallInstruction(long rip) {
+        if (rip < 1 || !memory.contains(rip - 1, 2) || memory.readByte(rip - 1) != Hypercalls.OUT_EAX_DX) {
+            return false;
+        }
+        // RIP on an `outs` (prefixes, then 0x6e/0x6f) is string I/O whatever byte precedes it.
+        for (long p = rip; p < rip + MAX_PREFIXES && memory.contains(p, 1); p++) {
+            int b = memory.readByte(p) & 0xff;
+            if (b == OUTS_BYTE || b == OUTS_DWORD) {
+                return false;
+            }
+            if (!(b == 0x66 || b == 0x67 || b == 0xf2 || b == 0xf3 || (b >= 0x40 && b <= 0x4f))) {
+                break;
+            }
+        }
+        return true;
+    }
+
+    /** Whether guest memory at {@code gva} holds `syscall` (0f 05); guest virtual is guest physical. */
+    boolean isSyscallInstruction(long gva) {
+        return gva >= 0 && memory.contains(gva, 2) && memory.readByte(gva) == 0x0f && memory.readByte(gva + 1) == 0x05;
+    }
+
+    private static final int MAX_PREFIXES = 15;
+    private static final int OUTS_BYTE = 0x6e;
+    private static final int OUTS_DWORD = 0x6f;
+
     /** Hypercalls beyond the base set. */
     long extensionHypercall(Vcpu vcpu, int nr, long arg) {
         if (nr == Hypercalls.FORK) {

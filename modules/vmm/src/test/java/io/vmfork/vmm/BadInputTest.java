@@ -56,6 +56,23 @@ class BadInputTest extends VmmTestBase {
     }
 
     @Test
+    void stringIoToTheHypercallPortEndsTheVmInsteadOfServingHypercalls() {
+        ElfImage rep = ElfImage.parse("rep-outs", TestElf.executable(TestElf.repOutsToHypercallPort()));
+        VmExit e = vmm.launch(VmSpec.of(rep, 8 << 20)).awaitTermination(VmmTesting.TIMEOUT);
+        assertEquals(VmExit.Kind.CRASHED, e.kind(), e.reason());
+        assertTrue(e.reason().contains("bad hypercall: port I/O") && e.reason().contains("string"), e.reason());
+    }
+
+    @Test
+    void aSyscallCrashNamesTheSyscallInstruction() {
+        ElfImage sc = ElfImage.parse("syscall", TestElf.executable(TestElf.syscallCode()));
+        VmExit e = vmm.launch(VmSpec.of(sc, 8 << 20)).awaitTermination(VmmTesting.TIMEOUT);
+        assertEquals(VmExit.Kind.CRASHED, e.kind(), e.reason());
+        String rip = String.format("rip=0x%x", TestElf.BASE + TestElf.SYSCALL_OFFSET);
+        assertTrue(e.reason().contains(rip) && e.reason().contains("syscall"), e.reason());
+    }
+
+    @Test
     void imagesThatAreNotX8664StaticExecutablesAreRefused() {
         byte[] code = TestElf.portAccess(0x7f0, true);
         assertRefused(new byte[] {1, 2, 3}, "not an ELF file");

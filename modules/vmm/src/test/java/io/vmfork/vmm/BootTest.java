@@ -11,6 +11,22 @@ import org.junit.jupiter.api.Test;
 
 /** Guests boot on real KVM, talk through hypercalls and exit with their code. */
 class BootTest extends VmmTestBase {
+    /** docs/hypercalls.md, IDENTITY: host id above bit 40, a sequence that grows by one, new after a restart. */
+    @Test
+    void vmIdsCarryTheHostIdAndASequenceThatARestartedVmmDoesNotRepeat() throws Exception {
+        long a = vmm.launch(VmSpec.of(Guests.shipped("exit42"), 8 << 20)).id();
+        long b = vmm.launch(VmSpec.of(Guests.shipped("exit42"), 8 << 20)).id();
+        assertEquals(vmm.settings().hostId(), a >>> 40);
+        assertEquals(a + 1, b, "consecutive launches take consecutive sequence numbers");
+        Thread.sleep(5);
+        try (Vmm restarted = VmmTesting.openVmm()) {
+            long c = restarted.launch(VmSpec.of(Guests.shipped("exit42"), 8 << 20)).id();
+            assertEquals(vmm.settings().hostId(), c >>> 40);
+            assertTrue(c > b, "a VMM opened later starts above the ids of the one before: "
+                    + Long.toHexString(c) + " <= " + Long.toHexString(b));
+        }
+    }
+
     @Test
     void helloPrintsItsIdentityAndExitsZero() {
         List<String> streamed = Collections.synchronizedList(new ArrayList<>());

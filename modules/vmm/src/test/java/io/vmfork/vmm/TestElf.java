@@ -57,4 +57,29 @@ final class TestElf {
             (byte) 0xeb, (byte) 0xfe,                                // jmp .
         };
     }
+
+    /** EXIT(7) issued as `rep outsl` of two dwords to the hypercall port: string I/O, not a hypercall. */
+    static byte[] repOutsToHypercallPort() {
+        return new byte[] {
+            (byte) 0xb8, 0x02, 0, 0, 0,                              // mov $2 (EXIT), %eax
+            (byte) 0xbf, 0x07, 0, 0, 0,                              // mov $7, %edi
+            0x66, (byte) 0xba, (byte) 0xf0, 0x07,                    // mov $0x7f0, %dx
+            0x48, (byte) 0x8d, 0x35, 0, 0, 0, 0,                     // lea 0(%rip), %rsi
+            (byte) 0xb9, 0x02, 0, 0, 0,                              // mov $2, %ecx
+            (byte) 0xf3, 0x6f,                                       // rep outsl
+            (byte) 0xeb, (byte) 0xfe,                                // jmp .
+        };
+    }
+
+    /** Offset of the `syscall` in {@link #syscallCode()}. */
+    static final int SYSCALL_OFFSET = 5;
+
+    /** `syscall`, which a vmfork guest has no use for (EFER.SCE is clear). */
+    static byte[] syscallCode() {
+        return new byte[] {
+            (byte) 0xb8, 0x01, 0, 0, 0,                              // mov $1, %eax
+            0x0f, 0x05,                                              // syscall
+            (byte) 0xeb, (byte) 0xfe,                                // jmp .
+        };
+    }
 }
