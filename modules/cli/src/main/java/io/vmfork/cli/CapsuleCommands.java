@@ -40,7 +40,7 @@ final class CapsuleCommands {
     }
 
     static int snapshot(Args args) {
-        args.allowOnly("out", "memory", "request", "timeout");
+        args.allowOnly("out", "memory", "request", "timeout", "when");
         String guest = args.positional(0, "GUEST (hello, warm-worker, or a path to an ELF)");
         String outName = args.option("out");
         if (outName == null) {
@@ -52,6 +52,10 @@ final class CapsuleCommands {
         Duration timeout = args.option("timeout") == null ? DEFAULT_READY_TIMEOUT
                 : Args.duration("timeout", args.option("timeout"));
         List<String> requests = args.all("request");
+        When when = When.parse(args.option("when"));
+        if (when == When.NOW && !requests.isEmpty()) {
+            throw new Args.UsageException("--when now takes the snapshot at once: it cannot wait for --request replies");
+        }
         ElfImage image;
         try {
             image = Guests.resolve(guest);
@@ -62,22 +66,28 @@ final class CapsuleCommands {
         VmSession session = new VmSession();
         try (Vmm vmm = Vmm.open(settings)) {
             VirtualMachine vm = vmm.launch(VmSpec.of(image, memory).withListener(session.listener()));
-            try {
-                vm.ready().get(timeout.toMillis(), TimeUnit.MILLISECONDS);
-            } catch (ExecutionException e) {
-                System.err.println("vmfork snapshot: " + guest + " ended before it said it was ready: "
-                        + (e.getCause() instanceof VmEndedException v ? v.exit().reason() : e.getCause()));
-                return Main.EX_SOFTWARE;
-            } catch (TimeoutException e) {
-                System.err.println("vmfork snapshot: " + guest + " was not ready within " + timeout);
-                return Main.EX_TIMEOUT;
-            }
-            for (String r : requests) {
-                if (!session.exchange(vm, r)) {
+            if (when != When.NOW) {
+                try {
+                    vm.ready().get(timeout.toMillis(), TimeUnit.MILLISECONDS);
+                } catch (ExecutionException e) {
+                    System.err.println("vmfork snapshot: " + guest + " ended before it said it was ready: "
+                            + (e.getCause() instanceof VmEndedException v ? v.exit().reason() : e.getCause()));
                     return Main.EX_SOFTWARE;
+                } catch (TimeoutException e) {
+                    System.err.println("vmfork snapshot: " + guest + " was not ready within " + timeout);
+                    return Main.EX_TIMEOUT;
+                }
+                for (String r : requests) {
+                    if (!session.exchange(vm, r)) {
+                        return Main.EX_SOFTWARE;
+                    }
                 }
             }
-            waitIdle(vm, timeout);
+            if (when == When.IDLE && !waitIdle(vm, timeout)) {
+                System.err.println("vmfork snapshot: " + guest + " did not wait for a request within " + timeout
+                        + " (--when idle); --when ready snapshots it while it runs");
+                return Main.EX_TIMEOUT;
+            }
             Path tmp = out.resolveSibling(out.getFileName() + ".partial");
             CapsuleStats stats;
             long t0 = System.nanoTime();
@@ -109,12 +119,41 @@ final class CapsuleCommands {
         }
     }
 
-    /** Waits until the guest waits for a request again, so the capsule holds a quiet guest. */
-    private static void waitIdle(VirtualMachine vm, Duration timeout) throws InterruptedException {
+    /**
+     * When {@code snapshot} captures the guest. Every choice gives a consistent capsule: the
+     * VM's vCPUs are stopped for the capture wherever they are.
+     */
+    enum When {
+        /** After the guest said READY and answered the --request messages, wherever it is then. */
+        READY,
+        /** As READY, then once the guest waits in RECV for a request (a quiet guest). */
+        IDLE,
+        /** As soon as the VM runs, without waiting for READY. */
+        NOW;
+
+        static When parse(String s) {
+            if (s == null) {
+                return READY;
+            }
+            return switch (s) {
+                case "ready" -> READY;
+                case "idle" -> IDLE;
+                case "now" -> NOW;
+                default -> throw new Args.UsageException("--when must be ready, idle or now, got '" + s + "'");
+            };
+        }
+    }
+
+    /** Waits until the guest waits for a request again; false if it did not within {@code timeout}. */
+    private static boolean waitIdle(VirtualMachine vm, Duration timeout) throws InterruptedException {
         long deadline = System.nanoTime() + timeout.toNanos();
-        while (!vm.awaitingRequest() && System.nanoTime() < deadline && !vm.state().isEnded()) {
+        while (!vm.awaitingRequest()) {
+            if (System.nanoTime() >= deadline || vm.state().isEnded()) {
+                return false;
+            }
             Thread.sleep(1);
         }
+        return true;
     }
 
     static int restore(Args args) {

@@ -49,7 +49,7 @@ public final class Main {
                       in a KVM VM. Its console streams to stdout. Requests for its message
                       channel come from --request (repeatable) or, without any, one per line
                       on stdin; each reply is printed. Exits with the guest's exit code.
-                  snapshot GUEST --out FILE [--memory SIZE] [--request TEXT]... [--timeout DURATION]
+                  snapshot GUEST --out FILE [--memory SIZE] [--request TEXT]... [--when ready|idle|now] [--timeout DURATION]
                       Boot GUEST, wait until it is ready (and has served the requests), and
                       save its clone capsule to FILE.
                   restore FILE [--request TEXT]... [--timeout DURATION]

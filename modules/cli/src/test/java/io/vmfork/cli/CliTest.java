@@ -105,4 +105,32 @@ class CliTest {
         assertEquals(CapsuleCommands.EX_DATAERR, bad.code());
         assertTrue(bad.err().contains("is not a valid capsule"), bad.err());
     }
+
+    @Test
+    void snapshotWhenReadyCapturesAGuestThatNeverWaitsForRequests(@TempDir Path dir) throws Exception {
+        Path capsule = dir.resolve("spin.capsule");
+        long t0 = System.nanoTime();
+        Result s = vmfork("snapshot", "spin", "--out", capsule.toString(), "--when", "ready");
+        assertEquals(0, s.code(), s.err());
+        // Before --when, snapshot waited for RECV until its 120 s timeout ran out.
+        assertTrue(System.nanoTime() - t0 < 60_000_000_000L, "snapshot of a busy guest waited for it to idle");
+        Result r = vmfork("restore", capsule.toString(), "--request", "count", "--request", "stop");
+        assertEquals(0, r.code(), r.err());
+        assertTrue(r.out().matches("(?s)[0-9]+\n.*"), r.out());
+
+        Result idle = vmfork("snapshot", "spin", "--out", dir.resolve("idle.capsule").toString(), "--when", "idle",
+                "--timeout", "1s");
+        assertEquals(Main.EX_TIMEOUT, idle.code(), idle.err());
+        assertTrue(idle.err().contains("did not wait for a request within"), idle.err());
+        assertFalse(Files.exists(dir.resolve("idle.capsule")));
+
+        Result now = vmfork("snapshot", "warm-worker", "--out", dir.resolve("now.capsule").toString(), "--when", "now");
+        assertEquals(0, now.code(), now.err());
+        Result early = vmfork("restore", dir.resolve("now.capsule").toString(), "--request", "get 42", "--request", "stop");
+        assertEquals(0, early.code(), early.err());
+        assertTrue(early.out().contains("42 1176139425187626534\n"), "a clone taken before READY initialises on: "
+                + early.out());
+        Result bad = vmfork("snapshot", "spin", "--out", dir.resolve("x").toString(), "--when", "later");
+        assertEquals(Main.EX_USAGE, bad.code(), bad.err());
+    }
 }
