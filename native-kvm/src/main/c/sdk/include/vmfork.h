@@ -47,6 +47,7 @@
 #define VMF_ECLOSED (-6)  /* the application closed the message channel              */
 #define VMF_ELIMIT  (-7)  /* a host limit was reached                                */
 #define VMF_ENOMEM  (-8)  /* the host is out of memory for this request              */
+#define VMF_EREMOTE (-9)  /* FORK copy placed on another host: no remote clone yet   */
 
 #define VMF_CONSOLE_MAX  65536u  /* bytes per console write */
 #define VMF_ENTROPY_MAX  4096u   /* bytes per entropy call  */

@@ -7,6 +7,7 @@ import io.vmfork.kvm.sys.Errno;
 import io.vmfork.kvm.sys.NativeCallException;
 import io.vmfork.kvm.x86.Cpuid;
 import io.vmfork.kvm.x86.KvmRegs;
+import io.vmfork.vmm.fork.CopyTarget;
 import io.vmfork.vmm.guest.ElfImage;
 import io.vmfork.vmm.hypercall.Hypercalls;
 import io.vmfork.vmm.memory.GuestMemory;
@@ -715,7 +716,20 @@ public final class VirtualMachine {
             Vcpu caller, long block) {
         List<VirtualMachine> launched = new ArrayList<>();
         VmmSettings s = vmm.settings();
+        List<CopyTarget> targets = placeCopies(vmType, count);
         for (int i = 0; i < count; i++) {
+            CopyTarget target = targets.get(i);
+            if (target instanceof CopyTarget.Refused r) {
+                errors[i] = r.status();
+                log.debug("fork of {} copy {}: placement refused it: {}", this, i, r.reason());
+                continue;
+            }
+            if (target instanceof CopyTarget.Remote r) {
+                errors[i] = Hypercalls.EREMOTE;
+                log.debug("fork of {} copy {}: placed on host {}; remote clones are not available", this, i,
+                        r.hostId());
+                continue;
+            }
             if (children.size() >= s.forkMaxChildrenPerVm()) {
                 errors[i] = Hypercalls.ELIMIT;
                 continue;
@@ -768,6 +782,24 @@ public final class VirtualMachine {
             }
         }
         return launched;
+    }
+
+    /**
+     * Asks placement where each copy goes. A placement that breaks its contract (throws,
+     * or answers the wrong number of targets) refuses every copy rather than the fork.
+     */
+    private List<CopyTarget> placeCopies(int vmType, int count) {
+        try {
+            List<CopyTarget> t = vmm.copyPlacement().place(identity, vmType, count);
+            if (t != null && t.size() == count && t.stream().allMatch(java.util.Objects::nonNull)) {
+                return t;
+            }
+            log.warn("fork of {}: placement answered {} targets for {} copies", this, t == null ? null : t.size(),
+                    count);
+        } catch (RuntimeException e) {
+            log.warn("fork of {}: placement failed", this, e);
+        }
+        return java.util.Collections.nCopies(count, new CopyTarget.Refused(Hypercalls.ELIMIT, "placement failed"));
     }
 
     private static boolean isOutOfMemory(int errno) {

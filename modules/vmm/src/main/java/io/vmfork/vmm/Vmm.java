@@ -38,6 +38,7 @@ public final class Vmm implements AutoCloseable {
     private final AtomicInteger live = new AtomicInteger();
     private final Map<Long, VirtualMachine> vms = new ConcurrentHashMap<>();
     private volatile boolean closed;
+    private volatile io.vmfork.vmm.fork.CopyPlacement placement = io.vmfork.vmm.fork.CopyPlacement.LOCAL;
 
     private Vmm(VmmSettings settings, Kvm kvm) {
         this.settings = settings;
@@ -81,6 +82,18 @@ public final class Vmm implements AutoCloseable {
 
     public VmmSettings settings() {
         return settings;
+    }
+
+    /**
+     * Where the copies of every later fork on this host go (the cluster's placement
+     * service). Without one, every copy is a local child.
+     */
+    public void useCopyPlacement(io.vmfork.vmm.fork.CopyPlacement p) {
+        placement = java.util.Objects.requireNonNull(p, "placement");
+    }
+
+    io.vmfork.vmm.fork.CopyPlacement copyPlacement() {
+        return placement;
     }
 
     Kvm kvm() {

@@ -28,6 +28,34 @@ class ForkLimitsTest {
     }
 
     @Test
+    void placementDecidesWhichCopiesAreLocalChildren() throws Exception {
+        try (Vmm vmm = vmmWith("")) {
+            List<Object> asked = new java.util.concurrent.CopyOnWriteArrayList<>();
+            vmm.useCopyPlacement((parent, vmType, count) -> {
+                asked.add(List.of(parent.vmId(), vmType, count));
+                return List.of(io.vmfork.vmm.fork.CopyTarget.LOCAL, new io.vmfork.vmm.fork.CopyTarget.Remote(7),
+                        new io.vmfork.vmm.fork.CopyTarget.Refused(io.vmfork.vmm.hypercall.Hypercalls.ELIMIT, "full"),
+                        io.vmfork.vmm.fork.CopyTarget.LOCAL);
+            });
+            ForkTest.Announcements a = new ForkTest.Announcements();
+            VirtualMachine parent = vmm.launch(VmSpec.of(Guests.shipped("forker"), 32L << 20).withListener(a));
+            parent.ready().get(30, TimeUnit.SECONDS);
+            String r = ForkTest.ask(parent, "fork 4 5");
+            assertTrue(r.matches("parent launched=2 ids=[1-9][0-9]*,0,0,[1-9][0-9]* errs=0,-9,-7,0"), r);
+            assertEquals(List.of(List.of(parent.id(), 5, 4)), asked);
+            assertEquals(3, vmm.liveCount());
+            // A placement that breaks its contract fails the copies, not the parent.
+            vmm.useCopyPlacement((parent2, vmType, count) -> {
+                throw new IllegalStateException("placement is down");
+            });
+            assertEquals("parent launched=0 ids=0,0 errs=-7,-7", ForkTest.ask(parent, "fork 2"));
+            vmm.useCopyPlacement((parent2, vmType, count) -> List.of());
+            assertEquals("parent launched=0 ids=0 errs=-7", ForkTest.ask(parent, "fork 1"));
+            assertTrue(ForkTest.ask(parent, "sum").startsWith("sum="));
+        }
+    }
+
+    @Test
     void aForkLoopStopsAtTheHostLimit() throws Exception {
         try (Vmm vmm = vmmWith("vmfork.vmm.max-vms = 20\nvmfork.vmm.fork.max-children-per-vm = 1000")) {
             VirtualMachine parent = vmm.launch(VmSpec.of(Guests.shipped("forker"), 64L << 20));

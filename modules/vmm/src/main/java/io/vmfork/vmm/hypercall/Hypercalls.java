@@ -31,6 +31,7 @@ public final class Hypercalls {
     public static final long ECLOSED = -6;
     public static final long ELIMIT = -7;
     public static final long ENOMEM = -8;
+    public static final long EREMOTE = -9;
 
     public static final int CONSOLE_MAX = 65536;
     public static final int ENTROPY_MAX = 4096;
@@ -56,6 +57,7 @@ public final class Hypercalls {
             case -6 -> "ECLOSED";
             case -7 -> "ELIMIT";
             case -8 -> "ENOMEM";
+            case -9 -> "EREMOTE";
             default -> "status " + status;
         };
     }
