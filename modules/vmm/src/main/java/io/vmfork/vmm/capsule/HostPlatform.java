@@ -30,7 +30,9 @@ public record HostPlatform(long hostId, String hostName, int kvmApiVersion, byte
     public static HostPlatform of(Kvm kvm, VmmSettings settings) {
         io.vmfork.kvm.x86.Cpuid cpuid = kvm.supportedCpuid();
         Set<VcpuState.FpuFormat> fpu = EnumSet.of(VcpuState.FpuFormat.FXSAVE);
-        if (cpuid.hasXsave() && kvm.checkExtension(Kvm.CAP_XSAVE) > 0) {
+        // As Vmm's host capabilities: wherever KVM can set the XSAVE area, whatever its
+        // supported CPUID says of XSAVE (PVM hosts leave it out; the guest uses it anyway).
+        if (kvm.checkExtension(Kvm.CAP_XSAVE) > 0) {
             fpu.add(VcpuState.FpuFormat.XSAVE);
         }
         return new HostPlatform(settings.hostId(), settings.hostName(), kvm.apiVersion(), cpuid.entryBytes(),
