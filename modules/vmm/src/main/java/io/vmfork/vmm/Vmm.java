@@ -178,8 +178,9 @@ public final class Vmm implements AutoCloseable {
     /** Writes a snapshot as a capsule; the VM it came from may run meanwhile. */
     public io.vmfork.vmm.capsule.CapsuleStats writeCapsule(VirtualMachine.Snapshot snapshot, java.io.OutputStream out)
             throws java.io.IOException {
+        // The header records what the guest could observe of this host's CPU.
         return io.vmfork.vmm.capsule.CapsuleWriter.create(capsuleLimits()).write(out, snapshot.state(),
-                snapshot.image(), settings.hostId(), settings.hostName(), kvm.apiVersion());
+                snapshot.image(), hostPlatform());
     }
 
     public io.vmfork.vmm.capsule.CapsuleLimits capsuleLimits() {
