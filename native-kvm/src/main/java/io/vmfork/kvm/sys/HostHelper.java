@@ -70,16 +70,13 @@ public final class HostHelper {
     /**
      * Asks the kernel to let this process's vCPUs carry XSAVE component {@code feature}
      * (arch_prctl ARCH_REQ_XCOMP_GUEST_PERM); false where the CPU or kernel does not
-     * offer it, or when a vCPU of this process already exists (the kernel then refuses).
+     * offer it, or when a vCPU of this process already exists. Never throws: the component is
+     * optional.
      */
     public static boolean requestGuestXstate(int feature) {
-        int rc = vmfork_request_guest_xstate(feature);
-        if (rc == -Errno.EOPNOTSUPP || rc == -Errno.EINVAL || rc == -Errno.EBUSY) {
-            return false;
-        }
-        if (rc != 0) {
-            throw new NativeCallException("arch_prctl(ARCH_REQ_XCOMP_GUEST_PERM, " + feature + ")", -rc);
-        }
-        return true;
+        // Every refusal means the same to the VMM: the component is not carried. EINVAL
+        // (kernels before 5.17 or an unknown component), EOPNOTSUPP (no such CPU
+        // feature), EBUSY (a vCPU exists already).
+        return vmfork_request_guest_xstate(feature) == 0;
     }
 }
