@@ -16,10 +16,14 @@
  * suspend/resume), and glibc reserves the first two real-time signals, so a
  * real-time signal such as SIGRTMIN + 4 is a good choice.
  */
+#include <cpuid.h>
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdint.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 /* JNA passes pthread_t as a Java long: it must be an integer of that size. */
 _Static_assert(sizeof(pthread_t) == sizeof(unsigned long), "pthread_t is not an unsigned long");
@@ -53,4 +57,48 @@ int vmfork_kick_thread(unsigned long pthread_id, int signo)
 unsigned long vmfork_self_thread(void)
 {
     return (unsigned long)pthread_self();
+}
+
+/*
+ * What this host's CPU shows a program at CPL3: on PVM hosts that is also what a vmfork
+ * guest sees, since CPUID and XGETBV at CPL3 reach the hardware (see DESIGN.md, "The
+ * guest model"). out[0..3] = EAX, EBX, ECX, EDX of leaf/subleaf; all 0 for a leaf above
+ * the CPU's highest basic or extended leaf.
+ */
+void vmfork_host_cpuid(uint32_t leaf, uint32_t subleaf, uint32_t *out)
+{
+    unsigned int a, b, c, d;
+
+    if (!__get_cpuid_count(leaf, subleaf, &a, &b, &c, &d)) {
+        out[0] = out[1] = out[2] = out[3] = 0;
+        return;
+    }
+    out[0] = a;
+    out[1] = b;
+    out[2] = c;
+    out[3] = d;
+}
+
+/* XCR0 in force for this process, or 0 where the OS has not enabled XSAVE (CR4.OSXSAVE). */
+uint64_t vmfork_host_xcr0(void)
+{
+    unsigned int a, b, c, d, lo, hi;
+
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & bit_OSXSAVE))
+        return 0;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return ((uint64_t)hi << 32) | lo;
+}
+
+/*
+ * arch_prctl(ARCH_REQ_XCOMP_GUEST_PERM, feature): lets this process's vCPUs carry a
+ * dynamically enabled XSAVE component (18, AMX tile data). It must come before the first
+ * vCPU is created: KVM sizes a vCPU's XSAVE area from the permission in force then.
+ * Returns 0 or -errno (-EOPNOTSUPP or -EINVAL where the CPU or kernel lacks it).
+ */
+int vmfork_request_guest_xstate(int feature)
+{
+    if (syscall(SYS_arch_prctl, 0x1025, (unsigned long)feature) != 0)
+        return -errno;
+    return 0;
 }

@@ -36,6 +36,8 @@ final class Ioctls {
     static final long KVM_SET_XSAVE = iow(0xa5, 4096);
     static final long KVM_GET_XCRS = ior(0xa6, 392);
     static final long KVM_SET_XCRS = iow(0xa7, 392);
+    /** _IOR(KVMIO, 0xcf, struct kvm_xsave): the size in the number is 4 KiB, the buffer is KVM_CAP_XSAVE2's. */
+    static final long KVM_GET_XSAVE2 = ior(0xcf, 4096);
 
     private Ioctls() {
     }

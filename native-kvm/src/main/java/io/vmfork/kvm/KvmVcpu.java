@@ -94,18 +94,40 @@ public final class KvmVcpu implements AutoCloseable {
         LibC.ioctl(fd, Ioctls.KVM_SET_FPU, f.getPointer(), "KVM_SET_FPU");
     }
 
-    /** KVM_GET_XSAVE: the 4 KiB XSAVE area (legacy region, header, AVX state). */
+    /** KVM_GET_XSAVE: the 4 KiB XSAVE area (legacy region, header, extended components up to 4 KiB). */
     public byte[] getXsave() {
         Memory m = new Memory(XSAVE_SIZE);
         LibC.ioctl(fd, Ioctls.KVM_GET_XSAVE, m, "KVM_GET_XSAVE");
         return m.getByteArray(0, XSAVE_SIZE);
     }
 
-    public void setXsave(byte[] area) {
-        if (area.length != XSAVE_SIZE) {
-            throw new IllegalArgumentException("xsave area must be " + XSAVE_SIZE + " bytes, got " + area.length);
+    /**
+     * KVM_GET_XSAVE2: the whole XSAVE area of this vCPU, {@code size} bytes as
+     * KVM_CHECK_EXTENSION(KVM_CAP_XSAVE2) on the VM reports it (at least 4 KiB; larger
+     * where the guest may use AMX tile data).
+     */
+    public byte[] getXsave2(int size) {
+        if (size < XSAVE_SIZE) {
+            throw new IllegalArgumentException("an xsave2 area has at least " + XSAVE_SIZE + " bytes, got " + size);
         }
-        Memory m = new Memory(XSAVE_SIZE);
+        Memory m = new Memory(size);
+        m.clear();
+        LibC.ioctl(fd, Ioctls.KVM_GET_XSAVE2, m, "KVM_GET_XSAVE2");
+        return m.getByteArray(0, size);
+    }
+
+    /**
+     * KVM_SET_XSAVE. KVM reads as many bytes as this vCPU's XSAVE area has (4 KiB, or
+     * KVM_CAP_XSAVE2's size), so {@code area} is passed in a buffer of {@code size} bytes,
+     * zero beyond its end: components it does not hold stay in their initial state.
+     */
+    public void setXsave(byte[] area, int size) {
+        if (size < XSAVE_SIZE || area.length < XSAVE_SIZE || area.length > size) {
+            throw new IllegalArgumentException("xsave area of " + area.length + " bytes does not fit a vCPU area of "
+                    + size + " bytes (at least " + XSAVE_SIZE + ")");
+        }
+        Memory m = new Memory(size);
+        m.clear();
         m.write(0, area, 0, area.length);
         LibC.ioctl(fd, Ioctls.KVM_SET_XSAVE, m, "KVM_SET_XSAVE");
     }

@@ -50,6 +50,11 @@ public final class KvmVm implements AutoCloseable {
     }
 
     /** KVM_CREATE_VCPU, with its kvm_run area mapped. */
+    /** KVM_CHECK_EXTENSION on this VM (some answers, such as KVM_CAP_XSAVE2's size, are per VM). */
+    public int checkExtension(int cap) {
+        return LibC.ioctl(fd, Ioctls.KVM_CHECK_EXTENSION, cap, "KVM_CHECK_EXTENSION");
+    }
+
     public KvmVcpu createVcpu(int index) {
         int vcpuFd = LibC.ioctl(fd, Ioctls.KVM_CREATE_VCPU, index, "KVM_CREATE_VCPU");
         try {

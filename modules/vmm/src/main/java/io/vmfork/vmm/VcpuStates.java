@@ -15,8 +15,14 @@ import java.util.List;
 
 /** Saves a vCPU's state from KVM into a {@link VcpuState} and restores it into another vCPU. */
 final class VcpuStates {
-    /** What this host can save and restore, decided once per VMM. */
-    record HostCaps(boolean xsave, boolean xcrs, int[] msrIndices) {
+    /**
+     * What this host can save and restore, decided once per VMM.
+     *
+     * @param xsave     KVM_GET/SET_XSAVE exist: the whole XSAVE area is carried
+     * @param xsaveSize bytes of a vCPU's XSAVE area (4 KiB, or KVM_CAP_XSAVE2's size)
+     * @param xsave2    KVM_GET_XSAVE2 exists (needed where the area exceeds 4 KiB)
+     */
+    record HostCaps(boolean xsave, int xsaveSize, boolean xsave2, boolean xcrs, int[] msrIndices) {
     }
 
     private VcpuStates() {
@@ -30,7 +36,7 @@ final class VcpuStates {
         byte[] fpu;
         if (caps.xsave()) {
             format = VcpuState.FpuFormat.XSAVE;
-            fpu = v.getXsave();
+            fpu = caps.xsave2() ? v.getXsave2(caps.xsaveSize()) : v.getXsave();
         } else {
             format = VcpuState.FpuFormat.FXSAVE;
             fpu = v.getFpu().bytes;
@@ -75,7 +81,12 @@ final class VcpuStates {
                 if (!caps.xsave()) {
                     throw new LaunchException("the saved FPU state is in XSAVE format, which this host cannot restore");
                 }
-                v.setXsave(s.fpu());
+                byte[] area = s.fpu();
+                if (area.length > caps.xsaveSize()) {
+                    throw new LaunchException("the saved XSAVE area has " + area.length
+                            + " bytes, more than this host's " + caps.xsaveSize());
+                }
+                v.setXsave(area, caps.xsaveSize());
             }
             case FXSAVE -> {
                 KvmFpu f = new KvmFpu();

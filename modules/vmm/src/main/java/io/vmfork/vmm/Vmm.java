@@ -47,17 +47,30 @@ public final class Vmm implements AutoCloseable {
         this.caps = hostCaps(kvm, cpuid);
     }
 
-    /** What vCPU state this host can save and restore: XSAVE or FXSAVE, XCRs, and which MSRs. */
+    /** XSAVE component 18, AMX tile data: enabled per process, on request. */
+    private static final int XFEATURE_XTILEDATA = 18;
+
+    /**
+     * What vCPU state this host can save and restore: the XSAVE area or FXSAVE, XCRs, and
+     * which MSRs.
+     *
+     * <p>The XSAVE area is carried wherever KVM can get and set it, whatever KVM's
+     * supported CPUID says of XSAVE: on PVM hosts that list lacks XSAVE, yet the guest runs
+     * at CPL3 with the host's XCR0 and uses AVX and AVX-512 registers, which KVM_GET_FPU
+     * does not hold (issue 6). KVM_GET_XSAVE2 with KVM_CAP_XSAVE2's size covers components
+     * beyond 4 KiB (AMX tile data, once this process has permission for it).
+     */
     private static VcpuStates.HostCaps hostCaps(Kvm kvm, Cpuid cpuid) {
-        // As HostPlatform: XSAVE state only where the guest can have XSAVE; FXSAVE is complete otherwise.
-        boolean xsave = cpuid.hasXsave() && kvm.checkExtension(Kvm.CAP_XSAVE) > 0;
+        boolean xsave = kvm.checkExtension(Kvm.CAP_XSAVE) > 0;
+        int xsave2Size = kvm.checkExtension(Kvm.CAP_XSAVE2);
+        int xsaveSize = Math.max(io.vmfork.kvm.KvmVcpu.XSAVE_SIZE, xsave2Size);
         boolean xcrs = kvm.checkExtension(Kvm.CAP_XCRS) > 0 && cpuid.hasXsave();
         java.util.Set<Integer> listed = new java.util.HashSet<>();
         for (int m : kvm.msrIndexList()) {
             listed.add(m);
         }
         int[] msrs = java.util.Arrays.stream(Msr.GUEST_VISIBLE).filter(listed::contains).toArray();
-        return new VcpuStates.HostCaps(xsave, xcrs, msrs);
+        return new VcpuStates.HostCaps(xsave, xsaveSize, xsave2Size > 0, xcrs, msrs);
     }
 
     public static Vmm open(VmmSettings settings) {
@@ -68,6 +81,8 @@ public final class Vmm implements AutoCloseable {
         try {
             if (SIGNAL_INSTALLED.compareAndSet(false, true)) {
                 HostHelper.installKickSignal(settings.kickSignal());
+                // Before any vCPU of this process exists; false where there is no AMX.
+                HostHelper.requestGuestXstate(XFEATURE_XTILEDATA);
             }
             return new Vmm(settings, kvm);
         } catch (RuntimeException e) {
@@ -177,8 +192,9 @@ public final class Vmm implements AutoCloseable {
     /** Writes a snapshot as a capsule; the VM it came from may run meanwhile. */
     public io.vmfork.vmm.capsule.CapsuleStats writeCapsule(VirtualMachine.Snapshot snapshot, java.io.OutputStream out)
             throws java.io.IOException {
+        // The header records what the guest could observe of this host's CPU.
         return io.vmfork.vmm.capsule.CapsuleWriter.create(capsuleLimits()).write(out, snapshot.state(),
-                snapshot.image(), settings.hostId(), settings.hostName(), kvm.apiVersion());
+                snapshot.image(), hostPlatform());
     }
 
     public io.vmfork.vmm.capsule.CapsuleLimits capsuleLimits() {

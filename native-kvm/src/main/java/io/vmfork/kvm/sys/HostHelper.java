@@ -23,6 +23,12 @@ public final class HostHelper {
 
     private static native long vmfork_self_thread();
 
+    private static native void vmfork_host_cpuid(int leaf, int subleaf, int[] out);
+
+    private static native long vmfork_host_xcr0();
+
+    private static native int vmfork_request_guest_xstate(int feature);
+
     public static void installKickSignal(int signo) {
         int rc = vmfork_install_kick_signal(signo);
         if (rc != 0) {
@@ -44,5 +50,33 @@ public final class HostHelper {
 
     public static long selfThread() {
         return vmfork_self_thread();
+    }
+
+    /**
+     * CPUID as this process sees it at CPL3: EAX, EBX, ECX, EDX of {@code leaf}/{@code
+     * subleaf} (all 0 above the CPU's highest leaf). On PVM hosts a guest sees the same.
+     */
+    public static int[] hostCpuid(int leaf, int subleaf) {
+        int[] out = new int[4];
+        vmfork_host_cpuid(leaf, subleaf, out);
+        return out;
+    }
+
+    /** XCR0 in force for this process (XGETBV), or 0 where XSAVE is not enabled. */
+    public static long hostXcr0() {
+        return vmfork_host_xcr0();
+    }
+
+    /**
+     * Asks the kernel to let this process's vCPUs carry XSAVE component {@code feature}
+     * (arch_prctl ARCH_REQ_XCOMP_GUEST_PERM); false where the CPU or kernel does not
+     * offer it, or when a vCPU of this process already exists. Never throws: the component is
+     * optional.
+     */
+    public static boolean requestGuestXstate(int feature) {
+        // Every refusal means the same to the VMM: the component is not carried. EINVAL
+        // (kernels before 5.17 or an unknown component), EOPNOTSUPP (no such CPU
+        // feature), EBUSY (a vCPU exists already).
+        return vmfork_request_guest_xstate(feature) == 0;
     }
 }

@@ -10,7 +10,10 @@ import java.util.List;
  * a capsule describes, decided from the header alone so that a target refuses a capsule
  * before it reads its memory. Checks the KVM API version, the memory size and vCPU count
  * against the host's limits, the FPU state layout, the CPU vendor and every CPU feature
- * bit of {@link CpuFeatures#CHECKED} that the guest was started with.
+ * bit of {@link CpuFeatures#CHECKED} that the guest was started with; and, since format
+ * version 2, every feature bit the guest could observe where it was captured (on PVM hosts
+ * the host CPU's own CPUID, which a CPL3 guest reads natively) and every XCR0 state
+ * component it may be using: a guest that found AVX-512 may use it, whatever KVM said.
  */
 public final class CapsuleCompatibility {
     private CapsuleCompatibility() {
@@ -61,6 +64,20 @@ public final class CapsuleCompatibility {
         List<String> features = CpuFeatures.missing(needed, offered);
         if (!features.isEmpty()) {
             out.add("CPU features missing on this host: " + String.join(", ", features));
+        }
+        if (header.getObservedCpuidCount() > 0) {
+            List<String> observed = CpuFeatures.missing(StateCodec.decodeCpuid(header.getObservedCpuidList()),
+                    host.observedCpuid());
+            if (!observed.isEmpty()) {
+                out.add("CPU features the guest could observe where it was captured, missing on this host: "
+                        + String.join(", ", observed));
+            }
+            List<String> components = CpuFeatures.missingXcr0(header.getObservedXcr0(), host.observedXcr0());
+            if (!components.isEmpty()) {
+                out.add("XSAVE state components the guest may be using (XCR0 0x"
+                        + Long.toHexString(header.getObservedXcr0()) + "), missing on this host (XCR0 0x"
+                        + Long.toHexString(host.observedXcr0()) + "): " + String.join(", ", components));
+            }
         }
         return out;
     }

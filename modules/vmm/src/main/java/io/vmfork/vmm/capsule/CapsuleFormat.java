@@ -14,7 +14,9 @@ public final class CapsuleFormat {
     /** CapsuleHeader.magic: "VMFC". */
     public static final int HEADER_MAGIC = 0x564D4643;
     /** The format version this code writes. Not the release version. */
-    public static final int CURRENT_VERSION = 1;
+    public static final int CURRENT_VERSION = 2;
+    /** The first version whose header records the CPUID and XCR0 the guest could observe. */
+    public static final int OBSERVED_CPU_VERSION = 2;
     /** The oldest version this code reads: the rule is "accept the current and the previous one". */
     public static final int OLDEST_READABLE_VERSION = Math.max(1, CURRENT_VERSION - 1);
     /** Header flag bits this version understands; a reader refuses any other bit. */

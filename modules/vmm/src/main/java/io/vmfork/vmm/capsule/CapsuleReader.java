@@ -275,6 +275,14 @@ public final class CapsuleReader {
                 throw fail(h.getRequiredCpuidCount() + " cpuid entries is over the cap of "
                         + limits.maxCpuidEntries());
             }
+            if (h.getObservedCpuidCount() > limits.maxCpuidEntries()) {
+                throw fail(h.getObservedCpuidCount() + " observed cpuid entries is over the cap of "
+                        + limits.maxCpuidEntries());
+            }
+            if (version >= CapsuleFormat.OBSERVED_CPU_VERSION && h.getObservedCpuidCount() == 0) {
+                throw fail("observed_cpuid is missing (format version " + version
+                        + " records what the guest could observe of the CPU)");
+            }
             if (h.getFpuFormat() != io.vmfork.proto.FpuFormat.FPU_FORMAT_XSAVE
                     && h.getFpuFormat() != io.vmfork.proto.FpuFormat.FPU_FORMAT_FXSAVE) {
                 throw fail("FPU format " + h.getFpuFormat() + " is not one this reader knows");

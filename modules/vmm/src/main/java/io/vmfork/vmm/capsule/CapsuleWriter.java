@@ -21,7 +21,7 @@ import java.util.zip.CRC32C;
 /**
  * Writes a clone capsule: a VM's runtime image (machine state + guest RAM) as one stream.
  *
- * <p>Format (version 1; docs/capsule.md has every field and limit):
+ * <p>Format (version 2; docs/capsule.md has every field and limit):
  * <pre>
  *   magic    8 raw bytes 0x89 'V' 'M' 'F' 'C' 'A' 'P' 0x0A
  *   frame 0  CapsuleFrame{header}    what the capsule holds and needs from a host
@@ -86,10 +86,31 @@ public final class CapsuleWriter {
      */
     public CapsuleStats write(OutputStream out, MachineState state, MemorySource memory, long sourceHostId,
             String sourceHostName, int kvmApiVersion) throws IOException {
+        // A guest that sees what it was given: the CPUID set on its vCPUs, its vCPU's XCR0.
+        long xcr0 = state.vcpus().isEmpty() ? 0 : state.vcpus().get(0).xcr0();
+        return write(out, state, memory, sourceHostId, sourceHostName, kvmApiVersion, state.cpuidEntries(), xcr0);
+    }
+
+    /**
+     * Streams the capsule of a VM captured on {@code source}, recording what its guest could
+     * observe there: the host's CPUID at CPL3 and its XCR0 (see {@link HostPlatform}).
+     */
+    public CapsuleStats write(OutputStream out, MachineState state, MemorySource memory, HostPlatform source)
+            throws IOException {
+        return write(out, state, memory, source.hostId(), source.hostName(), source.kvmApiVersion(),
+                source.observedCpuid(), source.observedXcr0());
+    }
+
+    private CapsuleStats write(OutputStream out, MachineState state, MemorySource memory, long sourceHostId,
+            String sourceHostName, int kvmApiVersion, byte[] observedCpuid, long observedXcr0) throws IOException {
         List<MemorySource.Run> runs = memory.dataRuns();
         checkMemory(state, memory, runs);
         io.vmfork.proto.MachineState stateProto = StateCodec.encode(state);
-        CapsuleHeader header = header(state, stateProto.getCpuidList(), sourceHostId, sourceHostName, kvmApiVersion);
+        CapsuleHeader header = header(state, stateProto.getCpuidList(), sourceHostId, sourceHostName, kvmApiVersion)
+                .toBuilder()
+                .addAllObservedCpuid(StateCodec.encodeCpuid(observedCpuid))
+                .setObservedXcr0(observedXcr0)
+                .build();
         CapsuleFrame headerFrame = CapsuleFrame.newBuilder().setHeader(header).build();
         CapsuleFrame stateFrame = CapsuleFrame.newBuilder().setState(stateProto).build();
         checkFrameSize(headerFrame, "header");
@@ -141,7 +162,7 @@ public final class CapsuleWriter {
                 .setVcpuCount(state.vcpus().size())
                 .addAllRequiredCpuid(cpuid)
                 .setFpuFormat(StateCodec.encode(state.vcpus().get(0).fpuFormat()))
-                .setFlags(0) // no flag is defined in format version 1
+                .setFlags(0) // no flag is defined in format versions 1 and 2
                 .setMaxChunkBytes(limits.maxChunkBytes());
         String release = CapsuleWriter.class.getPackage().getImplementationVersion();
         if (release != null) {

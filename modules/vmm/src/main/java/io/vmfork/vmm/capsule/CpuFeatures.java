@@ -172,6 +172,46 @@ public final class CpuFeatures {
         return out;
     }
 
+    /**
+     * XCR0 bits {@code needed} has that {@code offered} lacks, named as the XSAVE state
+     * components of CPUID.0xD.0:EAX are ("xsave state avx512 opmask ... (XCR0[5])").
+     */
+    public static List<String> missingXcr0(long needed, long offered) {
+        Register components = registerOf("xsave state x87");
+        List<String> out = new ArrayList<>();
+        long lack = needed & ~offered;
+        for (int bit = 0; bit < Long.SIZE; bit++) {
+            if ((lack & (1L << bit)) != 0) {
+                String name = components.names().get(bit);
+                out.add(name == null ? "XCR0[" + bit + "]" : name + " (XCR0[" + bit + "])");
+            }
+        }
+        return out;
+    }
+
+    /**
+     * The leaves of {@link #CHECKED} and leaf 0 (the vendor) as this process reads them
+     * with the cpuid instruction, in kvm_cpuid_entry2 layout: what a guest at CPL3 sees on
+     * a PVM host, where CPUID is not intercepted.
+     */
+    public static byte[] hostObserved() {
+        java.util.LinkedHashSet<List<Integer>> leaves = new java.util.LinkedHashSet<>();
+        leaves.add(List.of(0, 0));
+        for (Register r : CHECKED) {
+            leaves.add(List.of(r.function(), r.index()));
+        }
+        ByteBuffer b = ByteBuffer.allocate(leaves.size() * CapsuleFormat.CPUID_ENTRY_BYTES)
+                .order(ByteOrder.LITTLE_ENDIAN);
+        for (List<Integer> l : leaves) {
+            int[] r = io.vmfork.kvm.sys.HostHelper.hostCpuid(l.get(0), l.get(1));
+            boolean subleaves = l.get(0) == 7 || l.get(0) == 0xD;
+            b.putInt(l.get(0)).putInt(l.get(1)).putInt(subleaves ? FLAG_SIGNIFICANT_INDEX : 0);
+            b.putInt(r[0]).putInt(r[1]).putInt(r[2]).putInt(r[3]);
+            b.putInt(0).putInt(0).putInt(0);
+        }
+        return b.array();
+    }
+
     private static Map<Integer, String> names(Object... bitAndName) {
         java.util.HashMap<Integer, String> m = new java.util.HashMap<>();
         for (int i = 0; i < bitAndName.length; i += 2) {

@@ -14,27 +14,52 @@ import java.util.Set;
  * @param maxMemoryBytes largest guest RAM this host gives a VM (vmfork.vmm.memory.max)
  * @param maxVcpus       most vCPUs this host gives a VM (vmfork.vmm.max-vcpus)
  * @param fpuFormats     the FPU state layouts this host can restore into a vCPU
+ * @param observedCpuid  CPUID as a program at CPL3 reads it on this host, same layout: on
+ *                       PVM hosts a guest sees these bits, not {@code supportedCpuid}
+ * @param observedXcr0   XCR0 in force for such a program: the state components a guest may use
  */
 public record HostPlatform(long hostId, String hostName, int kvmApiVersion, byte[] supportedCpuid,
-        long maxMemoryBytes, int maxVcpus, Set<VcpuState.FpuFormat> fpuFormats) {
+        long maxMemoryBytes, int maxVcpus, Set<VcpuState.FpuFormat> fpuFormats, byte[] observedCpuid,
+        long observedXcr0) {
     public HostPlatform {
         if (supportedCpuid.length % CapsuleFormat.CPUID_ENTRY_BYTES != 0) {
             throw new IllegalArgumentException("supported cpuid is " + supportedCpuid.length
                     + " bytes, not a multiple of " + CapsuleFormat.CPUID_ENTRY_BYTES);
         }
+        if (observedCpuid.length % CapsuleFormat.CPUID_ENTRY_BYTES != 0) {
+            throw new IllegalArgumentException("observed cpuid is " + observedCpuid.length
+                    + " bytes, not a multiple of " + CapsuleFormat.CPUID_ENTRY_BYTES);
+        }
         supportedCpuid = supportedCpuid.clone();
+        observedCpuid = observedCpuid.clone();
         fpuFormats = Set.copyOf(fpuFormats);
+    }
+
+    /** A host whose guests see exactly what KVM offers them (hardware virtualization), XCR0 x87|SSE|AVX. */
+    public HostPlatform(long hostId, String hostName, int kvmApiVersion, byte[] supportedCpuid, long maxMemoryBytes,
+            int maxVcpus, Set<VcpuState.FpuFormat> fpuFormats) {
+        this(hostId, hostName, kvmApiVersion, supportedCpuid, maxMemoryBytes, maxVcpus, fpuFormats, supportedCpuid,
+                0x7);
+    }
+
+    /** The same host with other observed CPUID and XCR0, for tests and tools. */
+    public HostPlatform withObserved(byte[] cpuid, long xcr0) {
+        return new HostPlatform(hostId, hostName, kvmApiVersion, supportedCpuid, maxMemoryBytes, maxVcpus, fpuFormats,
+                cpuid, xcr0);
     }
 
     /** This host: its KVM's answers and the VMM's limits. */
     public static HostPlatform of(Kvm kvm, VmmSettings settings) {
         io.vmfork.kvm.x86.Cpuid cpuid = kvm.supportedCpuid();
         Set<VcpuState.FpuFormat> fpu = EnumSet.of(VcpuState.FpuFormat.FXSAVE);
-        if (cpuid.hasXsave() && kvm.checkExtension(Kvm.CAP_XSAVE) > 0) {
+        // As Vmm's host capabilities: wherever KVM can set the XSAVE area, whatever its
+        // supported CPUID says of XSAVE (PVM hosts leave it out; the guest uses it anyway).
+        if (kvm.checkExtension(Kvm.CAP_XSAVE) > 0) {
             fpu.add(VcpuState.FpuFormat.XSAVE);
         }
         return new HostPlatform(settings.hostId(), settings.hostName(), kvm.apiVersion(), cpuid.entryBytes(),
-                settings.maxMemory(), settings.maxVcpus(), fpu);
+                settings.maxMemory(), settings.maxVcpus(), fpu, CpuFeatures.hostObserved(),
+                io.vmfork.kvm.sys.HostHelper.hostXcr0());
     }
 
     @Override
@@ -43,10 +68,16 @@ public record HostPlatform(long hostId, String hostName, int kvmApiVersion, byte
     }
 
     @Override
+    public byte[] observedCpuid() {
+        return observedCpuid.clone();
+    }
+
+    @Override
     public boolean equals(Object o) {
         return o instanceof HostPlatform x && hostId == x.hostId && hostName.equals(x.hostName)
                 && kvmApiVersion == x.kvmApiVersion && java.util.Arrays.equals(supportedCpuid, x.supportedCpuid)
-                && maxMemoryBytes == x.maxMemoryBytes && maxVcpus == x.maxVcpus && fpuFormats.equals(x.fpuFormats);
+                && maxMemoryBytes == x.maxMemoryBytes && maxVcpus == x.maxVcpus && fpuFormats.equals(x.fpuFormats)
+                && java.util.Arrays.equals(observedCpuid, x.observedCpuid) && observedXcr0 == x.observedXcr0;
     }
 
     @Override
@@ -58,6 +89,7 @@ public record HostPlatform(long hostId, String hostName, int kvmApiVersion, byte
     public String toString() {
         return "HostPlatform[" + hostId + " " + hostName + " kvm api " + kvmApiVersion + ", "
                 + supportedCpuid.length / CapsuleFormat.CPUID_ENTRY_BYTES + " cpuid entries, max memory "
-                + maxMemoryBytes + ", max vcpus " + maxVcpus + ", fpu " + fpuFormats + "]";
+                + maxMemoryBytes + ", max vcpus " + maxVcpus + ", fpu " + fpuFormats + ", xcr0 0x"
+                + Long.toHexString(observedXcr0) + "]";
     }
 }

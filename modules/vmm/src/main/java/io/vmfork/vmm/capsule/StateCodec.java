@@ -31,8 +31,13 @@ import java.util.List;
 public final class StateCodec {
     /** sizeof(struct kvm_vcpu_events). */
     public static final int VCPU_EVENTS_BYTES = 64;
-    /** sizeof(struct kvm_xsave): the XSAVE area KVM_GET_XSAVE returns. */
+    /** sizeof(struct kvm_xsave): the XSAVE area KVM_GET_XSAVE returns, and the least any XSAVE state has. */
     public static final int XSAVE_BYTES = 4096;
+    /**
+     * The most an XSAVE area may have: KVM_GET_XSAVE2 returns more than 4 KiB where the
+     * guest may use components beyond it (AMX tile data makes 11 KiB); 64 KiB leaves room.
+     */
+    public static final int MAX_XSAVE_BYTES = 64 * 1024;
     /** sizeof(struct kvm_fpu). */
     public static final int FXSAVE_BYTES = 416;
     private static final int U8 = 0xff;
@@ -130,10 +135,9 @@ public final class StateCodec {
 
     public static io.vmfork.proto.VcpuState encode(VcpuState v) {
         byte[] fpu = v.fpu();
-        int expected = v.fpuFormat() == VcpuState.FpuFormat.XSAVE ? XSAVE_BYTES : FXSAVE_BYTES;
-        if (fpu.length != expected) {
+        if (!fpuSizeFits(v.fpuFormat(), fpu.length)) {
             throw new IllegalArgumentException("vcpu " + v.index() + ": " + v.fpuFormat() + " state is " + fpu.length
-                    + " bytes, expected " + expected);
+                    + " bytes, expected " + fpuSizeRule(v.fpuFormat()));
         }
         io.vmfork.proto.VcpuState.Builder b = io.vmfork.proto.VcpuState.newBuilder()
                 .setIndex(v.index())
@@ -162,9 +166,8 @@ public final class StateCodec {
         require(p.hasEvents(), where + ".events is missing");
         require(p.getIndex() >= 0, where + ".index " + Integer.toUnsignedString(p.getIndex()) + " is out of range");
         VcpuState.FpuFormat format = decode(p.getFpuFormat(), where + ".fpu_format");
-        int expected = format == VcpuState.FpuFormat.XSAVE ? XSAVE_BYTES : FXSAVE_BYTES;
-        require(p.getFpu().size() == expected,
-                where + ".fpu is " + p.getFpu().size() + " bytes, " + format + " needs " + expected);
+        require(fpuSizeFits(format, p.getFpu().size()),
+                where + ".fpu is " + p.getFpu().size() + " bytes, " + format + " needs " + fpuSizeRule(format));
         int n = p.getMsrsCount();
         int[] idx = new int[n];
         long[] val = new long[n];
@@ -175,6 +178,16 @@ public final class StateCodec {
         return new VcpuState(p.getIndex(), decodeRegs(p.getRegs()), decodeSregs(p.getSregs(), where + ".sregs"),
                 format, p.getFpu().toByteArray(), p.getXcr0(), idx, val,
                 decodeEvents(p.getEvents(), where + ".events"), p.getMpState());
+    }
+
+    /** XSAVE: the 4 KiB kvm_xsave or the larger KVM_GET_XSAVE2 area; FXSAVE: exactly a kvm_fpu. */
+    private static boolean fpuSizeFits(VcpuState.FpuFormat f, int bytes) {
+        return f == VcpuState.FpuFormat.XSAVE ? bytes >= XSAVE_BYTES && bytes <= MAX_XSAVE_BYTES
+                : bytes == FXSAVE_BYTES;
+    }
+
+    private static String fpuSizeRule(VcpuState.FpuFormat f) {
+        return f == VcpuState.FpuFormat.XSAVE ? XSAVE_BYTES + " to " + MAX_XSAVE_BYTES : String.valueOf(FXSAVE_BYTES);
     }
 
     public static FpuFormat encode(VcpuState.FpuFormat f) {

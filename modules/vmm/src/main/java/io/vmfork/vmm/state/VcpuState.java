@@ -8,7 +8,8 @@ import java.util.Arrays;
  * never part of it.
  *
  * @param regs       kvm_regs, 18 values: rax rbx rcx rdx rsi rdi rsp rbp r8..r15 rip rflags
- * @param fpuFormat  how {@code fpu} is laid out: XSAVE (the 4 KiB kvm_xsave area) or FXSAVE (the 416-byte kvm_fpu)
+ * @param fpuFormat  how {@code fpu} is laid out: XSAVE (the kvm_xsave area, 4 KiB or KVM_GET_XSAVE2's larger
+ *                   one) or FXSAVE (the 416-byte kvm_fpu, only where KVM has no XSAVE ioctls)
  * @param xcr0       XCR0, or 0 where the host has no XCRs
  * @param msrIndices MSR numbers, and {@code msrValues} their values in the same order
  * @param events     the 64 raw bytes of kvm_vcpu_events

@@ -97,6 +97,60 @@ class CapsuleCompatibilityTest {
         assertMentions(refusedBy(host(noLeaf7.bytes())), "avx2", "smap", "bmi1");
     }
 
+    /**
+     * A capsule captured on a PVM host, where the guest read the host CPU's own CPUID
+     * (avx512f and its XSAVE components) although KVM's list that the VMM set lacks them.
+     */
+    private static byte[] capsuleFromAPvmHost() throws Exception {
+        SyntheticMemory mem = new SyntheticMemory(SIZE, List.of(new Run(0, SIZE)), p -> false);
+        HostPlatform source = host(guestCpuid().bytes()).withObserved(hostCpuid().bytes(), 0xe7);
+        java.io.ByteArrayOutputStream out = new java.io.ByteArrayOutputStream();
+        CapsuleWriter.create(limits()).write(out, state(SIZE, 1, VcpuState.FpuFormat.XSAVE), mem, source);
+        return out.toByteArray();
+    }
+
+    @Test
+    void theHeaderRecordsWhatTheGuestCouldObserve() throws Exception {
+        CapsuleHeader h = frames(capsuleFromAPvmHost()).get(0).getHeader();
+        assertEquals(2, h.getFormatVersion());
+        assertEquals(0xe7, h.getObservedXcr0());
+        byte[] observed = StateCodec.decodeCpuid(h.getObservedCpuidList());
+        assertEquals(1 << 16, CpuFeatures.value(observed, 7, 0, CpuFeatures.EBX) & (1 << 16), "avx512f observed");
+        assertEquals(0, CpuFeatures.value(StateCodec.decodeCpuid(h.getRequiredCpuidList()), 7, 0, CpuFeatures.EBX)
+                & (1 << 16), "though not in the CPUID the VMM set");
+    }
+
+    @Test
+    void aHostLackingAFeatureTheGuestCouldObserveIsRefusedByName() throws Exception {
+        byte[] capsule = capsuleFromAPvmHost();
+        CapsuleHeader h = frames(capsule).get(0).getHeader();
+        // KVM on the target offers all the guest was started with; its CPU lacks AVX-512.
+        HostPlatform target = host(hostCpuid().bytes()).withObserved(
+                hostCpuid().clear(7, 0, CpuFeatures.EBX, 16).clear(0xd, 0, CpuFeatures.EAX, 5)
+                        .clear(0xd, 0, CpuFeatures.EAX, 6).clear(0xd, 0, CpuFeatures.EAX, 7).bytes(), 0x7);
+        CapsuleIncompatibleException e = assertThrows(CapsuleIncompatibleException.class,
+                () -> CapsuleCompatibility.check(h, target));
+        assertMentions(e, "could observe where it was captured", "avx512f (CPUID.7.0:EBX[16])",
+                "xsave state opmask (CPUID.0xD.0:EAX[5])", "XCR0 0xe7", "host (XCR0 0x7)",
+                "xsave state opmask (XCR0[5])", "xsave state hi16_zmm (XCR0[7])");
+        assertEquals(2, e.mismatches().size(), e.mismatches().toString());
+        assertThrows(CapsuleIncompatibleException.class, () -> read(capsule, new PageSink(), limits(), target));
+        // The same host with AVX-512 takes it.
+        read(capsule, new PageSink(), limits(), host(hostCpuid().bytes()).withObserved(hostCpuid().bytes(), 0xe7));
+    }
+
+    @Test
+    void aVersion2HeaderWithoutObservedCpuidIsRefusedAndAVersion1OneIsRead() throws Exception {
+        List<io.vmfork.proto.CapsuleFrame> f = frames(capsule);
+        CapsuleHeader bare = f.get(0).getHeader().toBuilder().clearObservedCpuid().clearObservedXcr0().build();
+        f.set(0, io.vmfork.proto.CapsuleFrame.newBuilder().setHeader(bare).build());
+        CapsuleFormatException e = assertThrows(CapsuleFormatException.class,
+                () -> read(assemble(f), new PageSink(), limits(), host(hostCpuid().bytes())));
+        assertMentions(e, "observed_cpuid is missing");
+        f.set(0, io.vmfork.proto.CapsuleFrame.newBuilder().setHeader(bare.toBuilder().setFormatVersion(1)).build());
+        read(assemble(f), new PageSink(), limits(), host(hostCpuid().bytes()));
+    }
+
     @Test
     void bitsKvmComputesFromGuestStateAreNotRequirements() {
         byte[] guest = guestCpuid().set(1, 0, CpuFeatures.ECX, 27).set(7, 0, CpuFeatures.ECX, 4).bytes();

@@ -168,8 +168,9 @@ class CapsuleCorruptionTest {
 
     @Test
     void aNewerFormatVersionIsRefusedByTheVersionCheckAlone() throws Exception {
-        byte[] v2 = withHeader(h -> h.setFormatVersion(CapsuleFormat.CURRENT_VERSION + 1));
-        assertMentions(refused(v2), "frame 0 (header)", "format version 2 is newer");
+        byte[] newer = withHeader(h -> h.setFormatVersion(CapsuleFormat.CURRENT_VERSION + 1));
+        assertMentions(refused(newer), "frame 0 (header)",
+                "format version " + (CapsuleFormat.CURRENT_VERSION + 1) + " is newer");
         assertMentions(refused(withHeader(h -> h.setFormatVersion(0))), "format version 0");
     }
 

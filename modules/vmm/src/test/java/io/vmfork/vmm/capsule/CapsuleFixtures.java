@@ -114,9 +114,10 @@ final class CapsuleFixtures {
                 .set(0xd, 0, CpuFeatures.EAX, 5).set(0xd, 0, CpuFeatures.EAX, 6).set(0xd, 0, CpuFeatures.EAX, 7);
     }
 
+    /** A host whose KVM offers {@code cpuid}; its CPU, as a guest observes it, has all of hostCpuid(). */
     static HostPlatform host(byte[] cpuid) {
         return new HostPlatform(9, "node-b", KVM_API, cpuid, 16 * GIB, 8,
-                java.util.EnumSet.allOf(VcpuState.FpuFormat.class));
+                java.util.EnumSet.allOf(VcpuState.FpuFormat.class)).withObserved(hostCpuid().bytes(), 0xe7);
     }
 
     // ---------------------------------------------------------------- state

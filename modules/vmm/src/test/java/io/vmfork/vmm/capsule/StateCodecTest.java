@@ -81,6 +81,21 @@ class StateCodecTest {
     }
 
     @Test
+    void aKvmGetXsave2AreaLargerThan4KiBRoundTripsAndAnOversizedOneIsRefused() throws Exception {
+        VcpuState v = vcpu(1, VcpuState.FpuFormat.XSAVE, 7);
+        byte[] amx = new byte[11008];                 // x87..AVX-512 plus AMX tile config and data
+        new java.util.Random(3).nextBytes(amx);
+        VcpuState big = new VcpuState(1, v.regs(), v.sregs(), VcpuState.FpuFormat.XSAVE, amx, v.xcr0(),
+                v.msrIndices(), v.msrValues(), v.events(), v.mpState());
+        VcpuState back = StateCodec.decode(wire(StateCodec.encode(big), io.vmfork.proto.VcpuState.parser()));
+        assertArrayEquals(amx, back.fpu());
+        io.vmfork.proto.VcpuState p = StateCodec.encode(big).toBuilder()
+                .setFpu(com.google.protobuf.ByteString.copyFrom(new byte[StateCodec.MAX_XSAVE_BYTES + 1])).build();
+        CapsuleFormatException e = assertThrows(CapsuleFormatException.class, () -> StateCodec.decode(p));
+        assertTrue(e.getMessage().contains("fpu is 65537 bytes, XSAVE needs 4096 to 65536"), e.getMessage());
+    }
+
+    @Test
     void fxsaveVcpuRoundTrips() throws Exception {
         VcpuState v = vcpu(0, VcpuState.FpuFormat.FXSAVE, 9);
         assertEquals(v, StateCodec.decode(wire(StateCodec.encode(v), io.vmfork.proto.VcpuState.parser())));
