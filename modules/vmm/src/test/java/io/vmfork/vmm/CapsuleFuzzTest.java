@@ -113,8 +113,9 @@ class CapsuleFuzzTest extends VmmTestBase {
     // ---------------------------------------------------------------- edits
 
     private static String edit(List<CapsuleFrame> f, Random r) {
-        return switch (r.nextInt(12)) {
+        return switch (r.nextInt(13)) {
             case 0 -> header(f, r);
+            case 12 -> state(f, r);
             case 1 -> vcpu(f, r, "sregs.segment", v -> {
                 var s = v.getSregsBuilder();
                 String[] names = {"cs", "ds", "es", "fs", "gs", "ss", "tr", "ldt"};
@@ -138,6 +139,14 @@ class CapsuleFuzzTest extends VmmTestBase {
         CapsuleHeader.Builder h = f.get(0).getHeader().toBuilder();
         String e = "header." + mutate(h, r, false);
         f.set(0, CapsuleFrame.newBuilder().setHeader(h).build());
+        return e;
+    }
+
+    /** Identity, clock, memory size, or any other field of the machine state. */
+    private static String state(List<CapsuleFrame> f, Random r) {
+        MachineState.Builder s = f.get(1).getState().toBuilder();
+        String e = "state." + mutate(s, r, true);
+        f.set(1, CapsuleFrame.newBuilder().setState(s).build());
         return e;
     }
 
