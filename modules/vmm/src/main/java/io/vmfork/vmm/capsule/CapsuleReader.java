@@ -506,6 +506,7 @@ public final class CapsuleReader {
             long mem = header.getMemorySize();
             List<GuestModel.Violation> v = new ArrayList<>();
             GuestModel.BootInfo info = GuestModel.checkBootInfo(bootInfoPage, mem, v);
+            frameIndex--; // the trailer's, where the whole capsule was known
             frameKind = "trailer";
             refuse(v, "");
             writeInPieces(0, GuestModel.pageTableArea(mem));
