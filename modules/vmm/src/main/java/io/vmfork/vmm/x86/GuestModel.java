@@ -209,8 +209,10 @@ public final class GuestModel {
                 out.add(new Violation(name + ".base", String.format("= 0x%x is not canonical", g.base()), false));
             }
             SegmentState asData = fsOrGs ? withBase(g, 0) : g;
-            // A CPL3 guest may load a null selector (RPL 0-3) into DS/ES/FS/GS; the register is then unusable.
-            boolean isNull = g.selector() <= 3 && g.unusable() == 1 && (fsOrGs || g.base() == 0);
+            // A CPL3 guest may load a null selector (RPL 0-3) into DS/ES/FS/GS. In 64-bit mode the CPU then
+            // ignores the rest of the register but the FS/GS base, and none of it bears on the privilege level
+            // (CS and SS do), so the attributes KVM reports for it are not checked.
+            boolean isNull = g.selector() <= 3 && (fsOrGs || g.base() == 0);
             if (!isNull) {
                 expectSegment(asData, USER_DATA, name, out);
             }
