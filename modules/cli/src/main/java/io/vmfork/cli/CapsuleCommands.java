@@ -1,6 +1,7 @@
 package io.vmfork.cli;
 
 import io.vmfork.kvm.KvmException;
+import io.vmfork.kvm.sys.NativeCallException;
 import io.vmfork.vmm.LaunchException;
 import io.vmfork.vmm.VirtualMachine;
 import io.vmfork.vmm.VmEndedException;
@@ -18,7 +19,10 @@ import java.io.BufferedOutputStream;
 import java.io.IOException;
 import java.io.InputStream;
 import java.io.OutputStream;
+import java.nio.file.AccessDeniedException;
+import java.nio.file.FileSystemException;
 import java.nio.file.Files;
+import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
 import java.nio.file.StandardCopyOption;
 import java.time.Duration;
@@ -111,7 +115,7 @@ final class CapsuleCommands {
             System.err.println("vmfork snapshot: cannot launch " + guest + ": " + e.getMessage());
             return Main.EX_USAGE;
         } catch (IOException e) {
-            System.err.println("vmfork snapshot: cannot write " + out + ": " + e.getMessage());
+            System.err.println("vmfork snapshot: cannot write " + out + ": " + reason(e));
             return Main.EX_SOFTWARE;
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
@@ -172,15 +176,31 @@ final class CapsuleCommands {
         } catch (CapsuleIncompatibleException e) {
             System.err.println("vmfork restore: capsule not supported on this host: " + e.getMessage());
             return Main.EX_UNAVAILABLE;
-        } catch (KvmException e) {
+        } catch (KvmException | NativeCallException e) {
+            // Vmm.restoreCapsule turns KVM's refusals of a capsule into CapsuleIncompatibleException;
+            // what is left here is the host's own trouble (no /dev/kvm, out of memory).
             System.err.println("vmfork restore: " + e.getMessage());
             return Main.EX_UNAVAILABLE;
         } catch (LaunchException e) {
             System.err.println("vmfork restore: cannot start the clone: " + e.getMessage());
             return Main.EX_SOFTWARE;
         } catch (IOException e) {
-            System.err.println("vmfork restore: cannot read " + file + ": " + e.getMessage());
+            System.err.println("vmfork restore: cannot read " + file + ": " + reason(e));
             return Main.EX_USAGE;
         }
+    }
+
+    /** Why a file operation failed, in words: "no such file", "permission denied", not just the path again. */
+    static String reason(IOException e) {
+        if (e instanceof NoSuchFileException) {
+            return "no such file";
+        }
+        if (e instanceof AccessDeniedException) {
+            return "permission denied";
+        }
+        if (e instanceof FileSystemException f) {
+            return f.getReason() != null ? f.getReason() : e.getClass().getSimpleName();
+        }
+        return e.getMessage() != null ? e.getMessage() : e.getClass().getSimpleName();
     }
 }

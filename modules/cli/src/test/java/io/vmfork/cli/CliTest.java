@@ -133,4 +133,45 @@ class CliTest {
         Result bad = vmfork("snapshot", "spin", "--out", dir.resolve("x").toString(), "--when", "later");
         assertEquals(Main.EX_USAGE, bad.code(), bad.err());
     }
+
+    /** Re-frames a capsule with vCPU 0's CS at DPL 0 and a valid digest (issue 6, items 8 and 9). */
+    private static byte[] withCpl0(byte[] capsule) throws Exception {
+        com.google.protobuf.CodedInputStream in = com.google.protobuf.CodedInputStream.newInstance(capsule, 8,
+                capsule.length - 8);
+        in.setSizeLimit(Integer.MAX_VALUE);
+        java.io.ByteArrayOutputStream body = new java.io.ByteArrayOutputStream();
+        body.write(capsule, 0, 8);
+        while (!in.isAtEnd()) {
+            io.vmfork.proto.CapsuleFrame f = io.vmfork.proto.CapsuleFrame.parseFrom(in.readRawBytes(in.readRawVarint32()));
+            if (f.hasState()) {
+                var s = f.getState().toBuilder();
+                s.getVcpusBuilder(0).getSregsBuilder().getCsBuilder().setDpl(0);
+                f = io.vmfork.proto.CapsuleFrame.newBuilder().setState(s).build();
+            }
+            if (f.hasTrailer()) {
+                byte[] digest = java.security.MessageDigest.getInstance("SHA-256").digest(body.toByteArray());
+                f = io.vmfork.proto.CapsuleFrame.newBuilder().setTrailer(f.getTrailer().toBuilder()
+                        .setSha256(com.google.protobuf.ByteString.copyFrom(digest))).build();
+            }
+            f.writeDelimitedTo(body);
+        }
+        return body.toByteArray();
+    }
+
+    @Test
+    void restoreExplainsEveryRefusalWithoutAStackTrace(@TempDir Path dir) throws Exception {
+        Path capsule = dir.resolve("forker.capsule");
+        Result s = vmfork("snapshot", "forker", "--memory", "16M", "--out", capsule.toString());
+        assertEquals(0, s.code(), s.err());
+        Path forged = dir.resolve("cpl0.capsule");
+        Files.write(forged, withCpl0(Files.readAllBytes(capsule)));
+        Result bad = vmfork("restore", forged.toString(), "--request", "sum");
+        assertEquals(CapsuleCommands.EX_DATAERR, bad.code(), bad.err() + bad.out());
+        assertTrue(bad.err().contains("sregs.cs") && bad.err().contains("dpl 0"), bad.err());
+        assertFalse(bad.err().contains("\tat "), "no stack trace: " + bad.err());
+
+        Result missing = vmfork("restore", dir.resolve("nothing-here").toString());
+        assertEquals(Main.EX_USAGE, missing.code());
+        assertTrue(missing.err().endsWith("nothing-here: no such file\n"), missing.err());
+    }
 }

@@ -111,7 +111,7 @@ public final class VirtualMachine {
             }
             PageTables.build(memory);
             long heapStart = (image.endAddress() + GuestLayout.PAGE - 1) & ~(GuestLayout.PAGE - 1);
-            writeBootInfo(memory, 0, size, heapStart, heapEnd, stackTop);
+            writeBootInfo(memory, size, heapStart, heapEnd, stackTop);
             kvmVm = vmm.kvm().createVm();
             kvmVm.setUserMemoryRegion(0, 0, 0, size, memory.hostAddress());
             vm = new VirtualMachine(vmm, identity, image.name(), memory, kvmVm, spec.listener(), launchStartNanos, null,
@@ -198,16 +198,10 @@ public final class VirtualMachine {
         memory.close();
     }
 
-    private static void writeBootInfo(GuestMemory m, int vcpuIndex, long size, long heapStart, long heapEnd,
-            long stackTop) {
-        long b = GuestLayout.BOOT_INFO;
-        m.writeLong(b, Hypercalls.BOOT_INFO_MAGIC);
-        m.writeInt(b + 8, Hypercalls.ABI_VERSION);
-        m.writeInt(b + 12, vcpuIndex);
-        m.writeLong(b + 16, size);
-        m.writeLong(b + 24, heapStart);
-        m.writeLong(b + 32, heapEnd);
-        m.writeLong(b + 40, stackTop);
+    /** The boot info page as GuestModel defines it, the same bytes a capsule restore checks and rebuilds. */
+    private static void writeBootInfo(GuestMemory m, long size, long heapStart, long heapEnd, long stackTop) {
+        m.write(GuestLayout.BOOT_INFO, io.vmfork.vmm.x86.GuestModel.bootInfoPage(
+                new io.vmfork.vmm.x86.GuestModel.BootInfo(size, heapStart, heapEnd, stackTop)));
     }
 
     private void addVcpu(KvmVcpu kv) {

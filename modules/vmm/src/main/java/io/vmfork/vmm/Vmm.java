@@ -2,7 +2,6 @@ package io.vmfork.vmm;
 
 import io.vmfork.kvm.Kvm;
 import io.vmfork.kvm.x86.Cpuid;
-import io.vmfork.kvm.x86.Msr;
 import io.vmfork.vmm.memory.RuntimeImage;
 import io.vmfork.vmm.state.MachineState;
 import io.vmfork.kvm.sys.HostHelper;
@@ -65,11 +64,7 @@ public final class Vmm implements AutoCloseable {
         int xsave2Size = kvm.checkExtension(Kvm.CAP_XSAVE2);
         int xsaveSize = Math.max(io.vmfork.kvm.KvmVcpu.XSAVE_SIZE, xsave2Size);
         boolean xcrs = kvm.checkExtension(Kvm.CAP_XCRS) > 0 && cpuid.hasXsave();
-        java.util.Set<Integer> listed = new java.util.HashSet<>();
-        for (int m : kvm.msrIndexList()) {
-            listed.add(m);
-        }
-        int[] msrs = java.util.Arrays.stream(Msr.GUEST_VISIBLE).filter(listed::contains).toArray();
+        int[] msrs = io.vmfork.vmm.x86.GuestModel.hostMsrs(kvm.msrIndexList());
         return new VcpuStates.HostCaps(xsave, xsaveSize, xsave2Size > 0, xcrs, msrs);
     }
 
@@ -131,7 +126,7 @@ public final class Vmm implements AutoCloseable {
             throw new LaunchException("a VM may have at most " + settings.maxVcpus() + " vCPUs (vmfork.vmm.max-vcpus), got "
                     + spec.vcpus());
         }
-        if (spec.vcpus() != 1) {
+        if (spec.vcpus() != io.vmfork.vmm.x86.GuestModel.MAX_VCPUS) {
             throw new LaunchException("guests with more than one vCPU are not implemented yet (asked for "
                     + spec.vcpus() + ")");
         }
@@ -170,23 +165,38 @@ public final class Vmm implements AutoCloseable {
 
     /**
      * Starts a clone from a capsule: reads and verifies the whole capsule (compatibility
-     * with this host first, then every chunk and the digest) before any VM exists. A bad or
-     * incompatible capsule throws {@link io.vmfork.vmm.capsule.CapsuleException} and leaves
-     * nothing behind.
+     * with this host first, then the guest model ({@link io.vmfork.vmm.x86.GuestModel}),
+     * every chunk and the digest) before any VM exists; memory below 0x200000 is the VMM's
+     * own, rebuilt rather than taken from the capsule. A bad or incompatible capsule throws
+     * {@link io.vmfork.vmm.capsule.CapsuleException} and leaves nothing behind; so does a
+     * state this host's KVM refuses after all (as {@link io.vmfork.vmm.capsule.CapsuleIncompatibleException}).
      */
     public VirtualMachine restoreCapsule(java.io.InputStream in, VmListener listener) throws java.io.IOException {
         io.vmfork.vmm.capsule.CapsuleLimits limits = capsuleLimits();
+        io.vmfork.vmm.capsule.HostPlatform host = hostPlatform();
         try (io.vmfork.vmm.capsule.ImageSink sink = io.vmfork.vmm.capsule.ImageSink.create("vmfork-capsule",
                 settings.maxMemory(), limits.maxChunkBytes())) {
             io.vmfork.vmm.capsule.CapsuleContents c = io.vmfork.vmm.capsule.CapsuleReader.create(limits)
-                    .read(in, sink, hostPlatform());
+                    .read(in, sink, host, guestRules());
             RuntimeImage image = sink.toImage(c.state().memorySize());
             try {
                 return restore(c.state(), image, listener);
+            } catch (io.vmfork.kvm.sys.NativeCallException | io.vmfork.kvm.KvmException e) {
+                // The last line of defence: the guest model should have refused whatever KVM refuses.
+                throw new io.vmfork.vmm.capsule.CapsuleIncompatibleException(
+                        c.header().getSourceHostName() + " (id " + c.header().getSourceHostId() + ")",
+                        host.hostName() + " (id " + host.hostId() + ")",
+                        List.of("this host's KVM refused the capsule's state: " + e.getMessage()), e);
             } finally {
                 image.release();
             }
         }
+    }
+
+    /** What a restored guest must be on this host (its limits and the MSRs it saves). */
+    public io.vmfork.vmm.x86.GuestModel.Rules guestRules() {
+        return new io.vmfork.vmm.x86.GuestModel.Rules(settings.maxVcpus(), settings.minMemory(), settings.maxMemory(),
+                settings.maxMessageBytes(), settings.maxQueuedRequests(), caps.msrIndices(), caps.xsaveSize());
     }
 
     /** Writes a snapshot as a capsule; the VM it came from may run meanwhile. */

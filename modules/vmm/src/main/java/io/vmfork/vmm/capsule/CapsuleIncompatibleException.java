@@ -16,6 +16,13 @@ public final class CapsuleIncompatibleException extends CapsuleException {
         this.mismatches = List.copyOf(mismatches);
     }
 
+    /** As above, caused by {@code cause} (a refusal by KVM itself). */
+    public CapsuleIncompatibleException(String sourceHost, String targetHost, List<String> mismatches,
+            Throwable cause) {
+        this(sourceHost, targetHost, mismatches);
+        initCause(cause);
+    }
+
     /** One entry per unmet requirement, e.g. "CPU features missing: avx512f (CPUID.7.0:EBX[16])". */
     public List<String> mismatches() {
         return mismatches;

@@ -9,9 +9,14 @@ import io.vmfork.proto.CapsuleHeader;
 import io.vmfork.proto.CapsuleTrailer;
 import io.vmfork.proto.MemoryChunk;
 import io.vmfork.vmm.state.MachineState;
+import io.vmfork.vmm.x86.GuestLayout;
+import io.vmfork.vmm.x86.GuestModel;
 import java.io.BufferedInputStream;
 import java.io.IOException;
 import java.io.InputStream;
+import java.io.InterruptedIOException;
+import java.util.ArrayList;
+import java.util.List;
 import java.security.MessageDigest;
 import java.util.Arrays;
 import java.util.HashSet;
@@ -24,13 +29,28 @@ import java.util.zip.CRC32C;
  * in docs/capsule.md), putting guest RAM into a {@link MemorySink} and returning the header
  * and machine state.
  *
- * <p>Nothing in the stream is trusted: every length is checked against a cap before
+ * <p>Nothing in the stream is trusted: every frame's length is checked against the cap of
+ * the frame kind expected next (header, state, chunk) before it is read, its buffer grows
+ * only as its bytes arrive, the repeated fields of the header and the state are counted
+ * against their caps before protobuf parses them (so that a frame of millions of empty
+ * entries costs a scan, not the heap), the whole stream is bounded by what a capsule of
+ * its memory size can hold, and the whole read by {@link CapsuleLimits#readDeadline}
+ * (an {@link InterruptedIOException} once passed). Every length is checked before
  * anything is allocated for it, every chunk against the header's memory size and the
  * chunk before it, every chunk's CRC-32C before it reaches the sink, and the trailer's
  * counts and SHA-256 before {@link #read} returns. Any failure is a
  * {@link CapsuleFormatException} naming the frame and byte offset, or a
  * {@link CapsuleIncompatibleException} from the host check that runs right after the
  * header; I/O errors of the stream or the sink pass through as IOException.
+ *
+ * <p>Read for a restore ({@link #read(InputStream, MemorySink, HostPlatform, GuestModel.Rules)}),
+ * the state must also be one a vmfork guest can have on this host ({@link GuestModel#check}):
+ * anything else is refused, right after the header or the state frame, before a VM
+ * exists, with a {@link CapsuleFormatException} (not a vmfork guest's state) or a
+ * {@link CapsuleIncompatibleException} (over this host's limits) naming the field. And
+ * memory below {@link GuestLayout#IMAGE_MIN} is the VMM's: the capsule's pages there never
+ * reach the sink; its boot info page is checked field by field, and the reader writes the
+ * page tables and boot info a boot of that guest has.
  *
  * <p>The sink receives pages while the capsule streams, so after a failure it may hold
  * some of them: the caller must discard it and run nothing on it. Only a normal return
@@ -45,6 +65,8 @@ public final class CapsuleReader {
     private static final int VARINT_PAYLOAD_BITS = 7;
     private static final int VARINT_MORE = 0x80;
     private static final int VARINT_PAYLOAD = 0x7f;
+    /** First size of a header or state frame's buffer; it doubles as bytes arrive. */
+    private static final int INITIAL_FRAME_BUFFER = 64 << 10;
 
     /** Where the reader is in the frame sequence; the order is fixed. */
     private enum Expect { MAGIC, HEADER, STATE, MEMORY, END }
@@ -71,7 +93,21 @@ public final class CapsuleReader {
      * header if that host cannot run it ({@link CapsuleCompatibility#check}).
      */
     public CapsuleContents read(InputStream in, MemorySink sink, HostPlatform host) throws IOException {
-        return new Pass(new BufferedInputStream(in, STREAM_BUFFER_BYTES), sink, host).run();
+        return read(in, sink, host, null);
+    }
+
+    /**
+     * Reads a capsule to restore on {@code host}: as {@link #read(InputStream, MemorySink, HostPlatform)},
+     * and with non-null {@code guest} rules also refuses a state outside the guest model or
+     * this host's rules, and puts the VMM's own page tables and boot info below
+     * {@link GuestLayout#IMAGE_MIN} instead of the capsule's bytes (see the class comment).
+     */
+    public CapsuleContents read(InputStream in, MemorySink sink, HostPlatform host, GuestModel.Rules guest)
+            throws IOException {
+        if (guest != null && host == null) {
+            throw new IllegalArgumentException("guest rules need the host they are for");
+        }
+        return new Pass(new BufferedInputStream(in, STREAM_BUFFER_BYTES), sink, host, guest).run();
     }
 
     /** One read of one capsule. */
@@ -79,6 +115,9 @@ public final class CapsuleReader {
         private final InputStream in;
         private final MemorySink sink;
         private final HostPlatform host;
+        private final GuestModel.Rules guest;
+        /** System.nanoTime() by which the read must be done; Long.MAX_VALUE for none. */
+        private final long deadline;
         private final MessageDigest sha = CapsuleWriter.newDigest();
         private final CRC32C crc = new CRC32C();
         private final byte[] prefix = new byte[MAX_LENGTH_PREFIX_BYTES];
@@ -98,11 +137,18 @@ public final class CapsuleReader {
         private long dataBytes;
         /** Lowest offset the next chunk may start at. */
         private long nextFree;
+        /** Most bytes the whole stream may have, known once the state is read. */
+        private long streamCap = Long.MAX_VALUE;
+        /** The capsule's boot info page, kept aside when reading for a restore. */
+        private byte[] bootInfoPage;
 
-        Pass(InputStream in, MemorySink sink, HostPlatform host) {
+        Pass(InputStream in, MemorySink sink, HostPlatform host, GuestModel.Rules guest) {
             this.in = in;
             this.sink = sink;
             this.host = host;
+            this.guest = guest;
+            long d = limits.readDeadline().toNanos();
+            this.deadline = d == 0 ? Long.MAX_VALUE : System.nanoTime() + d;
         }
 
         CapsuleContents run() throws IOException {
@@ -114,11 +160,14 @@ public final class CapsuleReader {
                         : expect.toString().toLowerCase(Locale.ROOT);
                 int prefixLen = readLengthPrefix();
                 int length = decodePrefix(prefixLen);
+                checkFrameLength(length);
                 // Header and state are returned to the caller, so they get a buffer of their own;
                 // parsed with aliasing, their bytes would otherwise change under the caller.
-                byte[] buf = expect == Expect.MEMORY ? memoryBuffer(length) : new byte[length];
-                readFully(buf, length);
-                CapsuleFrame frame = parse(buf, length);
+                byte[] buf = readFrame(length, expect == Expect.MEMORY);
+                if (expect != Expect.MEMORY) {
+                    FrameCounts.check(buf, length, expect == Expect.HEADER, limits, header, this::fail);
+                }
+                CapsuleFrame frame = parse(buf, length, expect == Expect.MEMORY);
                 frameKind = describe(frame.getKindCase());
                 if (frame.getKindCase() != CapsuleFrame.KindCase.TRAILER) {
                     sha.update(prefix, 0, prefixLen);
@@ -129,6 +178,9 @@ public final class CapsuleReader {
             }
             if (in.read() != -1) {
                 throw CapsuleFormatException.atByte(position, "trailing bytes after the trailer");
+            }
+            if (guest != null) {
+                writeVmmArea();
             }
             return new CapsuleContents(header, state, new CapsuleStats(position, dataBytes, chunks, 0));
         }
@@ -152,6 +204,7 @@ public final class CapsuleReader {
         private int readLengthPrefix() throws IOException {
             for (int i = 0; i < MAX_LENGTH_PREFIX_BYTES; i++) {
                 int b = in.read();
+                checkDeadline();
                 if (b < 0) {
                     throw fail(i == 0 ? "truncated: the stream ends where this frame should start"
                             : "truncated: the stream ends inside the frame's length prefix");
@@ -176,27 +229,61 @@ public final class CapsuleReader {
             return (int) length;
         }
 
-        private byte[] memoryBuffer(int length) {
-            if (memoryFrameBuf.length < length) {
-                memoryFrameBuf = new byte[length];
+        /** Refuses a frame longer than the kind expected next can legitimately be, before reading it. */
+        private void checkFrameLength(int length) {
+            long cap = switch (expect) {
+                case HEADER -> limits.maxHeaderFrameBytes();
+                case STATE -> limits.maxStateFrameBytes(header.getVcpuCount());
+                default -> limits.maxChunkFrameBytes();
+            };
+            if (length > cap) {
+                throw fail("frame length " + length + " is over the cap of " + cap + " bytes for a " + frameKind
+                        + " frame");
             }
-            return memoryFrameBuf;
+            if (position + length > streamCap) {
+                throw fail("the capsule is longer than one of " + Long.toUnsignedString(header.getMemorySize())
+                        + " bytes of RAM can be (" + streamCap + " bytes)");
+            }
         }
 
-        private void readFully(byte[] buf, int length) throws IOException {
-            int n = in.readNBytes(buf, 0, length);
-            position += n;
-            if (n < length) {
-                throw fail("truncated: the stream ends " + n + " bytes into a frame of " + length + " bytes");
+        /**
+         * Reads a frame of {@code length} bytes into a buffer that grows as its bytes
+         * arrive (a length prefix alone allocates nothing); memory frames reuse one buffer.
+         */
+        private byte[] readFrame(int length, boolean reuse) throws IOException {
+            byte[] buf = reuse ? memoryFrameBuf : new byte[Math.min(length, INITIAL_FRAME_BUFFER)];
+            int have = 0;
+            while (have < length) {
+                if (buf.length == have) {
+                    buf = Arrays.copyOf(buf, (int) Math.min(length, Math.max(INITIAL_FRAME_BUFFER, 2L * have)));
+                }
+                int n = in.read(buf, have, Math.min(buf.length, length) - have);
+                checkDeadline();
+                if (n < 0) {
+                    throw fail("truncated: the stream ends " + have + " bytes into a frame of " + length + " bytes");
+                }
+                have += n;
+                position += n;
+            }
+            if (reuse) {
+                memoryFrameBuf = buf;
+            }
+            return buf;
+        }
+
+        private void checkDeadline() throws InterruptedIOException {
+            if (System.nanoTime() - deadline > 0) {
+                throw new InterruptedIOException("capsule read deadline of " + limits.readDeadline()
+                        + " (vmfork.capsule.read-deadline) passed at byte " + position + " of the stream");
             }
         }
 
-        private CapsuleFrame parse(byte[] buf, int length) {
+        private CapsuleFrame parse(byte[] buf, int length, boolean memory) {
             try {
                 // Wrapped as immutable so that aliasing takes effect: chunk data is then a view of
                 // the frame buffer, not a copy (the buffer outlives the frame's use of it).
                 CodedInputStream cis = UnsafeByteOperations.unsafeWrap(buf, 0, length).newCodedInput();
-                cis.enableAliasing(true);
+                cis.enableAliasing(memory);
                 CapsuleFrame frame = CapsuleFrame.parseFrom(cis);
                 cis.checkLastTagWas(0);
                 return frame;
@@ -295,6 +382,32 @@ public final class CapsuleReader {
             if (host != null) {
                 CapsuleCompatibility.check(h, host);
             }
+            if (guest != null) {
+                refuse(GuestModel.checkMemorySize(mem, guest), "header.");
+                if (h.getVcpuCount() > guest.maxVcpus()) {
+                    refuse(List.of(new GuestModel.Violation("header.vcpu_count", "= " + h.getVcpuCount()
+                            + " is over this host's maximum of " + guest.maxVcpus() + " (vmfork.vmm.max-vcpus)", true)),
+                            "");
+                }
+            }
+        }
+
+        /** Throws for {@code violations}: a format error if any is one, else incompatibility. */
+        private void refuse(List<GuestModel.Violation> violations, String prefix) {
+            if (violations.isEmpty()) {
+                return;
+            }
+            List<String> model = new ArrayList<>();
+            List<String> hostLimits = new ArrayList<>();
+            for (GuestModel.Violation v : violations) {
+                (v.hostLimit() ? hostLimits : model).add(prefix + v);
+            }
+            if (!model.isEmpty()) {
+                throw fail("not a state a vmfork guest can have: " + String.join("; ", model));
+            }
+            throw new CapsuleIncompatibleException(
+                    header.getSourceHostName() + " (id " + header.getSourceHostId() + ")",
+                    host.hostName() + " (id " + host.hostId() + ")", hostLimits);
         }
 
         private void onState(io.vmfork.proto.MachineState p) {
@@ -325,6 +438,14 @@ public final class CapsuleReader {
             } catch (CapsuleFormatException | IllegalArgumentException e) {
                 throw fail(e.getMessage(), e);
             }
+            if (guest != null) {
+                refuse(GuestModel.check(state, guest), "state.");
+            }
+            // Chunks hold at most the RAM, each in a frame of bounded overhead, and a trailer follows.
+            long mem = header.getMemorySize();
+            streamCap = position + mem + (mem / CapsuleFormat.PAGE_SIZE)
+                    * (CapsuleLimits.CHUNK_FRAME_OVERHEAD + MAX_LENGTH_PREFIX_BYTES)
+                    + CapsuleLimits.TRAILER_FRAME_MAX + MAX_LENGTH_PREFIX_BYTES;
         }
 
         private void onChunk(MemoryChunk c) throws IOException {
@@ -357,10 +478,53 @@ public final class CapsuleReader {
                 throw fail(where + String.format("CRC-32C 0x%08x does not match the recorded 0x%08x",
                         (int) crc.getValue(), c.getCrc32C()));
             }
-            sink.write(offset, chunkBuf, 0, len);
+            if (c.getSerializedSize() > len + CapsuleLimits.CHUNK_FRAME_OVERHEAD) {
+                throw fail(where + "the frame carries " + (c.getSerializedSize() - len)
+                        + " bytes besides its data, over the " + CapsuleLimits.CHUNK_FRAME_OVERHEAD + " a chunk needs");
+            }
+            if (guest == null) {
+                sink.write(offset, chunkBuf, 0, len);
+            } else {
+                writeGuestPart(offset, len);
+            }
             nextFree = offset + len;
             chunks++;
             dataBytes += len;
+        }
+
+        /**
+         * The part of a chunk at or above {@link GuestLayout#IMAGE_MIN} goes to the sink; below
+         * it, only the boot info page is kept (to check), the rest is dropped: it is the VMM's.
+         */
+        private void writeGuestPart(long offset, int len) throws IOException {
+            long bootInfo = GuestLayout.BOOT_INFO;
+            if (offset <= bootInfo && bootInfo < offset + len) {
+                int at = (int) (bootInfo - offset);
+                bootInfoPage = Arrays.copyOfRange(chunkBuf, at, at + CapsuleFormat.PAGE_SIZE);
+            }
+            long end = offset + len;
+            if (end > GuestLayout.IMAGE_MIN) {
+                long from = Math.max(offset, GuestLayout.IMAGE_MIN);
+                sink.write(from, chunkBuf, (int) (from - offset), (int) (end - from));
+            }
+        }
+
+        /** Checks the capsule's boot info, then writes the page tables and boot info a boot of this guest has. */
+        private void writeVmmArea() throws IOException {
+            long mem = header.getMemorySize();
+            List<GuestModel.Violation> v = new ArrayList<>();
+            GuestModel.BootInfo info = GuestModel.checkBootInfo(bootInfoPage, mem, v);
+            frameIndex--; // the trailer's, where the whole capsule was known
+            frameKind = "trailer";
+            refuse(v, "");
+            writeInPieces(0, GuestModel.pageTableArea(mem));
+            writeInPieces(GuestLayout.BOOT_INFO, GuestModel.bootInfoPage(info));
+        }
+
+        private void writeInPieces(long offset, byte[] data) throws IOException {
+            for (int off = 0; off < data.length; off += limits.maxChunkBytes()) {
+                sink.write(offset + off, data, off, Math.min(limits.maxChunkBytes(), data.length - off));
+            }
         }
 
         private void onTrailer(CapsuleFrame frame) {

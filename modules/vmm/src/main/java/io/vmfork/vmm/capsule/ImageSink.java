@@ -31,6 +31,9 @@ public final class ImageSink implements MemorySink, AutoCloseable {
 
     @Override
     public void write(long offset, byte[] bytes, int off, int len) {
+        if (!buffer.valid()) {
+            throw new IllegalStateException("the sink is closed");
+        }
         if (len > buffer.size()) {
             throw new IllegalArgumentException("chunk of " + len + " bytes exceeds the sink's buffer");
         }
@@ -51,8 +54,10 @@ public final class ImageSink implements MemorySink, AutoCloseable {
         return RuntimeImage.fromFile(file);
     }
 
+    /** Frees the copy buffer at once (not at the garbage collector's leisure) and drops the file unless taken. */
     @Override
     public void close() {
+        buffer.close();
         if (!taken) {
             taken = true;
             file.close();

@@ -15,7 +15,8 @@ public interface MemorySink {
     /**
      * Copies {@code len} bytes of {@code bytes[off..]} to guest-physical {@code offset}.
      * The reader has checked that the range is page aligned and inside the header's
-     * memory size; calls come in ascending, non-overlapping order.
+     * memory size; calls come in ascending, non-overlapping order, except that a read for
+     * a restore writes the VMM's area below 0x200000 last.
      */
     void write(long offset, byte[] bytes, int off, int len) throws IOException;
 }

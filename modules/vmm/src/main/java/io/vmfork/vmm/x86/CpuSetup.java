@@ -12,14 +12,8 @@ import io.vmfork.kvm.x86.KvmXcrs;
  * A short list of calls, each one ioctl that fails naming itself.
  */
 public final class CpuSetup {
-    static final long CR0_PE = 1, CR0_MP = 1 << 1, CR0_ET = 1 << 4, CR0_NE = 1 << 5, CR0_WP = 1 << 16,
-            CR0_AM = 1 << 18, CR0_PG = 1L << 31;
-    static final long CR4_PAE = 1 << 5, CR4_OSFXSR = 1 << 9, CR4_OSXMMEXCPT = 1 << 10,
-            CR4_FSGSBASE = 1 << 16, CR4_OSXSAVE = 1 << 18;
-    static final long EFER_LME = 1 << 8, EFER_LMA = 1 << 10;
     /** IOPL 3 lets CPL3 code use `out` for hypercalls; bit 1 is always set. */
     public static final long RFLAGS_INITIAL = 0x3002;
-    static final int USER_CS = 0x33, USER_DS = 0x2b;
     /** XCR0: x87, SSE, AVX. */
     static final long XCR0_WANTED = 0x7;
 
@@ -36,20 +30,15 @@ public final class CpuSetup {
      */
     public static void setLongModeUser(KvmVcpu vcpu, Cpuid cpuid) {
         KvmSregs s = vcpu.getSregs();
-        s.cr3 = GuestLayout.PML4;
-        s.cr0 = CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_WP | CR0_AM | CR0_PG;
-        s.cr4 = CR4_PAE | CR4_OSFXSR | CR4_OSXMMEXCPT;
-        if (cpuid.hasXsave()) {
-            s.cr4 |= CR4_OSXSAVE;
-        }
+        // Every value here is GuestModel's, which a restore checks a captured state against.
+        s.cr3 = GuestModel.CR3;
+        s.cr0 = GuestModel.CR0;
         long ebx7 = cpuid.register(7, 0, 1);
-        if (ebx7 != -1 && (ebx7 & 1) != 0) {
-            s.cr4 |= CR4_FSGSBASE;
-        }
-        s.efer = EFER_LME | EFER_LMA;
-        s.cs.set(0, 0xffffffff, USER_CS, 11, 1, 3, 0, 1, 1, 1, 0, 0);
+        s.cr4 = GuestModel.cr4(cpuid.hasXsave(), ebx7 != -1 && (ebx7 & 1) != 0);
+        s.efer = GuestModel.EFER;
+        set(s.cs, GuestModel.USER_CODE);
         for (var seg : new io.vmfork.kvm.x86.KvmSegment[] {s.ds, s.es, s.fs, s.gs, s.ss}) {
-            seg.set(0, 0xffffffff, USER_DS, 3, 1, 3, 1, 1, 0, 1, 0, 0);
+            set(seg, GuestModel.USER_DATA);
         }
         vcpu.setSregs(s);
         if (cpuid.hasXsave()) {
@@ -60,6 +49,11 @@ public final class CpuSetup {
             x.xcrs[0].value = XCR0_WANTED & (supported == -1 ? 0x3 : supported);
             vcpu.setXcrs(x);
         }
+    }
+
+    private static void set(io.vmfork.kvm.x86.KvmSegment k, io.vmfork.vmm.state.SegmentState g) {
+        k.set(g.base(), g.limit(), g.selector(), g.type(), g.present(), g.dpl(), g.db(), g.s(), g.l(), g.g(), g.avl(),
+                g.unusable());
     }
 
     public static void setEntry(KvmVcpu vcpu, long rip, long rsp, long rdi) {

@@ -18,8 +18,18 @@ public final class PageTables {
     private PageTables() {
     }
 
+    /** Where {@link #build(long, Writer)} puts the tables: a guest's RAM, or a copy of its low area. */
+    @FunctionalInterface
+    public interface Writer {
+        void writeLong(long gpa, long value);
+    }
+
     public static void build(GuestMemory mem) {
-        long size = mem.size();
+        build(mem.size(), mem::writeLong);
+    }
+
+    /** Writes the tables of a guest of {@code size} bytes; they lie below {@link GuestModel#PAGE_TABLES_END}. */
+    public static void build(long size, Writer mem) {
         int gibs = (int) ((size + GuestLayout.GIB - 1) / GuestLayout.GIB);
         if (gibs > GuestLayout.MAX_PDS) {
             throw new IllegalArgumentException("guest RAM of " + size + " bytes exceeds the page-table area");

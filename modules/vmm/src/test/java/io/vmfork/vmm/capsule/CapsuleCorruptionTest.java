@@ -199,7 +199,7 @@ class CapsuleCorruptionTest {
                 h.addRequiredCpuid(h.getRequiredCpuid(0));
             }
             return h;
-        })), "cpuid entries is over the cap");
+        })), "required_cpuid has more than 256 elements");
         assertMentions(refused(withHeader(h -> h.removeRequiredCpuid(1))), "cpuid differs");
         assertMentions(refused(withHeader(h -> h.setFpuFormat(io.vmfork.proto.FpuFormat.FPU_FORMAT_XSAVE))),
                 "FPU format");
@@ -218,7 +218,8 @@ class CapsuleCorruptionTest {
         f.set(0, CapsuleFrame.newBuilder().setHeader(f.get(0).getHeader().toBuilder().setMemorySize(PAGE)).build());
         f.set(1, CapsuleFrame.newBuilder().setState(f.get(1).getState().toBuilder().setMemorySize(PAGE)).build());
         assertEquals(2 * PAGE, f.get(2).getChunk().getData().size());
-        assertMentions(refused(assemble(f)), "frame 2 (chunk)", "outside guest memory of 4096 bytes");
+        // Refused before it is read: no capsule of 4096 bytes of RAM is that long.
+        assertMentions(refused(assemble(f)), "frame 2", "longer than one of 4096 bytes of RAM can be");
     }
 
     @Test
@@ -229,7 +230,8 @@ class CapsuleCorruptionTest {
                 .setCrc32C(crc(c.getData().substring(0, 100))))), "page aligned");
         assertMentions(refused(withChunk(0, c -> c.setData(ByteString.EMPTY).setCrc32C(0))), "page aligned");
         ByteString big = ByteString.copyFrom(new byte[3 * PAGE]);
-        assertMentions(refused(withChunk(0, c -> c.setData(big).setCrc32C(crc(big)))), "over the chunk cap");
+        assertMentions(refused(withChunk(0, c -> c.setData(big).setCrc32C(crc(big)))), "frame 2",
+                "over the cap of 8256 bytes for a memory chunk or trailer frame");
     }
 
     @Test
