@@ -105,4 +105,16 @@ class CliTest {
         assertEquals(CapsuleCommands.EX_DATAERR, bad.code());
         assertTrue(bad.err().contains("is not a valid capsule"), bad.err());
     }
+
+    @Test
+    void nodeRefusesAnInvalidConfigNamingTheKey(@TempDir Path dir) throws Exception {
+        Path conf = dir.resolve("node.conf");
+        Files.writeString(conf, "vmfork.node.placement.policies { 7 = nearest }\n");
+        Result r = vmfork("node", "--config", conf.toString());
+        assertEquals(Main.EX_CONFIG, r.code(), r.err());
+        assertTrue(r.err().contains("vmfork.node.placement.policies.7"), r.err());
+        Result missing = vmfork("node");
+        assertEquals(Main.EX_USAGE, missing.code());
+        assertTrue(missing.err().contains("--config"), missing.err());
+    }
 }
