@@ -159,7 +159,9 @@ public record NodeSettings(
         Duration write = positive(p, "load-write-timeout", prefix);
         int shards = p.getInt("number-of-shards");
         check(shards > 0, prefix + "number-of-shards", "must be positive");
-        return new PlacementSettings(dflt, policies, ask, reservation, report, write, shards);
+        int stash = p.getInt("startup-stash");
+        check(stash > 0, prefix + "startup-stash", "must be positive");
+        return new PlacementSettings(dflt, policies, ask, reservation, report, write, shards, stash);
     }
 
     private static PlacementPolicy policy(String name, String key) {

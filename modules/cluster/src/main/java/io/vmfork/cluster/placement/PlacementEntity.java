@@ -13,6 +13,7 @@ import org.apache.pekko.actor.typed.javadsl.AbstractBehavior;
 import org.apache.pekko.actor.typed.javadsl.ActorContext;
 import org.apache.pekko.actor.typed.javadsl.Behaviors;
 import org.apache.pekko.actor.typed.javadsl.Receive;
+import org.apache.pekko.actor.typed.javadsl.StashBuffer;
 import org.apache.pekko.cluster.ClusterEvent;
 import org.apache.pekko.cluster.Member;
 import org.apache.pekko.cluster.MemberStatus;
@@ -138,15 +139,20 @@ public final class PlacementEntity extends AbstractBehavior<PlacementEntity.Comm
             implements Command, NoSerializationVerificationNeeded {
     }
 
+    private record LoadFetched(Replicator.GetResponse<LWWMap<Long, HostLoad>> response)
+            implements Command, NoSerializationVerificationNeeded {
+    }
+
     private record ForgetDone(Replicator.UpdateResponse<LWWMap<Long, HostLoad>> response)
             implements Command, NoSerializationVerificationNeeded {
     }
 
     /** The entity of {@code vmType}, with the policy configured for it. */
     public static Behavior<Command> create(int vmType, PlacementSettings settings) {
-        return Behaviors.setup(ctx -> DistributedData.withReplicatorMessageAdapter(
-                (ReplicatorMessageAdapter<Command, LWWMap<Long, HostLoad>> replicator) ->
-                        new PlacementEntity(ctx, replicator, vmType, settings)));
+        return Behaviors.withStash(settings.startupStash(), stash -> Behaviors.setup(ctx ->
+                DistributedData.withReplicatorMessageAdapter(
+                        (ReplicatorMessageAdapter<Command, LWWMap<Long, HostLoad>> replicator) ->
+                                new PlacementEntity(ctx, replicator, stash, vmType, settings))));
     }
 
     private final int vmType;
@@ -159,11 +165,16 @@ public final class PlacementEntity extends AbstractBehavior<PlacementEntity.Comm
     private final Replicator.WriteConsistency forgetConsistency;
     private final ActorRef<ClusterEvent.MemberEvent> memberAdapter;
     private final ActorRef<ClusterEvent.ReachabilityEvent> reachabilityAdapter;
+    // Requests wait here until the entity has read the local replica of the reports (at
+    // once, with ReadLocal): a fresh entity must not answer "no capacity" for want of a view.
+    private final StashBuffer<Command> starting;
+    private boolean loaded;
 
     private PlacementEntity(ActorContext<Command> ctx,
                             ReplicatorMessageAdapter<Command, LWWMap<Long, HostLoad>> replicator,
-                            int vmType, PlacementSettings settings) {
+                            StashBuffer<Command> starting, int vmType, PlacementSettings settings) {
         super(ctx);
+        this.starting = starting;
         this.vmType = vmType;
         this.policy = settings.policyFor(vmType);
         this.view = new LoadView(settings.reservationTimeout(), System::nanoTime);
@@ -185,6 +196,8 @@ public final class PlacementEntity extends AbstractBehavior<PlacementEntity.Comm
         cluster.subscriptions().tell(Subscribe.create(memberAdapter, ClusterEvent.MemberEvent.class));
         cluster.subscriptions().tell(Subscribe.create(reachabilityAdapter, ClusterEvent.ReachabilityEvent.class));
         replicator.subscribe(LoadReports.KEY, LoadChanged::new);
+        replicator.askGet(replyTo -> new Replicator.Get<>(LoadReports.KEY, Replicator.readLocal(), replyTo),
+                LoadFetched::new);
         ctx.getLog().debug("placement of vm_type {} started, policy {}", vmType, policy.configName());
     }
 
@@ -193,6 +206,7 @@ public final class PlacementEntity extends AbstractBehavior<PlacementEntity.Comm
         return newReceiveBuilder()
                 .onMessage(PlaceCopies.class, this::onPlaceCopies)
                 .onMessage(PlaceVm.class, this::onPlaceVm)
+                .onMessage(LoadFetched.class, this::onLoadFetched)
                 .onMessage(LoadChanged.class, this::onLoadChanged)
                 .onMessage(MemberChanged.class, this::onMemberChanged)
                 .onMessage(ReachabilityChanged.class, this::onReachabilityChanged)
@@ -202,11 +216,17 @@ public final class PlacementEntity extends AbstractBehavior<PlacementEntity.Comm
     }
 
     private Behavior<Command> onPlaceCopies(PlaceCopies m) {
+        if (!loaded) {
+            return stashOrRefuse(m, m.replyTo(), m.count());
+        }
         m.replyTo().tell(place(m.count(), m.forkingHostId(), m.memoryPerCopy(), m.vcpusPerCopy()));
         return this;
     }
 
     private Behavior<Command> onPlaceVm(PlaceVm m) {
+        if (!loaded) {
+            return stashOrRefuse(m, m.replyTo(), 1);
+        }
         m.replyTo().tell(place(1, Placer.NO_HOST, m.memory(), m.vcpus()));
         return this;
     }
@@ -229,6 +249,27 @@ public final class PlacementEntity extends AbstractBehavior<PlacementEntity.Comm
         String shortfall = hosts.size() == count ? ""
                 : "no capacity for " + (count - hosts.size()) + " of " + count + " VMs";
         return new Placed(vmType, slots, shortfall);
+    }
+
+    private Behavior<Command> stashOrRefuse(Command m, ActorRef<Reply> replyTo, int count) {
+        if (starting.isFull()) {
+            replyTo.tell(new NoCapacity(vmType, count, "no capacity: placement of vm_type " + vmType
+                    + " is starting and has too many requests waiting"));
+        } else {
+            starting.stash(m);
+        }
+        return this;
+    }
+
+    private Behavior<Command> onLoadFetched(LoadFetched m) {
+        if (m.response() instanceof Replicator.GetSuccess<LWWMap<Long, HostLoad>> ok) {
+            view.reports(ok.get(LoadReports.KEY).getEntries());
+        }
+        if (loaded) {
+            return this;
+        }
+        loaded = true;
+        return starting.unstashAll(this);
     }
 
     private Behavior<Command> onLoadChanged(LoadChanged m) {

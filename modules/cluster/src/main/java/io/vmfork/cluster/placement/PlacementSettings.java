@@ -16,6 +16,7 @@ import java.util.Map;
  * @param loadWriteTimeout     how long a host's load report waits for the other nodes'
  *                             replicas to acknowledge it
  * @param numberOfShards       shards of the placement entities (the same on every node)
+ * @param startupStash         requests an entity keeps while it reads its view at start
  */
 public record PlacementSettings(
         PlacementPolicy defaultPolicy,
@@ -24,7 +25,8 @@ public record PlacementSettings(
         Duration reservationTimeout,
         Duration loadReportInterval,
         Duration loadWriteTimeout,
-        int numberOfShards) {
+        int numberOfShards,
+        int startupStash) {
 
     public PlacementSettings {
         policies = Map.copyOf(policies);
