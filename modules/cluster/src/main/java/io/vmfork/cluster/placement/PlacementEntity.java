@@ -48,7 +48,7 @@ import org.apache.pekko.cluster.typed.Unsubscribe;
  *   <li>The caller asks the chosen host to take the VM, naming the reservation id. The host
  *       has the final word: it admits the VM only if it fits its capacity now (two entities,
  *       or a stale view, can propose the same last slot), and lists the reservation id,
- *       admitted or refused, in its next load reports.</li>
+ *       admitted or refused, in its next load reports ({@link AdmissionLedger} does both).</li>
  *   <li>A copy the host refuses may be placed again once; a second refusal fails that copy
  *       with "no capacity".</li>
  * </ol>

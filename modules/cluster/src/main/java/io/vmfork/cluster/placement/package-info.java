@@ -12,6 +12,8 @@
  *   <li>{@link io.vmfork.cluster.placement.LoadView} (reports, reachable members,
  *       reservations) and {@link io.vmfork.cluster.placement.Placer} (the policies:
  *       least-loaded, spread, pack, local-first): plain classes, tested without actors.</li>
+ *   <li>{@link io.vmfork.cluster.placement.AdmissionLedger}: the host's side: admission
+ *       against its capacity (the final word), and its load reports.</li>
  *   <li>{@link io.vmfork.cluster.placement.PlacementClient}: the entry point for Java code
  *       that is not an actor, including the answer in the VMM's CopyTarget terms.</li>
  * </ul>

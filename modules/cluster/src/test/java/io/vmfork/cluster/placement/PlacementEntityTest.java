@@ -248,4 +248,60 @@ class PlacementEntityTest {
         CopyTarget.Refused refused = assertInstanceOf(CopyTarget.Refused.class, targets.get(4));
         assertEquals(Hypercalls.ELIMIT, refused.status());
     }
+
+    @Test
+    void twoEntitiesRacingForTheSameHostsNeverOverCommitBecauseTheHostDecides() throws Exception {
+        Map<Long, AdmissionLedger> ledgers = new HashMap<>();
+        for (long h = 1; h <= 3; h++) {
+            ledgers.put(h, new AdmissionLedger(new Capacity(8 * 256 * MIB, 8, 8), Duration.ofSeconds(30),
+                    System::nanoTime));
+            reports.tell(new LoadReports.Publish(ledgers.get(h).report(h, "h" + h, address)));
+        }
+        ActorRef<PlacementEntity.Command> waiter = testKit.spawn(PlacementEntity.create(99, settings(Duration.ofMillis(1))));
+        awaitHosts(waiter, 99, 3);
+        // Two vm_types, two entities, each with its own view and reservations: together they
+        // propose twice what the hosts can take.
+        ActorRef<PlacementEntity.Command> a = testKit.spawn(PlacementEntity.create(LEAST_LOADED,
+                settings(Duration.ofSeconds(30))));
+        ActorRef<PlacementEntity.Command> b = testKit.spawn(PlacementEntity.create(PACK,
+                settings(Duration.ofSeconds(30))));
+        TestProbe<PlacementEntity.Reply> probe = testKit.createTestProbe();
+        for (int i = 0; i < 32; i++) {
+            a.tell(new PlacementEntity.PlaceVm(LEAST_LOADED, 256 * MIB, 1, probe.getRef()));
+            b.tell(new PlacementEntity.PlaceVm(PACK, 256 * MIB, 1, probe.getRef()));
+        }
+        TestProbe<PlacementEntity.Reply> retry = testKit.createTestProbe();
+        int admitted = 0;
+        Map<Integer, Integer> proposed = new HashMap<>();
+        int refused = 0;
+        for (int i = 0; i < 64; i++) {
+            PlacementEntity.Reply r = probe.receiveMessage(Duration.ofSeconds(5));
+            if (!(r instanceof PlacementEntity.Placed p)) {
+                continue;
+            }
+            proposed.merge(p.vmType(), 1, Integer::sum);
+            PlacementEntity.Slot slot = p.slots().get(0);
+            AdmissionLedger host = ledgers.get(slot.hostId());
+            boolean ok = host.admit(slot.reservationId(), 256 * MIB, 1);
+            reports.tell(new LoadReports.Publish(host.report(slot.hostId(), "h" + slot.hostId(), address)));
+            if (!ok) {
+                // Refused: placed again, once.
+                refused++;
+                ActorRef<PlacementEntity.Command> entity = p.vmType() == PACK ? b : a;
+                entity.tell(new PlacementEntity.PlaceVm(p.vmType(), 256 * MIB, 1, retry.getRef()));
+                PlacementEntity.Reply again = retry.receiveMessage(Duration.ofSeconds(5));
+                ok = again instanceof PlacementEntity.Placed p2 && ledgers.get(p2.slots().get(0).hostId())
+                        .admit(p2.slots().get(0).reservationId(), 256 * MIB, 1);
+            }
+            admitted += ok ? 1 : 0;
+        }
+        // Each entity alone never proposes past the hosts' room (24); together they propose
+        // more, and the hosts admit exactly what they hold.
+        assertTrue(proposed.get(LEAST_LOADED) <= 24 && proposed.get(PACK) <= 24, proposed.toString());
+        assertTrue(refused > 0, "the hosts refused nothing: the entities did not race");
+        assertEquals(24, admitted);
+        for (AdmissionLedger l : ledgers.values()) {
+            assertEquals(8, l.vmCount());
+        }
+    }
 }
