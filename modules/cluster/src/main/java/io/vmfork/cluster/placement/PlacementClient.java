@@ -1,12 +1,15 @@
 package io.vmfork.cluster.placement;
 
 import io.vmfork.vmm.VmIdentity;
+import io.vmfork.vmm.fork.CopyPlacement;
 import io.vmfork.vmm.fork.CopyTarget;
 import io.vmfork.vmm.hypercall.Hypercalls;
 import java.util.ArrayList;
 import java.util.Collections;
 import java.util.List;
 import java.util.concurrent.CompletionStage;
+import java.util.function.ToIntFunction;
+import java.util.function.ToLongFunction;
 import org.apache.pekko.actor.typed.ActorSystem;
 import org.apache.pekko.cluster.sharding.typed.javadsl.ClusterSharding;
 
@@ -63,11 +66,34 @@ public final class PlacementClient {
      */
     public CompletionStage<List<CopyTarget>> copyTargets(VmIdentity parent, int vmType, int count,
                                                          long memoryPerCopy, int vcpusPerCopy) {
-        return placeCopies(vmType, count, parent.hostId(), memoryPerCopy, vcpusPerCopy)
-                .handle((reply, failure) -> failure != null
-                        ? Collections.nCopies(count, (CopyTarget) new CopyTarget.Refused(Hypercalls.EAGAIN,
-                                "placement did not answer: " + failure))
-                        : toTargets(reply, count, localHostId));
+        return targetsOf(placeCopies(vmType, count, parent.hostId(), memoryPerCopy, vcpusPerCopy), count,
+                localHostId);
+    }
+
+    /**
+     * A placement answer to come as {@code count} copy targets seen from host
+     * {@code localHostId}; a failed answer (a timeout) refuses every copy with
+     * {@code VMF_EAGAIN}.
+     */
+    static CompletionStage<List<CopyTarget>> targetsOf(CompletionStage<PlacementEntity.Reply> answer, int count,
+                                                      long localHostId) {
+        return answer.handle((reply, failure) -> failure != null
+                ? Collections.nCopies(count, (CopyTarget) new CopyTarget.Refused(Hypercalls.EAGAIN,
+                        "placement did not answer: " + failure))
+                : toTargets(reply, count, localHostId));
+    }
+
+    /**
+     * The VMM's {@link CopyPlacement} backed by this client: each FORK asks the placement
+     * entity of its vm_type and waits for the answer on the forking vCPU's thread (the
+     * parent is paused meanwhile), at most the ask timeout, as {@link #copyTargets} says.
+     *
+     * @param memoryOf the guest RAM of a copy of this parent
+     * @param vcpusOf  the vCPUs of a copy of this parent
+     */
+    public CopyPlacement asCopyPlacement(ToLongFunction<VmIdentity> memoryOf, ToIntFunction<VmIdentity> vcpusOf) {
+        return (parent, vmType, count) -> copyTargets(parent, vmType, count, memoryOf.applyAsLong(parent),
+                vcpusOf.applyAsInt(parent)).toCompletableFuture().join();
     }
 
     /** A placement reply as {@code count} copy targets, seen from host {@code localHostId}. */

@@ -5,6 +5,7 @@ import static org.junit.jupiter.api.Assertions.assertInstanceOf;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import io.vmfork.vmm.VmIdentity;
+import io.vmfork.vmm.fork.CopyPlacement;
 import io.vmfork.vmm.fork.CopyTarget;
 import io.vmfork.vmm.hypercall.Hypercalls;
 import java.time.Duration;
@@ -12,7 +13,9 @@ import java.util.ArrayList;
 import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.TimeUnit;
+import java.util.concurrent.TimeoutException;
 import org.apache.pekko.actor.testkit.typed.javadsl.ActorTestKit;
 import org.apache.pekko.actor.testkit.typed.javadsl.TestProbe;
 import org.apache.pekko.actor.typed.ActorRef;
@@ -247,6 +250,20 @@ class PlacementEntityTest {
                 targets.subList(0, 4));
         CopyTarget.Refused refused = assertInstanceOf(CopyTarget.Refused.class, targets.get(4));
         assertEquals(Hypercalls.ELIMIT, refused.status());
+
+        // The same through the VMM's interface (the reservations above still hold the room).
+        CopyPlacement vmmView = client.asCopyPlacement(p -> 256 * MIB, p -> 1);
+        List<CopyTarget> none = vmmView.place(parent, LOCAL_FIRST, 2);
+        assertEquals(2, none.size());
+        assertEquals(Hypercalls.ELIMIT, assertInstanceOf(CopyTarget.Refused.class, none.get(0)).status());
+
+        // A placement that does not answer in time: every copy refused with VMF_EAGAIN, no exception.
+        List<CopyTarget> late = PlacementClient.targetsOf(CompletableFuture.failedFuture(
+                new TimeoutException("Ask timed out after [2000 ms]")), 3, 1).toCompletableFuture().get();
+        assertEquals(3, late.size());
+        CopyTarget.Refused eagain = assertInstanceOf(CopyTarget.Refused.class, late.get(0));
+        assertEquals(Hypercalls.EAGAIN, eagain.status());
+        assertTrue(eagain.reason().startsWith("placement did not answer"), eagain.reason());
     }
 
     @Test
