@@ -61,7 +61,8 @@ public final class Main {
                       Start this host's node of the vmfork cluster with the configuration
                       in FILE (e.g. conf/node-1.conf) and run until stopped (SIGINT/SIGTERM:
                       it leaves the cluster first). Exits 78 if FILE is invalid (the message
-                      names the key) or the cluster already has a node with its host id.
+                      names the key) or the cluster already has a node with its host id, 69 if
+                      the node cannot start (e.g. its port is in use).
                   bench launch|fork [--json] [--runs N]
                       Cold-launch benchmarks: launch.cold, launch.cold_warm_worker. Fork benchmarks:
                       fork.local, fork.parent_blocked, fork.vs_cold, fork.memory_per_child.

@@ -25,6 +25,10 @@ final class NodeCommand {
         } catch (InvalidNodeConfigException e) {
             System.err.println("vmfork node: " + file + ": " + e.getMessage());
             return Main.EX_CONFIG;
+        } catch (RuntimeException e) {
+            // E.g. the port is in use: Pekko cannot bind its transport.
+            System.err.println("vmfork node: cannot start: " + e);
+            return Main.EX_UNAVAILABLE;
         }
         System.err.println("vmfork node: host " + node.settings().hostId() + " (" + node.settings().hostName()
                 + ") at " + node.system().address() + ", seeds " + node.settings().seedNodes());
