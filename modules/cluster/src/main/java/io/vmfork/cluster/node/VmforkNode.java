@@ -3,6 +3,8 @@ package io.vmfork.cluster.node;
 import com.typesafe.config.Config;
 import com.typesafe.config.ConfigFactory;
 import com.typesafe.config.ConfigParseOptions;
+import io.vmfork.cluster.placement.AdmissionLedger;
+import io.vmfork.cluster.placement.LoadReporter;
 import io.vmfork.cluster.placement.LoadReports;
 import io.vmfork.cluster.placement.PlacementClient;
 import io.vmfork.cluster.placement.PlacementEntity;
@@ -25,7 +27,8 @@ import org.apache.pekko.cluster.typed.Join;
  * configuration ({@link NodeSettings}), starts the actor system with Artery TCP, the seed
  * nodes and the split brain resolver, joins the cluster, and starts the node's services:
  * the host-id guard (a second node with an id already in the cluster leaves at once),
- * the load-report publisher and the placement entities' sharding. The HostActor and the
+ * this host's admission ledger and load reporter (so the host is chosen from the start,
+ * with all of its capacity free) and the placement entities' sharding. The HostActor and the
  * application API come on top of this.
  */
 public final class VmforkNode implements AutoCloseable {
@@ -33,15 +36,20 @@ public final class VmforkNode implements AutoCloseable {
     private final NodeSettings settings;
     private final ActorRef<ShardingEnvelope<PlacementEntity.Command>> placementRegion;
     private final ActorRef<LoadReports.Command> loadReports;
+    private final AdmissionLedger admission;
+    private final ActorRef<LoadReporter.Command> loadReporter;
     private final PlacementClient placement;
 
     private VmforkNode(ActorSystem<Void> system, NodeSettings settings,
                        ActorRef<ShardingEnvelope<PlacementEntity.Command>> placementRegion,
-                       ActorRef<LoadReports.Command> loadReports) {
+                       ActorRef<LoadReports.Command> loadReports, AdmissionLedger admission,
+                       ActorRef<LoadReporter.Command> loadReporter) {
         this.system = system;
         this.settings = settings;
         this.placementRegion = placementRegion;
         this.loadReports = loadReports;
+        this.admission = admission;
+        this.loadReporter = loadReporter;
         this.placement = PlacementClient.create(system, settings.placement(), settings.hostId());
     }
 
@@ -64,9 +72,14 @@ public final class VmforkNode implements AutoCloseable {
                     "host-id-guard", Props.empty());
             ActorRef<LoadReports.Command> loadReports = system.systemActorOf(
                     LoadReports.publisher(settings.placement().loadWriteTimeout()), "load-reports", Props.empty());
+            AdmissionLedger admission = new AdmissionLedger(settings.capacity(),
+                    settings.placement().reservationTimeout(), System::nanoTime);
+            ActorRef<LoadReporter.Command> reporter = system.systemActorOf(LoadReporter.create(admission,
+                    settings.hostId(), settings.hostName(), system.address().toString(), loadReports,
+                    settings.placement().loadReportInterval()), "load-reporter", Props.empty());
             ActorRef<ShardingEnvelope<PlacementEntity.Command>> region =
                     PlacementEntity.init(system, settings.placement());
-            return new VmforkNode(system, settings, region, loadReports);
+            return new VmforkNode(system, settings, region, loadReports, admission, reporter);
         } catch (RuntimeException e) {
             system.terminate();
             throw e;
@@ -101,9 +114,23 @@ public final class VmforkNode implements AutoCloseable {
         return placementRegion;
     }
 
-    /** This node's publisher of load reports (the HostActor sends its host's load here). */
+    /** This node's publisher of load reports (the {@link #loadReporter()} publishes through it). */
     public ActorRef<LoadReports.Command> loadReports() {
         return loadReports;
+    }
+
+    /**
+     * This host's admission ledger (its capacity, from {@code vmfork.node.capacity}): the
+     * HostActor admits every VM here before launching it and releases it when it is gone,
+     * then tells {@link #loadReporter()} {@link LoadReporter.ReportNow}.
+     */
+    public AdmissionLedger admission() {
+        return admission;
+    }
+
+    /** Publishes this host's load from {@link #admission()}, periodically and on demand. */
+    public ActorRef<LoadReporter.Command> loadReporter() {
+        return loadReporter;
     }
 
     /** Asks the placement service, from Java code that is not an actor. */

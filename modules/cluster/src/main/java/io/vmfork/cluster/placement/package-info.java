@@ -13,7 +13,9 @@
  *       reservations) and {@link io.vmfork.cluster.placement.Placer} (the policies:
  *       least-loaded, spread, pack, local-first): plain classes, tested without actors.</li>
  *   <li>{@link io.vmfork.cluster.placement.AdmissionLedger}: the host's side: admission
- *       against its capacity (the final word), and its load reports.</li>
+ *       against its capacity (the final word), and its load reports, which
+ *       {@link io.vmfork.cluster.placement.LoadReporter} publishes every
+ *       {@code load-report-interval} and whenever the host says its load changed.</li>
  *   <li>{@link io.vmfork.cluster.placement.PlacementClient}: the entry point for Java code
  *       that is not an actor, including the answer in the VMM's CopyTarget terms.</li>
  * </ul>

@@ -8,9 +8,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import com.typesafe.config.Config;
 import com.typesafe.config.ConfigFactory;
-import io.vmfork.cluster.placement.Capacity;
-import io.vmfork.cluster.placement.HostLoad;
-import io.vmfork.cluster.placement.LoadReports;
+import io.vmfork.cluster.placement.LoadReporter;
 import io.vmfork.cluster.placement.PlacementEntity;
 import java.io.File;
 import java.nio.file.Files;
@@ -59,11 +57,9 @@ class VmforkNodeTest {
     }
 
     @Test
-    void aNodeWithoutSeedsFormsAClusterAndPlacesOnItsHost() throws Exception {
+    void aNodeWithoutSeedsFormsAClusterAndPlacesOnItsHostWithinItsCapacity() throws Exception {
         VmforkNode n = start(11, null);
         awaitUp(n, Duration.ofSeconds(15));
-        n.loadReports().tell(new LoadReports.Publish(new HostLoad(11, "h11", n.system().address().toString(), 1,
-                0, 0, 0, new Capacity(1L << 30, 4, 4), List.of())));
         PlacementEntity.Reply reply = null;
         long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
         while (System.nanoTime() < deadline) {
@@ -75,6 +71,17 @@ class VmforkNodeTest {
         }
         PlacementEntity.Placed placed = assertInstanceOf(PlacementEntity.Placed.class, reply);
         assertEquals(11, placed.slots().get(0).hostId());
+
+        // The node reports its own load: its capacity (vmfork.node.capacity, 64 VM slots by
+        // default) less what it admitted, and settles the reservations it admitted.
+        long reservation = placed.slots().get(0).reservationId();
+        assertTrue(n.admission().admit(reservation, 64L << 20, 1));
+        n.loadReporter().tell(LoadReporter.ReportNow.INSTANCE);
+        int slots = n.settings().capacity().vmSlots();
+        PlacementEntity.Placed rest = assertInstanceOf(PlacementEntity.Placed.class,
+                n.placement().placeCopies(1, slots + 5, -1, 64L << 20, 1).toCompletableFuture().get(5, TimeUnit.SECONDS));
+        assertEquals(slots - 1, rest.slots().size());
+        assertEquals("no capacity for 6 of " + (slots + 5) + " VMs", rest.shortfall());
     }
 
     @Test

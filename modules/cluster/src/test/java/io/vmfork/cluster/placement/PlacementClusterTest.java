@@ -31,7 +31,7 @@ import org.junit.jupiter.api.Test;
 
 /**
  * Placement across real cluster members (several nodes in this JVM, on loopback, each
- * reporting its own host's load): an unreachable node stops being chosen at once, a
+ * reporting its own host's load with its LoadReporter): an unreachable node stops being chosen at once, a
  * removed one is forgotten, a node that joins later receives VMs.
  */
 class PlacementClusterTest {
@@ -54,8 +54,6 @@ class PlacementClusterTest {
                 .withFallback(ConfigFactory.load()).resolve();
         VmforkNode n = VmforkNode.start(c);
         nodes.add(n);
-        n.loadReports().tell(new LoadReports.Publish(new HostLoad(hostId, "h" + hostId,
-                n.system().address().toString(), 1, 0, 0, 0, new Capacity(100L << 30, 100, 100), List.of())));
         return n;
     }
 
