@@ -13,6 +13,7 @@ import org.apache.pekko.actor.typed.javadsl.Behaviors;
 import org.apache.pekko.actor.typed.receptionist.Receptionist;
 import org.apache.pekko.actor.typed.receptionist.ServiceKey;
 import org.apache.pekko.cluster.Member;
+import org.apache.pekko.cluster.MemberStatus;
 import org.apache.pekko.cluster.typed.Cluster;
 
 /**
@@ -20,7 +21,11 @@ import org.apache.pekko.cluster.typed.Cluster;
  * receptionist under a key named after its host id and watches that key. When another
  * node holds the same key, the younger of the two (Pekko's member age: the later to
  * become up, or by address while neither is) leaves the cluster and stops with
- * {@link HostIdConflict} as its shutdown reason; the older one keeps serving.
+ * {@link HostIdConflict} as its shutdown reason; the older one keeps serving. A member
+ * that is down, leaving or gone no longer holds its id, and a previous incarnation of this
+ * node at the same address is not a conflict; but a host restarted at another address
+ * after a crash is refused until the old incarnation has been downed and removed
+ * ({@code vmfork.node.downing.stable-after}), since until then it may only be unreachable.
  */
 final class HostIdGuard {
     interface Command extends NoSerializationVerificationNeeded {
@@ -30,6 +35,11 @@ final class HostIdGuard {
     }
 
     private enum Recheck implements Command { INSTANCE }
+
+    // Members that still hold their host id: a downed, leaving or removed one does not (a
+    // reachable or unreachable member that is up still does: it may come back).
+    private static final Set<MemberStatus> HOLDS_ID =
+            Set.of(MemberStatus.joining(), MemberStatus.weaklyUp(), MemberStatus.up());
 
     private HostIdGuard() {
     }
@@ -69,8 +79,12 @@ final class HostIdGuard {
                 continue;
             }
             Address address = other.path().address();
+            if (address.equals(me.address())) {
+                // A previous incarnation of this node (same host:port), which Pekko removes.
+                continue;
+            }
             Optional<Member> member = memberAt(cluster, address);
-            if (member.isPresent() && member.get().isOlderThan(me)) {
+            if (member.isPresent() && HOLDS_ID.contains(member.get().status()) && member.get().isOlderThan(me)) {
                 HostIdConflict reason = new HostIdConflict(hostId, address.toString());
                 log.error("{}", reason);
                 CoordinatedShutdown.get(system).run(reason);
