@@ -36,8 +36,12 @@ class VmforkNodeTest {
     }
 
     private VmforkNode start(long hostId, String seed) {
+        return start(hostId, seed, "");
+    }
+
+    private VmforkNode start(long hostId, String seed, String extra) {
         Config c = ConfigFactory.parseString("vmfork.host.id = " + hostId + "\nvmfork.host.name = h" + hostId
-                + (seed == null ? "" : "\nvmfork.node.seed-nodes = [\"" + seed + "\"]"))
+                + (seed == null ? "" : "\nvmfork.node.seed-nodes = [\"" + seed + "\"]") + "\n" + extra)
                 .withFallback(ConfigFactory.load()).resolve();
         VmforkNode n = VmforkNode.start(c);
         nodes.add(n);
@@ -100,6 +104,29 @@ class VmforkNodeTest {
         assertFalse(first.system().whenTerminated().isCompleted());
         assertEquals(MemberStatus.up(), Cluster.get(first.system()).selfMember().status());
         assertTrue(other.shutdownReason().isEmpty());
+    }
+
+    @Test
+    void aHostRestartedAtItsAddressAfterACrashRejoinsWithItsId() throws Exception {
+        VmforkNode first = start(8, null);
+        awaitUp(first, Duration.ofSeconds(15));
+        int port;
+        try (java.net.ServerSocket free = new java.net.ServerSocket(0)) {
+            port = free.getLocalPort();
+        }
+        // Dies without leaving: the cluster still has it as an up member.
+        VmforkNode crashed = start(9, hostPort(first), "vmfork.node.port = " + port
+                + "\npekko.coordinated-shutdown.run-by-actor-system-terminate = off");
+        awaitUp(crashed, Duration.ofSeconds(15));
+        crashed.system().terminate();
+        crashed.whenTerminated().toCompletableFuture().get(20, TimeUnit.SECONDS);
+
+        VmforkNode restarted = start(9, hostPort(first), "vmfork.node.port = " + port);
+        awaitUp(restarted, Duration.ofSeconds(20));
+        // A few checks of the guard later, it is still up.
+        Thread.sleep(3 * restarted.settings().hostIdCheckInterval().toMillis());
+        assertTrue(restarted.shutdownReason().isEmpty(), () -> "refused: " + restarted.shutdownReason());
+        assertEquals(MemberStatus.up(), Cluster.get(restarted.system()).selfMember().status());
     }
 
     @Test
