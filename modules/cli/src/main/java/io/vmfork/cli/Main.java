@@ -7,6 +7,7 @@ public final class Main {
     static final int EX_USAGE = 64;
     static final int EX_UNAVAILABLE = 69;
     static final int EX_SOFTWARE = 70;
+    static final int EX_CONFIG = 78;
     static final int EX_TIMEOUT = 124;
 
     private Main() {
@@ -28,6 +29,7 @@ public final class Main {
                 case "bench" -> BenchCommand.run(new Args(rest));
                 case "snapshot" -> CapsuleCommands.snapshot(new Args(rest));
                 case "restore" -> CapsuleCommands.restore(new Args(rest));
+                case "node" -> NodeCommand.run(new Args(rest));
                 default -> {
                     System.err.println("vmfork: unknown command '" + args[0] + "'");
                     System.err.print(usage());
@@ -55,6 +57,12 @@ public final class Main {
                   restore FILE [--request TEXT]... [--timeout DURATION]
                       Start a clone VM from a capsule (checked first: format, digest, and
                       this host's compatibility), attached like run.
+                  node --config FILE
+                      Start this host's node of the vmfork cluster with the configuration
+                      in FILE (e.g. conf/node-1.conf) and run until stopped (SIGINT/SIGTERM:
+                      it leaves the cluster first). Exits 78 if FILE is invalid (the message
+                      names the key) or the cluster already has a node with its host id, 69 if
+                      the node cannot start (e.g. its port is in use).
                   bench launch|fork [--json] [--runs N]
                       Cold-launch benchmarks: launch.cold, launch.cold_warm_worker. Fork benchmarks:
                       fork.local, fork.parent_blocked, fork.vs_cold, fork.memory_per_child.

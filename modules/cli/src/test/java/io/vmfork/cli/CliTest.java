@@ -174,4 +174,27 @@ class CliTest {
         assertEquals(Main.EX_USAGE, missing.code());
         assertTrue(missing.err().endsWith("nothing-here: no such file\n"), missing.err());
     }
+
+    @Test
+    void nodeRefusesAnInvalidConfigNamingTheKey(@TempDir Path dir) throws Exception {
+        Path conf = dir.resolve("node.conf");
+        Files.writeString(conf, "vmfork.node.placement.policies { 7 = nearest }\n");
+        Result r = vmfork("node", "--config", conf.toString());
+        assertEquals(Main.EX_CONFIG, r.code(), r.err());
+        assertTrue(r.err().contains("vmfork.node.placement.policies.7"), r.err());
+        Result missing = vmfork("node");
+        assertEquals(Main.EX_USAGE, missing.code());
+        assertTrue(missing.err().contains("--config"), missing.err());
+    }
+
+    @Test
+    void nodeThatCannotBindItsPortExits69(@TempDir Path dir) throws Exception {
+        try (java.net.ServerSocket taken = new java.net.ServerSocket(0, 1, java.net.InetAddress.getLoopbackAddress())) {
+            Path conf = dir.resolve("node.conf");
+            Files.writeString(conf, "vmfork.node { hostname = \"127.0.0.1\", port = " + taken.getLocalPort() + " }\n");
+            Result r = vmfork("node", "--config", conf.toString());
+            assertEquals(Main.EX_UNAVAILABLE, r.code(), r.err());
+            assertTrue(r.err().contains("vmfork node: cannot start"), r.err());
+        }
+    }
 }

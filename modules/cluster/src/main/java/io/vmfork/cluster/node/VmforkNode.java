@@ -1,0 +1,178 @@
+package io.vmfork.cluster.node;
+
+import com.typesafe.config.Config;
+import com.typesafe.config.ConfigFactory;
+import com.typesafe.config.ConfigParseOptions;
+import io.vmfork.cluster.placement.AdmissionLedger;
+import io.vmfork.cluster.placement.LoadReporter;
+import io.vmfork.cluster.placement.LoadReports;
+import io.vmfork.cluster.placement.PlacementClient;
+import io.vmfork.cluster.placement.PlacementEntity;
+import java.io.File;
+import java.time.Duration;
+import java.util.Optional;
+import java.util.concurrent.CompletionStage;
+import org.apache.pekko.Done;
+import org.apache.pekko.actor.CoordinatedShutdown;
+import org.apache.pekko.actor.typed.ActorRef;
+import org.apache.pekko.actor.typed.ActorSystem;
+import org.apache.pekko.actor.typed.Props;
+import org.apache.pekko.actor.typed.javadsl.Behaviors;
+import org.apache.pekko.cluster.sharding.typed.ShardingEnvelope;
+import org.apache.pekko.cluster.typed.Cluster;
+import org.apache.pekko.cluster.typed.Join;
+
+/**
+ * One vmfork node: the Pekko cluster member of a host. {@link #start} checks the
+ * configuration ({@link NodeSettings}), starts the actor system with Artery TCP, the seed
+ * nodes and the split brain resolver, joins the cluster, and starts the node's services:
+ * the host-id guard (a second node with an id already in the cluster leaves at once),
+ * this host's admission ledger and load reporter (so the host is chosen from the start,
+ * with all of its capacity free) and the placement entities' sharding. The HostActor and the
+ * application API come on top of this.
+ */
+public final class VmforkNode implements AutoCloseable {
+    private final ActorSystem<Void> system;
+    private final NodeSettings settings;
+    private final ActorRef<ShardingEnvelope<PlacementEntity.Command>> placementRegion;
+    private final ActorRef<LoadReports.Command> loadReports;
+    private final AdmissionLedger admission;
+    private final ActorRef<LoadReporter.Command> loadReporter;
+    private final PlacementClient placement;
+
+    private VmforkNode(ActorSystem<Void> system, NodeSettings settings,
+                       ActorRef<ShardingEnvelope<PlacementEntity.Command>> placementRegion,
+                       ActorRef<LoadReports.Command> loadReports, AdmissionLedger admission,
+                       ActorRef<LoadReporter.Command> loadReporter) {
+        this.system = system;
+        this.settings = settings;
+        this.placementRegion = placementRegion;
+        this.loadReports = loadReports;
+        this.admission = admission;
+        this.loadReporter = loadReporter;
+        this.placement = PlacementClient.create(system, settings.placement(), settings.hostId());
+    }
+
+    /**
+     * Starts a node from {@code config} (a resolved configuration with the modules'
+     * reference.conf behind it, as {@link #loadConfig} gives).
+     *
+     * @throws InvalidNodeConfigException naming the key at fault, before anything starts
+     */
+    public static VmforkNode start(Config config) {
+        NodeSettings settings = NodeSettings.create(config);
+        Config full = settings.pekkoConfig().withFallback(config).resolve();
+        ActorSystem<Void> system = ActorSystem.create(Behaviors.empty(), settings.systemName(), full);
+        try {
+            if (settings.seedNodes().isEmpty()) {
+                Cluster cluster = Cluster.get(system);
+                cluster.manager().tell(Join.create(cluster.selfMember().address()));
+            }
+            system.systemActorOf(HostIdGuard.create(settings.hostId(), settings.hostIdCheckInterval()),
+                    "host-id-guard", Props.empty());
+            ActorRef<LoadReports.Command> loadReports = system.systemActorOf(
+                    LoadReports.publisher(settings.placement().loadWriteTimeout()), "load-reports", Props.empty());
+            AdmissionLedger admission = new AdmissionLedger(settings.capacity(),
+                    settings.placement().reservationTimeout(), System::nanoTime);
+            ActorRef<LoadReporter.Command> reporter = system.systemActorOf(LoadReporter.create(admission,
+                    settings.hostId(), settings.hostName(), system.address().toString(), loadReports,
+                    settings.placement().loadReportInterval()), "load-reporter", Props.empty());
+            ActorRef<ShardingEnvelope<PlacementEntity.Command>> region =
+                    PlacementEntity.init(system, settings.placement());
+            return new VmforkNode(system, settings, region, loadReports, admission, reporter);
+        } catch (RuntimeException e) {
+            system.terminate();
+            throw e;
+        }
+    }
+
+    /**
+     * The configuration of a node from a file: the file, over system properties'
+     * overrides, over the modules' reference.conf.
+     *
+     * @throws InvalidNodeConfigException if the file is missing or not valid HOCON
+     */
+    public static Config loadConfig(File file) {
+        try {
+            Config parsed = ConfigFactory.parseFile(file, ConfigParseOptions.defaults().setAllowMissing(false));
+            return ConfigFactory.load(parsed);
+        } catch (com.typesafe.config.ConfigException e) {
+            throw new InvalidNodeConfigException(file.getPath(), e.getMessage(), e);
+        }
+    }
+
+    public ActorSystem<Void> system() {
+        return system;
+    }
+
+    public NodeSettings settings() {
+        return settings;
+    }
+
+    /** This node's proxy of the placement entities' shard region. */
+    public ActorRef<ShardingEnvelope<PlacementEntity.Command>> placementRegion() {
+        return placementRegion;
+    }
+
+    /** This node's publisher of load reports (the {@link #loadReporter()} publishes through it). */
+    public ActorRef<LoadReports.Command> loadReports() {
+        return loadReports;
+    }
+
+    /**
+     * This host's admission ledger (its capacity, from {@code vmfork.node.capacity}): the
+     * HostActor admits every VM here before launching it and releases it when it is gone,
+     * then tells {@link #loadReporter()} {@link LoadReporter.ReportNow}.
+     */
+    public AdmissionLedger admission() {
+        return admission;
+    }
+
+    /** Publishes this host's load from {@link #admission()}, periodically and on demand. */
+    public ActorRef<LoadReporter.Command> loadReporter() {
+        return loadReporter;
+    }
+
+    /** Asks the placement service, from Java code that is not an actor. */
+    public PlacementClient placement() {
+        return placement;
+    }
+
+    /** Why the node stopped, once it has begun to: e.g. a {@link HostIdConflict}. */
+    public Optional<CoordinatedShutdown.Reason> shutdownReason() {
+        return CoordinatedShutdown.get(system).getShutdownReason();
+    }
+
+    /** Completes when the node has stopped. */
+    public CompletionStage<Done> whenTerminated() {
+        return system.getWhenTerminated();
+    }
+
+    /** Leaves the cluster and stops the node, waiting up to {@code timeout}. */
+    public void stop(Duration timeout) {
+        CoordinatedShutdown.get(system).run(CoordinatedShutdown.unknownReason());
+        try {
+            system.getWhenTerminated().toCompletableFuture().get(timeout.toMillis(), java.util.concurrent.TimeUnit.MILLISECONDS);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        } catch (java.util.concurrent.ExecutionException | java.util.concurrent.TimeoutException e) {
+            throw new IllegalStateException("node did not stop within " + timeout, e);
+        }
+    }
+
+    @Override
+    public void close() {
+        stop(settings.askTimeout().multipliedBy(4));
+    }
+
+    /** Starts a node from the configuration file named by the only argument, until it stops. */
+    public static void main(String[] args) throws Exception {
+        if (args.length != 1) {
+            System.err.println("usage: VmforkNode CONFIG_FILE");
+            System.exit(64);
+        }
+        VmforkNode node = start(loadConfig(new File(args[0])));
+        node.whenTerminated().toCompletableFuture().get();
+        System.exit(node.shutdownReason().filter(r -> r instanceof HostIdConflict).isPresent() ? 1 : 0);
+    }
+}

@@ -1,0 +1,12 @@
+/**
+ * A vmfork node: its settings ({@link io.vmfork.cluster.node.NodeSettings}, the
+ * {@code vmfork.node} subtree, checked at start with the offending key named) and its
+ * bootstrap ({@link io.vmfork.cluster.node.VmforkNode}): the actor system with Artery TCP,
+ * the seed nodes and Pekko's split brain resolver, then the node's services.
+ *
+ * <p>Unique host ids: each node registers a guard with the cluster receptionist under a key
+ * named after its host id. When two nodes hold one key, the younger (by Pekko's member
+ * age) leaves the cluster and stops with {@link io.vmfork.cluster.node.HostIdConflict} as
+ * its shutdown reason; {@code vmfork node} then exits 78 with that message.
+ */
+package io.vmfork.cluster.node;
