@@ -14,6 +14,7 @@ class ForkLeakTest {
             VirtualMachine warm = vmm.launch(VmSpec.of(Guests.shipped("hello"), 8 << 20));
             warm.awaitTermination(VmmTesting.TIMEOUT);
             int fds = VmmTesting.openFds();
+            int vmFds = VmmTesting.vmFds();
             int threads = VmmTesting.threads();
 
             VirtualMachine parent = vmm.launch(VmSpec.of(Guests.shipped("forker"), 64L << 20));
@@ -36,7 +37,7 @@ class ForkLeakTest {
             parent.stop();
             assertEquals(0, vmm.liveCount());
             assertTrue(VmmTesting.settle(VmmTesting::threads, threads) <= threads, "vCPU threads left behind");
-            assertEquals(fds, VmmTesting.openFds(), "fds left behind");
+            VmmTesting.assertNoFdLeft(fds, vmFds);
             assertEquals(0, VmmTesting.memfds(), "memfds left behind");
             assertEquals(0, VmmTesting.vmMappings(), "guest RAM or kvm_run mappings left behind");
         }

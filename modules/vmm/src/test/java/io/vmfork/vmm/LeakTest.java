@@ -24,6 +24,7 @@ class LeakTest {
             // Warm up: lazily loaded classes and JIT threads must not count as leaks.
             vmm.launch(VmSpec.of(hello, 8 << 20)).awaitTermination(VmmTesting.TIMEOUT);
             int fds = VmmTesting.openFds();
+            int vmFds = VmmTesting.vmFds();
             int threads = VmmTesting.threads();
             assertEquals(0, VmmTesting.vmMappings(), "no VM mappings before");
 
@@ -58,7 +59,7 @@ class LeakTest {
             }
             assertEquals(0, vmm.liveCount());
             assertTrue(VmmTesting.settle(VmmTesting::threads, threads) <= threads, "vCPU threads left behind");
-            assertEquals(fds, VmmTesting.openFds(), "fds left behind");
+            VmmTesting.assertNoFdLeft(fds, vmFds);
             assertEquals(0, VmmTesting.memfds(), "memfds left behind");
             assertEquals(0, VmmTesting.vmMappings(), "guest RAM or kvm_run mappings left behind");
         }

@@ -25,6 +25,33 @@ final class VmmTesting {
         }
     }
 
+    /** fds that a VM or the VMM holds: /dev/kvm, KVM VMs and vCPUs, guest RAM memfds. */
+    static int vmFds() {
+        try (Stream<Path> s = Files.list(Path.of("/proc/self/fd"))) {
+            return (int) s.filter(p -> {
+                try {
+                    String t = Files.readSymbolicLink(p).toString();
+                    return t.equals("/dev/kvm") || t.startsWith("anon_inode:kvm") || t.startsWith("/memfd:vmfork");
+                } catch (IOException e) {
+                    return false;
+                }
+            }).count();
+        } catch (IOException e) {
+            throw new IllegalStateException(e);
+        }
+    }
+
+    /**
+     * Asserts that no VM fd is left beyond {@code vmFdsBefore}, exactly, and that the total
+     * settles back to {@code fdsBefore}: the JVM's own fds (sockets, pipes, jar and cgroup
+     * files) come and go on their own schedule.
+     */
+    static void assertNoFdLeft(int fdsBefore, int vmFdsBefore) throws InterruptedException {
+        org.junit.jupiter.api.Assertions.assertEquals(vmFdsBefore, vmFds(), "VM fds left behind");
+        int now = settle(VmmTesting::openFds, fdsBefore);
+        org.junit.jupiter.api.Assertions.assertTrue(now <= fdsBefore, "fds left behind: " + now + " > " + fdsBefore);
+    }
+
     static int threads() {
         try (Stream<Path> s = Files.list(Path.of("/proc/self/task"))) {
             return (int) s.count();
