@@ -1,13 +1,8 @@
 package io.vmfork.vmm;
 
-import com.sun.jna.Memory;
 import io.vmfork.kvm.KvmVcpu;
 import io.vmfork.kvm.KvmVm;
-import io.vmfork.kvm.sys.Errno;
-import io.vmfork.kvm.sys.NativeCallException;
 import io.vmfork.kvm.x86.Cpuid;
-import io.vmfork.kvm.x86.KvmRegs;
-import io.vmfork.vmm.fork.CopyTarget;
 import io.vmfork.vmm.guest.ElfImage;
 import io.vmfork.vmm.hypercall.Hypercalls;
 import io.vmfork.vmm.memory.GuestMemory;
@@ -20,12 +15,10 @@ import io.vmfork.vmm.x86.GuestLayout;
 import io.vmfork.vmm.x86.PageTables;
 import java.time.Duration;
 import java.util.ArrayList;
-import java.util.BitSet;
 import java.util.List;
 import java.util.Set;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ConcurrentHashMap;
-import java.util.concurrent.locks.ReentrantLock;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
 import java.util.concurrent.atomic.AtomicBoolean;
@@ -51,6 +44,7 @@ public final class VirtualMachine {
     private final Console console;
     private final VmListener listener;
     private final HypercallDispatcher dispatcher = new HypercallDispatcher(this);
+    private final ForkPath forkPath = new ForkPath(this);
     private final CompletableFuture<VmExit> termination = new CompletableFuture<>();
     private final CompletableFuture<Long> ready = new CompletableFuture<>();
     private final AtomicBoolean ending = new AtomicBoolean();
@@ -58,9 +52,7 @@ public final class VirtualMachine {
     private final long launchStartNanos;
     private final VirtualMachine parent;
     private final Set<VirtualMachine> children = ConcurrentHashMap.newKeySet();
-    private final ReentrantLock forkLock = new ReentrantLock();
     private final Cpuid cpuid;
-    private volatile ForkRecord lastFork;
     private volatile long firstExitNanos;
     private volatile VmState state = VmState.CREATED;
     private volatile VmExit exit;
@@ -257,7 +249,7 @@ public final class VirtualMachine {
 
     /** Timing of the last fork hypercall this VM made, or null. */
     public ForkRecord lastFork() {
-        return lastFork;
+        return forkPath.lastFork();
     }
 
     public int vcpuCount() {
@@ -464,7 +456,7 @@ public final class VirtualMachine {
     /** Hypercalls beyond the base set. */
     long extensionHypercall(Vcpu vcpu, int nr, long arg) {
         if (nr == Hypercalls.FORK) {
-            return forkHypercall(vcpu, arg);
+            return forkPath.hypercall(vcpu, arg);
         }
         return Hypercalls.ENOSYS;
     }
@@ -487,129 +479,14 @@ public final class VirtualMachine {
         }
     }
 
-    private static final int FORK_BLOCK_SIZE = 48;
-
-    /**
-     * FORK: blocks the calling VM (every vCPU), captures its runtime image, launches the
-     * children, waits until each is launched, then lets the caller go with their ids. The
-     * caller's thread is busy here, its registers stable (RIP already past the `out`).
-     */
-    private long forkHypercall(Vcpu caller, long block) {
-        long exitNanos = caller.lastExitNanos;
-        GuestMemory m = memory;
-        if (!m.contains(block, FORK_BLOCK_SIZE) || block < GuestLayout.IMAGE_MIN) {
-            return Hypercalls.EFAULT;
-        }
-        int vmType = m.readInt(block);
-        long count = m.readInt(block + 4) & 0xffffffffL;
-        long flags = m.readLong(block + 8);
-        long ids = m.readLong(block + 16);
-        long errors = m.readLong(block + 24);
-        if (count < 1 || count > vmm.settings().forkMaxCount() || flags != 0) {
-            return Hypercalls.EINVAL;
-        }
-        if (!m.contains(ids, count * 8) || ids < GuestLayout.IMAGE_MIN || !m.contains(errors, count * 8)
-                || errors < GuestLayout.IMAGE_MIN) {
-            return Hypercalls.EFAULT;
-        }
-        long[] childIds = new long[(int) count];
-        long[] childErrors = new long[(int) count];
-        // Ordering requirements: the caller counts as stable (and as restartable, so that a
-        // capture by another fork rewinds it onto its `out`) from before it takes the fork
-        // lock until its result is complete: fork block and ids written, RAX set. Only then
-        // may an external fork capture it as a parent that has returned; and it leaves the
-        // stable place only when no pause is in force (RunControl.leaveStable), so no capture
-        // ever sees it half-way.
-        caller.inRestartableHypercall = true;
-        control.enterStable(caller);
-        forkLock.lock();
-        try {
-            boolean paused;
-            try {
-                paused = control.pause(vmm.settings().forkPauseTimeout().toNanos());
-            } catch (InterruptedException e) {
-                Thread.currentThread().interrupt();
-                paused = false;
-            }
-            if (!paused) {
-                return control.stopRequested() ? HypercallDispatcher.STOP_VCPU : Hypercalls.EAGAIN;
-            }
-            List<VirtualMachine> launched;
-            try {
-                long tPaused = System.nanoTime();
-                Snapshot snap = capture(caller);
-                long tCaptured = System.nanoTime();
-                try {
-                    launched = launchChildren(snap, (int) count, vmType, childIds, childErrors, caller, block);
-                } finally {
-                    snap.close();
-                }
-                if (log.isDebugEnabled()) {
-                    log.debug("fork of {}: pause {} us, capture {} us, launch of {} {} us", this,
-                            (tPaused - exitNanos) / 1000, (tCaptured - tPaused) / 1000, launched.size(),
-                            (System.nanoTime() - tCaptured) / 1000);
-                }
-            } finally {
-                control.resume();
-            }
-            for (int i = 0; i < count; i++) {
-                m.writeLong(ids + 8L * i, childIds[i]);
-                m.writeLong(errors + 8L * i, childErrors[i]);
-            }
-            m.writeInt(block + 32, Hypercalls.FORK_PARENT);
-            m.writeInt(block + 36, 0);
-            m.writeLong(block + 40, id());
-            long result = launched.size();
-            KvmRegs regs = caller.kvm.getRegs();
-            regs.rax = result;
-            caller.kvm.setRegs(regs);
-            caller.inRestartableHypercall = false;
-            lastFork = new ForkRecord(exitNanos, System.nanoTime(), launched);
-            return result;
-        } finally {
-            caller.inRestartableHypercall = false;
-            forkLock.unlock();
-            control.leaveStable(caller);
-        }
-    }
-
     /**
      * Forks this VM from outside: its vCPUs are kicked out of KVM_RUN (not waited for),
-     * its state captured, and {@code count} children started from it; then it resumes.
-     * Children resume exactly where the parent was; a vCPU that was waiting in RECV
-     * re-issues the call in the child.
+     * its state captured, and {@code count} copies placed and started from it; then it
+     * resumes. Children resume exactly where the parent was; a vCPU that was waiting in
+     * RECV re-issues the call in the child.
      */
     public ForkResult fork(int count, int vmType) {
-        if (count < 1 || count > vmm.settings().forkMaxCount()) {
-            throw new IllegalArgumentException("fork count must be 1.." + vmm.settings().forkMaxCount() + ", got "
-                    + count);
-        }
-        long[] childIds = new long[count];
-        long[] childErrors = new long[count];
-        forkLock.lock();
-        try {
-            long t0 = System.nanoTime();
-            pauseOrThrow();
-            long pausedFor;
-            List<VirtualMachine> launched;
-            try {
-                try (Snapshot snap = capture(null)) {
-                    launched = launchChildren(snap, count, vmType, childIds, childErrors, null, 0);
-                }
-            } finally {
-                control.resume();
-                pausedFor = System.nanoTime() - t0;
-            }
-            List<String> errs = new ArrayList<>();
-            for (long e : childErrors) {
-                if (e != 0) {
-                    errs.add(Hypercalls.statusName(e));
-                }
-            }
-            return new ForkResult(launched, errs, pausedFor);
-        } finally {
-            forkLock.unlock();
-        }
+        return forkPath.fork(count, vmType);
     }
 
     /**
@@ -618,186 +495,35 @@ public final class VirtualMachine {
      * on. Close the snapshot to release the image.
      */
     public Snapshot snapshot() {
-        forkLock.lock();
-        try {
-            pauseOrThrow();
-            try {
-                return capture(null);
-            } finally {
-                control.resume();
-            }
-        } finally {
-            forkLock.unlock();
-        }
+        return forkPath.snapshot();
     }
 
-    private void pauseOrThrow() {
-        boolean paused;
-        try {
-            paused = control.pause(vmm.settings().forkPauseTimeout().toNanos());
-        } catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
-            throw new IllegalStateException("interrupted while pausing " + this, e);
-        }
-        if (!paused) {
-            VmExit e = exit;
-            if (e != null) {
-                throw new VmEndedException(e);
-            }
-            throw new IllegalStateException("the vCPUs of " + this + " did not stop within "
-                    + vmm.settings().forkPauseTimeout());
-        }
+    // ---- what the fork path reads of the VM ------------------------------------------
+
+    KvmVm kvmVm() {
+        return kvmVm;
     }
 
-    /**
-     * Freezes RAM into a runtime image and captures every vCPU and the device model. The
-     * VM is paused; {@code caller}, if any, is the vCPU whose fork hypercall is being
-     * served (captured as it is, RIP past the `out`). Any other vCPU waiting in a
-     * restartable hypercall is captured with RIP back on its `out`, so that a copy
-     * re-issues the call instead of seeing a result meant for the parent.
-     */
-    private Snapshot capture(Vcpu caller) {
-        BitSet guestDirty = new BitSet();
-        if (memory.isPrivate()) {
-            long pages = memory.size() / GuestMemory.PAGE_SIZE;
-            Memory bitmap = new Memory(((pages + 63) / 64) * 8);
-            bitmap.clear();
-            kvmVm.getDirtyLog(0, bitmap);
-            guestDirty = GuestMemory.bitmapToPages(bitmap, pages);
-        }
-        GuestMemory.Freeze f = memory.freeze(guestDirty);
-        try {
-            if (f.viewChanged()) {
-                // Ordering requirements: the new view is mapped before the slot moves to it,
-                // and the old one is unmapped only after KVM has let go of it.
-                kvmVm.setUserMemoryRegion(0, 0, 0, 0, 0);
-                kvmVm.setUserMemoryRegion(0, KvmVm.MEM_LOG_DIRTY_PAGES, 0, memory.size(), memory.hostAddress());
-                memory.retireOldView();
-            }
-            List<VcpuState> states = new ArrayList<>();
-            for (Vcpu v : vcpus) {
-                VcpuState st = VcpuStates.capture(v.kvm, vmm.caps());
-                if (v != caller && v.inRestartableHypercall) {
-                    long[] regs = st.regs();
-                    long rip = regs[VcpuState.RIP];
-                    if (memory.readByte(rip - 1) != Hypercalls.OUT_EAX_DX) {
-                        throw new IllegalStateException(String.format(
-                                "vCPU %d waits in a hypercall but rip-1 (0x%x) is not its out instruction", v.index(),
-                                rip - 1));
-                    }
-                    regs[VcpuState.RIP] = rip - 1;
-                    st = st.withRegs(regs);
-                }
-                states.add(st);
-            }
-            DeviceState devices = new DeviceState(console.bytesWritten(), channel.queuedRequests(), channel.isClosed(),
-                    ready.isDone() && !ready.isCompletedExceptionally());
-            MachineState ms = new MachineState(identity, memory.size(), cpuid.entryBytes(), kvmVm.getClock().clock,
-                    states, devices);
-            return new Snapshot(ms, f.image());
-        } catch (RuntimeException e) {
-            f.image().release();
-            throw e;
-        }
+    List<Vcpu> vcpuList() {
+        return vcpus;
     }
 
-    /**
-     * Starts {@code count} children from a capture; per copy either its id or an error
-     * code. A child of a fork hypercall gets RAX = 0 and its fork block filled in as a
-     * child (role 1, its index, its id) before it runs.
-     */
-    private List<VirtualMachine> launchChildren(Snapshot snap, int count, int vmType, long[] ids, long[] errors,
-            Vcpu caller, long block) {
-        List<VirtualMachine> launched = new ArrayList<>();
-        VmmSettings s = vmm.settings();
-        List<CopyTarget> targets = placeCopies(vmType, count);
-        for (int i = 0; i < count; i++) {
-            CopyTarget target = targets.get(i);
-            if (target instanceof CopyTarget.Refused r) {
-                errors[i] = r.status();
-                log.debug("fork of {} copy {}: placement refused it: {}", this, i, r.reason());
-                continue;
-            }
-            if (target instanceof CopyTarget.Remote r) {
-                errors[i] = Hypercalls.EREMOTE;
-                log.debug("fork of {} copy {}: placed on host {}; remote clones are not available", this, i,
-                        r.hostId());
-                continue;
-            }
-            if (children.size() >= s.forkMaxChildrenPerVm()) {
-                errors[i] = Hypercalls.ELIMIT;
-                continue;
-            }
-            if (!vmm.tryReserveSlot()) {
-                errors[i] = Hypercalls.ELIMIT;
-                continue;
-            }
-            VmIdentity childId = new VmIdentity(vmm.newVmId(), id(), vmm.settings().hostId(),
-                    identity.forkGeneration() + 1, vmType);
-            MachineState state = snap.state();
-            if (caller != null) {
-                List<VcpuState> vs = new ArrayList<>();
-                for (VcpuState v : state.vcpus()) {
-                    if (v.index() == caller.index()) {
-                        long[] regs = v.regs();
-                        regs[VcpuState.RAX] = Hypercalls.OK;
-                        v = v.withRegs(regs);
-                    }
-                    vs.add(v);
-                }
-                state = new MachineState(state.identity(), state.memorySize(), state.cpuidEntries(), state.clockNs(),
-                        vs, state.devices());
-            }
-            final int index = i;
-            try {
-                VirtualMachine child = restore(vmm, state, snap.image(), childId, imageName, listener, this, false,
-                        c -> {
-                            if (caller != null) {
-                                c.memory.writeInt(block + 32, 1);
-                                c.memory.writeInt(block + 36, index);
-                                c.memory.writeLong(block + 40, c.id());
-                            }
-                        });
-                launched.add(child);
-                ids[i] = child.id();
-                listener.onForked(this, child);
-            } catch (NativeCallException e) {
-                vmm.releaseSlot();
-                errors[i] = isOutOfMemory(e.errno()) ? Hypercalls.ENOMEM : Hypercalls.ELIMIT;
-                log.warn("fork of {} copy {} failed: {}", this, i, e.getMessage());
-            } catch (LaunchException e) {
-                vmm.releaseSlot();
-                errors[i] = Hypercalls.ELIMIT;
-                log.debug("fork of {} copy {} refused: {}", this, i, e.getMessage());
-            } catch (RuntimeException e) {
-                vmm.releaseSlot();
-                errors[i] = Hypercalls.ELIMIT;
-                log.warn("fork of {} copy {} failed", this, i, e);
-            }
-        }
-        return launched;
+    Cpuid cpuid() {
+        return cpuid;
     }
 
-    /**
-     * Asks placement where each copy goes. A placement that breaks its contract (throws,
-     * or answers the wrong number of targets) refuses every copy rather than the fork.
-     */
-    private List<CopyTarget> placeCopies(int vmType, int count) {
-        try {
-            List<CopyTarget> t = vmm.copyPlacement().place(identity, vmType, count);
-            if (t != null && t.size() == count && t.stream().allMatch(java.util.Objects::nonNull)) {
-                return t;
-            }
-            log.warn("fork of {}: placement answered {} targets for {} copies", this, t == null ? null : t.size(),
-                    count);
-        } catch (RuntimeException e) {
-            log.warn("fork of {}: placement failed", this, e);
-        }
-        return java.util.Collections.nCopies(count, new CopyTarget.Refused(Hypercalls.ELIMIT, "placement failed"));
+    VmListener listener() {
+        return listener;
     }
 
-    private static boolean isOutOfMemory(int errno) {
-        return errno == Errno.ENOMEM || errno == Errno.ENOSPC || errno == Errno.EMFILE || errno == Errno.ENFILE;
+    /** Live fork children, as the fork path adds them. */
+    Set<VirtualMachine> childSet() {
+        return children;
+    }
+
+    /** Whether a READY hypercall completed {@link #ready()}. */
+    boolean isReady() {
+        return ready.isDone() && !ready.isCompletedExceptionally();
     }
 
     @Override

@@ -1,0 +1,370 @@
+package io.vmfork.vmm;
+
+import com.sun.jna.Memory;
+import io.vmfork.kvm.KvmVm;
+import io.vmfork.kvm.sys.Errno;
+import io.vmfork.kvm.sys.NativeCallException;
+import io.vmfork.kvm.x86.KvmRegs;
+import io.vmfork.vmm.VirtualMachine.ForkRecord;
+import io.vmfork.vmm.VirtualMachine.ForkResult;
+import io.vmfork.vmm.VirtualMachine.Snapshot;
+import io.vmfork.vmm.fork.CopyTarget;
+import io.vmfork.vmm.hypercall.Hypercalls;
+import io.vmfork.vmm.memory.GuestMemory;
+import io.vmfork.vmm.state.DeviceState;
+import io.vmfork.vmm.state.MachineState;
+import io.vmfork.vmm.state.VcpuState;
+import io.vmfork.vmm.x86.GuestLayout;
+import java.util.ArrayList;
+import java.util.BitSet;
+import java.util.List;
+import java.util.concurrent.locks.ReentrantLock;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * The fork path of one VM: the patent's {@code fork(vm_type)}, read top to bottom in
+ * {@link #hypercall}: block the caller (every vCPU stops at a stable point), ask
+ * placement where each copy goes ({@link io.vmfork.vmm.fork.CopyPlacement}, the
+ * cluster's {@code get_target_pf}), capture the runtime image and the machine state,
+ * launch the local copies as copy-on-write children and wait until each is launched,
+ * then unblock the caller with the result. Copies placed on other hosts fail with
+ * {@code VMF_EREMOTE} until remote clones exist.
+ *
+ * <p>External forks ({@link #fork}) and snapshots ({@link #snapshot}) take the same lock
+ * as the hypercall, so the two kinds serialise: a capture never sees a FORK half-way.
+ */
+final class ForkPath {
+    private static final Logger log = LoggerFactory.getLogger(ForkPath.class);
+
+    private final VirtualMachine vm;
+    private final ReentrantLock lock = new ReentrantLock();
+    private volatile ForkRecord lastFork;
+
+    ForkPath(VirtualMachine vm) {
+        this.vm = vm;
+    }
+
+    /** Timing of the last fork hypercall, or null. */
+    ForkRecord lastFork() {
+        return lastFork;
+    }
+
+    private static final int FORK_BLOCK_SIZE = 48;
+
+    /**
+     * FORK: blocks the calling VM (every vCPU), captures its runtime image, launches the
+     * children, waits until each is launched, then lets the caller go with their ids. The
+     * caller's thread is busy here, its registers stable (RIP already past the `out`).
+     */
+    long hypercall(Vcpu caller, long block) {
+        long exitNanos = caller.lastExitNanos;
+        GuestMemory m = vm.memory();
+        if (!m.contains(block, FORK_BLOCK_SIZE) || block < GuestLayout.IMAGE_MIN) {
+            return Hypercalls.EFAULT;
+        }
+        int vmType = m.readInt(block);
+        long count = m.readInt(block + 4) & 0xffffffffL;
+        long flags = m.readLong(block + 8);
+        long ids = m.readLong(block + 16);
+        long errors = m.readLong(block + 24);
+        if (count < 1 || count > vm.vmm().settings().forkMaxCount() || flags != 0) {
+            return Hypercalls.EINVAL;
+        }
+        if (!m.contains(ids, count * 8) || ids < GuestLayout.IMAGE_MIN || !m.contains(errors, count * 8)
+                || errors < GuestLayout.IMAGE_MIN) {
+            return Hypercalls.EFAULT;
+        }
+        long[] childIds = new long[(int) count];
+        long[] childErrors = new long[(int) count];
+        // Ordering requirements: the caller counts as stable (and as restartable, so that a
+        // capture by another fork rewinds it onto its `out`) from before it takes the fork
+        // lock until its result is complete: fork block and ids written, RAX set. Only then
+        // may an external fork capture it as a parent that has returned; and it leaves the
+        // stable place only when no pause is in force (RunControl.leaveStable), so no capture
+        // ever sees it half-way.
+        caller.inRestartableHypercall = true;
+        vm.control().enterStable(caller);
+        lock.lock();
+        try {
+            boolean paused;
+            try {
+                paused = vm.control().pause(vm.vmm().settings().forkPauseTimeout().toNanos());
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                paused = false;
+            }
+            if (!paused) {
+                return vm.control().stopRequested() ? HypercallDispatcher.STOP_VCPU : Hypercalls.EAGAIN;
+            }
+            List<VirtualMachine> launched;
+            try {
+                long tPaused = System.nanoTime();
+                List<CopyTarget> targets = placeCopies(vmType, (int) count);
+                long tPlaced = System.nanoTime();
+                Snapshot snap = capture(caller);
+                long tCaptured = System.nanoTime();
+                try {
+                    launched = launchChildren(snap, targets, vmType, childIds, childErrors, caller, block);
+                } finally {
+                    snap.close();
+                }
+                if (log.isDebugEnabled()) {
+                    log.debug("fork of {}: pause {} us, placement {} us, capture {} us, launch of {} {} us", vm,
+                            (tPaused - exitNanos) / 1000, (tPlaced - tPaused) / 1000, (tCaptured - tPlaced) / 1000,
+                            launched.size(),
+                            (System.nanoTime() - tCaptured) / 1000);
+                }
+            } finally {
+                vm.control().resume();
+            }
+            for (int i = 0; i < count; i++) {
+                m.writeLong(ids + 8L * i, childIds[i]);
+                m.writeLong(errors + 8L * i, childErrors[i]);
+            }
+            m.writeInt(block + 32, Hypercalls.FORK_PARENT);
+            m.writeInt(block + 36, 0);
+            m.writeLong(block + 40, vm.id());
+            long result = launched.size();
+            KvmRegs regs = caller.kvm.getRegs();
+            regs.rax = result;
+            caller.kvm.setRegs(regs);
+            caller.inRestartableHypercall = false;
+            lastFork = new ForkRecord(exitNanos, System.nanoTime(), launched);
+            return result;
+        } finally {
+            caller.inRestartableHypercall = false;
+            lock.unlock();
+            vm.control().leaveStable(caller);
+        }
+    }
+
+    /**
+     * Forks vm VM from outside: its vCPUs are kicked out of KVM_RUN (not waited for),
+     * its state captured, and {@code count} children started from it; then it resumes.
+     * Children resume exactly where the parent was; a vCPU that was waiting in RECV
+     * re-issues the call in the child.
+     */
+    ForkResult fork(int count, int vmType) {
+        if (count < 1 || count > vm.vmm().settings().forkMaxCount()) {
+            throw new IllegalArgumentException("fork count must be 1.." + vm.vmm().settings().forkMaxCount() + ", got "
+                    + count);
+        }
+        long[] childIds = new long[count];
+        long[] childErrors = new long[count];
+        lock.lock();
+        try {
+            long t0 = System.nanoTime();
+            pauseOrThrow();
+            long pausedFor;
+            List<VirtualMachine> launched;
+            try {
+                List<CopyTarget> targets = placeCopies(vmType, count);
+                try (Snapshot snap = capture(null)) {
+                    launched = launchChildren(snap, targets, vmType, childIds, childErrors, null, 0);
+                }
+            } finally {
+                vm.control().resume();
+                pausedFor = System.nanoTime() - t0;
+            }
+            List<String> errs = new ArrayList<>();
+            for (long e : childErrors) {
+                if (e != 0) {
+                    errs.add(Hypercalls.statusName(e));
+                }
+            }
+            return new ForkResult(launched, errs, pausedFor);
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /**
+     * Captures vm running VM without stopping it for longer than the capture: its
+     * machine state and its runtime image, which the caller may encode while the VM runs
+     * on. Close the snapshot to release the image.
+     */
+    Snapshot snapshot() {
+        lock.lock();
+        try {
+            pauseOrThrow();
+            try {
+                return capture(null);
+            } finally {
+                vm.control().resume();
+            }
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    private void pauseOrThrow() {
+        boolean paused;
+        try {
+            paused = vm.control().pause(vm.vmm().settings().forkPauseTimeout().toNanos());
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new IllegalStateException("interrupted while pausing " + vm, e);
+        }
+        if (!paused) {
+            VmExit e = vm.exit();
+            if (e != null) {
+                throw new VmEndedException(e);
+            }
+            throw new IllegalStateException("the vCPUs of " + vm + " did not stop within "
+                    + vm.vmm().settings().forkPauseTimeout());
+        }
+    }
+
+    /**
+     * Freezes RAM into a runtime image and captures every vCPU and the device model. The
+     * VM is paused; {@code caller}, if any, is the vCPU whose fork hypercall is being
+     * served (captured as it is, RIP past the `out`). Any other vCPU waiting in a
+     * restartable hypercall is captured with RIP back on its `out`, so that a copy
+     * re-issues the call instead of seeing a result meant for the parent.
+     */
+    private Snapshot capture(Vcpu caller) {
+        GuestMemory memory = vm.memory();
+        KvmVm kvmVm = vm.kvmVm();
+        BitSet guestDirty = new BitSet();
+        if (memory.isPrivate()) {
+            long pages = memory.size() / GuestMemory.PAGE_SIZE;
+            Memory bitmap = new Memory(((pages + 63) / 64) * 8);
+            bitmap.clear();
+            kvmVm.getDirtyLog(0, bitmap);
+            guestDirty = GuestMemory.bitmapToPages(bitmap, pages);
+        }
+        GuestMemory.Freeze f = memory.freeze(guestDirty);
+        try {
+            if (f.viewChanged()) {
+                // Ordering requirements: the new view is mapped before the slot moves to it,
+                // and the old one is unmapped only after KVM has let go of it.
+                kvmVm.setUserMemoryRegion(0, 0, 0, 0, 0);
+                kvmVm.setUserMemoryRegion(0, KvmVm.MEM_LOG_DIRTY_PAGES, 0, memory.size(), memory.hostAddress());
+                memory.retireOldView();
+            }
+            List<VcpuState> states = new ArrayList<>();
+            for (Vcpu v : vm.vcpuList()) {
+                VcpuState st = VcpuStates.capture(v.kvm, vm.vmm().caps());
+                if (v != caller && v.inRestartableHypercall) {
+                    long[] regs = st.regs();
+                    long rip = regs[VcpuState.RIP];
+                    if (memory.readByte(rip - 1) != Hypercalls.OUT_EAX_DX) {
+                        throw new IllegalStateException(String.format(
+                                "vCPU %d waits in a hypercall but rip-1 (0x%x) is not its out instruction", v.index(),
+                                rip - 1));
+                    }
+                    regs[VcpuState.RIP] = rip - 1;
+                    st = st.withRegs(regs);
+                }
+                states.add(st);
+            }
+            DeviceState devices = new DeviceState(vm.console().bytesWritten(), vm.channel().queuedRequests(),
+                    vm.channel().isClosed(), vm.isReady());
+            MachineState ms = new MachineState(vm.identity(), memory.size(), vm.cpuid().entryBytes(),
+                    kvmVm.getClock().clock, states, devices);
+            return new Snapshot(ms, f.image());
+        } catch (RuntimeException e) {
+            f.image().release();
+            throw e;
+        }
+    }
+
+    /**
+     * Starts the copies placed on this host as children of a capture; per copy either its
+     * id or an error code. A child of a fork hypercall gets RAX = 0 and its fork block filled in as a
+     * child (role 1, its index, its id) before it runs.
+     */
+    private List<VirtualMachine> launchChildren(Snapshot snap, List<CopyTarget> targets, int vmType, long[] ids,
+            long[] errors, Vcpu caller, long block) {
+        List<VirtualMachine> launched = new ArrayList<>();
+        VmmSettings s = vm.vmm().settings();
+        for (int i = 0; i < targets.size(); i++) {
+            CopyTarget target = targets.get(i);
+            if (target instanceof CopyTarget.Refused r) {
+                errors[i] = r.status();
+                log.debug("fork of {} copy {}: placement refused it: {}", vm, i, r.reason());
+                continue;
+            }
+            if (target instanceof CopyTarget.Remote r) {
+                errors[i] = Hypercalls.EREMOTE;
+                log.debug("fork of {} copy {}: placed on host {}; remote clones are not available", vm, i,
+                        r.hostId());
+                continue;
+            }
+            if (vm.childSet().size() >= s.forkMaxChildrenPerVm()) {
+                errors[i] = Hypercalls.ELIMIT;
+                continue;
+            }
+            if (!vm.vmm().tryReserveSlot()) {
+                errors[i] = Hypercalls.ELIMIT;
+                continue;
+            }
+            VmIdentity childId = new VmIdentity(vm.vmm().newVmId(), vm.id(), vm.vmm().settings().hostId(),
+                    vm.identity().forkGeneration() + 1, vmType);
+            MachineState state = snap.state();
+            if (caller != null) {
+                List<VcpuState> vs = new ArrayList<>();
+                for (VcpuState v : state.vcpus()) {
+                    if (v.index() == caller.index()) {
+                        long[] regs = v.regs();
+                        regs[VcpuState.RAX] = Hypercalls.OK;
+                        v = v.withRegs(regs);
+                    }
+                    vs.add(v);
+                }
+                state = new MachineState(state.identity(), state.memorySize(), state.cpuidEntries(), state.clockNs(),
+                        vs, state.devices());
+            }
+            final int index = i;
+            try {
+                VirtualMachine child = VirtualMachine.restore(vm.vmm(), state, snap.image(), childId, vm.imageName(),
+                        vm.listener(), vm, false, c -> {
+                            if (caller != null) {
+                                c.memory().writeInt(block + 32, 1);
+                                c.memory().writeInt(block + 36, index);
+                                c.memory().writeLong(block + 40, c.id());
+                            }
+                        });
+                launched.add(child);
+                ids[i] = child.id();
+                vm.listener().onForked(vm, child);
+            } catch (NativeCallException e) {
+                vm.vmm().releaseSlot();
+                errors[i] = isOutOfMemory(e.errno()) ? Hypercalls.ENOMEM : Hypercalls.ELIMIT;
+                log.warn("fork of {} copy {} failed: {}", vm, i, e.getMessage());
+            } catch (LaunchException e) {
+                vm.vmm().releaseSlot();
+                errors[i] = Hypercalls.ELIMIT;
+                log.debug("fork of {} copy {} refused: {}", vm, i, e.getMessage());
+            } catch (RuntimeException e) {
+                vm.vmm().releaseSlot();
+                errors[i] = Hypercalls.ELIMIT;
+                log.warn("fork of {} copy {} failed", vm, i, e);
+            }
+        }
+        return launched;
+    }
+
+    /**
+     * Asks placement where each copy goes. A placement that breaks its contract (throws,
+     * or answers the wrong number of targets) refuses every copy rather than the fork.
+     */
+    private List<CopyTarget> placeCopies(int vmType, int count) {
+        try {
+            List<CopyTarget> t = vm.vmm().copyPlacement().place(vm.identity(), vmType, count);
+            if (t != null && t.size() == count && t.stream().allMatch(java.util.Objects::nonNull)) {
+                return t;
+            }
+            log.warn("fork of {}: placement answered {} targets for {} copies", vm, t == null ? null : t.size(),
+                    count);
+        } catch (RuntimeException e) {
+            log.warn("fork of {}: placement failed", vm, e);
+        }
+        return java.util.Collections.nCopies(count, new CopyTarget.Refused(Hypercalls.ELIMIT, "placement failed"));
+    }
+
+    private static boolean isOutOfMemory(int errno) {
+        return errno == Errno.ENOMEM || errno == Errno.ENOSPC || errno == Errno.EMFILE || errno == Errno.ENFILE;
+    }
+}
