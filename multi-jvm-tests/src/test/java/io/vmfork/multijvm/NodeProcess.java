@@ -20,9 +20,10 @@ import java.util.concurrent.TimeUnit;
 
 /**
  * One vmfork node as a JVM process of its own: {@code java -cp <this JVM's class path>
- * io.vmfork.cluster.node.VmforkNode CONFIG}, with its output in a log file. Every process
- * started here is also in a JVM-wide registry that a shutdown hook kills, so that none
- * outlives the test run, whatever happens to the test.
+ * io.vmfork.multijvm.NodeMain <this JVM's pid> CONFIG}, which runs
+ * {@code io.vmfork.cluster.node.VmforkNode CONFIG} and halts if this JVM dies; its output
+ * goes to a log file. Every process started here is also in a JVM-wide registry that a
+ * shutdown hook kills, so that none outlives the test run, whatever happens to the test.
  */
 final class NodeProcess implements AutoCloseable {
     private static final ObjectMapper JSON = new ObjectMapper();
@@ -60,8 +61,8 @@ final class NodeProcess implements AutoCloseable {
         cmd.add(Path.of(System.getProperty("java.home"), "bin", "java").toString());
         // Small and quick to start: the nodes share two cores with the test JVM.
         cmd.addAll(List.of("-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Xshare:auto",
-                "-Dvmfork.log.level=INFO", "-cp", classPath(), "io.vmfork.cluster.node.VmforkNode",
-                config.toString()));
+                "-Dvmfork.log.level=INFO", "-cp", classPath(), NodeMain.class.getName(),
+                Long.toString(ProcessHandle.current().pid()), config.toString()));
         Files.createDirectories(log.getParent());
         Process p = new ProcessBuilder(cmd).redirectErrorStream(true)
                 .redirectOutput(ProcessBuilder.Redirect.appendTo(log.toFile())).start();
