@@ -80,6 +80,19 @@ final class ClientMember implements AutoCloseable {
         return false;
     }
 
+    /** Whether this member sees the member at {@code address} unreachable, or no such member. */
+    boolean seesUnreachableOrGone(String address) {
+        if (!seesMember(address)) {
+            return true;
+        }
+        for (org.apache.pekko.cluster.Member m : Cluster.get(system).state().getUnreachable()) {
+            if (m.address().toString().equals(address)) {
+                return true;
+            }
+        }
+        return false;
+    }
+
     /** This member's local replica of the hosts' load reports. */
     Map<Long, HostLoad> reports() {
         Replicator.GetResponse<LWWMap<Long, HostLoad>> r = AskPattern.<Replicator.Command,

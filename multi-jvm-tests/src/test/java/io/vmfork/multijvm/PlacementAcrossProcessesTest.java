@@ -23,7 +23,8 @@ import org.junit.jupiter.api.extension.ExtendWith;
 /**
  * Placement with the hosts in three node JVMs and the test JVM as a member without
  * capacity that asks: bursts spread as each vm_type's policy says, never past a host's
- * 8 VM slots; a node killed with SIGKILL is no longer chosen; a node that joins later is.
+ * 8 VM slots; a node killed with SIGKILL is no longer chosen once unreachable (before the
+ * split brain resolver removes it) nor after; a node that joins later is chosen.
  *
  * <p>No HostActor admits these VMs yet, so nothing settles the reservations: each placed
  * VM counts against its host for the whole test ({@code reservation-timeout = 120s}), and
@@ -69,12 +70,50 @@ class PlacementAcrossProcessesTest {
         Burst spread = burst(client, 3, 9);
         assertEquals(Map.of(1L, 3, 2L, 3, 3L, 3), spread.perHost, spread.toString());
 
-        // SIGKILL node 3: once the split brain resolver has removed it, it is never chosen.
+        long deadline;
+        // Entities of vm_types 10..17, each with one VM on host 1 and one on host 2: host 3,
+        // the least loaded, is the next choice of each while it is reachable.
+        for (int t = 10; t < 18; t++) {
+            Burst warm = burst(client, t, 2);
+            assertEquals(Map.of(1L, 1, 2L, 1), warm.perHost, "vm_type " + t + ": " + warm);
+        }
+
+        // SIGKILL node 3: once unreachable it is no longer chosen, before it is removed.
         n3.kill();
         List<NodeProcess> two = List.of(n1, n2);
+        awaitStatus(two, s -> unreachableOrGone(s, n3.address()), DOWNED, "node-3 unreachable");
+        deadline = System.nanoTime() + DOWNED.toNanos();
+        while (!client.seesUnreachableOrGone(n3.address())) {
+            assertTrue(System.nanoTime() < deadline, "the test JVM still sees node-3 reachable");
+            Thread.sleep(50);
+        }
+        boolean stillMember = client.seesMember(n3.address());
+        List<CompletableFuture<PlacementEntity.Reply>> asks = new ArrayList<>();
+        for (int t = 10; t < 18; t++) {
+            asks.add(client.placement().placeVm(t, 256 * MIB, 1).toCompletableFuture());
+        }
+        Map<Long, Integer> whileUnreachable = new TreeMap<>();
+        int answered = 0;
+        for (CompletableFuture<PlacementEntity.Reply> ask : asks) {
+            try {
+                PlacementEntity.Reply reply = ask.get(30, TimeUnit.SECONDS);
+                PlacementEntity.Placed placed = assertInstanceOf(PlacementEntity.Placed.class, reply);
+                whileUnreachable.merge(placed.slots().get(0).hostId(), 1, Integer::sum);
+                answered++;
+            } catch (java.util.concurrent.ExecutionException e) {
+                // The entity lived on node 3: its asks time out until sharding moves it.
+                assertInstanceOf(java.util.concurrent.TimeoutException.class, e.getCause(), e.toString());
+            }
+        }
+        System.out.println("multi-jvm: placements right after node-3 became unreachable (still a member: "
+                + stillMember + "): " + whileUnreachable + ", " + (8 - answered) + " entities were on node-3");
+        assertTrue(answered >= 1, "no placement entity answered");
+        assertFalse(whileUnreachable.containsKey(3L), "an unreachable host was chosen: " + whileUnreachable);
+
+        // Once the split brain resolver has removed it, it is never chosen.
         awaitStatus(two, exactlyUp(two, 1).and(s -> !members(s).contains(n3.address())), DOWNED,
                 "node-3 downed and removed");
-        long deadline = System.nanoTime() + DOWNED.toNanos();
+        deadline = System.nanoTime() + DOWNED.toNanos();
         while (client.seesMember(n3.address())) {
             assertTrue(System.nanoTime() < deadline, "the test JVM still sees node-3");
             Thread.sleep(100);
@@ -91,6 +130,15 @@ class PlacementAcrossProcessesTest {
         Burst late = burst(client, 5, 6);
         assertEquals(Map.of(1L, 2, 2L, 2, 4L, 2), late.perHost, late.toString());
         assertFalse(late.perHost.containsKey(3L));
+    }
+
+    private static boolean unreachableOrGone(com.fasterxml.jackson.databind.JsonNode status, String address) {
+        for (com.fasterxml.jackson.databind.JsonNode m : status.path("cluster").path("members")) {
+            if (m.path("address").asText().equals(address)) {
+                return !m.path("reachable").asBoolean();
+            }
+        }
+        return true;
     }
 
     /** What a burst of concurrent placeVm asks got: VMs per host, and how many were refused. */
