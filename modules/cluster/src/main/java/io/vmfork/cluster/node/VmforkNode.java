@@ -71,8 +71,6 @@ public final class VmforkNode implements AutoCloseable {
                 Cluster cluster = Cluster.get(system);
                 cluster.manager().tell(Join.create(cluster.selfMember().address()));
             }
-            system.systemActorOf(HostIdGuard.create(settings.hostId(), settings.hostIdCheckInterval()),
-                    "host-id-guard", Props.empty());
             ActorRef<LoadReports.Command> loadReports = system.systemActorOf(
                     LoadReports.publisher(settings.placement().loadWriteTimeout()), "load-reports", Props.empty());
             AdmissionLedger admission = new AdmissionLedger(settings.capacity(),
@@ -90,6 +88,10 @@ public final class VmforkNode implements AutoCloseable {
                         settings.hostId(), settings.hostname(), server.port());
                 status = Optional.of(server);
             }
+            // Last: a conflict stops the node at once, which must not fail a start still under
+            // way (the node would then exit as if it could not start, not with the conflict).
+            system.systemActorOf(HostIdGuard.create(settings.hostId(), settings.hostIdCheckInterval()),
+                    "host-id-guard", Props.empty());
             return new VmforkNode(system, settings, region, loadReports, admission, reporter, status);
         } catch (RuntimeException e) {
             system.terminate();
