@@ -31,7 +31,9 @@ final class NodeCommand {
             return Main.EX_UNAVAILABLE;
         }
         System.err.println("vmfork node: host " + node.settings().hostId() + " (" + node.settings().hostName()
-                + ") at " + node.system().address() + ", seeds " + node.settings().seedNodes());
+                + ") at " + node.system().address() + ", seeds " + node.settings().seedNodes()
+                + node.statusServer().map(st -> ", status at http://" + node.settings().hostname() + ":" + st.port()
+                        + "/status").orElse(""));
         try {
             node.whenTerminated().toCompletableFuture().get();
         } catch (InterruptedException e) {

@@ -34,7 +34,8 @@ import java.util.regex.Pattern;
  * @param capacity       what this host offers to guests
  * @param placement      the placement service's settings
  * @param askTimeout     the default timeout of every ask between the node's actors
- * @param statusHttpPort the port of the node's status HTTP endpoint (0: none)
+ * @param statusHttpPort the port of the node's status HTTP endpoint ({@link NodeStatusServer});
+ *                       0: a free port (logged); -1: none
  * @param downing        the split brain resolver's settings
  * @param hostIdCheckInterval how often a node checks that no older member has its host id
  */
@@ -115,8 +116,8 @@ public record NodeSettings(
 
             Duration askTimeout = positive(n, "ask-timeout");
             int httpPort = n.getInt("status.http-port");
-            check(httpPort >= 0 && httpPort <= 65535, "vmfork.node.status.http-port",
-                    httpPort + " is not a port (0..65535)");
+            check(httpPort >= -1 && httpPort <= 65535, "vmfork.node.status.http-port",
+                    httpPort + " is not a port (0..65535), nor -1 (none)");
 
             String strategy = n.getString("downing.strategy");
             check(DOWNING_STRATEGIES.contains(strategy), "vmfork.node.downing.strategy",

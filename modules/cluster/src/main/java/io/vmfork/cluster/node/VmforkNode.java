@@ -28,7 +28,8 @@ import org.apache.pekko.cluster.typed.Join;
  * nodes and the split brain resolver, joins the cluster, and starts the node's services:
  * the host-id guard (a second node with an id already in the cluster leaves at once),
  * this host's admission ledger and load reporter (so the host is chosen from the start,
- * with all of its capacity free) and the placement entities' sharding. The HostActor and the
+ * with all of its capacity free), the placement entities' sharding and, on
+ * {@code vmfork.node.status.http-port}, its status over HTTP ({@link NodeStatusServer}). The HostActor and the
  * application API come on top of this.
  */
 public final class VmforkNode implements AutoCloseable {
@@ -39,11 +40,12 @@ public final class VmforkNode implements AutoCloseable {
     private final AdmissionLedger admission;
     private final ActorRef<LoadReporter.Command> loadReporter;
     private final PlacementClient placement;
+    private final Optional<NodeStatusServer> status;
 
     private VmforkNode(ActorSystem<Void> system, NodeSettings settings,
                        ActorRef<ShardingEnvelope<PlacementEntity.Command>> placementRegion,
                        ActorRef<LoadReports.Command> loadReports, AdmissionLedger admission,
-                       ActorRef<LoadReporter.Command> loadReporter) {
+                       ActorRef<LoadReporter.Command> loadReporter, Optional<NodeStatusServer> status) {
         this.system = system;
         this.settings = settings;
         this.placementRegion = placementRegion;
@@ -51,6 +53,7 @@ public final class VmforkNode implements AutoCloseable {
         this.admission = admission;
         this.loadReporter = loadReporter;
         this.placement = PlacementClient.create(system, settings.placement(), settings.hostId());
+        this.status = status;
     }
 
     /**
@@ -68,8 +71,6 @@ public final class VmforkNode implements AutoCloseable {
                 Cluster cluster = Cluster.get(system);
                 cluster.manager().tell(Join.create(cluster.selfMember().address()));
             }
-            system.systemActorOf(HostIdGuard.create(settings.hostId(), settings.hostIdCheckInterval()),
-                    "host-id-guard", Props.empty());
             ActorRef<LoadReports.Command> loadReports = system.systemActorOf(
                     LoadReports.publisher(settings.placement().loadWriteTimeout()), "load-reports", Props.empty());
             AdmissionLedger admission = new AdmissionLedger(settings.capacity(),
@@ -79,7 +80,19 @@ public final class VmforkNode implements AutoCloseable {
                     settings.placement().loadReportInterval()), "load-reporter", Props.empty());
             ActorRef<ShardingEnvelope<PlacementEntity.Command>> region =
                     PlacementEntity.init(system, settings.placement());
-            return new VmforkNode(system, settings, region, loadReports, admission, reporter);
+            Optional<NodeStatusServer> status = Optional.empty();
+            if (settings.statusHttpPort() >= 0) {
+                NodeStatusServer server = NodeStatusServer.start(system, settings, admission,
+                        settings.statusHttpPort());
+                system.log().info("vmfork node: host {} serves its status at http://{}:{}/status",
+                        settings.hostId(), settings.hostname(), server.port());
+                status = Optional.of(server);
+            }
+            // Last: a conflict stops the node at once, which must not fail a start still under
+            // way (the node would then exit as if it could not start, not with the conflict).
+            system.systemActorOf(HostIdGuard.create(settings.hostId(), settings.hostIdCheckInterval()),
+                    "host-id-guard", Props.empty());
+            return new VmforkNode(system, settings, region, loadReports, admission, reporter, status);
         } catch (RuntimeException e) {
             system.terminate();
             throw e;
@@ -138,6 +151,20 @@ public final class VmforkNode implements AutoCloseable {
         return placement;
     }
 
+    /** The node's status HTTP server, unless {@code vmfork.node.status.http-port} is -1. */
+    public Optional<NodeStatusServer> statusServer() {
+        return status;
+    }
+
+    /**
+     * Where this node's {@code GET /status} takes its {@code "vms"} list from (the
+     * HostActor's); an empty list until this is called. Does nothing when the node serves
+     * no status.
+     */
+    public void vmStatus(StatusSource source) {
+        status.ifPresent(s -> s.vmStatus(source));
+    }
+
     /** Why the node stopped, once it has begun to: e.g. a {@link HostIdConflict}. */
     public Optional<CoordinatedShutdown.Reason> shutdownReason() {
         return CoordinatedShutdown.get(system).getShutdownReason();
@@ -165,14 +192,36 @@ public final class VmforkNode implements AutoCloseable {
         stop(settings.askTimeout().multipliedBy(4));
     }
 
-    /** Starts a node from the configuration file named by the only argument, until it stops. */
+    /**
+     * Starts a node from the configuration file named by the only argument, until it stops;
+     * exits as {@code vmfork node} does: 0 when it stopped (e.g. on SIGTERM, after leaving
+     * the cluster), 78 when the file is invalid or the cluster already has a node with its
+     * host id, 69 when it cannot start (e.g. a port in use), 64 on a usage error. The
+     * multi-JVM tests start nodes this way.
+     */
     public static void main(String[] args) throws Exception {
         if (args.length != 1) {
             System.err.println("usage: VmforkNode CONFIG_FILE");
             System.exit(64);
         }
-        VmforkNode node = start(loadConfig(new File(args[0])));
+        VmforkNode node;
+        try {
+            node = start(loadConfig(new File(args[0])));
+        } catch (InvalidNodeConfigException e) {
+            System.err.println("vmfork node: " + args[0] + ": " + e.getMessage());
+            System.exit(78);
+            return;
+        } catch (RuntimeException e) {
+            System.err.println("vmfork node: cannot start: " + e);
+            System.exit(69);
+            return;
+        }
         node.whenTerminated().toCompletableFuture().get();
-        System.exit(node.shutdownReason().filter(r -> r instanceof HostIdConflict).isPresent() ? 1 : 0);
+        Optional<CoordinatedShutdown.Reason> reason = node.shutdownReason();
+        if (reason.isPresent() && reason.get() instanceof HostIdConflict conflict) {
+            System.err.println("vmfork node: " + conflict);
+            System.exit(78);
+        }
+        System.exit(0);
     }
 }

@@ -8,5 +8,10 @@
  * named after its host id. When two nodes hold one key, the younger (by Pekko's member
  * age) leaves the cluster and stops with {@link io.vmfork.cluster.node.HostIdConflict} as
  * its shutdown reason; {@code vmfork node} then exits 78 with that message.
+ *
+ * <p>Status: {@link io.vmfork.cluster.node.NodeStatusServer} serves, on
+ * {@code vmfork.node.status.http-port}, the node's JSON {@code GET /status} (this host, its
+ * load, the members with their load reports, its VMs from a
+ * {@link io.vmfork.cluster.node.StatusSource}) and Pekko Management's cluster routes.
  */
 package io.vmfork.cluster.node;

@@ -85,6 +85,18 @@ public final class AdmissionLedger {
         return vms;
     }
 
+    /**
+     * This host's load now, for status: like {@link #report} but changing nothing (the
+     * sequence number is the last report's, and settled reservations stay listed).
+     */
+    public synchronized HostLoad current(long hostId, String hostName, String address) {
+        List<Long> ids = new ArrayList<>(settled.size());
+        for (Settled s : settled) {
+            ids.add(s.reservationId());
+        }
+        return new HostLoad(hostId, hostName, address, sequence, vms, memory, vcpus, capacity, ids);
+    }
+
     /** The next load report of this host (each has a higher sequence number). */
     public synchronized HostLoad report(long hostId, String hostName, String address) {
         long now = nanoClock.getAsLong();

@@ -1,0 +1,236 @@
+package io.vmfork.cluster.node;
+
+import static org.apache.pekko.http.javadsl.server.Directives.complete;
+import static org.apache.pekko.http.javadsl.server.Directives.concat;
+import static org.apache.pekko.http.javadsl.server.Directives.get;
+import static org.apache.pekko.http.javadsl.server.Directives.onSuccess;
+import static org.apache.pekko.http.javadsl.server.Directives.path;
+
+import com.fasterxml.jackson.core.JsonProcessingException;
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.node.ArrayNode;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import io.vmfork.cluster.placement.AdmissionLedger;
+import io.vmfork.cluster.placement.Capacity;
+import io.vmfork.cluster.placement.HostLoad;
+import io.vmfork.cluster.placement.LoadReports;
+import java.net.InetSocketAddress;
+import java.time.Duration;
+import java.util.HashMap;
+import java.util.Map;
+import java.util.Set;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.CompletionStage;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.TimeoutException;
+import java.util.concurrent.atomic.AtomicReference;
+import org.apache.pekko.actor.typed.ActorSystem;
+import org.apache.pekko.actor.typed.javadsl.AskPattern;
+import org.apache.pekko.cluster.ClusterEvent;
+import org.apache.pekko.cluster.Member;
+import org.apache.pekko.cluster.ddata.LWWMap;
+import org.apache.pekko.cluster.ddata.typed.javadsl.DistributedData;
+import org.apache.pekko.cluster.ddata.typed.javadsl.Replicator;
+import org.apache.pekko.cluster.typed.Cluster;
+import org.apache.pekko.http.javadsl.Http;
+import org.apache.pekko.http.javadsl.ServerBinding;
+import org.apache.pekko.http.javadsl.model.ContentTypes;
+import org.apache.pekko.http.javadsl.model.HttpEntities;
+import org.apache.pekko.http.javadsl.server.Route;
+import org.apache.pekko.management.javadsl.PekkoManagement;
+
+/**
+ * A node's status over HTTP, on {@code vmfork.node.status.http-port} at
+ * {@code vmfork.node.hostname}: Pekko Management's routes (among them the cluster's, such
+ * as {@code GET /cluster/members}) and the project's own {@code GET /status}, a JSON
+ * object that an operator can curl and the multi-JVM tests use as a barrier:
+ *
+ * <pre>
+ * { "host":    { "id", "name", "address", "status", "reachable" },
+ *   "load":    this host's load as its admission ledger counts it now
+ *              { "vms", "memory_used", "memory_free", "vcpus_used", "vcpus_free", "free_slots",
+ *                "capacity": { "guest_memory", "vm_slots", "vcpus" } },
+ *   "cluster": { "leader", "members": [ { "address", "status", "reachable", "roles",
+ *                "host": the member's last replicated load report (with "host_id",
+ *                "host_name", "sequence" and the fields of "load"), or null } ],
+ *                "unreported_hosts": reports of hosts that are not members (any more) },
+ *   "vms":     this host's VMs, from the {@link StatusSource} (an empty list until the
+ *              HostActor fills it in), or "vms_error" when the source failed }
+ * </pre>
+ *
+ * Memory is in bytes. Unbinds when the node shuts down.
+ */
+public final class NodeStatusServer {
+    private static final ObjectMapper JSON = new ObjectMapper();
+
+    private final ActorSystem<?> system;
+    private final NodeSettings settings;
+    private final AdmissionLedger admission;
+    private final AtomicReference<StatusSource> vms = new AtomicReference<>(StatusSource.NONE);
+    private final ServerBinding binding;
+
+    private NodeStatusServer(ActorSystem<?> system, NodeSettings settings, AdmissionLedger admission,
+                             int port) {
+        this.system = system;
+        this.settings = settings;
+        this.admission = admission;
+        Route routes = concat(
+                path("status", () -> get(() -> onSuccess(statusJson(), json ->
+                        complete(HttpEntities.create(ContentTypes.APPLICATION_JSON, json))))),
+                PekkoManagement.get(system).getRoutes());
+        Duration timeout = settings.askTimeout();
+        try {
+            this.binding = Http.get(system).newServerAt(settings.hostname(), port).bind(routes)
+                    .toCompletableFuture().get(timeout.toMillis(), TimeUnit.MILLISECONDS);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new IllegalStateException("interrupted while binding the status HTTP server", e);
+        } catch (ExecutionException | TimeoutException e) {
+            Throwable cause = e instanceof ExecutionException ? e.getCause() : e;
+            throw new IllegalStateException("cannot serve status on " + settings.hostname() + ":" + port
+                    + " (vmfork.node.status.http-port): " + cause, cause);
+        }
+        binding.addToCoordinatedShutdown(timeout, system);
+    }
+
+    /**
+     * Serves the status of this node on {@code port} (0: a free port; {@link #port()} says
+     * which), before the call returns.
+     *
+     * @throws IllegalStateException if the port cannot be bound
+     */
+    static NodeStatusServer start(ActorSystem<?> system, NodeSettings settings, AdmissionLedger admission,
+                                  int port) {
+        return new NodeStatusServer(system, settings, admission, port);
+    }
+
+    /** The port the server listens on. */
+    public int port() {
+        return binding.localAddress().getPort();
+    }
+
+    /** The address the server listens on. */
+    public InetSocketAddress address() {
+        return binding.localAddress();
+    }
+
+    /** Where the {@code "vms"} field comes from from now on. */
+    void vmStatus(StatusSource source) {
+        if (source == null) {
+            throw new IllegalArgumentException("no status source");
+        }
+        vms.set(source);
+    }
+
+    private CompletionStage<String> statusJson() {
+        Duration timeout = settings.askTimeout();
+        CompletableFuture<Map<Long, HostLoad>> reports = AskPattern.<Replicator.Command,
+                        Replicator.GetResponse<LWWMap<Long, HostLoad>>>ask(
+                        DistributedData.get(system).replicator(),
+                        replyTo -> new Replicator.Get<>(LoadReports.KEY, Replicator.readLocal(), replyTo),
+                        timeout, system.scheduler())
+                .thenApply(r -> r instanceof Replicator.GetSuccess<LWWMap<Long, HostLoad>> ok
+                        ? Map.copyOf(ok.get(LoadReports.KEY).getEntries())
+                        : Map.<Long, HostLoad>of())
+                .toCompletableFuture();
+        CompletableFuture<JsonNode> vmList;
+        try {
+            vmList = vms.get().vms().toCompletableFuture().orTimeout(timeout.toMillis(), TimeUnit.MILLISECONDS);
+        } catch (RuntimeException e) {
+            vmList = CompletableFuture.failedFuture(e);
+        }
+        CompletableFuture<JsonNode> vmsOrError = vmList.handle((v, e) -> e == null ? v : errorOf(e));
+        return reports.thenCombine(vmsOrError, this::render);
+    }
+
+    private static JsonNode errorOf(Throwable e) {
+        ObjectNode error = JSON.createObjectNode();
+        error.put("error", String.valueOf(e instanceof java.util.concurrent.CompletionException && e.getCause() != null
+                ? e.getCause() : e));
+        return error;
+    }
+
+    private String render(Map<Long, HostLoad> reports, JsonNode vmList) {
+        ClusterEvent.CurrentClusterState state = Cluster.get(system).state();
+        Set<Member> unreachable = state.getUnreachable();
+        Member self = Cluster.get(system).selfMember();
+        Map<String, HostLoad> byAddress = new HashMap<>();
+        for (HostLoad r : reports.values()) {
+            byAddress.put(r.address(), r);
+        }
+
+        ObjectNode root = JSON.createObjectNode();
+        ObjectNode host = root.putObject("host");
+        host.put("id", settings.hostId());
+        host.put("name", settings.hostName());
+        host.put("address", self.address().toString());
+        host.put("status", self.status().toString());
+        host.put("reachable", !unreachable.contains(self));
+
+        HostLoad mine = admission.current(settings.hostId(), settings.hostName(), self.address().toString());
+        putLoad(root.putObject("load"), mine);
+
+        ObjectNode cluster = root.putObject("cluster");
+        Object leader = state.getLeader();
+        if (leader == null) {
+            cluster.putNull("leader");
+        } else {
+            cluster.put("leader", leader.toString());
+        }
+        ArrayNode members = cluster.putArray("members");
+        for (Member m : state.getMembers()) {
+            String address = m.address().toString();
+            ObjectNode member = members.addObject();
+            member.put("address", address);
+            member.put("status", m.status().toString());
+            member.put("reachable", !unreachable.contains(m));
+            ArrayNode roles = member.putArray("roles");
+            m.getRoles().stream().sorted().forEach(roles::add);
+            HostLoad report = byAddress.remove(address);
+            if (report == null) {
+                member.putNull("host");
+            } else {
+                putReport(member.putObject("host"), report);
+            }
+        }
+        ArrayNode unreported = cluster.putArray("unreported_hosts");
+        byAddress.values().stream().sorted(java.util.Comparator.comparingLong(HostLoad::hostId))
+                .forEach(r -> putReport(unreported.addObject(), r));
+
+        if (vmList.isArray()) {
+            root.set("vms", vmList);
+        } else {
+            root.putArray("vms");
+            root.set("vms_error", vmList.get("error"));
+        }
+        try {
+            return JSON.writerWithDefaultPrettyPrinter().writeValueAsString(root);
+        } catch (JsonProcessingException e) {
+            throw new IllegalStateException("cannot write the status as JSON", e);
+        }
+    }
+
+    private static void putReport(ObjectNode o, HostLoad r) {
+        o.put("host_id", r.hostId());
+        o.put("host_name", r.hostName());
+        o.put("address", r.address());
+        o.put("sequence", r.sequence());
+        putLoad(o, r);
+    }
+
+    private static void putLoad(ObjectNode o, HostLoad l) {
+        o.put("vms", l.vmCount());
+        o.put("memory_used", l.memoryUsed());
+        o.put("memory_free", l.memoryFree());
+        o.put("vcpus_used", l.vcpusUsed());
+        o.put("vcpus_free", l.vcpusFree());
+        o.put("free_slots", l.freeSlots());
+        Capacity c = l.capacity();
+        ObjectNode cap = o.putObject("capacity");
+        cap.put("guest_memory", c.guestMemory());
+        cap.put("vm_slots", c.vmSlots());
+        cap.put("vcpus", c.vcpus());
+    }
+}
