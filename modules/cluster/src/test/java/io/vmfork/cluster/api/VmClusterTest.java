@@ -50,6 +50,10 @@ class VmClusterTest {
         }
     }
 
+    private static String hostPort(VmforkNode n) {
+        return "127.0.0.1:" + n.system().address().getPort().get();
+    }
+
     private VmforkNode start(long hostId, String extra) throws Exception {
         Config c = ConfigFactory.parseString("vmfork.host.id = " + hostId + "\nvmfork.host.name = h" + hostId + "\n"
                 + extra).withFallback(ConfigFactory.load()).resolve();
@@ -276,5 +280,39 @@ class VmClusterTest {
         assertEquals(ErrorCode.UNKNOWN_VM, stopped.code());
         assertEquals(ErrorCode.UNKNOWN_VM, failure(api.stop(w.vmId())).code());
         assertEquals(0, node.admission().vmCount());
+    }
+
+    @Test
+    void anotherNodesVmIsDrivenThroughThisNodeAndReportedLostWithItsHost() throws Exception {
+        VmforkNode a = start(25, "");
+        VmforkNode b = start(26, "vmfork.node.seed-nodes = [\"" + hostPort(a) + "\"]");
+        VmCluster api = a.cluster();
+        long deadline = System.nanoTime() + WAIT.toNanos();
+        while (!await(api.knowsHost(26))) {
+            assertTrue(System.nanoTime() < deadline, "node a does not see host 26");
+            Thread.sleep(50);
+        }
+        ActorTestKit kit = ActorTestKit.create(a.system());
+        TestProbe<VmEvent> events = kit.createTestProbe();
+        api.subscribe(events.getRef());
+        Thread.sleep(500);
+
+        // Launch, request and list cross the network (serialized with host.proto).
+        VmInfo w = await(api.launchOn(26, "warm-worker", 4, 256L << 20));
+        assertEquals(26, w.hostId());
+        assertEquals(26, VmInfo.hostOf(w.vmId()));
+        next(events, VmEvent.Kind.READY, w.vmId());
+        assertEquals("vm=" + w.vmId() + " parent=0 gen=0 host=26 type=4", ask(api, w.vmId(), "id"));
+        assertTrue(await(api.list()).stream().anyMatch(v -> v.vmId() == w.vmId() && v.hostId() == 26));
+        assertEquals(1, b.vmm().liveCount());
+
+        // Node b goes: its VM is reported lost to a's subscribers, and b's VMM is closed.
+        b.system().terminate();
+        b.whenTerminated().toCompletableFuture().get(30, TimeUnit.SECONDS);
+        assertEquals(0, b.vmm().liveCount());
+        VmEvent lost = next(events, VmEvent.Kind.LOST, w.vmId());
+        assertEquals(26, lost.hostId());
+        assertEquals(w.vmId(), lost.vm().vmId());
+        assertEquals(ErrorCode.HOST_GONE, failure(api.request(w.vmId(), "id".getBytes(StandardCharsets.UTF_8))).code());
     }
 }
