@@ -310,8 +310,15 @@ public final class HostActor extends AbstractBehavior<HostActor.Command> {
     private final HostCopyPlacement copyPlacement;
     private final VmListener listener;
     private final Map<Long, Entry> vms = new HashMap<>();
-    // Events that overtook their VM's launch (or fork) result, by VM id.
-    private final Map<Long, List<VmEventMessage>> early = new HashMap<>();
+    // Events that overtook their VM's launch (or fork) result, by VM id. Bounded: an
+    // event of a VM that is already gone (none is expected) must not stay forever.
+    private final Map<Long, List<VmEventMessage>> early = new java.util.LinkedHashMap<>() {
+        @Override
+        protected boolean removeEldestEntry(Map.Entry<Long, List<VmEventMessage>> eldest) {
+            return size() > EARLY_EVENTS_KEPT;
+        }
+    };
+    private static final int EARLY_EVENTS_KEPT = 1024;
     private final Set<ActorRef<VmEvent>> subscribers = new HashSet<>();
 
     private HostActor(ActorContext<Command> ctx, Vmm vmm, AdmissionLedger ledger,

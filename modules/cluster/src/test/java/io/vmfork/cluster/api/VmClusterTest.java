@@ -161,6 +161,10 @@ class VmClusterTest {
         assertTrue(all.get(0).ready());
         assertEquals("RUNNING", all.get(0).state());
 
+        VmInfo crash = await(api.launchOn(21, "crash", 3, 64L << 20));
+        VmEvent crashed = next(events, VmEvent.Kind.CRASHED, crash.vmId());
+        assertTrue(!crashed.detail().isEmpty(), crashed.toString());
+
         assertEquals("bye", ask(api, worker.vmId(), "stop"));
         assertEquals(0, next(events, VmEvent.Kind.EXITED, worker.vmId()).exitCode());
         assertEquals(0, node.admission().vmCount());
