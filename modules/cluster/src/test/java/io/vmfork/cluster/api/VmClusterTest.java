@@ -319,4 +319,14 @@ class VmClusterTest {
         assertEquals(w.vmId(), lost.vm().vmId());
         assertEquals(ErrorCode.HOST_GONE, failure(api.request(w.vmId(), "id".getBytes(StandardCharsets.UTF_8))).code());
     }
+
+    @Test
+    void theReadmeExampleRuns() throws Exception {
+        VmforkNode node = start(27, "");
+        List<String> out = VmClusterExample.run(node.cluster(), 27);
+        assertTrue(out.get(0).matches("launched \\d+ on host 27, get 7 -> 7 \\d+"), out.toString());
+        assertEquals("forked 2 children", out.get(1));
+        assertEquals(5, out.size(), out.toString());
+        assertEquals(List.of(), await(node.cluster().list()));
+    }
 }
