@@ -292,6 +292,8 @@ public final class HostActor extends AbstractBehavior<HostActor.Command> {
         final boolean admittedHere;
         boolean ready;
         final Set<ActorRef<ConsoleOutput>> console = new HashSet<>();
+        // The last request handed to the blocking dispatcher (see onRequest).
+        CompletableFuture<Void> requests = CompletableFuture.completedFuture(null);
 
         Entry(VirtualMachine vm, VmOrigin origin, long memory, int vcpus, boolean admittedHere) {
             this.vm = vm;
@@ -473,9 +475,19 @@ public final class HostActor extends AbstractBehavior<HostActor.Command> {
             return this;
         }
         byte[] payload = m.payload();
-        runBlockingAsync(() -> e.vm.channel().request(payload).orTimeout(settings.askTimeout().toMillis(),
-                        java.util.concurrent.TimeUnit.MILLISECONDS),
-                (reply, failure) -> new RequestDone(m.vmId(), m.replyTo(), reply, failure));
+        VirtualMachine vm = e.vm;
+        // Requests to one VM reach its channel in the order they came (the guest answers in
+        // that order), one after the other on the blocking dispatcher.
+        CompletableFuture<CompletableFuture<byte[]>> queued = e.requests.handleAsync((x, y) -> {
+            if (vm.channel().isClosed()) {
+                throw new VmEndedException(vm.exit() != null ? vm.exit() : VmExit.stopped("the VM is ending"));
+            }
+            return vm.channel().request(payload);
+        }, blocking);
+        e.requests = queued.handle((x, y) -> null);
+        getContext().pipeToSelf(queued.thenCompose(reply -> reply.orTimeout(settings.askTimeout().toMillis(),
+                        java.util.concurrent.TimeUnit.MILLISECONDS)),
+                (reply, failure) -> new RequestDone(m.vmId(), m.replyTo(), reply, unwrap(failure)));
         return this;
     }
 
@@ -641,12 +653,6 @@ public final class HostActor extends AbstractBehavior<HostActor.Command> {
 
     private <T> void runBlocking(Supplier<T> call, java.util.function.BiFunction<T, Throwable, Command> result) {
         getContext().pipeToSelf(CompletableFuture.supplyAsync(call, blocking), (v, f) -> result.apply(v, unwrap(f)));
-    }
-
-    private <T> void runBlockingAsync(Supplier<CompletableFuture<T>> call,
-                                      java.util.function.BiFunction<T, Throwable, Command> result) {
-        getContext().pipeToSelf(CompletableFuture.supplyAsync(call, blocking).thenCompose(f -> f),
-                (v, f) -> result.apply(v, unwrap(f)));
     }
 
     private static Throwable unwrap(Throwable f) {

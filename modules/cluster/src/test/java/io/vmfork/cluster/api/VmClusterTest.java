@@ -278,6 +278,16 @@ class VmClusterTest {
         assertTrue(missing.getMessage().contains("no-such-guest"), missing.getMessage());
         assertEquals(0, node.admission().vmCount());
 
+        // A request to a VM that dies before it answers: VM_ENDED. Requests reach the
+        // guest in the order they were sent, so "get 1" comes after "stop".
+        VmInfo dying = await(api.launchOn(24, "warm-worker", 0, 256L << 20));
+        CompletionStage<byte[]> bye = api.request(dying.vmId(), "stop".getBytes(StandardCharsets.UTF_8));
+        CompletionStage<byte[]> late = api.request(dying.vmId(), "get 1".getBytes(StandardCharsets.UTF_8));
+        assertEquals("bye", new String(await(bye), StandardCharsets.UTF_8));
+        VmClusterException ended = failure(late);
+        assertEquals(ErrorCode.VM_ENDED, ended.code(), ended.getMessage());
+        assertTrue(ended.getMessage().contains("exited with code 0"), ended.getMessage());
+
         VmInfo w = await(api.launchOn(24, "warm-worker", 0, 256L << 20));
         assertNotNull(await(api.stop(w.vmId())));
         VmClusterException stopped = failure(api.request(w.vmId(), "get 1".getBytes(StandardCharsets.UTF_8)));
