@@ -165,8 +165,18 @@ class VmClusterTest {
         VmEvent crashed = next(events, VmEvent.Kind.CRASHED, crash.vmId());
         assertTrue(!crashed.detail().isEmpty(), crashed.toString());
 
-        assertEquals("bye", ask(api, worker.vmId(), "stop"));
-        assertEquals(0, next(events, VmEvent.Kind.EXITED, worker.vmId()).exitCode());
+        // Console output is streamed to the subscriber as the guest writes it: a request too
+        // large for warm-worker's buffer makes it print why, answer, and exit with code 4.
+        assertEquals("error: request too large", ask(api, worker.vmId(), "x".repeat(8192)));
+        StringBuilder streamed = new StringBuilder();
+        console.fishForMessage(WAIT, "the console line about the large request", c -> {
+            assertEquals(worker.vmId(), c.vmId());
+            streamed.append(new String(c.bytes(), StandardCharsets.UTF_8));
+            return streamed.toString().contains("warm-worker: request of 8192 bytes is too large\n")
+                    ? org.apache.pekko.actor.testkit.typed.javadsl.FishingOutcomes.complete()
+                    : org.apache.pekko.actor.testkit.typed.javadsl.FishingOutcomes.continueAndIgnore();
+        });
+        assertEquals(4, next(events, VmEvent.Kind.EXITED, worker.vmId()).exitCode());
         assertEquals(0, node.admission().vmCount());
     }
 
