@@ -142,7 +142,11 @@ public final class HostActor extends AbstractBehavior<HostActor.Command> {
     public record Subscribe(ActorRef<VmEvent> subscriber) implements Command, ClusterMessage {
     }
 
-    /** Console output of VM {@code vmId} goes to {@code subscriber} until the VM ends. */
+    /**
+     * Console output of VM {@code vmId} goes to {@code subscriber} until the VM ends. The
+     * reply carries the output kept so far; output written while the subscription is being
+     * made may appear both there and in the first {@link ConsoleOutput} messages.
+     */
     public record SubscribeConsole(long vmId, ActorRef<ConsoleOutput> subscriber, ActorRef<Reply> replyTo)
             implements Command, ClusterMessage {
     }
