@@ -154,6 +154,47 @@ public final class VmCluster {
         return hostsOf(HostActor.serviceKey(hostId)).thenApply(hosts -> !hosts.isEmpty());
     }
 
+    /**
+     * Whether placement can choose host {@code hostId} now, as this node sees it: its
+     * HostActor is registered, its node is up, and its load report has reached this node's
+     * replica (which placement entities read). A node that just started takes a moment;
+     * until then placement answers "no capacity" for it.
+     */
+    public CompletionStage<Boolean> placementKnowsHost(long hostId) {
+        return knowsHost(hostId).thenCompose(known -> {
+            if (!known) {
+                return CompletableFuture.completedFuture(false);
+            }
+            return AskPattern.<org.apache.pekko.cluster.ddata.typed.javadsl.Replicator.Command,
+                            org.apache.pekko.cluster.ddata.typed.javadsl.Replicator.GetResponse<
+                                    org.apache.pekko.cluster.ddata.LWWMap<Long, io.vmfork.cluster.placement.HostLoad>>>ask(
+                            org.apache.pekko.cluster.ddata.typed.javadsl.DistributedData.get(system).replicator(),
+                            r -> new org.apache.pekko.cluster.ddata.typed.javadsl.Replicator.Get<>(
+                                    io.vmfork.cluster.placement.LoadReports.KEY,
+                                    org.apache.pekko.cluster.ddata.typed.javadsl.Replicator.readLocal(), r),
+                            timeout, system.scheduler())
+                    .thenApply(response -> {
+                        if (!(response instanceof org.apache.pekko.cluster.ddata.typed.javadsl.Replicator.GetSuccess<
+                                org.apache.pekko.cluster.ddata.LWWMap<Long, io.vmfork.cluster.placement.HostLoad>> ok)) {
+                            return false;
+                        }
+                        io.vmfork.cluster.placement.HostLoad load =
+                                ok.get(io.vmfork.cluster.placement.LoadReports.KEY).getEntries().get(hostId);
+                        if (load == null) {
+                            return false;
+                        }
+                        for (org.apache.pekko.cluster.Member m : org.apache.pekko.cluster.typed.Cluster.get(system)
+                                .state().getMembers()) {
+                            if (m.address().toString().equals(load.address())
+                                    && m.status() == org.apache.pekko.cluster.MemberStatus.up()) {
+                                return true;
+                            }
+                        }
+                        return false;
+                    });
+        });
+    }
+
     // ---- routing ----
 
     private <R extends HostActor.Reply> CompletionStage<R> askVm(long vmId,
