@@ -121,6 +121,9 @@ public final class VmforkNode implements AutoCloseable {
                 vmm.close();
                 throw e;
             }
+            // The HostActor closes it when it stops; this covers a HostActor that failed to
+            // start (Vmm.close is idempotent).
+            system.getWhenTerminated().thenRun(vmm::close);
             VmCluster cluster = VmCluster.create(system, placement, apiTimeout);
             return new VmforkNode(system, settings, region, loadReports, admission, reporter, placement, vmm, host,
                     cluster);
