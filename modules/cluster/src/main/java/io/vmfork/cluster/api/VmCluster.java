@@ -32,6 +32,11 @@ import org.apache.pekko.actor.typed.receptionist.ServiceKey;
  * up, {@link VmInfo#hostOf}). A launch without a host asks placement ({@code PlaceVm})
  * and hands the reservation to the chosen host, which admits or refuses it. Actors may
  * send {@link HostActor} messages to the same hosts themselves.
+ *
+ * <p>Calls are independent: two calls made without waiting for the first may reach a VM in
+ * either order (each finds its host first). Wait for a call's reply when order matters, or
+ * send {@link HostActor.Request}s from one actor: a host passes one sender's requests to a
+ * VM in the order they came.
  */
 public final class VmCluster {
     private final ActorSystem<?> system;

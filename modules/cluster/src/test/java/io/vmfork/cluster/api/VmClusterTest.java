@@ -293,15 +293,19 @@ class VmClusterTest {
         assertTrue(missing.getMessage().contains("no-such-guest"), missing.getMessage());
         assertEquals(0, node.admission().vmCount());
 
-        // A request to a VM that dies before it answers: VM_ENDED. Requests reach the
-        // guest in the order they were sent, so "get 1" comes after "stop".
+        // A request to a VM that dies before it answers: VM_ENDED. Requests an actor sends
+        // to a host reach the guest in the order sent, so "get 1" comes after "stop".
         VmInfo dying = await(api.launchOn(24, "warm-worker", 0, 256L << 20));
-        CompletionStage<byte[]> bye = api.request(dying.vmId(), "stop".getBytes(StandardCharsets.UTF_8));
-        CompletionStage<byte[]> late = api.request(dying.vmId(), "get 1".getBytes(StandardCharsets.UTF_8));
-        assertEquals("bye", new String(await(bye), StandardCharsets.UTF_8));
-        VmClusterException ended = failure(late);
-        assertEquals(ErrorCode.VM_ENDED, ended.code(), ended.getMessage());
-        assertTrue(ended.getMessage().contains("exited with code 0"), ended.getMessage());
+        TestProbe<HostActor.Reply> replies = ActorTestKit.create(node.system()).createTestProbe();
+        node.host().tell(new HostActor.Request(dying.vmId(), "stop".getBytes(StandardCharsets.UTF_8),
+                replies.getRef()));
+        node.host().tell(new HostActor.Request(dying.vmId(), "get 1".getBytes(StandardCharsets.UTF_8),
+                replies.getRef()));
+        HostActor.Response bye = replies.expectMessageClass(HostActor.Response.class, WAIT);
+        assertEquals("bye", new String(bye.payload(), StandardCharsets.UTF_8));
+        HostActor.Failure ended = replies.expectMessageClass(HostActor.Failure.class, WAIT);
+        assertEquals(ErrorCode.VM_ENDED, ended.code(), ended.message());
+        assertTrue(ended.message().contains("exited with code 0"), ended.message());
 
         VmInfo w = await(api.launchOn(24, "warm-worker", 0, 256L << 20));
         assertNotNull(await(api.stop(w.vmId())));
