@@ -56,8 +56,9 @@ import org.apache.pekko.management.javadsl.PekkoManagement;
  *                "host": the member's last replicated load report (with "host_id",
  *                "host_name", "sequence" and the fields of "load"), or null } ],
  *                "unreported_hosts": reports of hosts that are not members (any more) },
- *   "vms":     this host's VMs, from the {@link StatusSource} (an empty list until the
- *              HostActor fills it in), or "vms_error" when the source failed }
+ *   "vms":     this host's VMs, from the {@link StatusSource} (VmforkNode plugs in the
+ *              VMM's list: id, state, image, vm_type, parent, fork_generation, made =
+ *              booted, child or clone, ready), or "vms_error" when the source failed }
  * </pre>
  *
  * Memory is in bytes. Unbinds when the node shuts down.

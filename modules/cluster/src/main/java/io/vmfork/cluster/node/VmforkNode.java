@@ -3,11 +3,15 @@ package io.vmfork.cluster.node;
 import com.typesafe.config.Config;
 import com.typesafe.config.ConfigFactory;
 import com.typesafe.config.ConfigParseOptions;
+import io.vmfork.cluster.api.VmCluster;
+import io.vmfork.cluster.host.HostActor;
 import io.vmfork.cluster.placement.AdmissionLedger;
 import io.vmfork.cluster.placement.LoadReporter;
 import io.vmfork.cluster.placement.LoadReports;
 import io.vmfork.cluster.placement.PlacementClient;
 import io.vmfork.cluster.placement.PlacementEntity;
+import io.vmfork.vmm.Vmm;
+import io.vmfork.vmm.VmmSettings;
 import java.io.File;
 import java.time.Duration;
 import java.util.Optional;
@@ -28,9 +32,10 @@ import org.apache.pekko.cluster.typed.Join;
  * nodes and the split brain resolver, joins the cluster, and starts the node's services:
  * the host-id guard (a second node with an id already in the cluster leaves at once),
  * this host's admission ledger and load reporter (so the host is chosen from the start,
- * with all of its capacity free), the placement entities' sharding and, on
- * {@code vmfork.node.status.http-port}, its status over HTTP ({@link NodeStatusServer}). The HostActor and the
- * application API come on top of this.
+ * with all of its capacity free), the placement entities' sharding, the {@link HostActor}
+ * owning this host's {@link Vmm} (opened from the same configuration, closed when the
+ * actor system terminates), the application API ({@link #cluster()}) and, on
+ * {@code vmfork.node.status.http-port}, its status over HTTP ({@link NodeStatusServer}).
  */
 public final class VmforkNode implements AutoCloseable {
     private final ActorSystem<Void> system;
@@ -41,19 +46,42 @@ public final class VmforkNode implements AutoCloseable {
     private final ActorRef<LoadReporter.Command> loadReporter;
     private final PlacementClient placement;
     private final Optional<NodeStatusServer> status;
+    private final Vmm vmm;
+    private final ActorRef<HostActor.Command> host;
+    private final VmCluster cluster;
 
     private VmforkNode(ActorSystem<Void> system, NodeSettings settings,
                        ActorRef<ShardingEnvelope<PlacementEntity.Command>> placementRegion,
                        ActorRef<LoadReports.Command> loadReports, AdmissionLedger admission,
-                       ActorRef<LoadReporter.Command> loadReporter, Optional<NodeStatusServer> status) {
+                       ActorRef<LoadReporter.Command> loadReporter, PlacementClient placement, Vmm vmm,
+                       ActorRef<HostActor.Command> host, VmCluster cluster, Optional<NodeStatusServer> status) {
         this.system = system;
         this.settings = settings;
         this.placementRegion = placementRegion;
         this.loadReports = loadReports;
         this.admission = admission;
         this.loadReporter = loadReporter;
-        this.placement = PlacementClient.create(system, settings.placement(), settings.hostId());
+        this.placement = placement;
         this.status = status;
+        this.vmm = vmm;
+        this.host = host;
+        this.cluster = cluster;
+    }
+
+    /** The application API's ask timeout, {@code vmfork.node.api.ask-timeout}. */
+    static Duration apiTimeout(Config config) {
+        String key = "vmfork.node.api.ask-timeout";
+        try {
+            Duration d = config.getDuration(key);
+            if (d.isNegative() || d.isZero()) {
+                throw new InvalidNodeConfigException(key, "must be a positive duration");
+            }
+            return d;
+        } catch (com.typesafe.config.ConfigException.Missing e) {
+            throw new InvalidNodeConfigException(key, "missing", e);
+        } catch (com.typesafe.config.ConfigException e) {
+            throw new InvalidNodeConfigException(key, e.getMessage(), e);
+        }
     }
 
     /**
@@ -64,6 +92,8 @@ public final class VmforkNode implements AutoCloseable {
      */
     public static VmforkNode start(Config config) {
         NodeSettings settings = NodeSettings.create(config);
+        Duration apiTimeout = apiTimeout(config);
+        VmmSettings vmmSettings = VmmSettings.create(config);
         Config full = settings.pekkoConfig().withFallback(config).resolve();
         ActorSystem<Void> system = ActorSystem.create(Behaviors.empty(), settings.systemName(), full);
         try {
@@ -80,6 +110,22 @@ public final class VmforkNode implements AutoCloseable {
                     settings.placement().loadReportInterval()), "load-reporter", Props.empty());
             ActorRef<ShardingEnvelope<PlacementEntity.Command>> region =
                     PlacementEntity.init(system, settings.placement());
+            PlacementClient placement = PlacementClient.create(system, settings.placement(), settings.hostId());
+            // The HostActor owns the Vmm from here on and closes it when it stops.
+            Vmm vmm = Vmm.open(vmmSettings);
+            ActorRef<HostActor.Command> host;
+            try {
+                host = system.systemActorOf(HostActor.create(vmm, admission, reporter, placement,
+                        new HostActor.Settings(settings.hostId(), settings.hostName(), apiTimeout)), "host",
+                        Props.empty());
+            } catch (RuntimeException e) {
+                vmm.close();
+                throw e;
+            }
+            // The HostActor closes it when it stops; this covers a HostActor that failed to
+            // start (Vmm.close is idempotent).
+            system.getWhenTerminated().thenRun(vmm::close);
+            VmCluster cluster = VmCluster.create(system, placement, apiTimeout);
             Optional<NodeStatusServer> status = Optional.empty();
             if (settings.statusHttpPort() >= 0) {
                 NodeStatusServer server = NodeStatusServer.start(system, settings, admission,
@@ -92,7 +138,10 @@ public final class VmforkNode implements AutoCloseable {
             // way (the node would then exit as if it could not start, not with the conflict).
             system.systemActorOf(HostIdGuard.create(settings.hostId(), settings.hostIdCheckInterval()),
                     "host-id-guard", Props.empty());
-            return new VmforkNode(system, settings, region, loadReports, admission, reporter, status);
+            VmforkNode node = new VmforkNode(system, settings, region, loadReports, admission, reporter, placement, vmm,
+                    host, cluster, status);
+            node.vmStatus(HostStatus.of(vmm));
+            return node;
         } catch (RuntimeException e) {
             system.terminate();
             throw e;
@@ -146,6 +195,21 @@ public final class VmforkNode implements AutoCloseable {
         return loadReporter;
     }
 
+    /** This host's HostActor (it owns {@link #vmm()}). */
+    public ActorRef<HostActor.Command> host() {
+        return host;
+    }
+
+    /** This host's VMM, owned by {@link #host()}: read it (tests, status), never drive it. */
+    public Vmm vmm() {
+        return vmm;
+    }
+
+    /** The application API on this node. */
+    public VmCluster cluster() {
+        return cluster;
+    }
+
     /** Asks the placement service, from Java code that is not an actor. */
     public PlacementClient placement() {
         return placement;
@@ -157,9 +221,9 @@ public final class VmforkNode implements AutoCloseable {
     }
 
     /**
-     * Where this node's {@code GET /status} takes its {@code "vms"} list from (the
-     * HostActor's); an empty list until this is called. Does nothing when the node serves
-     * no status.
+     * Where this node's {@code GET /status} takes its {@code "vms"} list from: the VMM's
+     * own list from the start; another source replaces it. Does nothing when the node
+     * serves no status.
      */
     public void vmStatus(StatusSource source) {
         status.ifPresent(s -> s.vmStatus(source));

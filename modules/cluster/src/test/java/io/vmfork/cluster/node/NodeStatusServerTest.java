@@ -80,7 +80,23 @@ class NodeStatusServerTest {
         assertEquals(7, status.path("load").path("free_slots").asInt());
         assertEquals(2, status.path("load").path("vcpus_used").asInt());
 
-        // The HostActor's list, through the extension point; a failing source is reported.
+        // This host's VMs, as its VMM knows them.
+        while (!node.cluster().knowsHost(41).toCompletableFuture().get(30, TimeUnit.SECONDS)) {
+            assertTrue(System.nanoTime() < deadline + TimeUnit.SECONDS.toNanos(20), "the host never registered");
+            Thread.sleep(50);
+        }
+        io.vmfork.cluster.api.VmInfo spin = node.cluster().launchOn(41, "spin", 4, 16L << 20)
+                .toCompletableFuture().get(30, TimeUnit.SECONDS);
+        status = JSON.readTree(get(port, "/status"));
+        assertEquals(1, status.path("vms").size(), status.toString());
+        JsonNode vm = status.path("vms").get(0);
+        assertEquals(Long.toHexString(spin.vmId()), vm.path("id").asText());
+        assertEquals("booted", vm.path("made").asText());
+        assertEquals(4, vm.path("vm_type").asInt());
+        assertEquals("spin", vm.path("image").asText());
+        node.cluster().stop(spin.vmId()).toCompletableFuture().get(30, TimeUnit.SECONDS);
+
+        // Another source through the extension point; a failing source is reported.
         JsonNode list = JSON.readTree("[{\"vm_id\": 7, \"name\": \"a\\\"b\"}]");
         node.vmStatus(() -> CompletableFuture.completedFuture(list));
         status = JSON.readTree(get(port, "/status"));

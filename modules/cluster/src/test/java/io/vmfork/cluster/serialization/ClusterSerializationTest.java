@@ -5,6 +5,12 @@ import static org.junit.jupiter.api.Assertions.assertInstanceOf;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import io.vmfork.cluster.api.ConsoleOutput;
+import io.vmfork.cluster.api.ErrorCode;
+import io.vmfork.cluster.api.VmEvent;
+import io.vmfork.cluster.api.VmInfo;
+import io.vmfork.cluster.api.VmOrigin;
+import io.vmfork.cluster.host.HostActor;
 import io.vmfork.cluster.placement.Capacity;
 import io.vmfork.cluster.placement.HostLoad;
 import io.vmfork.cluster.placement.PlacementEntity;
@@ -36,7 +42,45 @@ class ClusterSerializationTest {
 
     private List<ClusterMessage> samples() {
         TestProbe<PlacementEntity.Reply> probe = testKit.createTestProbe();
+        TestProbe<HostActor.Reply> host = testKit.createTestProbe();
+        TestProbe<VmEvent> events = testKit.createTestProbe();
+        TestProbe<ConsoleOutput> console = testKit.createTestProbe();
         Capacity cap = new Capacity(8L << 30, 8, 16);
+        long vm = (3L << 40) | 17;
+        VmInfo booted = new VmInfo(vm, 3, "RUNNING", 7, 0, 0, VmOrigin.BOOTED, "warm-worker", 256L << 20, true);
+        VmInfo child = new VmInfo(vm + 1, 3, "CREATED", 7, vm, 1, VmOrigin.CHILD, "", 0, false);
+        VmInfo clone = new VmInfo(vm + 2, 4, "EXITED", 0, vm, 2, VmOrigin.CLONE, "/tmp/x.elf", 8L << 20, false);
+        List<ClusterMessage> hostMessages = List.of(
+                booted, child, clone,
+                new VmEvent(VmEvent.Kind.LAUNCHED, vm, 3, booted, -1, ""),
+                new VmEvent(VmEvent.Kind.EXITED, vm, 3, null, 42, "guest exited with code 42"),
+                new VmEvent(VmEvent.Kind.LOST, vm + 1, 3, child, -1, "host 3 left the cluster"),
+                new ConsoleOutput(vm, "hello\n".getBytes(java.nio.charset.StandardCharsets.UTF_8)),
+                new ConsoleOutput(0, new byte[0]),
+                new HostActor.Launch("hello", 7, 64L << 20, 123, host.getRef()),
+                new HostActor.Launch("/x/y.elf", 0, 0, 0, host.getRef()),
+                new HostActor.Fork(vm, 2, -1, host.getRef()),
+                new HostActor.Request(vm, new byte[] {0, 1, (byte) 0xff}, host.getRef()),
+                new HostActor.Request(vm, new byte[0], host.getRef()),
+                new HostActor.Stop(vm, host.getRef()),
+                new HostActor.ListVms(host.getRef()),
+                new HostActor.Subscribe(events.getRef()),
+                new HostActor.SubscribeConsole(vm, console.getRef(), host.getRef()),
+                new HostActor.Launched(booted),
+                new HostActor.Forked(vm, List.of(child), List.of("EREMOTE")),
+                new HostActor.Forked(vm, List.of(), List.of()),
+                new HostActor.Response(vm, "ok".getBytes(java.nio.charset.StandardCharsets.UTF_8)),
+                new HostActor.Stopped(vm, "stopped by the host"),
+                new HostActor.VmList(3, List.of(booted, child)),
+                new HostActor.VmList(0, List.of()),
+                new HostActor.ConsoleSubscribed(vm, new byte[] {65}),
+                new HostActor.Failure(ErrorCode.UNKNOWN_VM, "no VM 17 on host 3"));
+        List<ClusterMessage> all = new java.util.ArrayList<>(hostMessages);
+        all.addAll(placementSamples(probe, cap));
+        return all;
+    }
+
+    private List<ClusterMessage> placementSamples(TestProbe<PlacementEntity.Reply> probe, Capacity cap) {
         return List.of(
                 new HostLoad(3, "node-3", "pekko://vmfork@127.0.0.1:25523", 42, 5, 3L << 30, 5, cap,
                         List.of(-7L, 99L, Long.MAX_VALUE)),
@@ -81,6 +125,9 @@ class ClusterSerializationTest {
         assertEquals("placement.PlaceVm", registry.forType(PlacementEntity.PlaceVm.class).manifest());
         assertEquals("placement.Placed", registry.forType(PlacementEntity.Placed.class).manifest());
         assertEquals("placement.NoCapacity", registry.forType(PlacementEntity.NoCapacity.class).manifest());
+        assertEquals("host.Launch", registry.forType(HostActor.Launch.class).manifest());
+        assertEquals("host.VmEvent", registry.forType(VmEvent.class).manifest());
+        assertEquals("host.Failure", registry.forType(HostActor.Failure.class).manifest());
     }
 
     private record Unregistered(int x) implements ClusterMessage {

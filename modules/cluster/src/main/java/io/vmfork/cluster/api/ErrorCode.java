@@ -1,0 +1,21 @@
+package io.vmfork.cluster.api;
+
+/** Why a command to a VM or a host failed. */
+public enum ErrorCode {
+    /** No VM with this id is alive on its host (it never existed or has ended). */
+    UNKNOWN_VM,
+    /** The host the VM id or the caller names is not (or no longer) in the cluster. */
+    HOST_GONE,
+    /** The guest image does not exist on the target host. */
+    IMAGE_NOT_FOUND,
+    /** The host (or, for placement, every host) has no room for the VM. */
+    HOST_FULL,
+    /** The VM ended before it answered. */
+    VM_ENDED,
+    /** The VMM refused the launch or fork (bad size, too many vCPUs, ...). */
+    LAUNCH_FAILED,
+    /** A request the VM or host refused as invalid (too large, bad count, ...). */
+    INVALID,
+    /** No answer within the configured timeout. */
+    TIMEOUT
+}

@@ -1,0 +1,683 @@
+package io.vmfork.cluster.host;
+
+import io.vmfork.cluster.api.ConsoleOutput;
+import io.vmfork.cluster.api.ErrorCode;
+import io.vmfork.cluster.api.VmEvent;
+import io.vmfork.cluster.api.VmInfo;
+import io.vmfork.cluster.api.VmOrigin;
+import io.vmfork.cluster.placement.AdmissionLedger;
+import io.vmfork.cluster.placement.LoadReporter;
+import io.vmfork.cluster.placement.PlacementClient;
+import io.vmfork.cluster.serialization.ClusterMessage;
+import io.vmfork.vmm.LaunchException;
+import io.vmfork.vmm.MessageChannel;
+import io.vmfork.vmm.VirtualMachine;
+import io.vmfork.vmm.VmEndedException;
+import io.vmfork.vmm.VmExit;
+import io.vmfork.vmm.VmListener;
+import io.vmfork.vmm.VmSpec;
+import io.vmfork.vmm.Vmm;
+import io.vmfork.vmm.guest.Guests;
+import io.vmfork.vmm.guest.InvalidGuestImageException;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.HashMap;
+import java.util.HashSet;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.CompletionException;
+import java.util.concurrent.Executor;
+import java.util.concurrent.TimeoutException;
+import java.util.function.Supplier;
+import org.apache.pekko.actor.NoSerializationVerificationNeeded;
+import org.apache.pekko.actor.typed.ActorRef;
+import org.apache.pekko.actor.typed.Behavior;
+import org.apache.pekko.actor.typed.DispatcherSelector;
+import org.apache.pekko.actor.typed.PostStop;
+import org.apache.pekko.actor.typed.javadsl.AbstractBehavior;
+import org.apache.pekko.actor.typed.javadsl.ActorContext;
+import org.apache.pekko.actor.typed.javadsl.Behaviors;
+import org.apache.pekko.actor.typed.javadsl.Receive;
+import org.apache.pekko.actor.typed.receptionist.Receptionist;
+import org.apache.pekko.actor.typed.receptionist.ServiceKey;
+
+/**
+ * The host: owns this host's {@link Vmm} and its VMs. One per node.
+ *
+ * <ul>
+ *   <li>Every VMM call that can block (image read and launch, fork, stop, a channel
+ *       request) runs on the dispatcher {@value #BLOCKING_DISPATCHER}, never on this actor's
+ *       thread; its result comes back through {@code pipeToSelf}.</li>
+ *   <li>Lifecycle events, which the VMM calls on vCPU threads, reach the actor as private
+ *       messages. An event that overtakes its VM's launch result (a guest can be ready, or
+ *       even end, before the launch call returns) waits until the VM is known.</li>
+ *   <li>Admission: a launch is admitted through the node's {@link AdmissionLedger} (VM
+ *       slots, guest memory, vCPUs) before the VMM is asked, so two placement decisions at
+ *       once never over-commit the host; a fork's local copies are admitted by
+ *       {@link HostCopyPlacement} while the parent is paused. What a VM was admitted for is
+ *       released when it ends, and the {@link LoadReporter} is told at once.</li>
+ *   <li>The Vmm's CopyPlacement is {@link HostCopyPlacement}: every fork asks placement
+ *       where its copies go.</li>
+ *   <li>It registers with the Receptionist under {@link #ALL_HOSTS} and
+ *       {@link #serviceKey(long)} of its host id, which is how callers find it (a VM id
+ *       names its host in bits 40 and up).</li>
+ *   <li>When it stops (the actor system terminates), it closes the Vmm: every VM is
+ *       stopped and its threads and memory released.</li>
+ * </ul>
+ */
+public final class HostActor extends AbstractBehavior<HostActor.Command> {
+    /** The dispatcher of the blocking VMM calls (reference.conf). */
+    public static final String BLOCKING_DISPATCHER = "vmfork.node.host-dispatcher";
+
+    /** Every HostActor of the cluster. */
+    public static final ServiceKey<Command> ALL_HOSTS = ServiceKey.create(Command.class, "vmfork-hosts");
+
+    /** The HostActor of host {@code hostId}. */
+    public static ServiceKey<Command> serviceKey(long hostId) {
+        return ServiceKey.create(Command.class, "vmfork-host-" + hostId);
+    }
+
+    /** Every message of the HostActor. */
+    public interface Command {
+    }
+
+    /**
+     * Boot a VM from a guest image (a shipped guest's name or a path on this host).
+     *
+     * @param memory        guest RAM in bytes; 0: the VMM's default
+     * @param reservationId the placement's reservation, or {@link AdmissionLedger#NO_RESERVATION}
+     */
+    public record Launch(String image, int vmType, long memory, long reservationId, ActorRef<Reply> replyTo)
+            implements Command, ClusterMessage {
+        public Launch {
+            if (image == null || image.isBlank() || vmType < 0 || memory < 0) {
+                throw new IllegalArgumentException("invalid Launch: image '" + image + "', vm_type " + vmType
+                        + ", " + memory + " bytes");
+            }
+        }
+    }
+
+    /** Fork a running VM from outside into {@code count} copies of {@code vmType} (-1: the parent's). */
+    public record Fork(long vmId, int count, int vmType, ActorRef<Reply> replyTo) implements Command, ClusterMessage {
+    }
+
+    /** A request on a VM's message channel; the reply is the guest's answer. */
+    public record Request(long vmId, byte[] payload, ActorRef<Reply> replyTo) implements Command, ClusterMessage {
+        public Request {
+            payload = payload.clone();
+        }
+
+        @Override
+        public byte[] payload() {
+            return payload.clone();
+        }
+
+        @Override
+        public boolean equals(Object o) {
+            return o instanceof Request r && r.vmId == vmId && Arrays.equals(r.payload, payload)
+                    && r.replyTo.equals(replyTo);
+        }
+
+        @Override
+        public int hashCode() {
+            return Long.hashCode(vmId) * 31 + Arrays.hashCode(payload);
+        }
+    }
+
+    /** Stop a VM; the reply comes once it has released everything. */
+    public record Stop(long vmId, ActorRef<Reply> replyTo) implements Command, ClusterMessage {
+    }
+
+    /** This host's VMs. */
+    public record ListVms(ActorRef<Reply> replyTo) implements Command, ClusterMessage {
+    }
+
+    /**
+     * Lifecycle events of this host's VMs go to {@code subscriber} (first a
+     * {@link VmEvent.Kind#KNOWN} for each VM alive now) until it stops.
+     */
+    public record Subscribe(ActorRef<VmEvent> subscriber) implements Command, ClusterMessage {
+    }
+
+    /**
+     * Console output of VM {@code vmId} goes to {@code subscriber} until the VM ends. The
+     * reply carries the output kept so far; output written while the subscription is being
+     * made may appear both there and in the first {@link ConsoleOutput} messages.
+     */
+    public record SubscribeConsole(long vmId, ActorRef<ConsoleOutput> subscriber, ActorRef<Reply> replyTo)
+            implements Command, ClusterMessage {
+    }
+
+    /** Every reply of the HostActor. */
+    public sealed interface Reply extends ClusterMessage
+            permits Launched, Forked, Response, Stopped, VmList, ConsoleSubscribed, Failure {
+    }
+
+    /** The VM is launched. */
+    public record Launched(VmInfo vm) implements Reply {
+    }
+
+    /** The copies a fork made, and per copy that failed its error (a VMF_E* name). */
+    public record Forked(long parentId, List<VmInfo> children, List<String> errors) implements Reply {
+        public Forked {
+            children = List.copyOf(children);
+            errors = List.copyOf(errors);
+        }
+    }
+
+    /** The guest's answer to a {@link Request}. */
+    public record Response(long vmId, byte[] payload) implements Reply {
+        public Response {
+            payload = payload.clone();
+        }
+
+        @Override
+        public byte[] payload() {
+            return payload.clone();
+        }
+
+        @Override
+        public boolean equals(Object o) {
+            return o instanceof Response r && r.vmId == vmId && Arrays.equals(r.payload, payload);
+        }
+
+        @Override
+        public int hashCode() {
+            return Long.hashCode(vmId) * 31 + Arrays.hashCode(payload);
+        }
+    }
+
+    /** The VM is stopped; {@code exit} says how it ended. */
+    public record Stopped(long vmId, String exit) implements Reply {
+    }
+
+    /** The VMs of host {@code hostId}. */
+    public record VmList(long hostId, List<VmInfo> vms) implements Reply {
+        public VmList {
+            vms = List.copyOf(vms);
+        }
+    }
+
+    /** The console subscription is in force; {@code soFar} is the output kept until now. */
+    public record ConsoleSubscribed(long vmId, byte[] soFar) implements Reply {
+        public ConsoleSubscribed {
+            soFar = soFar.clone();
+        }
+
+        @Override
+        public byte[] soFar() {
+            return soFar.clone();
+        }
+
+        @Override
+        public boolean equals(Object o) {
+            return o instanceof ConsoleSubscribed c && c.vmId == vmId && Arrays.equals(c.soFar, soFar);
+        }
+
+        @Override
+        public int hashCode() {
+            return Long.hashCode(vmId) * 31 + Arrays.hashCode(soFar);
+        }
+    }
+
+    /** The command failed. */
+    public record Failure(ErrorCode code, String message) implements Reply {
+        public Failure {
+            if (code == null || message == null) {
+                throw new IllegalArgumentException("a Failure needs a code and a message");
+            }
+        }
+    }
+
+    // ---- private messages: results of blocking calls and the VMM's events ----
+
+    private record LaunchDone(Launch command, long memory, int vcpus, VirtualMachine vm, Throwable failure)
+            implements Command, NoSerializationVerificationNeeded {
+    }
+
+    private record ForkDone(Fork command, VirtualMachine.ForkResult result, Throwable failure)
+            implements Command, NoSerializationVerificationNeeded {
+    }
+
+    private record RequestDone(long vmId, ActorRef<Reply> replyTo, byte[] reply, Throwable failure)
+            implements Command, NoSerializationVerificationNeeded {
+    }
+
+    private record StopDone(long vmId, ActorRef<Reply> replyTo, VmExit exit, Throwable failure)
+            implements Command, NoSerializationVerificationNeeded {
+    }
+
+    private interface VmEventMessage extends Command, NoSerializationVerificationNeeded {
+        long vmId();
+    }
+
+    private record VmReady(long vmId) implements VmEventMessage {
+    }
+
+    private record VmForked(long vmId, VirtualMachine parent, VirtualMachine child) implements VmEventMessage {
+    }
+
+    private record VmEnded(long vmId, VmExit exit) implements VmEventMessage {
+    }
+
+    private record ConsoleBytes(long vmId, byte[] bytes) implements VmEventMessage {
+    }
+
+    private record SubscriberGone(ActorRef<VmEvent> subscriber) implements Command, NoSerializationVerificationNeeded {
+    }
+
+    private record ConsoleSubscriberGone(ActorRef<ConsoleOutput> subscriber)
+            implements Command, NoSerializationVerificationNeeded {
+    }
+
+    /** Settings a HostActor needs besides its VMM. */
+    public record Settings(long hostId, String hostName, Duration askTimeout) {
+    }
+
+    /**
+     * The HostActor of a node: it owns (and closes when it stops) {@code vmm}, admits
+     * through {@code ledger}, tells {@code reporter} of every change, and asks
+     * {@code placement} where forks' copies go.
+     */
+    public static Behavior<Command> create(Vmm vmm, AdmissionLedger ledger, ActorRef<LoadReporter.Command> reporter,
+                                           PlacementClient placement, Settings settings) {
+        return Behaviors.setup(ctx -> new HostActor(ctx, vmm, ledger, reporter, placement, settings));
+    }
+
+    /** What the host knows of one VM it runs. */
+    private static final class Entry {
+        final VirtualMachine vm;
+        final VmOrigin origin;
+        final long memory;
+        final int vcpus;
+        final boolean admittedHere;
+        boolean ready;
+        final Set<ActorRef<ConsoleOutput>> console = new HashSet<>();
+        // The last request handed to the blocking dispatcher (see onRequest).
+        CompletableFuture<Void> requests = CompletableFuture.completedFuture(null);
+
+        Entry(VirtualMachine vm, VmOrigin origin, long memory, int vcpus, boolean admittedHere) {
+            this.vm = vm;
+            this.origin = origin;
+            this.memory = memory;
+            this.vcpus = vcpus;
+            this.admittedHere = admittedHere;
+        }
+    }
+
+    private final Vmm vmm;
+    private final AdmissionLedger ledger;
+    private final ActorRef<LoadReporter.Command> reporter;
+    private final Settings settings;
+    private final Executor blocking;
+    private final HostCopyPlacement copyPlacement;
+    private final VmListener listener;
+    private final Map<Long, Entry> vms = new HashMap<>();
+    // Events that overtook their VM's launch (or fork) result, by VM id. Bounded: an
+    // event of a VM that is already gone (none is expected) must not stay forever.
+    private final Map<Long, List<VmEventMessage>> early = new java.util.LinkedHashMap<>() {
+        @Override
+        protected boolean removeEldestEntry(Map.Entry<Long, List<VmEventMessage>> eldest) {
+            return size() > EARLY_EVENTS_KEPT;
+        }
+    };
+    private static final int EARLY_EVENTS_KEPT = 1024;
+    private final Set<ActorRef<VmEvent>> subscribers = new HashSet<>();
+
+    private HostActor(ActorContext<Command> ctx, Vmm vmm, AdmissionLedger ledger,
+                      ActorRef<LoadReporter.Command> reporter, PlacementClient placement, Settings settings) {
+        super(ctx);
+        this.vmm = vmm;
+        this.ledger = ledger;
+        this.reporter = reporter;
+        this.settings = settings;
+        this.blocking = ctx.getSystem().dispatchers().lookup(DispatcherSelector.fromConfig(BLOCKING_DISPATCHER));
+        ActorRef<Command> self = ctx.getSelf();
+        this.copyPlacement = new HostCopyPlacement(vmm, ledger, reporter, placement, settings.hostId(),
+                settings.askTimeout());
+        vmm.useCopyPlacement(copyPlacement);
+        this.listener = new VmListener() {
+            @Override
+            public void onConsole(VirtualMachine vm, byte[] bytes) {
+                self.tell(new ConsoleBytes(vm.id(), bytes.clone()));
+            }
+
+            @Override
+            public void onReady(VirtualMachine vm) {
+                self.tell(new VmReady(vm.id()));
+            }
+
+            @Override
+            public void onForked(VirtualMachine parent, VirtualMachine child) {
+                copyPlacement.launched(parent.id());
+                self.tell(new VmForked(child.id(), parent, child));
+            }
+
+            @Override
+            public void onEnded(VirtualMachine vm, VmExit exit) {
+                self.tell(new VmEnded(vm.id(), exit));
+            }
+        };
+        ctx.getSystem().receptionist().tell(Receptionist.register(ALL_HOSTS, ctx.getSelf()));
+        ctx.getSystem().receptionist().tell(Receptionist.register(serviceKey(settings.hostId()), ctx.getSelf()));
+    }
+
+    @Override
+    public Receive<Command> createReceive() {
+        return newReceiveBuilder()
+                .onMessage(Launch.class, this::onLaunch)
+                .onMessage(Fork.class, this::onFork)
+                .onMessage(Request.class, this::onRequest)
+                .onMessage(Stop.class, this::onStop)
+                .onMessage(ListVms.class, this::onListVms)
+                .onMessage(Subscribe.class, this::onSubscribe)
+                .onMessage(SubscribeConsole.class, this::onSubscribeConsole)
+                .onMessage(LaunchDone.class, this::onLaunchDone)
+                .onMessage(ForkDone.class, this::onForkDone)
+                .onMessage(RequestDone.class, this::onRequestDone)
+                .onMessage(StopDone.class, this::onStopDone)
+                .onMessage(VmReady.class, this::onVmEvent)
+                .onMessage(VmForked.class, this::onVmEvent)
+                .onMessage(VmEnded.class, this::onVmEvent)
+                .onMessage(ConsoleBytes.class, this::onVmEvent)
+                .onMessage(SubscriberGone.class, m -> {
+                    subscribers.remove(m.subscriber());
+                    return this;
+                })
+                .onMessage(ConsoleSubscriberGone.class, m -> {
+                    vms.values().forEach(e -> e.console.remove(m.subscriber()));
+                    return this;
+                })
+                .onSignal(PostStop.class, s -> onPostStop())
+                .build();
+    }
+
+    // ---- commands ----
+
+    private Behavior<Command> onLaunch(Launch m) {
+        long memory = m.memory() == 0 ? vmm.settings().defaultMemory() : m.memory();
+        int vcpus = io.vmfork.vmm.x86.GuestModel.MAX_VCPUS;
+        boolean admitted = ledger.admit(m.reservationId(), memory, vcpus);
+        reporter.tell(LoadReporter.ReportNow.INSTANCE);
+        if (!admitted) {
+            HostLoadText load = HostLoadText.of(ledger, settings);
+            m.replyTo().tell(new Failure(ErrorCode.HOST_FULL, "host " + settings.hostId() + " ("
+                    + settings.hostName() + ") has no room for a VM of " + (memory >> 20) + " MiB and " + vcpus
+                    + " vCPU: " + load));
+            return this;
+        }
+        runBlocking(() -> vmm.launch(VmSpec.of(Guests.resolve(m.image()), memory).withVmType(m.vmType())
+                        .withListener(listener)),
+                (vm, failure) -> new LaunchDone(m, memory, vcpus, vm, failure));
+        return this;
+    }
+
+    private Behavior<Command> onLaunchDone(LaunchDone m) {
+        Launch c = m.command();
+        if (m.failure() != null) {
+            ledger.release(m.memory(), m.vcpus());
+            reporter.tell(LoadReporter.ReportNow.INSTANCE);
+            Throwable f = m.failure();
+            ErrorCode code = f instanceof InvalidGuestImageException ? ErrorCode.IMAGE_NOT_FOUND
+                    : f instanceof IllegalArgumentException || f instanceof LaunchException ? ErrorCode.LAUNCH_FAILED
+                    : ErrorCode.LAUNCH_FAILED;
+            String what = code == ErrorCode.IMAGE_NOT_FOUND ? "guest image '" + c.image() + "' on host "
+                    + settings.hostId() + ": " : "launch of '" + c.image() + "' on host " + settings.hostId() + ": ";
+            c.replyTo().tell(new Failure(code, what + f.getMessage()));
+            return this;
+        }
+        Entry e = new Entry(m.vm(), VmOrigin.BOOTED, m.memory(), m.vcpus(), true);
+        vms.put(m.vm().id(), e);
+        VmInfo info = info(e);
+        c.replyTo().tell(new Launched(info));
+        publish(new VmEvent(VmEvent.Kind.LAUNCHED, info.vmId(), settings.hostId(), info, -1, ""));
+        replayEarly(m.vm().id());
+        return this;
+    }
+
+    private Behavior<Command> onFork(Fork m) {
+        Entry e = live(m.vmId(), m.replyTo());
+        if (e == null) {
+            return this;
+        }
+        int max = vmm.settings().forkMaxCount();
+        if (m.count() < 1 || m.count() > max) {
+            m.replyTo().tell(new Failure(ErrorCode.INVALID, "fork count must be 1.." + max + ", got " + m.count()));
+            return this;
+        }
+        int vmType = m.vmType() < 0 ? e.vm.identity().vmType() : m.vmType();
+        runBlocking(() -> {
+            try {
+                return e.vm.fork(m.count(), vmType);
+            } finally {
+                copyPlacement.forkEnded(e.vm.id(), e.memory, e.vcpus);
+            }
+        }, (r, failure) -> new ForkDone(m, r, failure));
+        return this;
+    }
+
+    private Behavior<Command> onForkDone(ForkDone m) {
+        if (m.failure() != null) {
+            m.command().replyTo().tell(failureOf(m.command().vmId(), m.failure()));
+            return this;
+        }
+        List<VmInfo> children = new ArrayList<>();
+        for (VirtualMachine c : m.result().children()) {
+            Entry ce = vms.get(c.id());
+            children.add(ce != null ? info(ce) : info(new Entry(c, VmOrigin.CHILD, 0, c.vcpuCount(), false)));
+        }
+        m.command().replyTo().tell(new Forked(m.command().vmId(), children, m.result().errors()));
+        return this;
+    }
+
+    private Behavior<Command> onRequest(Request m) {
+        Entry e = live(m.vmId(), m.replyTo());
+        if (e == null) {
+            return this;
+        }
+        byte[] payload = m.payload();
+        VirtualMachine vm = e.vm;
+        // Requests to one VM reach its channel in the order they came (the guest answers in
+        // that order), one after the other on the blocking dispatcher.
+        CompletableFuture<CompletableFuture<byte[]>> queued = e.requests.handleAsync((x, y) -> {
+            if (vm.channel().isClosed()) {
+                throw new VmEndedException(vm.exit() != null ? vm.exit() : VmExit.stopped("the VM is ending"));
+            }
+            return vm.channel().request(payload);
+        }, blocking);
+        e.requests = queued.handle((x, y) -> null);
+        getContext().pipeToSelf(queued.thenCompose(reply -> reply.orTimeout(settings.askTimeout().toMillis(),
+                        java.util.concurrent.TimeUnit.MILLISECONDS)),
+                (reply, failure) -> new RequestDone(m.vmId(), m.replyTo(), reply, unwrap(failure)));
+        return this;
+    }
+
+    private Behavior<Command> onRequestDone(RequestDone m) {
+        m.replyTo().tell(m.failure() == null ? new Response(m.vmId(), m.reply()) : failureOf(m.vmId(), m.failure()));
+        return this;
+    }
+
+    private Behavior<Command> onStop(Stop m) {
+        Entry e = vms.get(m.vmId());
+        if (e == null) {
+            m.replyTo().tell(unknown(m.vmId()));
+            return this;
+        }
+        runBlocking(() -> e.vm.stop(), (exit, failure) -> new StopDone(m.vmId(), m.replyTo(), exit, failure));
+        return this;
+    }
+
+    private Behavior<Command> onStopDone(StopDone m) {
+        m.replyTo().tell(m.failure() == null ? new Stopped(m.vmId(), m.exit().reason())
+                : failureOf(m.vmId(), m.failure()));
+        return this;
+    }
+
+    private Behavior<Command> onListVms(ListVms m) {
+        List<VmInfo> list = new ArrayList<>();
+        for (Entry e : vms.values()) {
+            list.add(info(e));
+        }
+        m.replyTo().tell(new VmList(settings.hostId(), list));
+        return this;
+    }
+
+    private Behavior<Command> onSubscribe(Subscribe m) {
+        if (subscribers.add(m.subscriber())) {
+            getContext().watchWith(m.subscriber(), new SubscriberGone(m.subscriber()));
+        }
+        for (Entry e : vms.values()) {
+            VmInfo info = info(e);
+            m.subscriber().tell(new VmEvent(VmEvent.Kind.KNOWN, info.vmId(), settings.hostId(), info, -1, ""));
+        }
+        return this;
+    }
+
+    private Behavior<Command> onSubscribeConsole(SubscribeConsole m) {
+        Entry e = live(m.vmId(), m.replyTo());
+        if (e == null) {
+            return this;
+        }
+        if (e.console.add(m.subscriber())) {
+            getContext().watchWith(m.subscriber(), new ConsoleSubscriberGone(m.subscriber()));
+        }
+        m.replyTo().tell(new ConsoleSubscribed(m.vmId(),
+                e.vm.console().text().getBytes(java.nio.charset.StandardCharsets.UTF_8)));
+        return this;
+    }
+
+    // ---- the VMM's events ----
+
+    private Behavior<Command> onVmEvent(VmEventMessage m) {
+        if (m instanceof VmForked f) {
+            // The child is known from now on; it was admitted by HostCopyPlacement.
+            VirtualMachine child = f.child();
+            Entry parent = vms.get(f.parent().id());
+            long memory = parent != null ? parent.memory : child.memory().size();
+            Entry ce = new Entry(child, VmOrigin.CHILD, memory, child.vcpuCount(), true);
+            vms.put(child.id(), ce);
+            VmInfo info = info(ce);
+            publish(new VmEvent(VmEvent.Kind.FORKED, child.id(), settings.hostId(), info, -1, ""));
+            replayEarly(child.id());
+            return this;
+        }
+        Entry e = vms.get(m.vmId());
+        if (e == null) {
+            early.computeIfAbsent(m.vmId(), k -> new ArrayList<>()).add(m);
+            return this;
+        }
+        if (m instanceof VmReady) {
+            e.ready = true;
+            publish(new VmEvent(VmEvent.Kind.READY, m.vmId(), settings.hostId(), null, -1, ""));
+        } else if (m instanceof ConsoleBytes c) {
+            for (ActorRef<ConsoleOutput> s : e.console) {
+                s.tell(new ConsoleOutput(c.vmId(), c.bytes()));
+            }
+        } else if (m instanceof VmEnded end) {
+            vms.remove(m.vmId());
+            if (e.admittedHere) {
+                ledger.release(e.memory, e.vcpus);
+            }
+            copyPlacement.parentEnded(m.vmId(), e.memory, e.vcpus);
+            reporter.tell(LoadReporter.ReportNow.INSTANCE);
+            VmExit x = end.exit();
+            VmEvent.Kind kind = switch (x.kind()) {
+                case EXITED -> VmEvent.Kind.EXITED;
+                case CRASHED -> VmEvent.Kind.CRASHED;
+                case STOPPED -> VmEvent.Kind.STOPPED;
+            };
+            publish(new VmEvent(kind, m.vmId(), settings.hostId(), null, x.exitCode(), x.reason()));
+        }
+        return this;
+    }
+
+    private void replayEarly(long vmId) {
+        List<VmEventMessage> pending = early.remove(vmId);
+        if (pending != null) {
+            for (VmEventMessage p : pending) {
+                onVmEvent(p);
+            }
+        }
+    }
+
+    private Behavior<Command> onPostStop() {
+        // The actor system is terminating: stop every VM and release the VMM.
+        vmm.close();
+        return this;
+    }
+
+    // ---- helpers ----
+
+    private void publish(VmEvent event) {
+        for (ActorRef<VmEvent> s : subscribers) {
+            s.tell(event);
+        }
+    }
+
+    /** The entry of a VM that is alive here, or null after answering the caller why not. */
+    private Entry live(long vmId, ActorRef<Reply> replyTo) {
+        Entry e = vms.get(vmId);
+        if (e == null) {
+            replyTo.tell(unknown(vmId));
+            return null;
+        }
+        if (e.vm.state().isEnded()) {
+            replyTo.tell(new Failure(ErrorCode.VM_ENDED, "VM " + vmId + " has ended: " + e.vm.exit()));
+            return null;
+        }
+        return e;
+    }
+
+    private Failure unknown(long vmId) {
+        return new Failure(ErrorCode.UNKNOWN_VM, "no VM " + vmId + " on host " + settings.hostId()
+                + " (it never existed or has ended)");
+    }
+
+    private Failure failureOf(long vmId, Throwable f) {
+        if (f instanceof VmEndedException) {
+            return new Failure(ErrorCode.VM_ENDED, "VM " + vmId + " ended: " + ((VmEndedException) f).exit());
+        }
+        if (f instanceof TimeoutException) {
+            return new Failure(ErrorCode.TIMEOUT, "VM " + vmId + " did not answer within " + settings.askTimeout());
+        }
+        if (f instanceof MessageChannel.ChannelException || f instanceof IllegalArgumentException) {
+            return new Failure(ErrorCode.INVALID, "VM " + vmId + ": " + f.getMessage());
+        }
+        return new Failure(ErrorCode.LAUNCH_FAILED, "VM " + vmId + ": " + f);
+    }
+
+    private VmInfo info(Entry e) {
+        var id = e.vm.identity();
+        return new VmInfo(id.vmId(), id.hostId(), e.vm.state().name(), id.vmType(), id.parentId(),
+                id.forkGeneration(), e.origin, e.vm.imageName() == null ? "" : e.vm.imageName(), e.memory, e.ready);
+    }
+
+    private <T> void runBlocking(Supplier<T> call, java.util.function.BiFunction<T, Throwable, Command> result) {
+        getContext().pipeToSelf(CompletableFuture.supplyAsync(call, blocking), (v, f) -> result.apply(v, unwrap(f)));
+    }
+
+    private static Throwable unwrap(Throwable f) {
+        while (f instanceof CompletionException && f.getCause() != null) {
+            f = f.getCause();
+        }
+        return f;
+    }
+
+    /** A host's use against its capacity, for error messages. */
+    private record HostLoadText(String text) {
+        static HostLoadText of(AdmissionLedger ledger, Settings settings) {
+            var r = ledger.report(settings.hostId(), settings.hostName(), "");
+            return new HostLoadText(r.vmCount() + " of " + r.capacity().vmSlots() + " VM slots, "
+                    + (r.memoryUsed() >> 20) + " of " + (r.capacity().guestMemory() >> 20) + " MiB, "
+                    + r.vcpusUsed() + " of " + r.capacity().vcpus() + " vCPUs in use");
+        }
+
+        @Override
+        public String toString() {
+            return text;
+        }
+    }
+}
