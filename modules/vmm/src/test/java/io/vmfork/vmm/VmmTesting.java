@@ -17,6 +17,37 @@ final class VmmTesting {
         return Vmm.open(VmmSettings.load());
     }
 
+    /**
+     * Waits until the VM pool of {@code vmm} (if it has one) is full again: it refills in
+     * the background after every launch, so fd and mapping counts are taken when it is still.
+     */
+    static void quiesce(Vmm vmm) throws InterruptedException {
+        VmPool p = vmm.pool();
+        if (p != null) {
+            org.junit.jupiter.api.Assertions.assertTrue(p.awaitFull(Duration.ofSeconds(10)), "the VM pool did not refill");
+        }
+    }
+
+    /** Ready VMs in the pool of {@code vmm}: each holds a KVM VM fd, a vCPU fd and a kvm_run mapping. */
+    static int pooled(Vmm vmm) {
+        VmPool p = vmm.pool();
+        return p == null ? 0 : p.readyCount();
+    }
+
+    /** Whether the pool's thread of any VMM is alive. */
+    static boolean poolThreadAlive() {
+        return Thread.getAllStackTraces().keySet().stream().anyMatch(t -> t.getName().equals("vmfork-vm-pool"));
+    }
+
+    /** What a closed VMM must have left: no VM fd (not even /dev/kvm), no VM mapping, no pool thread. */
+    static void assertNothingLeftAfterClose(int threadsBeforeOpen) throws InterruptedException {
+        org.junit.jupiter.api.Assertions.assertEquals(0, vmFds(), "VM fds (/dev/kvm, KVM VMs and vCPUs, memfds) left");
+        org.junit.jupiter.api.Assertions.assertEquals(0, vmMappings(), "guest RAM or kvm_run mappings left");
+        org.junit.jupiter.api.Assertions.assertFalse(poolThreadAlive(), "the VM pool's thread is still alive");
+        org.junit.jupiter.api.Assertions.assertTrue(settle(VmmTesting::threads, threadsBeforeOpen) <= threadsBeforeOpen,
+                "threads left behind");
+    }
+
     static int openFds() {
         try (Stream<Path> s = Files.list(Path.of("/proc/self/fd"))) {
             return (int) s.count();
