@@ -26,6 +26,8 @@ public final class KvmVcpu implements AutoCloseable {
     private final long runSize;
     private final KvmRun run;
     private final KvmRegs regs = new KvmRegs();
+    /** struct kvm_sregs for the raw get/set, owned by this vCPU (no allocation per call). */
+    private final Memory sregsBuffer = new Memory(KvmSregs.SIZE);
     private boolean closed;
 
     KvmVcpu(KvmVm vm, int index, int fd, int mmapSize) {
@@ -80,6 +82,25 @@ public final class KvmVcpu implements AutoCloseable {
     public void setSregs(KvmSregs s) {
         s.write();
         LibC.ioctl(fd, Ioctls.KVM_SET_SREGS, s.getPointer(), "KVM_SET_SREGS");
+    }
+
+    /**
+     * KVM_GET_SREGS as the raw struct kvm_sregs ({@link KvmSregs#SIZE} bytes, the host's
+     * byte order): the fork path's way, without the reflection of a JNA Structure read
+     * (about 0.1 ms for kvm_sregs's nested segments, measured on the fork path).
+     */
+    public byte[] getSregsBytes() {
+        LibC.ioctl(fd, Ioctls.KVM_GET_SREGS, sregsBuffer, "KVM_GET_SREGS");
+        return sregsBuffer.getByteArray(0, KvmSregs.SIZE);
+    }
+
+    /** KVM_SET_SREGS from a raw struct kvm_sregs of {@link KvmSregs#SIZE} bytes. */
+    public void setSregsBytes(byte[] sregs) {
+        if (sregs.length != KvmSregs.SIZE) {
+            throw new IllegalArgumentException("struct kvm_sregs has " + KvmSregs.SIZE + " bytes, got " + sregs.length);
+        }
+        sregsBuffer.write(0, sregs, 0, sregs.length);
+        LibC.ioctl(fd, Ioctls.KVM_SET_SREGS, sregsBuffer, "KVM_SET_SREGS");
     }
 
     public KvmFpu getFpu() {
