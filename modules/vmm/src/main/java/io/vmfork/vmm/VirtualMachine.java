@@ -97,6 +97,7 @@ public final class VirtualMachine {
                 s.maxImageExtents());
         KvmVm kvmVm = null;
         KvmVcpu spare = null;
+        ParkedThread spareThread = null;
         VirtualMachine vm = null;
         try {
             for (ElfImage.Segment seg : image.segments()) {
@@ -109,6 +110,7 @@ public final class VirtualMachine {
             if (pooled != null) {
                 kvmVm = pooled.vm();
                 spare = pooled.vcpu0(); // has the host's CPUID already
+                spareThread = pooled.thread();
             } else {
                 kvmVm = vmm.kvm().createVm();
             }
@@ -119,11 +121,12 @@ public final class VirtualMachine {
                 KvmVcpu kv;
                 if (i == 0 && spare != null) {
                     kv = spare;
-                    vm.addVcpu(kv);
-                    spare = null; // the VM owns it now
+                    vm.addVcpu(kv, spareThread);
+                    spare = null; // the VM owns both now
+                    spareThread = null;
                 } else {
                     kv = kvmVm.createVcpu(i);
-                    vm.addVcpu(kv);
+                    vm.addVcpu(kv, null);
                     CpuSetup.setCpuid(kv, vmm.cpuid());
                 }
                 CpuSetup.setLongModeUser(kv, vmm.cpuid());
@@ -133,7 +136,7 @@ public final class VirtualMachine {
             vm.start();
             return vm;
         } catch (RuntimeException e) {
-            releaseFailedLaunch(vm, kvmVm, spare, memory);
+            releaseFailedLaunch(vm, kvmVm, spare, spareThread, memory);
             throw e;
         }
     }
@@ -153,12 +156,14 @@ public final class VirtualMachine {
                 s.maxImageExtents());
         KvmVm kvmVm = null;
         KvmVcpu spare = null;
+        ParkedThread spareThread = null;
         VirtualMachine vm = null;
         try {
             VmPool.Entry pooled = vmm.takePooledVm();
             if (pooled != null) {
                 kvmVm = pooled.vm();
                 spare = pooled.vcpu0();
+                spareThread = pooled.thread();
             } else {
                 kvmVm = vmm.kvm().createVm();
             }
@@ -174,12 +179,13 @@ public final class VirtualMachine {
                 boolean cpuidSet = false;
                 if (vs.index() == 0 && spare != null) {
                     kv = spare;
-                    vm.addVcpu(kv);
-                    spare = null; // the VM owns it now
+                    vm.addVcpu(kv, spareThread);
+                    spare = null; // the VM owns both now
+                    spareThread = null;
                     cpuidSet = spareHasCpuid;
                 } else {
                     kv = kvmVm.createVcpu(vs.index());
-                    vm.addVcpu(kv);
+                    vm.addVcpu(kv, null);
                 }
                 if (!cpuidSet) {
                     kv.setCpuid(cpuid);
@@ -190,6 +196,8 @@ public final class VirtualMachine {
                 // The captured VM has no vCPU 0 (a capsule the guest model would refuse): not used.
                 spare.close();
                 spare = null;
+                spareThread.cancel();
+                spareThread = null;
             }
             DeviceState d = state.devices();
             if (withQueuedRequests) {
@@ -213,16 +221,20 @@ public final class VirtualMachine {
             vm.start();
             return vm;
         } catch (RuntimeException e) {
-            releaseFailedLaunch(vm, kvmVm, spare, memory);
+            releaseFailedLaunch(vm, kvmVm, spare, spareThread, memory);
             throw e;
         }
     }
 
     /**
-     * Releases what a launch that failed half-way had made: a pooled vCPU not yet handed to
-     * the VM, then the VM if it exists, else its parts.
+     * Releases what a launch that failed half-way had made: a pooled vCPU and thread not yet
+     * handed to the VM, then the VM if it exists, else its parts.
      */
-    private static void releaseFailedLaunch(VirtualMachine vm, KvmVm kvmVm, KvmVcpu spare, GuestMemory memory) {
+    private static void releaseFailedLaunch(VirtualMachine vm, KvmVm kvmVm, KvmVcpu spare, ParkedThread spareThread,
+            GuestMemory memory) {
+        if (spareThread != null) {
+            spareThread.cancel();
+        }
         if (spare != null) {
             spare.close();
         }
@@ -242,8 +254,9 @@ public final class VirtualMachine {
                 new io.vmfork.vmm.x86.GuestModel.BootInfo(size, heapStart, heapEnd, stackTop)));
     }
 
-    private void addVcpu(KvmVcpu kv) {
-        Vcpu v = new Vcpu(this, kv, control, dispatcher, vmm.settings().kickSignal());
+    /** {@code parked}: a pooled thread to run it, or null for a thread of its own. */
+    private void addVcpu(KvmVcpu kv, ParkedThread parked) {
+        Vcpu v = new Vcpu(this, kv, control, dispatcher, vmm.settings().kickSignal(), parked);
         vcpus.add(v);
         control.register(v);
     }
@@ -405,6 +418,7 @@ public final class VirtualMachine {
     private void releaseUnstarted() {
         ending.set(true);
         for (Vcpu v : vcpus) {
+            v.abandonThread();
             v.closeKvm();
         }
         exit = VmExit.crashed("launch failed");

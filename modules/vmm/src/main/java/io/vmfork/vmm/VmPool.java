@@ -13,18 +13,23 @@ import org.slf4j.LoggerFactory;
 
 /**
  * KVM VMs made ahead of need: each an empty KVM VM with vCPU 0 created, its kvm_run
- * mapped and the host's CPUID set, what every launch on this host starts with. A daemon
+ * mapped and the host's CPUID set, and a started thread parked to run that vCPU: what
+ * every launch on this host starts with. A daemon
  * thread keeps {@code vmfork.vmm.pool.size} of them ready and makes a new one whenever
  * one is taken; {@link #take} never waits for it (an empty pool answers null and the
  * launch creates its VM inline, as without a pool). {@link #close} stops the thread and
- * releases every VM, vCPU fd and mapping the pool still holds.
+ * releases every VM, vCPU fd, mapping and parked thread the pool still holds.
  */
 final class VmPool implements AutoCloseable {
     private static final Logger log = LoggerFactory.getLogger(VmPool.class);
 
-    /** A pooled VM: the KVM VM and its vCPU 0, with the host's CPUID. The taker owns both. */
-    record Entry(KvmVm vm, KvmVcpu vcpu0) {
+    /**
+     * A pooled VM: the KVM VM, its vCPU 0 with the host's CPUID, and a parked thread to run
+     * that vCPU. The taker owns all three.
+     */
+    record Entry(KvmVm vm, KvmVcpu vcpu0, ParkedThread thread) {
         void close() {
+            thread.cancel();
             try {
                 vcpu0.close();
             } finally {
@@ -142,7 +147,7 @@ final class VmPool implements AutoCloseable {
         try {
             vcpu = vm.createVcpu(0);
             vcpu.setCpuid(cpuid);
-            return new Entry(vm, vcpu);
+            return new Entry(vm, vcpu, ParkedThread.start("vmfork-pooled-vcpu"));
         } catch (RuntimeException e) {
             if (vcpu != null) {
                 vcpu.close();
