@@ -169,10 +169,13 @@ public final class VirtualMachine {
             }
             kvmVm.setUserMemoryRegion(0, KvmVm.MEM_LOG_DIRTY_PAGES, 0, memory.size(), memory.hostAddress());
             kvmVm.setClock(state.clockNs());
-            Cpuid cpuid = Cpuid.fromEntryBytes(state.cpuidEntries());
+            byte[] cpuidEntries = state.cpuidEntries();
+            // A fork child of a VM booted here has the host's CPUID: share the VMM's (no copy).
+            boolean hostCpuid = vmm.isHostCpuid(cpuidEntries);
+            Cpuid cpuid = hostCpuid ? vmm.cpuid() : Cpuid.fromEntryBytes(cpuidEntries);
             // A pooled vCPU has the host's CPUID; one captured elsewhere may differ, and
             // KVM_SET_CPUID2 may still change it, before the vCPU's first KVM_RUN.
-            boolean spareHasCpuid = spare != null && vmm.pool().hasCpuid(state.cpuidEntries());
+            boolean spareHasCpuid = spare != null && hostCpuid;
             vm = new VirtualMachine(vmm, identity, imageName, memory, kvmVm, listener, start, parent, cpuid);
             for (VcpuState vs : state.vcpus()) {
                 KvmVcpu kv;

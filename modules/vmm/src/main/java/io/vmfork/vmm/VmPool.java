@@ -6,14 +6,13 @@ import io.vmfork.kvm.KvmVm;
 import io.vmfork.kvm.x86.Cpuid;
 import java.time.Duration;
 import java.util.ArrayDeque;
-import java.util.Arrays;
 import java.util.concurrent.TimeUnit;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 /**
  * KVM VMs made ahead of need: each an empty KVM VM with vCPU 0 created, its kvm_run
- * mapped and the host's CPUID set, and a started thread parked to run that vCPU: what
+ * mapped and the host's CPUID ({@link Vmm#cpuid()}) set, and a started thread parked to run that vCPU: what
  * every launch on this host starts with. A daemon
  * thread keeps {@code vmfork.vmm.pool.size} of them ready and makes a new one whenever
  * one is taken; {@link #take} never waits for it (an empty pool answers null and the
@@ -40,7 +39,6 @@ final class VmPool implements AutoCloseable {
 
     private final Kvm kvm;
     private final Cpuid cpuid;
-    private final byte[] cpuidEntries;
     private final int size;
     private final Duration retryAfter;
     private final ArrayDeque<Entry> ready = new ArrayDeque<>();
@@ -51,7 +49,6 @@ final class VmPool implements AutoCloseable {
     private VmPool(Kvm kvm, Cpuid cpuid, int size, Duration retryAfter) {
         this.kvm = kvm;
         this.cpuid = cpuid;
-        this.cpuidEntries = cpuid.entryBytes();
         this.size = size;
         this.retryAfter = retryAfter;
         this.filler = new Thread(this::fill, "vmfork-vm-pool");
@@ -77,11 +74,6 @@ final class VmPool implements AutoCloseable {
             }
             return e;
         }
-    }
-
-    /** Whether {@code entries} (a captured VM's CPUID) is what pooled vCPUs already have. */
-    boolean hasCpuid(byte[] entries) {
-        return Arrays.equals(cpuidEntries, entries);
     }
 
     /** VMs ready now. */

@@ -27,6 +27,7 @@ public final class Vmm implements AutoCloseable {
     private final VmmSettings settings;
     private final Kvm kvm;
     private final Cpuid cpuid;
+    private final byte[] cpuidEntries;
     private final VcpuStates.HostCaps caps;
     private final SecureRandom entropy = new SecureRandom();
     /**
@@ -45,6 +46,7 @@ public final class Vmm implements AutoCloseable {
         this.settings = settings;
         this.kvm = kvm;
         this.cpuid = kvm.supportedCpuid();
+        this.cpuidEntries = cpuid.entryBytes();
         this.caps = hostCaps(kvm, cpuid);
         this.pool = settings.poolSize() > 0 ? VmPool.start(kvm, cpuid, settings.poolSize(), settings.poolRetryAfter())
                 : null;
@@ -128,8 +130,14 @@ public final class Vmm implements AutoCloseable {
         return p == null ? null : p.take();
     }
 
+    /** The CPUID every VM booted here gets (and every pooled vCPU has); shared, never changed. */
     Cpuid cpuid() {
         return cpuid;
+    }
+
+    /** Whether {@code entries} (a captured VM's CPUID) is this host's {@link #cpuid()}. */
+    boolean isHostCpuid(byte[] entries) {
+        return java.util.Arrays.equals(cpuidEntries, entries);
     }
 
     SecureRandom entropy() {
