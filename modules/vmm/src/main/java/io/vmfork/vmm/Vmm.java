@@ -48,7 +48,8 @@ public final class Vmm implements AutoCloseable {
         this.cpuid = kvm.supportedCpuid();
         this.cpuidEntries = cpuid.entryBytes();
         this.caps = hostCaps(kvm, cpuid);
-        this.pool = settings.poolSize() > 0 ? VmPool.start(kvm, cpuid, settings.poolSize(), settings.poolRetryAfter())
+        this.pool = settings.poolSize() > 0 ? VmPool.start(kvm, cpuid, settings.poolSize(), settings.poolRetryAfter(),
+                settings.poolRefillAfter())
                 : null;
     }
 

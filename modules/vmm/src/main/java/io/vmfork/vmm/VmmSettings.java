@@ -29,6 +29,7 @@ public record VmmSettings(
         int maxImageExtents,
         int poolSize,
         Duration poolRetryAfter,
+        Duration poolRefillAfter,
         io.vmfork.vmm.capsule.CapsuleLimits capsuleLimits) {
 
     public VmmSettings {
@@ -40,6 +41,9 @@ public record VmmSettings(
         }
         if (poolSize < 0) {
             throw new IllegalArgumentException("vmfork.vmm.pool.size must be 0 (no pool) or more, got " + poolSize);
+        }
+        if (poolRefillAfter.isNegative()) {
+            throw new IllegalArgumentException("vmfork.vmm.pool.refill-after must not be negative, got " + poolRefillAfter);
         }
         if (poolRetryAfter.isNegative() || poolRetryAfter.isZero()) {
             throw new IllegalArgumentException("vmfork.vmm.pool.retry-after must be positive, got " + poolRetryAfter);
@@ -70,6 +74,7 @@ public record VmmSettings(
                 c.getInt("fork.max-image-extents"),
                 c.getInt("pool.size"),
                 c.getDuration("pool.retry-after"),
+                c.getDuration("pool.refill-after"),
                 io.vmfork.vmm.capsule.CapsuleLimits.create(root));
     }
 
