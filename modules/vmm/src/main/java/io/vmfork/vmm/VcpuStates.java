@@ -2,7 +2,6 @@ package io.vmfork.vmm;
 
 import io.vmfork.kvm.KvmVcpu;
 import io.vmfork.kvm.x86.KvmFpu;
-import io.vmfork.kvm.x86.KvmRegs;
 import io.vmfork.kvm.x86.KvmSegment;
 import io.vmfork.kvm.x86.KvmSregs;
 import io.vmfork.kvm.x86.KvmVcpuEvents;
@@ -30,7 +29,7 @@ final class VcpuStates {
 
     /** The vCPU must not be running (its thread parked, blocked in a hypercall, or it is the caller). */
     static VcpuState capture(KvmVcpu v, HostCaps caps) {
-        long[] regs = v.getRegs().toArray();
+        long[] regs = v.getRegsArray();
         SregsState sregs = fromBytes(v.getSregsBytes());
         VcpuState.FpuFormat format;
         byte[] fpu;
@@ -52,8 +51,8 @@ final class VcpuStates {
         }
         int[] msrs = caps.msrIndices();
         long[] values = v.getMsrs(msrs);
-        byte[] events = v.getVcpuEvents().bytes.clone();
-        int mp = v.getMpState();
+        byte[] events = v.getVcpuEventsBytes();
+        int mp = v.getMpStateRaw();
         return new VcpuState(v.index(), regs, sregs, format, fpu, xcr0, msrs, values, events, mp);
     }
 
@@ -66,9 +65,7 @@ final class VcpuStates {
      */
     static void restore(KvmVcpu v, VcpuState s, HostCaps caps) {
         v.setSregsBytes(toBytes(s.sregs()));
-        KvmRegs r = new KvmRegs();
-        r.fromArray(s.regs());
-        v.setRegs(r);
+        v.setRegsArray(s.regs());
         if (caps.xcrs() && s.xcr0() != 0) {
             KvmXcrs x = new KvmXcrs();
             x.nrXcrs = 1;
@@ -99,11 +96,9 @@ final class VcpuStates {
             }
         }
         v.setMsrs(s.msrIndices(), s.msrValues());
-        KvmVcpuEvents e = new KvmVcpuEvents();
         byte[] eb = s.events();
-        System.arraycopy(eb, 0, e.bytes, 0, Math.min(eb.length, KvmVcpuEvents.SIZE));
-        v.setVcpuEvents(e);
-        v.setMpState(s.mpState());
+        v.setVcpuEventsBytes(eb.length > KvmVcpuEvents.SIZE ? java.util.Arrays.copyOf(eb, KvmVcpuEvents.SIZE) : eb);
+        v.setMpStateRaw(s.mpState());
     }
 
     // struct kvm_sregs (arch/x86/include/uapi/asm/kvm.h): 8 kvm_segment of 24 bytes (cs ds es

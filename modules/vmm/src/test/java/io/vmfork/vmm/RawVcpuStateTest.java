@@ -14,10 +14,10 @@ import java.util.List;
 import org.junit.jupiter.api.Test;
 
 /**
- * The fork path reads and writes kvm_sregs as raw bytes (no JNA Structure): on a real vCPU
- * it must agree field by field with the Structure path, both ways.
+ * The fork path reads and writes kvm_sregs, kvm_regs, kvm_vcpu_events and kvm_mp_state
+ * raw (no JNA Structure): on a real vCPU it must agree with the Structure path, both ways.
  */
-class SregsBytesTest {
+class RawVcpuStateTest {
     @Test
     void rawSregsAgreeWithTheStructureBothWays() {
         try (Vmm vmm = VmmTesting.openVmm(); KvmVm vm = vmm.kvm().createVm(); KvmVcpu v = vm.createVcpu(0)) {
@@ -43,6 +43,35 @@ class SregsBytesTest {
             assertSameState(changed, VcpuStates.fromBytes(v.getSregsBytes()));
             assertArrayEquals(VcpuStates.toBytes(changed), v.getSregsBytes());
             assertThrows(IllegalArgumentException.class, () -> v.setSregsBytes(new byte[KvmSregs.SIZE - 1]));
+        }
+    }
+
+    @Test
+    void rawRegsEventsAndMpStateAgreeWithTheStructures() {
+        try (Vmm vmm = VmmTesting.openVmm(); KvmVm vm = vmm.kvm().createVm(); KvmVcpu v = vm.createVcpu(0)) {
+            v.setCpuid(vmm.cpuid());
+            CpuSetup.setLongModeUser(v, vmm.cpuid());
+            CpuSetup.setEntry(v, 0x400000, 0x800000, 0x100000);
+            assertArrayEquals(v.getRegs().toArray(), v.getRegsArray());
+            long[] regs = new long[18];
+            for (int i = 0; i < regs.length; i++) {
+                regs[i] = 0x1111_0000L * (i + 1);
+            }
+            regs[17] = 0x3202; // rflags: IOPL 3, IF, bit 1
+            v.setRegsArray(regs);
+            assertArrayEquals(regs, v.getRegs().toArray());
+            assertArrayEquals(regs, v.getRegsArray());
+            assertThrows(IllegalArgumentException.class, () -> v.setRegsArray(new long[17]));
+
+            assertArrayEquals(v.getVcpuEvents().bytes, v.getVcpuEventsBytes());
+            byte[] events = v.getVcpuEventsBytes();
+            v.setVcpuEventsBytes(events);
+            assertArrayEquals(events, v.getVcpuEvents().bytes);
+            assertThrows(IllegalArgumentException.class, () -> v.setVcpuEventsBytes(new byte[65]));
+
+            assertEquals(v.getMpState(), v.getMpStateRaw());
+            v.setMpStateRaw(0);
+            assertEquals(0, v.getMpState());
         }
     }
 
