@@ -23,7 +23,6 @@ class VmPoolTest {
 
     @Test
     void forkChildrenAndClonesTakeFromThePoolWhichRefills() throws Exception {
-        int threadsBeforeOpen = VmmTesting.threads();
         try (Vmm vmm = vmmWithPool(3)) {
             VmmTesting.quiesce(vmm);
             assertEquals(3, VmmTesting.pooled(vmm));
@@ -38,17 +37,22 @@ class VmPoolTest {
             VmmTesting.quiesce(vmm);
             assertEquals(4, vmm.pool().made(), "the launch took a pooled VM");
 
+            // Each step starts with a full pool (a refill waits until launches are quiet).
             String r = ForkTest.ask(parent, "fork 2");
             assertTrue(r.startsWith("parent launched=2 "), r);
+            VmmTesting.quiesce(vmm);
+            assertEquals(6, vmm.pool().made(), "both children of the FORK hypercall took pooled VMs");
             VirtualMachine.ForkResult ext = parent.fork(1, 0);
             assertEquals(1, ext.children().size());
+            VmmTesting.quiesce(vmm);
+            assertEquals(7, vmm.pool().made(), "the child of an external fork took a pooled VM");
             try (VirtualMachine.Snapshot s = parent.snapshot()) {
                 VirtualMachine clone = vmm.restore(s.state(), s.image(), VmListener.NONE);
                 assertTrue(ForkTest.ask(clone, "sum").startsWith("sum="));
                 clone.stop();
             }
             VmmTesting.quiesce(vmm);
-            assertEquals(8, vmm.pool().made(), "three children and a clone took pooled VMs");
+            assertEquals(8, vmm.pool().made(), "the clone took a pooled VM");
             for (VirtualMachine c : parent.children()) {
                 assertTrue(ForkTest.ask(c, "sum").startsWith("sum="), c.toString());
                 assertNotEquals(parent.id(), c.id());
@@ -56,7 +60,7 @@ class VmPoolTest {
             }
             parent.stop();
         }
-        VmmTesting.assertNothingLeftAfterClose(threadsBeforeOpen);
+        VmmTesting.assertNothingLeftAfterClose();
     }
 
     @Test
@@ -78,8 +82,8 @@ class VmPoolTest {
                         s.state().cpuidEntries(), s.state().clockNs(), List.of(big), s.state().devices());
                 for (int i = 0; i < 5; i++) {
                     assertThrows(LaunchException.class, () -> vmm.restore(bad, s.image(), VmListener.NONE));
+                    VmmTesting.quiesce(vmm);
                 }
-                VmmTesting.quiesce(vmm);
                 assertEquals(made + 5, vmm.pool().made(), "every failed restore took a pooled VM");
                 assertEquals(vmFds, VmmTesting.vmFds(), "a failed restore left a KVM VM or vCPU fd");
                 // Not exact: the parent's RAM view from before the snapshot is unmapped in the background.
@@ -92,7 +96,6 @@ class VmPoolTest {
 
     @Test
     void closingWhileThePoolRefillsLeavesNothing() throws Exception {
-        int threadsBeforeOpen = VmmTesting.threads();
         for (int round = 0; round < 10; round++) {
             Vmm vmm = vmmWithPool(8);
             try {
@@ -107,13 +110,12 @@ class VmPoolTest {
                 vmm.close();
             }
             assertNull(vmm.takePooledVm(), "a closed pool hands out nothing");
-            VmmTesting.assertNothingLeftAfterClose(threadsBeforeOpen);
+            VmmTesting.assertNothingLeftAfterClose();
         }
     }
 
     @Test
     void sizeZeroMeansNoPoolAndNoThread() throws Exception {
-        int threadsBeforeOpen = VmmTesting.threads();
         try (Vmm vmm = vmmWithPool(0)) {
             assertNull(vmm.pool());
             assertFalse(VmmTesting.poolThreadAlive());
@@ -127,7 +129,7 @@ class VmPoolTest {
             }
             parent.stop();
         }
-        VmmTesting.assertNothingLeftAfterClose(threadsBeforeOpen);
+        VmmTesting.assertNothingLeftAfterClose();
         assertThrows(IllegalArgumentException.class, () -> vmmWithPool(-1));
     }
 }

@@ -39,13 +39,25 @@ final class VmmTesting {
         return Thread.getAllStackTraces().keySet().stream().anyMatch(t -> t.getName().equals("vmfork-vm-pool"));
     }
 
-    /** What a closed VMM must have left: no VM fd (not even /dev/kvm), no VM mapping, no pool thread. */
-    static void assertNothingLeftAfterClose(int threadsBeforeOpen) throws InterruptedException {
+    /**
+     * Live threads of VMMs: pool threads, parked pooled vCPU threads, vCPU threads. Counted
+     * by name: the process's task count also moves with the JVM's own (JIT compiler threads
+     * come and go).
+     */
+    static int vmmThreads() {
+        return (int) Thread.getAllStackTraces().keySet().stream().filter(Thread::isAlive).map(Thread::getName)
+                .filter(n -> n.equals("vmfork-vm-pool") || n.equals("vmfork-pooled-vcpu") || n.startsWith("vcpu-"))
+                .count();
+    }
+
+    /** What a closed VMM must have left: no VM fd (not even /dev/kvm), no VM mapping, no pool or vCPU thread. */
+    static void assertNothingLeftAfterClose() throws InterruptedException {
         org.junit.jupiter.api.Assertions.assertEquals(0, vmFds(), "VM fds (/dev/kvm, KVM VMs and vCPUs, memfds) left");
         org.junit.jupiter.api.Assertions.assertEquals(0, vmMappings(), "guest RAM or kvm_run mappings left");
         org.junit.jupiter.api.Assertions.assertFalse(poolThreadAlive(), "the VM pool's thread is still alive");
-        org.junit.jupiter.api.Assertions.assertTrue(settle(VmmTesting::threads, threadsBeforeOpen) <= threadsBeforeOpen,
-                "threads left behind");
+        org.junit.jupiter.api.Assertions.assertEquals(0, settle(VmmTesting::vmmThreads, 0),
+                () -> "pooled or vCPU threads left: " + Thread.getAllStackTraces().keySet().stream()
+                        .map(Thread::getName).sorted().toList());
     }
 
     static int openFds() {
