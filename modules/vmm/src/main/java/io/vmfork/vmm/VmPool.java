@@ -157,7 +157,7 @@ final class VmPool implements AutoCloseable {
             vcpu = vm.createVcpu(0);
             vcpu.setCpuid(cpuid);
             return new Entry(vm, vcpu, ParkedThread.start("vmfork-pooled-vcpu"));
-        } catch (RuntimeException e) {
+        } catch (RuntimeException | Error e) { // a thread that cannot start is an OutOfMemoryError
             if (vcpu != null) {
                 vcpu.close();
             }
