@@ -28,7 +28,9 @@ import java.util.concurrent.TimeoutException;
  * {@code vmfork bench fork}: what a local fork costs, measured on real KVM VMs.
  *
  * <ul>
- * <li>fork.local: from the FORK hypercall's exit in the parent to the child's first exit.
+ * <li>fork.c_floor: the same work in plain C, built with gcc and run in the same run ({@link ForkFloor}).
+ * <li>fork.local: from the FORK hypercall's exit in the parent to the child's first exit;
+ *     {@code ratio} is its p50 over fork.c_floor's.
  * <li>fork.parent_blocked: how long the FORK hypercall holds the parent, per parent size,
  *     after the parent did nothing, read its whole heap, or wrote its whole heap since its
  *     previous fork.
@@ -67,7 +69,9 @@ final class ForkBench {
             throw new Args.UsageException("--runs must be at least 1");
         }
         ForkBench b = new ForkBench(vmm, json, runs);
-        b.local();
+        Map<String, Object> floor = ForkFloor.measure(runs, forkerRamMib(SMALL_MIB), SMALL_MIB);
+        b.print(floor);
+        b.local((Double) floor.get("p50_ms"));
         b.parentBlocked();
         b.versusCold();
         b.memoryPerChild();
@@ -89,8 +93,11 @@ final class ForkBench {
 
     // ---- fork.local -------------------------------------------------------------------
 
-    /** fork.local: fork-hypercall exit to the child's first exit; and the parent's blocked time. */
-    private void local() {
+    /**
+     * fork.local: fork-hypercall exit to the child's first exit; and the parent's blocked
+     * time. {@code ratio}: its p50 over the C floor's p50 ({@code floorP50Ms}).
+     */
+    private void local(double floorP50Ms) {
         int warmup = 20;
         int n = runs;
         VirtualMachine parent = launchForker(SMALL_MIB);
@@ -113,14 +120,16 @@ final class ForkBench {
                 stopForker(f.child());
             }
             Stats b = new Stats(blocked);
+            Stats c = new Stats(toChild);
             Map<String, Object> extra = new LinkedHashMap<>();
+            extra.put("ratio", c.median() / floorP50Ms);
             extra.put("guest", FORKER);
             extra.put("memory_mib", SMALL_MIB);
             extra.put("ram_mib", forkerRamMib(SMALL_MIB));
             extra.put("parent_blocked_p50_ms", b.median());
             extra.put("parent_blocked_p99_ms", b.percentile(99));
             extra.put("parent_blocked_max_ms", b.max());
-            print(new Stats(toChild).fields("fork.local", extra));
+            print(c.fields("fork.local", extra));
             stopForker(parent);
         } finally {
             stopParent(parent);

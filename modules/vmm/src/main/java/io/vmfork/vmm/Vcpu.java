@@ -31,14 +31,26 @@ final class Vcpu implements Runnable {
     /** System.nanoTime() when KVM_RUN last returned. */
     long lastExitNanos;
 
-    Vcpu(VirtualMachine vm, KvmVcpu kvm, RunControl control, HypercallDispatcher dispatcher, int kickSignal) {
+    /** The pooled thread that will run this vCPU, or null when it has a thread of its own. */
+    private final ParkedThread parked;
+    private final String name;
+
+    /** {@code parked}: a thread started ahead (from the VM pool) to run this vCPU, or null for a new one. */
+    Vcpu(VirtualMachine vm, KvmVcpu kvm, RunControl control, HypercallDispatcher dispatcher, int kickSignal,
+            ParkedThread parked) {
         this.vm = vm;
         this.kvm = kvm;
         this.control = control;
         this.dispatcher = dispatcher;
         this.kickSignal = kickSignal;
-        this.thread = new Thread(this, "vcpu-" + Long.toHexString(vm.id()) + "-" + kvm.index());
-        this.thread.setDaemon(true);
+        this.parked = parked;
+        this.name = "vcpu-" + Long.toHexString(vm.id()) + "-" + kvm.index();
+        if (parked != null) {
+            this.thread = parked.thread();
+        } else {
+            this.thread = new Thread(this, name);
+            this.thread.setDaemon(true);
+        }
     }
 
     int index() {
@@ -46,7 +58,20 @@ final class Vcpu implements Runnable {
     }
 
     void start() {
-        thread.start();
+        if (parked != null) {
+            if (!parked.run(this, name)) {
+                throw new IllegalStateException("the pooled thread of vCPU " + index() + " was cancelled");
+            }
+        } else {
+            thread.start();
+        }
+    }
+
+    /** Ends a pooled thread that this vCPU will not run on (its launch failed before start). */
+    void abandonThread() {
+        if (parked != null) {
+            parked.cancel();
+        }
     }
 
     Thread thread() {

@@ -2,7 +2,6 @@ package io.vmfork.vmm;
 
 import io.vmfork.kvm.KvmVcpu;
 import io.vmfork.kvm.x86.KvmFpu;
-import io.vmfork.kvm.x86.KvmRegs;
 import io.vmfork.kvm.x86.KvmSegment;
 import io.vmfork.kvm.x86.KvmSregs;
 import io.vmfork.kvm.x86.KvmVcpuEvents;
@@ -30,8 +29,8 @@ final class VcpuStates {
 
     /** The vCPU must not be running (its thread parked, blocked in a hypercall, or it is the caller). */
     static VcpuState capture(KvmVcpu v, HostCaps caps) {
-        long[] regs = v.getRegs().toArray();
-        SregsState sregs = toState(v.getSregs());
+        long[] regs = v.getRegsArray();
+        SregsState sregs = fromBytes(v.getSregsBytes());
         VcpuState.FpuFormat format;
         byte[] fpu;
         if (caps.xsave()) {
@@ -52,8 +51,8 @@ final class VcpuStates {
         }
         int[] msrs = caps.msrIndices();
         long[] values = v.getMsrs(msrs);
-        byte[] events = v.getVcpuEvents().bytes.clone();
-        int mp = v.getMpState();
+        byte[] events = v.getVcpuEventsBytes();
+        int mp = v.getMpStateRaw();
         return new VcpuState(v.index(), regs, sregs, format, fpu, xcr0, msrs, values, events, mp);
     }
 
@@ -65,10 +64,8 @@ final class VcpuStates {
      * pending events, then MP state.
      */
     static void restore(KvmVcpu v, VcpuState s, HostCaps caps) {
-        v.setSregs(toKvm(s.sregs()));
-        KvmRegs r = new KvmRegs();
-        r.fromArray(s.regs());
-        v.setRegs(r);
+        v.setSregsBytes(toBytes(s.sregs()));
+        v.setRegsArray(s.regs());
         if (caps.xcrs() && s.xcr0() != 0) {
             KvmXcrs x = new KvmXcrs();
             x.nrXcrs = 1;
@@ -99,13 +96,63 @@ final class VcpuStates {
             }
         }
         v.setMsrs(s.msrIndices(), s.msrValues());
-        KvmVcpuEvents e = new KvmVcpuEvents();
         byte[] eb = s.events();
-        System.arraycopy(eb, 0, e.bytes, 0, Math.min(eb.length, KvmVcpuEvents.SIZE));
-        v.setVcpuEvents(e);
-        v.setMpState(s.mpState());
+        v.setVcpuEventsBytes(eb.length > KvmVcpuEvents.SIZE ? java.util.Arrays.copyOf(eb, KvmVcpuEvents.SIZE) : eb);
+        v.setMpStateRaw(s.mpState());
     }
 
+    // struct kvm_sregs (arch/x86/include/uapi/asm/kvm.h): 8 kvm_segment of 24 bytes (cs ds es
+    // fs gs ss tr ldt), 2 kvm_dtable of 16 (gdt idt), cr0 cr2 cr3 cr4 cr8 efer apic_base,
+    // interrupt_bitmap[4]; 312 bytes. kvm_segment: base u64, limit u32, selector u16, then
+    // type present dpl db s l g avl unusable padding, one byte each.
+    private static final int SEGMENT_BYTES = 24;
+    private static final int GDT_AT = 192, IDT_AT = 208, CR0_AT = 224, BITMAP_AT = 280;
+
+    /** A raw struct kvm_sregs (KVM_GET_SREGS, host byte order) as a state. */
+    static SregsState fromBytes(byte[] raw) {
+        java.nio.ByteBuffer b = java.nio.ByteBuffer.wrap(raw).order(java.nio.ByteOrder.nativeOrder());
+        List<SegmentState> segs = new ArrayList<>(SregsState.SEGMENTS);
+        for (int i = 0; i < SregsState.SEGMENTS; i++) {
+            int at = i * SEGMENT_BYTES;
+            segs.add(new SegmentState(b.getLong(at), b.getInt(at + 8), b.getShort(at + 12) & 0xffff, b.get(at + 14),
+                    b.get(at + 15), b.get(at + 16), b.get(at + 17), b.get(at + 18), b.get(at + 19), b.get(at + 20),
+                    b.get(at + 21), b.get(at + 22)));
+        }
+        long[] bitmap = new long[4];
+        for (int i = 0; i < 4; i++) {
+            bitmap[i] = b.getLong(BITMAP_AT + 8 * i);
+        }
+        return new SregsState(segs, b.getLong(GDT_AT), b.getShort(GDT_AT + 8) & 0xffff, b.getLong(IDT_AT),
+                b.getShort(IDT_AT + 8) & 0xffff, b.getLong(CR0_AT), b.getLong(CR0_AT + 8), b.getLong(CR0_AT + 16),
+                b.getLong(CR0_AT + 24), b.getLong(CR0_AT + 32), b.getLong(CR0_AT + 40), b.getLong(CR0_AT + 48), bitmap);
+    }
+
+    /** A state as a raw struct kvm_sregs for KVM_SET_SREGS. */
+    static byte[] toBytes(SregsState st) {
+        byte[] raw = new byte[KvmSregs.SIZE];
+        java.nio.ByteBuffer b = java.nio.ByteBuffer.wrap(raw).order(java.nio.ByteOrder.nativeOrder());
+        for (int i = 0; i < SregsState.SEGMENTS; i++) {
+            SegmentState g = st.segments().get(i);
+            int at = i * SEGMENT_BYTES;
+            b.putLong(at, g.base()).putInt(at + 8, (int) g.limit()).putShort(at + 12, (short) g.selector())
+                    .put(at + 14, (byte) g.type()).put(at + 15, (byte) g.present()).put(at + 16, (byte) g.dpl())
+                    .put(at + 17, (byte) g.db()).put(at + 18, (byte) g.s()).put(at + 19, (byte) g.l())
+                    .put(at + 20, (byte) g.g()).put(at + 21, (byte) g.avl()).put(at + 22, (byte) g.unusable());
+        }
+        b.putLong(GDT_AT, st.gdtBase()).putShort(GDT_AT + 8, (short) st.gdtLimit());
+        b.putLong(IDT_AT, st.idtBase()).putShort(IDT_AT + 8, (short) st.idtLimit());
+        long[] cr = {st.cr0(), st.cr2(), st.cr3(), st.cr4(), st.cr8(), st.efer(), st.apicBase()};
+        for (int i = 0; i < cr.length; i++) {
+            b.putLong(CR0_AT + 8 * i, cr[i]);
+        }
+        long[] bitmap = st.interruptBitmap();
+        for (int i = 0; i < 4; i++) {
+            b.putLong(BITMAP_AT + 8 * i, bitmap[i]);
+        }
+        return raw;
+    }
+
+    /** The JNA Structure's view (boot sets sregs through it); the fork path uses {@link #fromBytes}. */
     static SregsState toState(KvmSregs s) {
         List<SegmentState> segs = new ArrayList<>();
         for (KvmSegment g : s.segments()) {
@@ -114,28 +161,5 @@ final class VcpuStates {
         }
         return new SregsState(segs, s.gdt.base, s.gdt.limit & 0xffff, s.idt.base, s.idt.limit & 0xffff, s.cr0, s.cr2,
                 s.cr3, s.cr4, s.cr8, s.efer, s.apicBase, s.interruptBitmap);
-    }
-
-    static KvmSregs toKvm(SregsState st) {
-        KvmSregs s = new KvmSregs();
-        KvmSegment[] segs = s.segments();
-        for (int i = 0; i < SregsState.SEGMENTS; i++) {
-            SegmentState g = st.segments().get(i);
-            segs[i].set(g.base(), g.limit(), g.selector(), g.type(), g.present(), g.dpl(), g.db(), g.s(), g.l(), g.g(),
-                    g.avl(), g.unusable());
-        }
-        s.gdt.base = st.gdtBase();
-        s.gdt.limit = (short) st.gdtLimit();
-        s.idt.base = st.idtBase();
-        s.idt.limit = (short) st.idtLimit();
-        s.cr0 = st.cr0();
-        s.cr2 = st.cr2();
-        s.cr3 = st.cr3();
-        s.cr4 = st.cr4();
-        s.cr8 = st.cr8();
-        s.efer = st.efer();
-        s.apicBase = st.apicBase();
-        s.interruptBitmap = st.interruptBitmap();
-        return s;
     }
 }

@@ -96,6 +96,8 @@ public final class VirtualMachine {
         GuestMemory memory = GuestMemory.create("vmfork-" + Long.toHexString(identity.vmId()), size,
                 s.maxImageExtents());
         KvmVm kvmVm = null;
+        KvmVcpu spare = null;
+        ParkedThread spareThread = null;
         VirtualMachine vm = null;
         try {
             for (ElfImage.Segment seg : image.segments()) {
@@ -104,14 +106,29 @@ public final class VirtualMachine {
             PageTables.build(memory);
             long heapStart = (image.endAddress() + GuestLayout.PAGE - 1) & ~(GuestLayout.PAGE - 1);
             writeBootInfo(memory, size, heapStart, heapEnd, stackTop);
-            kvmVm = vmm.kvm().createVm();
+            VmPool.Entry pooled = vmm.takePooledVm();
+            if (pooled != null) {
+                kvmVm = pooled.vm();
+                spare = pooled.vcpu0(); // has the host's CPUID already
+                spareThread = pooled.thread();
+            } else {
+                kvmVm = vmm.kvm().createVm();
+            }
             kvmVm.setUserMemoryRegion(0, 0, 0, size, memory.hostAddress());
             vm = new VirtualMachine(vmm, identity, image.name(), memory, kvmVm, spec.listener(), launchStartNanos, null,
                     vmm.cpuid());
             for (int i = 0; i < spec.vcpus(); i++) {
-                KvmVcpu kv = kvmVm.createVcpu(i);
-                vm.addVcpu(kv);
-                CpuSetup.setCpuid(kv, vmm.cpuid());
+                KvmVcpu kv;
+                if (i == 0 && spare != null) {
+                    kv = spare;
+                    vm.addVcpu(kv, spareThread);
+                    spare = null; // the VM owns both now
+                    spareThread = null;
+                } else {
+                    kv = kvmVm.createVcpu(i);
+                    vm.addVcpu(kv, null);
+                    CpuSetup.setCpuid(kv, vmm.cpuid());
+                }
                 CpuSetup.setLongModeUser(kv, vmm.cpuid());
                 CpuSetup.setEntry(kv, image.entry(), stackTop, GuestLayout.BOOT_INFO);
             }
@@ -119,7 +136,7 @@ public final class VirtualMachine {
             vm.start();
             return vm;
         } catch (RuntimeException e) {
-            releaseFailedLaunch(vm, kvmVm, memory);
+            releaseFailedLaunch(vm, kvmVm, spare, spareThread, memory);
             throw e;
         }
     }
@@ -138,18 +155,52 @@ public final class VirtualMachine {
         GuestMemory memory = GuestMemory.fromImage("vmfork-" + Long.toHexString(identity.vmId()), image,
                 s.maxImageExtents());
         KvmVm kvmVm = null;
+        KvmVcpu spare = null;
+        ParkedThread spareThread = null;
         VirtualMachine vm = null;
         try {
-            kvmVm = vmm.kvm().createVm();
+            VmPool.Entry pooled = vmm.takePooledVm();
+            if (pooled != null) {
+                kvmVm = pooled.vm();
+                spare = pooled.vcpu0();
+                spareThread = pooled.thread();
+            } else {
+                kvmVm = vmm.kvm().createVm();
+            }
             kvmVm.setUserMemoryRegion(0, KvmVm.MEM_LOG_DIRTY_PAGES, 0, memory.size(), memory.hostAddress());
             kvmVm.setClock(state.clockNs());
-            Cpuid cpuid = Cpuid.fromEntryBytes(state.cpuidEntries());
+            byte[] cpuidEntries = state.cpuidEntries();
+            // A fork child of a VM booted here has the host's CPUID: share the VMM's (no copy).
+            boolean hostCpuid = vmm.isHostCpuid(cpuidEntries);
+            Cpuid cpuid = hostCpuid ? vmm.cpuid() : Cpuid.fromEntryBytes(cpuidEntries);
+            // A pooled vCPU has the host's CPUID; one captured elsewhere may differ, and
+            // KVM_SET_CPUID2 may still change it, before the vCPU's first KVM_RUN.
+            boolean spareHasCpuid = spare != null && hostCpuid;
             vm = new VirtualMachine(vmm, identity, imageName, memory, kvmVm, listener, start, parent, cpuid);
             for (VcpuState vs : state.vcpus()) {
-                KvmVcpu kv = kvmVm.createVcpu(vs.index());
-                vm.addVcpu(kv);
-                kv.setCpuid(cpuid);
+                KvmVcpu kv;
+                boolean cpuidSet = false;
+                if (vs.index() == 0 && spare != null) {
+                    kv = spare;
+                    vm.addVcpu(kv, spareThread);
+                    spare = null; // the VM owns both now
+                    spareThread = null;
+                    cpuidSet = spareHasCpuid;
+                } else {
+                    kv = kvmVm.createVcpu(vs.index());
+                    vm.addVcpu(kv, null);
+                }
+                if (!cpuidSet) {
+                    kv.setCpuid(cpuid);
+                }
                 VcpuStates.restore(kv, vs, vmm.caps());
+            }
+            if (spare != null) {
+                // The captured VM has no vCPU 0 (a capsule the guest model would refuse): not used.
+                spare.close();
+                spare = null;
+                spareThread.cancel();
+                spareThread = null;
             }
             DeviceState d = state.devices();
             if (withQueuedRequests) {
@@ -173,13 +224,23 @@ public final class VirtualMachine {
             vm.start();
             return vm;
         } catch (RuntimeException e) {
-            releaseFailedLaunch(vm, kvmVm, memory);
+            releaseFailedLaunch(vm, kvmVm, spare, spareThread, memory);
             throw e;
         }
     }
 
-    /** Releases what a launch that failed half-way had made: the VM if it exists, else its parts. */
-    private static void releaseFailedLaunch(VirtualMachine vm, KvmVm kvmVm, GuestMemory memory) {
+    /**
+     * Releases what a launch that failed half-way had made: a pooled vCPU and thread not yet
+     * handed to the VM, then the VM if it exists, else its parts.
+     */
+    private static void releaseFailedLaunch(VirtualMachine vm, KvmVm kvmVm, KvmVcpu spare, ParkedThread spareThread,
+            GuestMemory memory) {
+        if (spareThread != null) {
+            spareThread.cancel();
+        }
+        if (spare != null) {
+            spare.close();
+        }
         if (vm != null) {
             vm.releaseUnstarted();
             return;
@@ -196,8 +257,9 @@ public final class VirtualMachine {
                 new io.vmfork.vmm.x86.GuestModel.BootInfo(size, heapStart, heapEnd, stackTop)));
     }
 
-    private void addVcpu(KvmVcpu kv) {
-        Vcpu v = new Vcpu(this, kv, control, dispatcher, vmm.settings().kickSignal());
+    /** {@code parked}: a pooled thread to run it, or null for a thread of its own. */
+    private void addVcpu(KvmVcpu kv, ParkedThread parked) {
+        Vcpu v = new Vcpu(this, kv, control, dispatcher, vmm.settings().kickSignal(), parked);
         vcpus.add(v);
         control.register(v);
     }
@@ -359,6 +421,7 @@ public final class VirtualMachine {
     private void releaseUnstarted() {
         ending.set(true);
         for (Vcpu v : vcpus) {
+            v.abandonThread();
             v.closeKvm();
         }
         exit = VmExit.crashed("launch failed");

@@ -27,6 +27,7 @@ public final class Vmm implements AutoCloseable {
     private final VmmSettings settings;
     private final Kvm kvm;
     private final Cpuid cpuid;
+    private final byte[] cpuidEntries;
     private final VcpuStates.HostCaps caps;
     private final SecureRandom entropy = new SecureRandom();
     /**
@@ -38,12 +39,18 @@ public final class Vmm implements AutoCloseable {
     private final Map<Long, VirtualMachine> vms = new ConcurrentHashMap<>();
     private volatile boolean closed;
     private volatile io.vmfork.vmm.fork.CopyPlacement placement = io.vmfork.vmm.fork.CopyPlacement.LOCAL;
+    /** KVM VMs made ahead of need, or null (vmfork.vmm.pool.size = 0). */
+    private final VmPool pool;
 
     private Vmm(VmmSettings settings, Kvm kvm) {
         this.settings = settings;
         this.kvm = kvm;
         this.cpuid = kvm.supportedCpuid();
+        this.cpuidEntries = cpuid.entryBytes();
         this.caps = hostCaps(kvm, cpuid);
+        this.pool = settings.poolSize() > 0 ? VmPool.start(kvm, cpuid, settings.poolSize(), settings.poolRetryAfter(),
+                settings.poolRefillAfter())
+                : null;
     }
 
     /** XSAVE component 18, AMX tile data: enabled per process, on request. */
@@ -110,8 +117,28 @@ public final class Vmm implements AutoCloseable {
         return kvm;
     }
 
+    /** The pool of ready KVM VMs, or null when there is none. */
+    VmPool pool() {
+        return pool;
+    }
+
+    /**
+     * A ready KVM VM from the pool, or null (no pool, or it is empty, or the VMM is
+     * closing): the caller then creates one inline.
+     */
+    VmPool.Entry takePooledVm() {
+        VmPool p = pool;
+        return p == null ? null : p.take();
+    }
+
+    /** The CPUID every VM booted here gets (and every pooled vCPU has); shared, never changed. */
     Cpuid cpuid() {
         return cpuid;
+    }
+
+    /** Whether {@code entries} (a captured VM's CPUID) is this host's {@link #cpuid()}. */
+    boolean isHostCpuid(byte[] entries) {
+        return java.util.Arrays.equals(cpuidEntries, entries);
     }
 
     SecureRandom entropy() {
@@ -300,6 +327,10 @@ public final class Vmm implements AutoCloseable {
     @Override
     public void close() {
         closed = true;
+        if (pool != null) {
+            // First, so that it makes no more VMs; a launch now creates its VM inline.
+            pool.close();
+        }
         long deadline = System.nanoTime() + 2 * settings.stopTimeout().toNanos();
         try {
             // A launch that reserved its slot before `closed` was set registers after it: go

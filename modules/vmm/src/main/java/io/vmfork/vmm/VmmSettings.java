@@ -27,6 +27,9 @@ public record VmmSettings(
         int forkMaxChildrenPerVm,
         Duration forkPauseTimeout,
         int maxImageExtents,
+        int poolSize,
+        Duration poolRetryAfter,
+        Duration poolRefillAfter,
         io.vmfork.vmm.capsule.CapsuleLimits capsuleLimits) {
 
     public VmmSettings {
@@ -35,6 +38,15 @@ public record VmmSettings(
         }
         if (forkMaxCount < 1 || forkMaxChildrenPerVm < 0 || maxImageExtents < 1) {
             throw new IllegalArgumentException("vmfork.vmm.fork limits must be positive");
+        }
+        if (poolSize < 0) {
+            throw new IllegalArgumentException("vmfork.vmm.pool.size must be 0 (no pool) or more, got " + poolSize);
+        }
+        if (poolRefillAfter.isNegative()) {
+            throw new IllegalArgumentException("vmfork.vmm.pool.refill-after must not be negative, got " + poolRefillAfter);
+        }
+        if (poolRetryAfter.isNegative() || poolRetryAfter.isZero()) {
+            throw new IllegalArgumentException("vmfork.vmm.pool.retry-after must be positive, got " + poolRetryAfter);
         }
     }
 
@@ -60,6 +72,9 @@ public record VmmSettings(
                 c.getInt("fork.max-children-per-vm"),
                 c.getDuration("fork.pause-timeout"),
                 c.getInt("fork.max-image-extents"),
+                c.getInt("pool.size"),
+                c.getDuration("pool.retry-after"),
+                c.getDuration("pool.refill-after"),
                 io.vmfork.vmm.capsule.CapsuleLimits.create(root));
     }
 

@@ -67,6 +67,7 @@ class CapsuleRestoreTest extends VmmTestBase {
         SnapshotContractTest.idle(original);
         byte[] capsule = capsuleOf(original);
         original.stop();
+        VmmTesting.quiesce(vmm);
         int fds = VmmTesting.openFds();
         int vmFds = VmmTesting.vmFds();
         int live = vmm.liveCount();
@@ -81,6 +82,7 @@ class CapsuleRestoreTest extends VmmTestBase {
             assertThrows(CapsuleException.class, () -> vmm.restoreCapsule(new ByteArrayInputStream(b), VmListener.NONE));
         }
         assertEquals(live, vmm.liveCount(), "no VM was started");
+        VmmTesting.quiesce(vmm);
         VmmTesting.assertNoFdLeft(fds, vmFds);
         assertEquals(0, VmmTesting.memfds(), "no memfd was left behind");
         // And the good one still restores.

@@ -89,7 +89,8 @@ final class CapsuleSurgery {
 
     /** Resources of the process that a refused restore must give back. */
     record Resources(int live, int fds, int memfds, int threads, List<String> fdTargets) {
-        static Resources of(Vmm vmm) {
+        static Resources of(Vmm vmm) throws InterruptedException {
+            VmmTesting.quiesce(vmm);
             return new Resources(vmm.liveCount(), VmmTesting.openFds(), VmmTesting.memfds(), VmmTesting.threads(),
                     CapsuleSurgery.fdTargets());
         }
@@ -114,6 +115,7 @@ final class CapsuleSurgery {
     static void assertNoVmAndNoLeak(Vmm vmm, Resources before, int vms) throws InterruptedException {
         assertEquals(vms, vmm.vms().size(), "no VM was registered");
         assertEquals(before.live(), vmm.liveCount(), "no VM slot was kept");
+        VmmTesting.quiesce(vmm); // a restore that KVM refused took a pooled VM; the pool makes another
         // Every fd a VM or a capsule read holds (KVM objects, memfds, /dev/kvm) must be gone at once; the JVM's
         // own (sockets, pipes, cgroup files) come and go on their own schedule, so the count may take a moment.
         List<String> added = new ArrayList<>(fdTargets());

@@ -17,6 +17,49 @@ final class VmmTesting {
         return Vmm.open(VmmSettings.load());
     }
 
+    /**
+     * Waits until the VM pool of {@code vmm} (if it has one) is full again: it refills in
+     * the background after every launch, so fd and mapping counts are taken when it is still.
+     */
+    static void quiesce(Vmm vmm) throws InterruptedException {
+        VmPool p = vmm.pool();
+        if (p != null) {
+            org.junit.jupiter.api.Assertions.assertTrue(p.awaitFull(Duration.ofSeconds(10)), "the VM pool did not refill");
+        }
+    }
+
+    /** Ready VMs in the pool of {@code vmm}: each holds a KVM VM fd, a vCPU fd and a kvm_run mapping. */
+    static int pooled(Vmm vmm) {
+        VmPool p = vmm.pool();
+        return p == null ? 0 : p.readyCount();
+    }
+
+    /** Whether the pool's thread of any VMM is alive. */
+    static boolean poolThreadAlive() {
+        return Thread.getAllStackTraces().keySet().stream().anyMatch(t -> t.getName().equals("vmfork-vm-pool"));
+    }
+
+    /**
+     * Live threads of VMMs: pool threads, parked pooled vCPU threads, vCPU threads. Counted
+     * by name: the process's task count also moves with the JVM's own (JIT compiler threads
+     * come and go).
+     */
+    static int vmmThreads() {
+        return (int) Thread.getAllStackTraces().keySet().stream().filter(Thread::isAlive).map(Thread::getName)
+                .filter(n -> n.equals("vmfork-vm-pool") || n.equals("vmfork-pooled-vcpu") || n.startsWith("vcpu-"))
+                .count();
+    }
+
+    /** What a closed VMM must have left: no VM fd (not even /dev/kvm), no VM mapping, no pool or vCPU thread. */
+    static void assertNothingLeftAfterClose() throws InterruptedException {
+        org.junit.jupiter.api.Assertions.assertEquals(0, vmFds(), "VM fds (/dev/kvm, KVM VMs and vCPUs, memfds) left");
+        org.junit.jupiter.api.Assertions.assertEquals(0, vmMappings(), "guest RAM or kvm_run mappings left");
+        org.junit.jupiter.api.Assertions.assertFalse(poolThreadAlive(), "the VM pool's thread is still alive");
+        org.junit.jupiter.api.Assertions.assertEquals(0, settle(VmmTesting::vmmThreads, 0),
+                () -> "pooled or vCPU threads left: " + Thread.getAllStackTraces().keySet().stream()
+                        .map(Thread::getName).sorted().toList());
+    }
+
     static int openFds() {
         try (Stream<Path> s = Files.list(Path.of("/proc/self/fd"))) {
             return (int) s.count();
