@@ -20,6 +20,8 @@ import java.util.concurrent.TimeoutException;
  * command ends with the guest's exit code.
  */
 final class VmSession {
+    /** Where requests come from without --request: the stdin the command started with. */
+    private final java.io.InputStream stdin = System.in;
     private final PrintStream out = System.out;
     private final Object lock = new Object();
 
@@ -96,7 +98,7 @@ final class VmSession {
                     }
                 }
             } else {
-                BufferedReader in = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
+                BufferedReader in = new BufferedReader(new InputStreamReader(stdin, StandardCharsets.UTF_8));
                 String line;
                 while ((line = in.readLine()) != null) {
                     if (!exchange(vm, line)) {

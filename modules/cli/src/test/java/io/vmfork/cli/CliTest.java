@@ -20,12 +20,17 @@ class CliTest {
         PrintStream oldErr = System.err;
         ByteArrayOutputStream out = new ByteArrayOutputStream();
         ByteArrayOutputStream err = new ByteArrayOutputStream();
+        java.io.InputStream oldIn = System.in;
         System.setOut(new PrintStream(out, true, StandardCharsets.UTF_8));
         System.setErr(new PrintStream(err, true, StandardCharsets.UTF_8));
+        // Surefire's stdin is its command channel: a command that reads requests from stdin
+        // must not take from it (the fork JVM then misses its shutdown and is killed 30 s later).
+        System.setIn(new java.io.ByteArrayInputStream(new byte[0]));
         try {
             int code = Main.run(args);
             return new Result(code, out.toString(StandardCharsets.UTF_8), err.toString(StandardCharsets.UTF_8));
         } finally {
+            System.setIn(oldIn);
             System.setOut(oldOut);
             System.setErr(oldErr);
         }
