@@ -110,8 +110,10 @@ class VmsAcrossProcessesTest {
         while (!CompletableFuture.allOf(launches.toArray(CompletableFuture[]::new))
                 .handle((v, f) -> true).isDone()) {
             for (NodeProcess n : three) {
-                JsonNode s = n.status().orElseThrow();
-                mostSeen = Math.max(mostSeen, Math.max(s.path("vms").size(), s.path("load").path("vms").asInt()));
+                // A status that does not come back in time (two busy cores) is no sample.
+                for (JsonNode s : n.status().stream().toList()) {
+                    mostSeen = Math.max(mostSeen, Math.max(s.path("vms").size(), s.path("load").path("vms").asInt()));
+                }
             }
             Thread.sleep(50);
         }
