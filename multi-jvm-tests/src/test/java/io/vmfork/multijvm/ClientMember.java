@@ -2,6 +2,7 @@ package io.vmfork.multijvm;
 
 import com.typesafe.config.Config;
 import com.typesafe.config.ConfigFactory;
+import io.vmfork.cluster.api.VmCluster;
 import io.vmfork.cluster.node.NodeSettings;
 import io.vmfork.cluster.placement.HostLoad;
 import io.vmfork.cluster.placement.LoadReports;
@@ -24,18 +25,24 @@ import org.apache.pekko.cluster.typed.Cluster;
  * The test JVM as a member of the cluster, with no capacity of its own: it starts the
  * placement entities' sharding (as every node does, so some entities may live here) and
  * asks placement through a {@link PlacementClient}, but publishes no load report, so it is
- * never chosen. Leaves the cluster on {@link #close}.
+ * never chosen. Drives VMs on the nodes through the application API ({@link #cluster()}).
+ * Leaves the cluster on {@link #close}.
  */
 final class ClientMember implements AutoCloseable {
     /** A host id no test node uses; this member never claims it (no host-id guard runs here). */
     static final long CLIENT_HOST_ID = NodeSettings.MAX_HOST_ID;
 
+    /** Timeout of every ask of the client's {@link VmCluster}. */
+    static final Duration API_TIMEOUT = Duration.ofSeconds(30);
+
     private final ActorSystem<Void> system;
     private final PlacementClient placement;
+    private final VmCluster cluster;
 
     private ClientMember(ActorSystem<Void> system, PlacementClient placement) {
         this.system = system;
         this.placement = placement;
+        this.cluster = VmCluster.create(system, placement, API_TIMEOUT);
     }
 
     static ClientMember join(String seedHostPort, int port, String extraConfig) {
@@ -52,6 +59,14 @@ final class ClientMember implements AutoCloseable {
 
     PlacementClient placement() {
         return placement;
+    }
+
+    /**
+     * The application API from this member: it has no HostActor of its own, so every call
+     * goes to a node's host (found with the Receptionist) or to placement.
+     */
+    VmCluster cluster() {
+        return cluster;
     }
 
     ActorSystem<Void> system() {
