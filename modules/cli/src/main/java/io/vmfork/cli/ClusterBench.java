@@ -183,7 +183,7 @@ final class ClusterBench {
         for (int i = 0; i < n; i++) {
             ms[i] = place(node, vmType, 0);
         }
-        print(new Stats(ms).fields("cluster.placement", Map.of("vm_type", vmType, "entity", "remote")));
+        print(new Stats(ms).fields("cluster.placement", ordered("vm_type", vmType, "entity", "remote")));
     }
 
     private void throughput(VmforkNode node, int vmType) {
@@ -239,7 +239,7 @@ final class ClusterBench {
             }
         }
         print(new Stats(ms).fields("cluster.launch_remote",
-                Map.of("guest", "hello", "host", remoteHost, "until", "launched_reply")));
+                ordered("guest", "hello", "host", remoteHost, "until", "launched_reply")));
     }
 
     // ---- fork_parent_blocked ------------------------------------------------------------
@@ -314,6 +314,15 @@ final class ClusterBench {
                     + rec.children().get(0).id());
         }
         return id;
+    }
+
+    /** Extra fields in the order given: key, value, key, value, ... */
+    private static Map<String, Object> ordered(Object... kv) {
+        Map<String, Object> m = new LinkedHashMap<>();
+        for (int i = 0; i < kv.length; i += 2) {
+            m.put((String) kv[i], kv[i + 1]);
+        }
+        return m;
     }
 
     private static void expect(byte[] got, String want) {
