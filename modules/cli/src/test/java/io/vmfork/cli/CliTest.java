@@ -202,4 +202,45 @@ class CliTest {
             assertTrue(r.err().contains("vmfork node: cannot start"), r.err());
         }
     }
+
+    /**
+     * {@code bench cluster}: two node JVMs and this JVM as a host, one JSON object per
+     * benchmark with numeric figures; no node JVM and no temporary directory is left.
+     */
+    @Test
+    void benchClusterPrintsItsFourFiguresAndLeavesNoNodeBehind() throws Exception {
+        java.util.Set<String> tempBefore = clusterTempDirs();
+        Result r = vmfork("bench", "cluster", "--json", "--runs", "1");
+        assertEquals(0, r.code(), r.err());
+        com.fasterxml.jackson.databind.ObjectMapper mapper = new com.fasterxml.jackson.databind.ObjectMapper();
+        java.util.List<String> lines = r.out().lines().toList();
+        java.util.List<String> benches = new java.util.ArrayList<>();
+        for (String line : lines) {
+            com.fasterxml.jackson.databind.JsonNode o = mapper.readTree(line);
+            benches.add(o.path("bench").asText());
+            for (String f : new String[] {"n", "p50_ms", "p99_ms"}) {
+                assertTrue(o.path(f).isNumber(), f + " in " + line);
+            }
+            assertTrue(o.path("p50_ms").asDouble() > 0, line);
+        }
+        assertEquals(java.util.List.of("cluster.placement", "cluster.placement_throughput", "cluster.launch_remote",
+                "cluster.fork_parent_blocked"), benches, r.out());
+        com.fasterxml.jackson.databind.JsonNode tp = mapper.readTree(lines.get(1));
+        assertTrue(tp.path("per_s").isNumber() && tp.path("per_s").asDouble() > 0, lines.get(1));
+        com.fasterxml.jackson.databind.JsonNode fork = mapper.readTree(lines.get(3));
+        assertTrue(fork.path("vmm_only_p50_ms").isNumber() && fork.path("vmm_only_p50_ms").asDouble() > 0,
+                lines.get(3));
+        try (java.util.stream.Stream<ProcessHandle> children = ProcessHandle.current().children()) {
+            assertEquals(java.util.List.of(), children.filter(ProcessHandle::isAlive)
+                    .map(h -> h.info().commandLine().orElse("?")).filter(c -> c.contains("VmforkNode")).toList());
+        }
+        assertEquals(tempBefore, clusterTempDirs());
+    }
+
+    private static java.util.Set<String> clusterTempDirs() throws Exception {
+        try (java.util.stream.Stream<Path> s = Files.list(Path.of(System.getProperty("java.io.tmpdir")))) {
+            return s.map(p -> p.getFileName().toString()).filter(n -> n.startsWith("vmfork-cluster-"))
+                    .collect(java.util.stream.Collectors.toSet());
+        }
+    }
 }
