@@ -120,7 +120,8 @@ final class LocalCluster implements AutoCloseable {
             Path log = logDir.resolve(name + ".log");
             List<String> cmd = List.of(Path.of(System.getProperty("java.home"), "bin", "java").toString(),
                     "-Xmx512m", "-XX:+UseSerialGC", "-cp", System.getProperty("java.class.path"),
-                    "io.vmfork.cluster.node.VmforkNode", file.toString());
+                    "io.vmfork.cluster.node.VmforkNode", "--parent-pid",
+                    Long.toString(ProcessHandle.current().pid()), file.toString());
             Process p = new ProcessBuilder(cmd).redirectErrorStream(true)
                     .redirectOutput(ProcessBuilder.Redirect.appendTo(log.toFile())).start();
             nodes.add(new Node(name, hostId, port, httpPort, p, log));

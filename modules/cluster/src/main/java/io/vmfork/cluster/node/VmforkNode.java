@@ -263,9 +263,18 @@ public final class VmforkNode implements AutoCloseable {
      * host id, 69 when it cannot start (e.g. a port in use), 64 on a usage error. The
      * multi-JVM tests start nodes this way.
      */
+    /**
+     * {@code VmforkNode [--parent-pid PID] CONFIG_FILE}. With {@code --parent-pid}, the node
+     * stops (shutting down as on SIGTERM) once that process is gone, even if it was killed
+     * with SIGKILL: a node started by a tool (bench, demo) never outlives it.
+     */
     public static void main(String[] args) throws Exception {
+        if (args.length == 3 && args[0].equals("--parent-pid")) {
+            watchParent(args[1]);
+            args = new String[] {args[2]};
+        }
         if (args.length != 1) {
-            System.err.println("usage: VmforkNode CONFIG_FILE");
+            System.err.println("usage: VmforkNode [--parent-pid PID] CONFIG_FILE");
             System.exit(64);
         }
         VmforkNode node;
@@ -287,5 +296,21 @@ public final class VmforkNode implements AutoCloseable {
             System.exit(78);
         }
         System.exit(0);
+    }
+
+    private static void watchParent(String pidText) {
+        long pid;
+        try {
+            pid = Long.parseLong(pidText);
+        } catch (NumberFormatException e) {
+            System.err.println("vmfork node: --parent-pid takes a process id, got '" + pidText + "'");
+            System.exit(64);
+            return;
+        }
+        Runnable gone = () -> {
+            System.err.println("vmfork node: parent process " + pid + " is gone: stopping");
+            System.exit(0);
+        };
+        ProcessHandle.of(pid).ifPresentOrElse(p -> p.onExit().thenRun(gone), gone);
     }
 }

@@ -1,0 +1,45 @@
+package io.vmfork.cli;
+
+import static org.junit.jupiter.api.Assertions.*;
+
+import java.net.ServerSocket;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.List;
+import java.util.concurrent.TimeUnit;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/** A node started with --parent-pid (as LocalCluster starts them) ends when that process is SIGKILLed. */
+class NodeParentWatchTest {
+    @Test
+    void aNodeStopsWhenItsParentIsKilled(@TempDir Path dir) throws Exception {
+        int port;
+        try (ServerSocket s = new ServerSocket(0)) {
+            port = s.getLocalPort();
+        }
+        Path conf = dir.resolve("node.conf");
+        Files.writeString(conf, "vmfork.host { id = 61, name = \"watched\" }\n"
+                + "vmfork.node { hostname = \"127.0.0.1\", port = " + port + ", status.http-port = -1 }\n");
+        Process parent = new ProcessBuilder("sleep", "120").start();
+        Process node = null;
+        try {
+            node = new ProcessBuilder(List.of(Path.of(System.getProperty("java.home"), "bin", "java").toString(),
+                    "-Xmx256m", "-cp", System.getProperty("java.class.path"), "io.vmfork.cluster.node.VmforkNode",
+                    "--parent-pid", Long.toString(parent.pid()), conf.toString()))
+                    .redirectErrorStream(true).redirectOutput(dir.resolve("node.log").toFile()).start();
+            // Let the node come up, then kill its parent the hard way.
+            assertFalse(node.waitFor(4, TimeUnit.SECONDS), "the node ended on its own: "
+                    + Files.readString(dir.resolve("node.log")));
+            parent.destroyForcibly().waitFor();
+            assertTrue(node.waitFor(30, TimeUnit.SECONDS), "the node outlived its parent");
+            assertEquals(0, node.exitValue(), Files.readString(dir.resolve("node.log")));
+            assertTrue(Files.readString(dir.resolve("node.log")).contains("is gone: stopping"));
+        } finally {
+            parent.destroyForcibly();
+            if (node != null) {
+                node.destroyForcibly().waitFor();
+            }
+        }
+    }
+}
