@@ -73,6 +73,27 @@ class PlacementEntityTest {
                 new Capacity(slots * 256 * MIB, slots, slots), settled)));
     }
 
+    /**
+     * Waits until this node's replica of the load reports holds {@code hosts} hosts, so that
+     * an entity started now reads them all at once (an entity that starts between two
+     * replicated reports sees one host, and retries of a wait that places VMs would fill it).
+     */
+    private void awaitReplicated(int hosts) {
+        TestProbe<org.apache.pekko.cluster.ddata.typed.javadsl.Replicator.GetResponse<
+                org.apache.pekko.cluster.ddata.LWWMap<Long, HostLoad>>> got = testKit.createTestProbe();
+        var replicator = org.apache.pekko.cluster.ddata.typed.javadsl.DistributedData.get(testKit.system())
+                .replicator();
+        got.awaitAssert(Duration.ofSeconds(5), Duration.ofMillis(20), () -> {
+            replicator.tell(new org.apache.pekko.cluster.ddata.typed.javadsl.Replicator.Get<>(LoadReports.KEY,
+                    org.apache.pekko.cluster.ddata.typed.javadsl.Replicator.readLocal(), got.getRef()));
+            var r = got.receiveMessage();
+            assertTrue(r instanceof org.apache.pekko.cluster.ddata.typed.javadsl.Replicator.GetSuccess<
+                    org.apache.pekko.cluster.ddata.LWWMap<Long, HostLoad>> ok
+                    && ok.get(LoadReports.KEY).size() >= hosts, "replica: " + r);
+            return null;
+        });
+    }
+
     /** Waits until the entity sees {@code hosts} hosts, by placing nothing-sized VMs... on a throwaway vm_type. */
     private void awaitHosts(ActorRef<PlacementEntity.Command> entity, int vmType, int hosts) throws Exception {
         TestProbe<PlacementEntity.Reply> probe = testKit.createTestProbe();
@@ -100,6 +121,7 @@ class PlacementEntityTest {
         host(1, 0, 8, List.of(), 1);
         host(2, 0, 8, List.of(), 1);
         host(3, 0, 8, List.of(), 1);
+        awaitReplicated(3);
         ActorRef<ShardingEnvelope<PlacementEntity.Command>> region = sharded(Duration.ofSeconds(30));
         for (int vmType : new int[] {LEAST_LOADED, SPREAD, PACK, LOCAL_FIRST}) {
             // Wait on a separate entity (its reservations must not count here) until the hosts replicated.
@@ -217,6 +239,7 @@ class PlacementEntityTest {
     void aRestartedEntityRebuildsItsViewFromTheReplicatedReports() throws Exception {
         host(1, 0, 4, List.of(), 1);
         host(2, 3, 4, List.of(), 1);
+        awaitReplicated(2);
         ActorRef<PlacementEntity.Command> entity = testKit.spawn(PlacementEntity.create(PACK,
                 settings(Duration.ofSeconds(30))));
         awaitHosts(entity, PACK, 2);
@@ -274,6 +297,7 @@ class PlacementEntityTest {
                     System::nanoTime));
             reports.tell(new LoadReports.Publish(ledgers.get(h).report(h, "h" + h, address)));
         }
+        awaitReplicated(3);
         ActorRef<PlacementEntity.Command> waiter = testKit.spawn(PlacementEntity.create(99, settings(Duration.ofMillis(1))));
         awaitHosts(waiter, 99, 3);
         // Two vm_types, two entities, each with its own view and reservations: together they
