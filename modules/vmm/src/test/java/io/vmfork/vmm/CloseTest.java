@@ -32,7 +32,10 @@ class CloseTest {
             assertEquals(0, vmm.liveCount(), "VM slots still taken after close");
             assertEquals(0, VmmTesting.memfds(), "memfds left behind");
             assertEquals(0, VmmTesting.vmMappings(), "guest RAM or kvm_run mappings left behind");
-            assertTrue(VmmTesting.openFds() < fds, "fds left behind (the VMM's /dev/kvm fd is closed too)");
+            // Exact on what a VMM and its VMs hold (/dev/kvm, KVM objects, memfds); the JVM's own
+            // fds come and go, so the total only has to settle back.
+            assertEquals(0, VmmTesting.vmFds(), "VM fds left behind (the VMM's /dev/kvm fd is closed too)");
+            assertTrue(VmmTesting.settle(VmmTesting::openFds, fds) <= fds, "fds left behind");
         }
     }
 }
