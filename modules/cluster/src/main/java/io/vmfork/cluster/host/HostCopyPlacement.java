@@ -76,7 +76,7 @@ final class HostCopyPlacement implements CopyPlacement {
         if (reply instanceof PlacementEntity.Placed placed) {
             for (PlacementEntity.Slot slot : placed.slots()) {
                 if (slot.hostId() != hostId) {
-                    targets.add(new CopyTarget.Remote(slot.hostId()));
+                    targets.add(new CopyTarget.Remote(slot.hostId(), slot.reservationId()));
                 } else if (ledger.admit(slot.reservationId(), memory, vcpus)) {
                     targets.add(CopyTarget.LOCAL);
                     admitted++;
