@@ -35,7 +35,7 @@
 #define VMF_HC_RECV          6u  /* arg: vmf_recv*.       ret: message length            */
 #define VMF_HC_SEND          7u  /* arg: vmf_buf*.        ret: bytes sent                */
 #define VMF_HC_READY         8u  /* arg: none.            ret: 0                         */
-#define VMF_HC_FORK          9u  /* arg: vmf_fork*.       ret: copies launched (parent), 0 (child) */
+#define VMF_HC_FORK          9u  /* arg: vmf_fork*.       ret: copies launched or accepted (parent), 0 (child) */
 #define VMF_HC_FORK_STATUS  10u  /* arg: vmf_fork_status*. ret: 0                        */
 
 /* Status codes (RAX). */
