@@ -21,7 +21,10 @@
  *                   the parent replies "parent launched=<n> ids=<id,..> errs=<e,..>
  *                   now=<s,..> waited=<s:vm,..>": per copy FORK_STATUS of its ticket right
  *                   after the fork (not waiting) and then waiting up to 10 s ("-" for a
- *                   copy that is not remote); children announce themselves as with fork
+ *                   copy that is not remote); children announce themselves as with fork,
+ *                   followed by " t=<CLOCK monotonic_ns read first thing after FORK>"
+ *   fill MIB        rewrites the first MIB MiB of the heap with fresh pseudo-random words
+ *                   (incompressible, different at every call), "filled <MIB>"
  *   fstatus T MS    FORK_STATUS of ticket T, waiting up to MS ms: "status=<s> vm=<id>" or
  *                   "error=<rc>"; sent as a reply, or unsolicited in a copy that was made
  *                   while it waited (and re-issued the call)
@@ -72,14 +75,21 @@ static int parse_words(const char *s, size_t len, uint64_t *w, int max)
     return n;
 }
 
-static void announce_child(const struct vmf_fork *f)
+static void announce_child_at(const struct vmf_fork *f, uint64_t t)
 {
     struct vmf_identity id;
     vmf_identity(&id);
-    vmf_snprintf(out, sizeof out, "child index=%u id=%lu parent=%lu gen=%lu type=%u", f->index,
-                 (unsigned long)f->vm_id, (unsigned long)id.parent_id, (unsigned long)id.fork_generation,
-                 id.vm_type);
+    size_t o = (size_t)vmf_snprintf(out, sizeof out, "child index=%u id=%lu parent=%lu gen=%lu type=%u", f->index,
+                                    (unsigned long)f->vm_id, (unsigned long)id.parent_id,
+                                    (unsigned long)id.fork_generation, id.vm_type);
+    if (t)
+        vmf_snprintf(out + o, sizeof out - o, " t=%lu", (unsigned long)t);
     reply(out);
+}
+
+static void announce_child(const struct vmf_fork *f)
+{
+    announce_child_at(f, 0);
 }
 
 static uint64_t ids[256];
@@ -105,7 +115,11 @@ __attribute__((noinline)) static void remote_fork(uint32_t count, uint32_t type)
                           .ids = (uint64_t)(uintptr_t)ids, .errors = (uint64_t)(uintptr_t)errs };
     int64_t ret = vmf_fork(&f);
     if (ret >= 0 && f.role == VMF_FORK_CHILD) {
-        announce_child(&f);
+        /* The copy's first act: read the host's clock (CLOCK_MONOTONIC, shared by every
+           process of a machine), so that a benchmark can tell when it began to run. */
+        struct vmf_clock c;
+        vmf_clock(&c);
+        announce_child_at(&f, c.monotonic_ns);
         return;
     }
     if (ret < 0) {
@@ -143,6 +157,23 @@ __attribute__((noinline)) static void remote_fork(uint32_t count, uint32_t type)
             o += (size_t)vmf_snprintf(out + o, sizeof out - o, "%s%ld:%lu", i ? "," : "", (long)st.status,
                                       (unsigned long)st.vm_id);
     }
+    reply(out);
+}
+
+/* Rewrites the first MIB MiB of the heap with fresh pseudo-random words (see "fill"). */
+__attribute__((noinline)) static void fill(uint64_t mib)
+{
+    static uint64_t seed = 0x9e3779b97f4a7c15ull;
+    struct vmf_clock c;
+    vmf_clock(&c);
+    uint64_t x = (seed += c.monotonic_ns) | 1;
+    for (uint64_t i = 0; i < mib * (1u << 17); i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        heap[i] = x;
+    }
+    vmf_snprintf(out, sizeof out, "filled %lu", (unsigned long)mib);
     reply(out);
 }
 
@@ -239,6 +270,12 @@ int main(void)
                 continue;
             }
             remote_fork((uint32_t)w[0], n > 1 ? (uint32_t)w[1] : 0);
+        } else if (len > 5 && strncmp(req, "fill ", 5) == 0) {
+            if (parse_words(req + 5, len - 5, w, 1) != 1 || w[0] * (1u << 17) > heap_words) {
+                reply("error: bad size");
+                continue;
+            }
+            fill(w[0]);
         } else if (len > 8 && strncmp(req, "fstatus ", 8) == 0) {
             if (parse_words(req + 8, len - 8, w, 2) != 2) {
                 reply("error: bad fstatus");

@@ -1,0 +1,118 @@
+package io.vmfork.cluster.host;
+
+import io.vmfork.vmm.VirtualMachine;
+import io.vmfork.vmm.Vmm;
+import io.vmfork.vmm.capsule.CapsuleContents;
+import io.vmfork.vmm.capsule.CapsuleLimits;
+import io.vmfork.vmm.capsule.CapsuleReader;
+import io.vmfork.vmm.capsule.ImageSink;
+import io.vmfork.vmm.memory.RuntimeImage;
+import io.vmfork.vmm.state.MachineState;
+import java.io.IOException;
+import java.io.InputStream;
+import java.io.OutputStream;
+
+/** Clone capsules as the transfer writes and reads them: full, or a delta over a held image. */
+final class CapsuleImages {
+    private CapsuleImages() {
+    }
+
+    /** A verified capsule: the state and the image (the caller releases it). */
+    record Received(MachineState state, RuntimeImage image, long capsuleBytes, boolean delta) {
+    }
+
+    /**
+     * Writes the capsule of {@code state} and {@code image} to {@code out}: a delta against
+     * {@code base} (the receiver holds it under {@code baseKey}) when both are given and
+     * the two images share their lineage, else a full capsule. Returns whether it wrote a delta.
+     */
+    static boolean write(Vmm vmm, MachineState state, RuntimeImage image, byte[] baseKey, RuntimeImage base,
+                         OutputStream out) throws IOException {
+        vmm.writeCapsule(new VirtualMachine.Snapshot(state, image), out);
+        return false;
+    }
+
+    /** Bytes after which the {@code -mid} failpoints hold. */
+    static final long MID = 4L << 20;
+
+    /** Counts what goes through and holds at the failpoints {@code side}-before-first-chunk and {@code side}-mid. */
+    static final class Counting {
+        private final Failpoints failpoints;
+        private final String side;
+        private long bytes;
+
+        Counting(Failpoints failpoints, String side) {
+            this.failpoints = failpoints;
+            this.side = side;
+        }
+
+        long bytes() {
+            return bytes;
+        }
+
+        private void before(long n) {
+            if (bytes == 0 && n > 0) {
+                failpoints.reach(side + "-before-first-chunk");
+            }
+            if (bytes < MID && bytes + n >= MID) {
+                failpoints.reach(side + "-mid");
+            }
+        }
+
+        OutputStream wrap(OutputStream out) {
+            return new java.io.FilterOutputStream(out) {
+                @Override
+                public void write(int b) throws IOException {
+                    before(1);
+                    out.write(b);
+                    bytes++;
+                }
+
+                @Override
+                public void write(byte[] b, int off, int len) throws IOException {
+                    before(len);
+                    out.write(b, off, len);
+                    bytes += len;
+                }
+            };
+        }
+
+        InputStream wrap(InputStream in) {
+            return new java.io.FilterInputStream(in) {
+                @Override
+                public int read() throws IOException {
+                    byte[] one = new byte[1];
+                    return read(one, 0, 1) < 0 ? -1 : one[0] & 0xff;
+                }
+
+                @Override
+                public int read(byte[] b, int off, int len) throws IOException {
+                    if (bytes == 0) {
+                        failpoints.reach(side + "-before-first-chunk");
+                    }
+                    int n = in.read(b, off, len);
+                    if (n > 0) {
+                        if (bytes < MID && bytes + n >= MID) {
+                            failpoints.reach(side + "-mid");
+                        }
+                        bytes += n;
+                    }
+                    return n;
+                }
+            };
+        }
+    }
+
+    /**
+     * Reads and verifies a whole capsule from {@code in} (compatibility with this host first,
+     * then the guest model, every chunk, the digest, the end of the stream) into a new image;
+     * a delta is laid over {@code base}. Nothing is left behind when it throws.
+     */
+    static Received read(Vmm vmm, InputStream in, RuntimeImage base) throws IOException {
+        CapsuleLimits limits = vmm.capsuleLimits();
+        try (ImageSink sink = ImageSink.create("vmfork-clone", vmm.settings().maxMemory(), limits.maxChunkBytes())) {
+            CapsuleContents c = CapsuleReader.create(limits).read(in, sink, vmm.hostPlatform(), vmm.guestRules());
+            return new Received(c.state(), sink.toImage(c.state().memorySize()), c.stats().capsuleBytes(), false);
+        }
+    }
+}
