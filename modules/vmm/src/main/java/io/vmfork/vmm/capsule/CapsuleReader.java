@@ -151,16 +151,40 @@ public final class CapsuleReader {
      */
     public ReceivedCapsule readImage(InputStream in, String name, HostPlatform host, GuestModel.Rules guest,
             BaseResolver bases) throws IOException {
+        return readImage(in, name, host, guest, bases, Integer.MAX_VALUE);
+    }
+
+    /**
+     * As {@link #readImage(InputStream, String, HostPlatform, GuestModel.Rules, BaseResolver)},
+     * and a delta's image with more than {@code maxExtents} overlay extents (e.g.
+     * vmfork.vmm.fork.max-image-extents) is compacted ({@link RuntimeImage#compact}): its
+     * overlay pages copied into one layer, so that a chain of deltas does not hold a memfd
+     * per delta and VMs of it need few mappings. Only overlay pages are copied, never the base.
+     */
+    public ReceivedCapsule readImage(InputStream in, String name, HostPlatform host, GuestModel.Rules guest,
+            BaseResolver bases, int maxExtents) throws IOException {
         try (ImageSink sink = ImageSink.create(name, limits.maxMemoryBytes(), limits.maxChunkBytes())) {
             CapsuleContents c = read(in, sink, host, guest, bases);
             if (c.delta() == null) {
                 return new ReceivedCapsule(c, sink.toImage(c.state().memorySize()));
             }
+            RuntimeImage image;
             try {
-                return new ReceivedCapsule(c, sink.toOverlay(c.delta().base(), c.delta().runs()));
+                image = sink.toOverlay(c.delta().base(), c.delta().runs());
             } finally {
                 c.delta().base().release();
             }
+            if (image.extentCount() > maxExtents) {
+                try {
+                    RuntimeImage compact = image.compact(name + "-compact");
+                    image.release();
+                    image = compact;
+                } catch (RuntimeException e) {
+                    image.release();
+                    throw e;
+                }
+            }
+            return new ReceivedCapsule(c, image);
         }
     }
 

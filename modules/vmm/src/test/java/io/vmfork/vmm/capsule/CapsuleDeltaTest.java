@@ -218,6 +218,31 @@ class CapsuleDeltaTest {
     }
 
     @Test
+    void aChainOfDeltasIsCompactedPastTheExtentCap() throws Exception {
+        RuntimeImage a = base("vmfork-test-a");
+        RuntimeImage b = next(a);
+        List<Run> more = List.of(new Run(40 * PAGE, PAGE), new Run(2000 * PAGE, PAGE));
+        RuntimeImage c = keep(b.overlayOf(fileOf("vmfork-test-layer", 0, p -> nextPage(p + 1), more), more));
+        RuntimeImage held = base("vmfork-test-held");
+        try (ReceivedCapsule rb = readImage(delta(b, b.changedSince(a), limits()),
+                holding(held, new AtomicInteger()))) {
+            // Over the cap of 4 extents: the two overlay layers become one; the base stays shared.
+            byte[] d = delta(c, c.changedSince(b), limits());
+            try (ReceivedCapsule rc = CapsuleReader.create(limits()).readImage(new ByteArrayInputStream(d),
+                    "vmfork-test-rx", host(hostCpuid().bytes()), null, k -> rb.image().retain(), 4)) {
+                assertEquals(5, rc.image().extentCount());
+                assertEquals(2, rc.image().layerCount(), "the base and one compacted layer");
+                assertEquals(held.lineage(), rc.image().lineage());
+                assertPages(rc.image(), p -> p == 40 || p == 2000 ? nextPage(p + 1) : nextPage(p));
+            }
+            try (ReceivedCapsule rc = CapsuleReader.create(limits()).readImage(new ByteArrayInputStream(d),
+                    "vmfork-test-rx", host(hostCpuid().bytes()), null, k -> rb.image().retain())) {
+                assertEquals(3, rc.image().layerCount(), "uncompacted: a layer per delta");
+            }
+        }
+    }
+
+    @Test
     void aDeltaOverAnUnknownBaseIsRefusedAfterTheHeader() throws Exception {
         RuntimeImage a = base("vmfork-test-a");
         byte[] capsule = delta(next(a), CHANGED, limits());
