@@ -20,15 +20,17 @@ final class BenchCommand {
 
     static int run(Args args) {
         args.allowOnly("json", "runs");
-        String scenario = args.positional(0, "SCENARIO (launch, fork, cluster, clone)");
+        String scenario = args.positional(0, "SCENARIO (launch, fork, cluster, capsule, clone)");
         boolean json = args.flag("json");
         try (Vmm vmm = Vmm.open(VmmSettings.load())) {
             switch (scenario) {
                 case "launch" -> launch(vmm, args, json);
                 case "fork" -> ForkBench.run(vmm, args, json);
                 case "cluster" -> ClusterBench.run(vmm, args, json);
+                case "capsule" -> CompressionBench.run(vmm, args, json);
                 case "clone" -> CloneBench.run(args, json);
-                default -> throw new Args.UsageException("unknown scenario '" + scenario + "' (launch, fork, cluster, clone)");
+                default -> throw new Args.UsageException("unknown scenario '" + scenario
+                        + "' (launch, fork, cluster, capsule, clone)");
             }
             return 0;
         } catch (KvmException e) {

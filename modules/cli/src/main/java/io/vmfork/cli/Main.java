@@ -63,12 +63,14 @@ public final class Main {
                       it leaves the cluster first). Exits 78 if FILE is invalid (the message
                       names the key) or the cluster already has a node with its host id, 69 if
                       the node cannot start (e.g. its port is in use).
-                  bench launch|fork|cluster [--json] [--runs N]
+                  bench launch|fork|cluster|capsule [--json] [--runs N]
                       Cold-launch benchmarks: launch.cold, launch.cold_warm_worker. Fork benchmarks:
                       fork.local, fork.parent_blocked, fork.vs_cold, fork.memory_per_child.
                       Cluster benchmarks (two node JVMs started on this machine, killed after):
                       cluster.placement, cluster.placement_throughput, cluster.launch_remote,
-                      cluster.fork_parent_blocked.
+                      cluster.fork_parent_blocked. Capsule benchmark: capsule.compression (LZ4 on
+                      random memory and on a warm-worker's image, and capsules written with each
+                      vmfork.capsule.compression).
                 """;
     }
 }
