@@ -71,8 +71,8 @@ class RemoteClonesTest {
         BlockingQueue<VmEvent> events = subscribe(client);
 
         VmInfo parent = await(api.launchOn(1, "forker", 1, 64 * MIB));
-        String sum = ask(api, parent.vmId(), "sum");
         assertEquals("ok", ask(api, parent.vmId(), "write 5 12345"));
+        String sum = ask(api, parent.vmId(), "sum");
         String parentRand = ask(api, parent.vmId(), "rand");
 
         // A fork from outside: least-loaded puts both copies on the other hosts.

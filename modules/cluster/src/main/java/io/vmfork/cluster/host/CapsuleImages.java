@@ -1,11 +1,13 @@
 package io.vmfork.cluster.host;
 
-import io.vmfork.vmm.VirtualMachine;
 import io.vmfork.vmm.Vmm;
+import io.vmfork.vmm.capsule.BaseResolver;
 import io.vmfork.vmm.capsule.CapsuleContents;
-import io.vmfork.vmm.capsule.CapsuleLimits;
 import io.vmfork.vmm.capsule.CapsuleReader;
-import io.vmfork.vmm.capsule.ImageSink;
+import io.vmfork.vmm.capsule.CapsuleWriter;
+import io.vmfork.vmm.capsule.ReceivedCapsule;
+import io.vmfork.vmm.state.MemorySource;
+import java.util.List;
 import io.vmfork.vmm.memory.RuntimeImage;
 import io.vmfork.vmm.state.MachineState;
 import java.io.IOException;
@@ -28,8 +30,28 @@ final class CapsuleImages {
      */
     static boolean write(Vmm vmm, MachineState state, RuntimeImage image, byte[] baseKey, RuntimeImage base,
                          OutputStream out) throws IOException {
-        vmm.writeCapsule(new VirtualMachine.Snapshot(state, image), out);
+        CapsuleWriter writer = CapsuleWriter.create(vmm.capsuleLimits());
+        List<MemorySource.Run> changed = base == null || baseKey == null ? null : image.changedSince(base);
+        if (changed != null) {
+            writer.writeDelta(out, state, image, changed, baseKey, vmm.hostPlatform());
+            return true;
+        }
+        writer.write(out, state, image, vmm.hostPlatform());
         return false;
+    }
+
+    /**
+     * Reads and verifies a whole capsule from {@code in} (compatibility with this host first,
+     * then the guest model, every chunk, the digest, the end of the stream) into a new image;
+     * a delta is laid over {@code base}, the image this host kept under the delta's base key
+     * (a delta naming another key is refused). Nothing is left behind when it throws.
+     */
+    static Received read(Vmm vmm, InputStream in, byte[] baseKey, RuntimeImage base) throws IOException {
+        BaseResolver bases = key -> base != null && java.util.Arrays.equals(key, baseKey) ? base.retain() : null;
+        ReceivedCapsule r = CapsuleReader.create(vmm.capsuleLimits()).readImage(in, "vmfork-clone",
+                vmm.hostPlatform(), vmm.guestRules(), bases, vmm.settings().maxImageExtents());
+        CapsuleContents c = r.contents();
+        return new Received(c.state(), r.image(), c.stats().capsuleBytes(), c.delta() != null);
     }
 
     /** Bytes after which the {@code -mid} failpoints hold. */
@@ -100,19 +122,6 @@ final class CapsuleImages {
                     return n;
                 }
             };
-        }
-    }
-
-    /**
-     * Reads and verifies a whole capsule from {@code in} (compatibility with this host first,
-     * then the guest model, every chunk, the digest, the end of the stream) into a new image;
-     * a delta is laid over {@code base}. Nothing is left behind when it throws.
-     */
-    static Received read(Vmm vmm, InputStream in, RuntimeImage base) throws IOException {
-        CapsuleLimits limits = vmm.capsuleLimits();
-        try (ImageSink sink = ImageSink.create("vmfork-clone", vmm.settings().maxMemory(), limits.maxChunkBytes())) {
-            CapsuleContents c = CapsuleReader.create(limits).read(in, sink, vmm.hostPlatform(), vmm.guestRules());
-            return new Received(c.state(), sink.toImage(c.state().memorySize()), c.stats().capsuleBytes(), false);
         }
     }
 }

@@ -57,8 +57,8 @@ import org.slf4j.LoggerFactory;
 final class CloneSource implements AutoCloseable {
     private static final Logger log = LoggerFactory.getLogger(CloneSource.class);
 
-    /** What became of one remote copy. {@code clone} is null when it failed. */
-    record Outcome(long forkId, long parentId, int index, long targetHostId, VmInfo clone, ErrorCode code,
+    /** What became of one remote copy. {@code cloneVm} is null when it failed. */
+    record Outcome(long forkId, long parentId, int index, long targetHostId, VmInfo cloneVm, ErrorCode code,
                    String reason, long capsuleBytes, boolean delta, boolean external) {
     }
 

@@ -157,7 +157,7 @@ final class CloneTarget {
         CapsuleImages.Counting counted = new CapsuleImages.Counting(failpoints, "target");
         boolean ok = false;
         try {
-            CapsuleImages.Received r = CapsuleImages.read(vmm, counted.wrap(in), p.base());
+            CapsuleImages.Received r = CapsuleImages.read(vmm, counted.wrap(in), offer.baseKey(), p.base());
             image = r.image();
             failpoints.reach("target-after-last-chunk");
             stats.capsulesReceived.incrementAndGet();

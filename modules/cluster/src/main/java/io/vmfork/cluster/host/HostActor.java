@@ -689,7 +689,7 @@ public final class HostActor extends AbstractBehavior<HostActor.Command> {
 
     private Behavior<Command> onCloneOutcome(CloneOutcome m) {
         CloneSource.Outcome o = m.outcome();
-        if (o.clone() == null) {
+        if (o.cloneVm() == null) {
             publish(new VmEvent(VmEvent.Kind.CLONE_FAILED, o.parentId(), settings.hostId(), null, -1,
                     "copy " + o.index() + " on host " + o.targetHostId() + ": " + o.code() + ": " + o.reason()));
         }
@@ -706,8 +706,8 @@ public final class HostActor extends AbstractBehavior<HostActor.Command> {
         if (!p.outstanding.remove(o.index())) {
             return;
         }
-        if (o.clone() != null) {
-            p.children.add(o.clone());
+        if (o.cloneVm() != null) {
+            p.children.add(o.cloneVm());
         } else {
             p.errors.add(io.vmfork.vmm.hypercall.Hypercalls.statusName(CloneSource.statusOf(o.code())) + " (copy "
                     + o.index() + " on host " + o.targetHostId() + ": " + o.reason() + ")");
