@@ -55,7 +55,7 @@ public record CapsuleLimits(long maxMemoryBytes, int maxChunkBytes, int maxFrame
     public static final int MAX_DELTA_RUNS = 1 << 16;
     /** Room a chunk frame needs beyond its data: tags, lengths, offset and crc. */
     static final int CHUNK_FRAME_OVERHEAD = 64;
-    /** Room the header needs beyond its CPUID entries: fixed fields and the two strings. */
+    /** Room the header needs beyond its CPUID entries: fixed fields, the two strings and a delta's base key. */
     static final int HEADER_FRAME_OVERHEAD = 4096;
     /** Most bytes one encoded CPUID entry takes: 7 varints of up to 5 bytes with tags, and its envelope. */
     static final int CPUID_ENTRY_MAX_BYTES = 64;

@@ -50,8 +50,9 @@ import java.util.zip.CRC32C;
  *     sink as they arrive, but no VM may run on them before then.
  * </ul>
  *
- * <p>Reader states: MAGIC → HEADER (checks, then the host compatibility check) → STATE →
- * MEMORY (chunks until the trailer) → END (only end of stream is valid) → verified.
+ * <p>Reader states: MAGIC → HEADER (checks, then the host compatibility check, then for a
+ * delta its base image, through the caller's {@link BaseResolver}) → STATE → MEMORY
+ * (chunks and zero runs until the trailer) → END (only end of stream is valid) → verified.
  *
  * <p>Version rule: {@link CapsuleFormat#CURRENT_VERSION} is written; a reader accepts its
  * current version and the one before it, and refuses newer ones.

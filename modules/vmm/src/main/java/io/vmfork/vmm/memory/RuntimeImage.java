@@ -55,22 +55,41 @@ public final class RuntimeImage implements MemorySource {
         }
     }
 
-    /** [offset, offset+length) of RAM comes from {@code layer} instead of the base. */
-    record Extent(long offset, long length, Layer layer) {
+    /**
+     * [offset, offset+length) of RAM comes from {@code layer} instead of the base; its bytes
+     * are those first written to the layer with id {@code origin} (the layer itself, unless
+     * a compaction copied them).
+     */
+    record Extent(long offset, long length, Layer layer, long origin) {
+        Extent(long offset, long length, Layer layer) {
+            this(offset, length, layer, layer.id);
+        }
+
+        Extent resized(long newOffset, long newLength) {
+            return new Extent(newOffset, newLength, layer, origin);
+        }
     }
 
     private final long id = IDS.incrementAndGet();
     private final long size;
     private final Layer base;
     private final NavigableMap<Long, Extent> extents;
+    /**
+     * Where each overlay range's bytes come from, by origin: equal to {@link #extents} until
+     * a compaction merges extents of several origins into one; kept apart so that
+     * {@link #changedSince} still sees through compaction.
+     */
+    private final NavigableMap<Long, Extent> provenance;
     private final List<Layer> layers;
     private final AtomicInteger refs = new AtomicInteger(1);
     private Mapping readView;
 
-    private RuntimeImage(long size, Layer base, NavigableMap<Long, Extent> extents, List<Layer> layers) {
+    private RuntimeImage(long size, Layer base, NavigableMap<Long, Extent> extents,
+            NavigableMap<Long, Extent> provenance, List<Layer> layers) {
         this.size = size;
         this.base = base;
         this.extents = extents;
+        this.provenance = provenance;
         this.layers = layers;
     }
 
@@ -81,7 +100,7 @@ public final class RuntimeImage implements MemorySource {
 
     static RuntimeImage ofBase(Memfd file) {
         Layer b = new Layer(file);
-        return new RuntimeImage(file.size(), b, new TreeMap<>(), List.of(b));
+        return new RuntimeImage(file.size(), b, new TreeMap<>(), new TreeMap<>(), List.of(b));
     }
 
     /**
@@ -118,6 +137,11 @@ public final class RuntimeImage implements MemorySource {
     }
 
     private static final long PAGE = 4096;
+    /**
+     * Most origin ranges a compaction keeps: the map is copied at every freeze (on a fork's
+     * critical path), so it must stay small; past it, a compacted layer is its own origin.
+     */
+    static final int MAX_PROVENANCE = 1024;
 
     /**
      * A new image: this one with {@code runs} taken from {@code file} (which it takes
@@ -126,9 +150,12 @@ public final class RuntimeImage implements MemorySource {
     RuntimeImage overlay(Memfd file, List<Run> runs) {
         Layer top = new Layer(file);
         TreeMap<Long, Extent> next = new TreeMap<>(extents);
+        TreeMap<Long, Extent> origins = new TreeMap<>(provenance);
         for (Run r : runs) {
             carve(next, r.offset(), r.length());
             next.put(r.offset(), new Extent(r.offset(), r.length(), top));
+            carve(origins, r.offset(), r.length());
+            origins.put(r.offset(), new Extent(r.offset(), r.length(), top));
         }
         // Only layers still referenced by an extent (or the base) are kept alive.
         List<Layer> used = new ArrayList<>();
@@ -141,7 +168,7 @@ public final class RuntimeImage implements MemorySource {
         if (!used.contains(top)) {
             top.release();
         }
-        return new RuntimeImage(size, base, next, used);
+        return new RuntimeImage(size, base, next, origins, used);
     }
 
     /** Removes [off, off+len) from the extent map, splitting extents that straddle it. */
@@ -152,12 +179,12 @@ public final class RuntimeImage implements MemorySource {
             Extent e = before.getValue();
             long eEnd = e.offset() + e.length();
             if (eEnd > off) {
-                map.put(e.offset(), new Extent(e.offset(), off - e.offset(), e.layer()));
+                map.put(e.offset(), e.resized(e.offset(), off - e.offset()));
                 if (e.offset() == off) {
                     map.remove(e.offset());
                 }
                 if (eEnd > end) {
-                    map.put(end, new Extent(end, eEnd - end, e.layer()));
+                    map.put(end, e.resized(end, eEnd - end));
                 }
             }
         }
@@ -167,7 +194,7 @@ public final class RuntimeImage implements MemorySource {
             map.remove(e.offset());
             long eEnd = e.offset() + e.length();
             if (eEnd > end) {
-                map.put(end, new Extent(end, eEnd - end, e.layer()));
+                map.put(end, e.resized(end, eEnd - end));
                 break;
             }
         }
@@ -221,16 +248,17 @@ public final class RuntimeImage implements MemorySource {
      * immutable, so the same layer means the same bytes). Ascending, not overlapping,
      * adjacent ranges merged; empty when nothing changed. Null when the two do not share a
      * lineage (or a size): then only a full capsule describes this image. Costs
-     * O(extents of both), never reads a page. Conservative: pages rewritten with equal
-     * bytes count as changed, and so does every overlay page after a compaction.
+     * O(extents of both), never reads a page. Sees through compaction (which copies bytes
+     * without changing them); conservative only in that a page rewritten with equal bytes
+     * counts as changed.
      */
     public List<Run> changedSince(RuntimeImage older) {
         if (older.base != base || older.size != size) {
             return null;
         }
         List<Run> out = new ArrayList<>();
-        List<Extent> a = List.copyOf(older.extents.values());
-        List<Extent> b = List.copyOf(extents.values());
+        List<Extent> a = List.copyOf(older.provenance.values());
+        List<Extent> b = List.copyOf(provenance.values());
         int i = 0;
         int j = 0;
         long pos = 0;
@@ -248,8 +276,8 @@ public final class RuntimeImage implements MemorySource {
             long next = size;
             next = Math.min(next, ea != null ? end(ea) : (i < a.size() ? a.get(i).offset() : size));
             next = Math.min(next, eb != null ? end(eb) : (j < b.size() ? b.get(j).offset() : size));
-            Layer la = ea == null ? base : ea.layer();
-            Layer lb = eb == null ? base : eb.layer();
+            long la = ea == null ? base.id : ea.origin();
+            long lb = eb == null ? base.id : eb.origin();
             if (la != lb) {
                 Run last = out.isEmpty() ? null : out.get(out.size() - 1);
                 if (last != null && last.offset() + last.length() == pos) {
@@ -384,6 +412,9 @@ public final class RuntimeImage implements MemorySource {
         for (Run r : runs) {
             merged.put(r.offset(), new Extent(r.offset(), r.length(), top));
         }
-        return new RuntimeImage(size, b, merged, List.of(b, top));
+        // Origins survive a compaction unless there are too many of them to copy at every freeze;
+        // then the compacted layer becomes their origin (changedSince turns conservative once).
+        NavigableMap<Long, Extent> origins = provenance.size() <= MAX_PROVENANCE ? provenance : merged;
+        return new RuntimeImage(size, b, merged, origins, List.of(b, top));
     }
 }

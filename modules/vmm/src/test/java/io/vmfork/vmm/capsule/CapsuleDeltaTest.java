@@ -171,10 +171,33 @@ class CapsuleDeltaTest {
                 new Run(1000 * PAGE, 2 * PAGE)), c.changedSince(a));
         RuntimeImage compact = keep(c.compact("vmfork-test-compact"));
         assertEquals(a.lineage(), compact.lineage(), "compaction keeps the lineage");
-        assertNotNull(compact.changedSince(a));
+        assertEquals(List.of(), compact.changedSince(c), "compaction copies bytes, it does not change them");
+        assertEquals(c.changedSince(a), compact.changedSince(a));
+        assertEquals(more, compact.changedSince(b));
+        List<Run> after = List.of(new Run(12 * PAGE, 2 * PAGE));
+        RuntimeImage d = keep(compact.overlayOf(fileOf("vmfork-test-layer", 0, CapsuleDeltaTest::nextPage, after),
+                after));
+        assertEquals(after, d.changedSince(compact));
+        assertEquals(List.of(new Run(11 * PAGE, 3 * PAGE), new Run(30 * PAGE, 2 * PAGE)), d.changedSince(b));
         RuntimeImage other = base("vmfork-test-other");
         assertNotEquals(a.lineage(), other.lineage());
         assertNull(other.changedSince(a), "no common base: only a full capsule");
+    }
+
+    @Test
+    void aCompactionOfTooManyOriginsMakesTheNextDeltaConservativeNotWrong() {
+        long size = 16 * MIB;
+        RuntimeImage a = keep(RuntimeImage.fromFile(Memfd.create("vmfork-test-a", size)));
+        List<Run> scattered = new ArrayList<>();
+        for (long p = 0; p < 2 * 1100; p += 2) {
+            scattered.add(new Run(p * PAGE, PAGE));
+        }
+        RuntimeImage b = keep(a.overlayOf(Memfd.create("vmfork-test-layer", size), scattered));
+        assertEquals(scattered, b.changedSince(a));
+        RuntimeImage compact = keep(b.compact("vmfork-test-compact"));
+        // Past 1,024 origins the compacted layer is their origin: every overlay page counts as changed.
+        assertEquals(scattered, compact.changedSince(b));
+        assertEquals(scattered, compact.changedSince(a));
     }
 
     @Test
