@@ -231,8 +231,9 @@ class RemoteClonesTest {
         NodeProcess victim = sourceDies ? n1 : n2;
         Leaks before = Leaks.of(survivor);
 
+        long logMark = Files.size(victim.log());
         CompletableFuture<HostActor.Forked> fork = api.fork(parent.vmId(), 1, 1).toCompletableFuture();
-        awaitLogLine(victim, "vmfork failpoint " + failpoint + " reached", WAIT);
+        awaitLogLine(victim, logMark, "vmfork failpoint " + failpoint + " reached", WAIT);
         victim.kill();
 
         if (sourceDies) {
@@ -350,10 +351,13 @@ class RemoteClonesTest {
         return f.children().get(0);
     }
 
-    private static void awaitLogLine(NodeProcess n, String line, Duration within) throws Exception {
+    /** Waits until {@code n}'s log has {@code line} past byte {@code from} (a parameterized test's nodes share a log). */
+    private static void awaitLogLine(NodeProcess n, long from, String line, Duration within) throws Exception {
         long deadline = System.nanoTime() + within.toNanos();
         while (true) {
-            if (Files.exists(n.log()) && Files.readString(n.log()).contains(line)) {
+            byte[] all = Files.readAllBytes(n.log());
+            if (new String(all, (int) Math.min(from, all.length), (int) Math.max(0, all.length - from),
+                    StandardCharsets.UTF_8).contains(line)) {
                 return;
             }
             if (System.nanoTime() > deadline) {

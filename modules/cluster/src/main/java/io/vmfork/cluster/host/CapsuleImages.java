@@ -1,5 +1,6 @@
 package io.vmfork.cluster.host;
 
+import io.vmfork.kvm.memory.Mapping;
 import io.vmfork.vmm.Vmm;
 import io.vmfork.vmm.capsule.BaseResolver;
 import io.vmfork.vmm.capsule.CapsuleContents;
@@ -32,12 +33,36 @@ final class CapsuleImages {
                          OutputStream out) throws IOException {
         CapsuleWriter writer = CapsuleWriter.create(vmm.capsuleLimits());
         List<MemorySource.Run> changed = base == null || baseKey == null ? null : image.changedSince(base);
-        if (changed != null) {
-            writer.writeDelta(out, state, image, changed, baseKey, vmm.hostPlatform());
-            return true;
+        // A view of its own for this writer, unmapped when it is done (a failed transfer
+        // included): writers to several targets read one image at once, and the image
+        // outlives them all (the parent's next fork builds on it).
+        try (Mapping view = image.mapPrivate("capsule writer")) {
+            MemorySource source = new MemorySource() {
+                @Override
+                public long size() {
+                    return image.size();
+                }
+
+                @Override
+                public List<Run> dataRuns() {
+                    return image.dataRuns();
+                }
+
+                @Override
+                public void read(long offset, byte[] dst, int dstOff, int length) {
+                    if (offset < 0 || length < 0 || offset > image.size() - length) {
+                        throw new IndexOutOfBoundsException(length + " bytes at " + offset + " outside the image");
+                    }
+                    view.pointer().read(offset, dst, dstOff, length);
+                }
+            };
+            if (changed != null && changed.size() <= io.vmfork.vmm.capsule.CapsuleLimits.MAX_DELTA_RUNS) {
+                writer.writeDelta(out, state, source, changed, baseKey, vmm.hostPlatform());
+                return true;
+            }
+            writer.write(out, state, source, vmm.hostPlatform());
+            return false;
         }
-        writer.write(out, state, image, vmm.hostPlatform());
-        return false;
     }
 
     /**

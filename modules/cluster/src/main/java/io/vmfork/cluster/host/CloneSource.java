@@ -302,7 +302,11 @@ final class CloneSource implements AutoCloseable {
             return "host " + target + " did not answer the offer in time";
         }
         String m = f.getMessage() == null ? f.toString() : f.getMessage();
-        return "transfer to host " + target + " failed: " + m.replaceAll("\\[[A-Z_]+\\] ", "");
+        if (m.matches("(?s).*\\[[A-Z_]+\\] .*")) {
+            // The target's own words, e.g. why it refused the capsule.
+            return m.replaceAll("\\[[A-Z_]+\\] ", "");
+        }
+        return "transfer to host " + target + " failed: " + m;
     }
 
     private static Throwable unwrap(Throwable f) {
