@@ -162,6 +162,32 @@ class TransferTest {
     }
 
     @Test
+    void aSlowReceiverHoldsTheWriterBack() throws Exception {
+        java.util.concurrent.atomic.AtomicLong written = new java.util.concurrent.atomic.AtomicLong();
+        CompletableFuture<Long> aheadWhilePaused = new CompletableFuture<>();
+        bind((opening, in) -> {
+            byte[] buf = new byte[1 << 20];
+            long read = in.readNBytes(buf, 0, buf.length);
+            sleep(700); // under the idle timeout: the writer fills every buffer on the way, then blocks
+            aheadWhilePaused.complete(written.get() - read);
+            while (in.read(buf) >= 0) {
+                // the rest
+            }
+            return new byte[0];
+        });
+        long size = 256L << 20;
+        send(new byte[0], out -> {
+            byte[] chunk = new byte[1 << 20];
+            for (long done = 0; done < size; done += chunk.length) {
+                out.write(chunk);
+                written.addAndGet(chunk.length);
+            }
+        }).toCompletableFuture().get(WAIT_S, TimeUnit.SECONDS);
+        long ahead = aheadWhilePaused.get();
+        assertTrue(ahead < (64L << 20), "the writer got " + (ahead >> 20) + " MiB ahead of a paused receiver");
+    }
+
+    @Test
     void anEmptyTransferCompletes() throws Exception {
         Recording r = new Recording();
         bind(r);
