@@ -46,7 +46,8 @@
  * for {@code idle-timeout + 1s} (a receiver that stopped reading); the receiver's connection
  * for {@code idle-timeout + 2s} (a backstop); a sender's write blocked under backpressure for
  * {@code idle-timeout + 3s}. The staggering makes the side that notices first the one that
- * knows why.
+ * knows why. So a Receiver must not pause reading longer than {@code idle-timeout}, and must
+ * return its result within {@code idle-timeout + 1s} of the END frame.
  *
  * <h2>Version rule</h2>
  * OPEN carries the protocol version (this is version 1). A receiver accepts the current and

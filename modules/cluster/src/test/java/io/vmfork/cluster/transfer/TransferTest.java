@@ -388,6 +388,35 @@ class TransferTest {
     }
 
     @Test
+    void aReceiverClosingWithoutAResultFailsTheSender() throws Exception {
+        try (ServerSocket fake = new ServerSocket(0, 1, java.net.InetAddress.getLoopbackAddress())) {
+            CompletableFuture<Long> served = CompletableFuture.supplyAsync(() -> {
+                try (Socket s = fake.accept()) {
+                    InputStream in = s.getInputStream();
+                    long n = 0;
+                    byte[] buf = new byte[1 << 16];
+                    // OPEN (6 + 5 bytes), DATA (5 + 1000), END (5 + 8): then close without a word
+                    while (n < 11 + 1005 + 13) {
+                        int r = in.read(buf);
+                        if (r < 0) {
+                            break;
+                        }
+                        n += r;
+                    }
+                    return n;
+                } catch (IOException e) {
+                    throw new java.io.UncheckedIOException(e);
+                }
+            });
+            Throwable t = failure(TransferClient.send(system, (InetSocketAddress) fake.getLocalSocketAddress(),
+                    new byte[0], out -> out.write(new byte[1000]), settings));
+            assertEquals(11 + 1005 + 13, served.get(WAIT_S, TimeUnit.SECONDS));
+            assertInstanceOf(TransferException.class, t);
+            assertTrue(t.getMessage().contains("without a result after 1000 data bytes"), t.getMessage());
+        }
+    }
+
+    @Test
     void garbageIsRefusedWithoutDisturbingOtherTransfers() throws Exception {
         Recording r = new Recording();
         bind(r);
