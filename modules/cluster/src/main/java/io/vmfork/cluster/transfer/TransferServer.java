@@ -72,7 +72,10 @@ public final class TransferServer implements AutoCloseable {
         this.blocking = system.dispatchers().lookup(DispatcherSelector.fromConfig(settings.blockingDispatcher()));
     }
 
-    /** Binds host:port (0 = a free port) on the system's materializer. */
+    /**
+     * Binds host:port (0 = a free port) on the system's materializer. Fails with a
+     * {@link TransferException} when the address cannot be bound (e.g. the port is in use).
+     */
     public static CompletionStage<TransferServer> bind(ActorSystem<?> system, String host, int port,
                                                        TransferSettings settings, Receiver receiver) {
         Objects.requireNonNull(system, "system");
@@ -92,7 +95,13 @@ public final class TransferServer implements AutoCloseable {
                 .bind(host, port, BACKLOG, List.of(), false, Optional.of(settings.receiverIdleTimeout()))
                 .to(Sink.foreach(server::accept))
                 .run(server.materializer)
-                .thenApply(b -> {
+                .handle((b, e) -> {
+                    if (e != null) {
+                        Throwable c = e instanceof java.util.concurrent.CompletionException && e.getCause() != null
+                                ? e.getCause() : e;
+                        throw new java.util.concurrent.CompletionException(new TransferException(
+                                "cannot bind the transfer server to " + host + ":" + port + ": " + c.getMessage(), c));
+                    }
                     server.binding = b;
                     return server;
                 });
@@ -127,7 +136,16 @@ public final class TransferServer implements AutoCloseable {
         killSwitch.abort(new TransferException("the transfer server at " + binding.localAddress() + " closed"));
     }
 
+    /** Never throws: a failure here would stop the server accepting. */
     private void accept(Tcp.IncomingConnection conn) {
+        try {
+            handle(conn);
+        } catch (RuntimeException e) {
+            LOG.error("transfer from {}: cannot handle the connection", conn.remoteAddress(), e);
+        }
+    }
+
+    private void handle(Tcp.IncomingConnection conn) {
         Flow<ByteString, ByteString, Pair<InputStream, OutputStream>> io = Flow.fromSinkAndSourceCoupledMat(
                 StreamConverters.asInputStream(settings.idleTimeout()),
                 StreamConverters.asOutputStream(settings.writeTimeout()),

@@ -461,6 +461,17 @@ class TransferTest {
     }
 
     @Test
+    void aPortInUseFailsTheBind() throws Exception {
+        try (ServerSocket taken = new ServerSocket(0, 1, java.net.InetAddress.getLoopbackAddress())) {
+            Throwable t = failure(TransferServer.bind(system, "127.0.0.1", taken.getLocalPort(), settings,
+                    (o, in) -> new byte[0]));
+            assertInstanceOf(TransferException.class, t);
+            assertTrue(t.getMessage().startsWith("cannot bind the transfer server to 127.0.0.1:" + taken.getLocalPort()),
+                    t.getMessage());
+        }
+    }
+
+    @Test
     void anOpeningOverTheCapIsRefusedAtOnce() {
         CompletionStage<byte[]> s = TransferClient.send(system, new InetSocketAddress("127.0.0.1", 1),
                 new byte[settings.maxFrameBytes()], out -> { }, settings);
