@@ -508,7 +508,16 @@ class TransferTest {
             s.getOutputStream().write("garbage!".getBytes(StandardCharsets.US_ASCII));
             readFrame(s.getInputStream());
         }
-        server.close();
+        int closedPort;
+        try (ServerSocket gone = new ServerSocket(0)) {
+            closedPort = gone.getLocalPort();
+        }
+        failure(TransferClient.send(system, new InetSocketAddress("127.0.0.1", closedPort), new byte[0], out -> { },
+                settings));
+        CompletionStage<byte[]> cut = send(new byte[0], out -> writePattern(out, 1L << 30, null));
+        sleep(100);
+        server.close(); // mid-transfer
+        failure(cut);
         server = null;
         awaitSettled(fdsBefore - 1);
         long pool = Thread.getAllStackTraces().keySet().stream()
