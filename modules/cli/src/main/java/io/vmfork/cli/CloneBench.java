@@ -122,7 +122,7 @@ final class CloneBench {
                 }
                 f.stopClones(api);
             }
-            Stats floor = new Stats(TcpFloor.measure(capsuleBytes, Math.max(5, Math.min(n, 10))));
+            Stats floor = TcpFloor.measure(capsuleBytes, Math.max(5, Math.min(n, 10)));
             print(floor.fields("clone.tcp_floor", ordered("memory_mib", mib, "bytes", capsuleBytes)));
             Stats r = new Stats(remote);
             print(r.fields("clone.remote", ordered("memory_mib", mib, "ratio", round(r.median() / floor.median()),

@@ -25,6 +25,7 @@ final class ReceiverInput extends InputStream {
     private TransferException failure;
     private int leftInFrame;
     private long received;
+    private boolean vmforkPeer;
 
     /**
      * {@code raw} is the connection's stream from Pekko's asInputStream with a read timeout of
@@ -58,6 +59,7 @@ final class ReceiverInput extends InputStream {
             if (magic != Frames.MAGIC) {
                 throw new TransferException(String.format("protocol error: not a vmfork transfer (magic 0x%08x)", magic));
             }
+            vmforkPeer = true;
             if (version != Frames.VERSION && version != Frames.PREVIOUS_VERSION) {
                 throw new TransferException("unsupported transfer protocol version " + version + " (this host speaks "
                         + Frames.VERSION + " and " + Frames.PREVIOUS_VERSION + ")");
@@ -69,6 +71,11 @@ final class ReceiverInput extends InputStream {
         } catch (IOException e) {
             throw fail(e, "before the OPEN frame was complete");
         }
+    }
+
+    /** Whether the peer's OPEN had the protocol's magic (a vmfork sender, whatever its version). */
+    boolean vmforkPeer() {
+        return vmforkPeer;
     }
 
     long received() {

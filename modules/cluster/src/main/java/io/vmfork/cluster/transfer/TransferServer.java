@@ -36,6 +36,8 @@ import org.slf4j.LoggerFactory;
 public final class TransferServer implements AutoCloseable {
     private static final Logger LOG = LoggerFactory.getLogger(TransferServer.class);
     private static final int BACKLOG = 100;
+    /** Pekko's TCP read buffer at which transfers reach their speed (docs/transfer.md). */
+    private static final long RECOMMENDED_READ_BUFFER = 1 << 20;
 
     /** The target's side of one transfer. */
     @FunctionalInterface
@@ -70,7 +72,10 @@ public final class TransferServer implements AutoCloseable {
         this.blocking = system.dispatchers().lookup(DispatcherSelector.fromConfig(settings.blockingDispatcher()));
     }
 
-    /** Binds host:port (0 = a free port) on the system's materializer. */
+    /**
+     * Binds host:port (0 = a free port) on the system's materializer. Fails with a
+     * {@link TransferException} when the address cannot be bound (e.g. the port is in use).
+     */
     public static CompletionStage<TransferServer> bind(ActorSystem<?> system, String host, int port,
                                                        TransferSettings settings, Receiver receiver) {
         Objects.requireNonNull(system, "system");
@@ -78,6 +83,11 @@ public final class TransferServer implements AutoCloseable {
         Objects.requireNonNull(settings, "settings");
         Objects.requireNonNull(receiver, "receiver");
         TransferServer server = new TransferServer(system, settings, receiver);
+        long readBuffer = system.settings().config().getBytes("pekko.io.tcp.direct-buffer-size");
+        if (readBuffer < RECOMMENDED_READ_BUFFER) {
+            LOG.info("pekko.io.tcp.direct-buffer-size is {} bytes: capsule transfers run at about half speed below "
+                    + "1 MiB (docs/transfer.md)", readBuffer);
+        }
         return Tcp.get(system)
                 // The Receiver's read timeout (the idle timeout) notices a silent sender first and
                 // answers with an ABORT that says so; this one is the backstop for a Receiver
@@ -85,7 +95,13 @@ public final class TransferServer implements AutoCloseable {
                 .bind(host, port, BACKLOG, List.of(), false, Optional.of(settings.receiverIdleTimeout()))
                 .to(Sink.foreach(server::accept))
                 .run(server.materializer)
-                .thenApply(b -> {
+                .handle((b, e) -> {
+                    if (e != null) {
+                        Throwable c = e instanceof java.util.concurrent.CompletionException && e.getCause() != null
+                                ? e.getCause() : e;
+                        throw new java.util.concurrent.CompletionException(new TransferException(
+                                "cannot bind the transfer server to " + host + ":" + port + ": " + c.getMessage(), c));
+                    }
                     server.binding = b;
                     return server;
                 });
@@ -120,7 +136,16 @@ public final class TransferServer implements AutoCloseable {
         killSwitch.abort(new TransferException("the transfer server at " + binding.localAddress() + " closed"));
     }
 
+    /** Never throws: a failure here would stop the server accepting. */
     private void accept(Tcp.IncomingConnection conn) {
+        try {
+            handle(conn);
+        } catch (RuntimeException e) {
+            LOG.error("transfer from {}: cannot handle the connection", conn.remoteAddress(), e);
+        }
+    }
+
+    private void handle(Tcp.IncomingConnection conn) {
         Flow<ByteString, ByteString, Pair<InputStream, OutputStream>> io = Flow.fromSinkAndSourceCoupledMat(
                 StreamConverters.asInputStream(settings.idleTimeout()),
                 StreamConverters.asOutputStream(settings.writeTimeout()),
@@ -151,6 +176,9 @@ public final class TransferServer implements AutoCloseable {
             } catch (TransferException e) {
                 LOG.warn("transfer from {} refused: {}", peer, e.getMessage());
                 reply(out, Frames.abort("refused: " + e.getMessage()), peer);
+                if (in.vmforkPeer()) { // it reads the ABORT and closes; anything else is just closed
+                    drain(raw);
+                }
                 return;
             }
             byte[] result;
@@ -171,6 +199,7 @@ public final class TransferServer implements AutoCloseable {
                 String reason = e.getMessage() == null ? e.getClass().getName() : e.getMessage();
                 LOG.debug("transfer from {} failed after {} data bytes: {}", peer, in.received(), reason);
                 reply(out, Frames.abort(reason), peer);
+                drain(raw);
                 return;
             }
             reply(out, Frames.frame(Frames.RESULT, result), peer);
@@ -180,6 +209,24 @@ public final class TransferServer implements AutoCloseable {
         } finally {
             closeQuietly(raw, out, peer);
             active.decrementAndGet();
+        }
+    }
+
+    /**
+     * After an ABORT to a sender that may still be writing: reads and drops what it sends
+     * until it closes (it does on reading the ABORT), the connection fails, or an idle
+     * timeout passes. Closing at once would make this host's kernel answer the sender's
+     * next bytes with a reset, which can reach the sender before the ABORT frame does.
+     */
+    private void drain(InputStream raw) {
+        long deadline = System.nanoTime() + settings.idleTimeout().toNanos();
+        byte[] sink = new byte[64 << 10];
+        try {
+            while (System.nanoTime() < deadline && raw.read(sink) >= 0) {
+                // dropped
+            }
+        } catch (IOException e) {
+            // the connection ended: nothing left to drain
         }
     }
 

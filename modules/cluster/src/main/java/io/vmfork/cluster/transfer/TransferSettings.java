@@ -7,25 +7,26 @@ import java.time.Duration;
  * The capsule transfer's settings, the {@code vmfork.transfer} subtree (defaults in the
  * cluster module's reference.conf, every key described in docs/configuration.md).
  *
- * @param host               the address a node's {@link TransferServer} binds
- * @param port               its port; 0: a free one
  * @param connectTimeout     how long a {@link TransferClient} waits for the connection
- * @param idleTimeout        a transfer fails when no byte moved in either direction this long
+ * @param idleTimeout        a transfer fails when nothing moved this long (package-info,
+ *                           "Timeouts", has who notices what)
  * @param maxFrameBytes      the largest frame payload either side accepts (a longer length
  *                           is refused before anything is allocated); bounds the opening and
  *                           the result bytes too
  * @param dataFrameBytes     the payload of the DATA frames a sender writes (at most
  *                           {@code maxFrameBytes})
+ * @param host               the address a node's {@link TransferServer} binds
+ * @param port               its port; 0: a free one
  * @param blockingDispatcher config path of the Pekko dispatcher whose threads run the
  *                           Receivers and the IoWriters (one thread per transfer and side)
  */
 public record TransferSettings(
-        String host,
-        int port,
         Duration connectTimeout,
         Duration idleTimeout,
         int maxFrameBytes,
         int dataFrameBytes,
+        String host,
+        int port,
         String blockingDispatcher) {
 
     /** The configuration path of the subtree {@link #fromConfig} reads. */
@@ -53,29 +54,34 @@ public record TransferSettings(
         }
     }
 
+    /** Reads {@code vmfork.transfer} of the actor system's configuration. */
+    public static TransferSettings create(org.apache.pekko.actor.typed.ActorSystem<?> system) {
+        return fromConfig(system.settings().config());
+    }
+
     /** Reads {@code vmfork.transfer} of {@code config} (a whole configuration, e.g. the actor system's). */
     public static TransferSettings fromConfig(Config config) {
         Config c = config.getConfig(PATH);
         long maxFrame = c.getBytes("max-frame");
         long dataFrame = c.getBytes("data-frame");
         return new TransferSettings(
-                c.getString("host"),
-                c.getInt("port"),
                 c.getDuration("connect-timeout"),
                 c.getDuration("idle-timeout"),
                 (int) Math.min(maxFrame, Integer.MAX_VALUE),
                 (int) Math.min(dataFrame, Integer.MAX_VALUE),
+                c.getString("host"),
+                c.getInt("port"),
                 PATH + ".blocking-dispatcher");
     }
 
     /** A copy with another idle timeout. */
     public TransferSettings withIdleTimeout(Duration d) {
-        return new TransferSettings(host, port, connectTimeout, d, maxFrameBytes, dataFrameBytes, blockingDispatcher);
+        return new TransferSettings(connectTimeout, d, maxFrameBytes, dataFrameBytes, host, port, blockingDispatcher);
     }
 
     /** A copy with other frame limits. */
     public TransferSettings withFrames(int maxFrame, int dataFrame) {
-        return new TransferSettings(host, port, connectTimeout, idleTimeout, maxFrame, dataFrame, blockingDispatcher);
+        return new TransferSettings(connectTimeout, idleTimeout, maxFrame, dataFrame, host, port, blockingDispatcher);
     }
 
     /*

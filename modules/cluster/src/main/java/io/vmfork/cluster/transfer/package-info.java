@@ -46,7 +46,8 @@
  * for {@code idle-timeout + 1s} (a receiver that stopped reading); the receiver's connection
  * for {@code idle-timeout + 2s} (a backstop); a sender's write blocked under backpressure for
  * {@code idle-timeout + 3s}. The staggering makes the side that notices first the one that
- * knows why.
+ * knows why. So a Receiver must not pause reading longer than {@code idle-timeout}, and must
+ * return its result within {@code idle-timeout + 1s} of the END frame.
  *
  * <h2>Version rule</h2>
  * OPEN carries the protocol version (this is version 1). A receiver accepts the current and
@@ -62,12 +63,23 @@
  * thread is interrupted and its writes throw; {@code TransferServer.close()} aborts every
  * transfer in progress. Every path closes the connection.
  *
- * <h2>Why Pekko Streams TCP, and what it costs</h2>
- * Measured with {@code ./vmfork bench transfer} (docs/transfer.md has the figures and the
- * method): a plain blocking socket is the floor; this protocol over Pekko Streams TCP comes
- * within a small factor of it; stream refs over Artery are several times slower (every
- * element an Artery message of at most the maximum frame size) and, when the sender dies,
- * fail only when the cluster downs it. So bulk bytes take a TCP side channel, as the Akka
- * maintainers advise (akka/akka#22257, #24276).
+ * <h2>Why Pekko Streams TCP: the measurements</h2>
+ * {@code ./vmfork bench transfer} (docs/transfer.md has the method and every figure): two JVMs
+ * on loopback, p50 of 5 runs, on the 2-core development machine <em>under load from other
+ * work</em> (figures to compare methods, to be re-run on a quiet machine):
+ * <pre>
+ *                                   64 MiB              1 GiB
+ * plain blocking socket (floor)     20.6 ms  3111 MiB/s   328 ms  3125 MiB/s
+ * this protocol, Pekko Streams TCP  46.1 ms  1389 MiB/s   455 ms  2250 MiB/s  (1.4-2.2 x floor)
+ * stream refs (SourceRef, Artery)  149.6 ms   428 MiB/s  1012 ms  1012 MiB/s  (3.1-7.3 x floor)
+ * </pre>
+ * Pekko Streams TCP figures are with {@code pekko.io.tcp.direct-buffer-size = 1 MiB} in both
+ * JVMs; with Pekko's default 128 KiB they were 196 ms and 885 ms, so a node should set it.
+ * A sender killed with SIGKILL after 256 MiB of 1 GiB: over a plain socket the receiver
+ * sees a clean end of stream (56 ms later); here a TransferException "the connection ended
+ * after N data bytes, before the end-of-data frame" (30 ms later); a stream ref fails only
+ * once the cluster downs the dead node (15 s later with stable-after = 7 s, never without a
+ * downing provider). So bulk bytes take this TCP side channel, as the Akka maintainers
+ * advise (akka/akka#22257, #24276); stream refs are also marked "may change".
  */
 package io.vmfork.cluster.transfer;

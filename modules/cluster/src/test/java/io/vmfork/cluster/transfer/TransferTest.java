@@ -162,6 +162,32 @@ class TransferTest {
     }
 
     @Test
+    void aSlowReceiverHoldsTheWriterBack() throws Exception {
+        java.util.concurrent.atomic.AtomicLong written = new java.util.concurrent.atomic.AtomicLong();
+        CompletableFuture<Long> aheadWhilePaused = new CompletableFuture<>();
+        bind((opening, in) -> {
+            byte[] buf = new byte[1 << 20];
+            long read = in.readNBytes(buf, 0, buf.length);
+            sleep(700); // under the idle timeout: the writer fills every buffer on the way, then blocks
+            aheadWhilePaused.complete(written.get() - read);
+            while (in.read(buf) >= 0) {
+                // the rest
+            }
+            return new byte[0];
+        });
+        long size = 256L << 20;
+        send(new byte[0], out -> {
+            byte[] chunk = new byte[1 << 20];
+            for (long done = 0; done < size; done += chunk.length) {
+                out.write(chunk);
+                written.addAndGet(chunk.length);
+            }
+        }).toCompletableFuture().get(WAIT_S, TimeUnit.SECONDS);
+        long ahead = aheadWhilePaused.get();
+        assertTrue(ahead < (64L << 20), "the writer got " + (ahead >> 20) + " MiB ahead of a paused receiver");
+    }
+
+    @Test
     void anEmptyTransferCompletes() throws Exception {
         Recording r = new Recording();
         bind(r);
@@ -362,6 +388,35 @@ class TransferTest {
     }
 
     @Test
+    void aReceiverClosingWithoutAResultFailsTheSender() throws Exception {
+        try (ServerSocket fake = new ServerSocket(0, 1, java.net.InetAddress.getLoopbackAddress())) {
+            CompletableFuture<Long> served = CompletableFuture.supplyAsync(() -> {
+                try (Socket s = fake.accept()) {
+                    InputStream in = s.getInputStream();
+                    long n = 0;
+                    byte[] buf = new byte[1 << 16];
+                    // OPEN (6 + 5 bytes), DATA (5 + 1000), END (5 + 8): then close without a word
+                    while (n < 11 + 1005 + 13) {
+                        int r = in.read(buf);
+                        if (r < 0) {
+                            break;
+                        }
+                        n += r;
+                    }
+                    return n;
+                } catch (IOException e) {
+                    throw new java.io.UncheckedIOException(e);
+                }
+            });
+            Throwable t = failure(TransferClient.send(system, (InetSocketAddress) fake.getLocalSocketAddress(),
+                    new byte[0], out -> out.write(new byte[1000]), settings));
+            assertEquals(11 + 1005 + 13, served.get(WAIT_S, TimeUnit.SECONDS));
+            assertInstanceOf(TransferException.class, t);
+            assertTrue(t.getMessage().contains("without a result after 1000 data bytes"), t.getMessage());
+        }
+    }
+
+    @Test
     void garbageIsRefusedWithoutDisturbingOtherTransfers() throws Exception {
         Recording r = new Recording();
         bind(r);
@@ -406,6 +461,17 @@ class TransferTest {
     }
 
     @Test
+    void aPortInUseFailsTheBind() throws Exception {
+        try (ServerSocket taken = new ServerSocket(0, 1, java.net.InetAddress.getLoopbackAddress())) {
+            Throwable t = failure(TransferServer.bind(system, "127.0.0.1", taken.getLocalPort(), settings,
+                    (o, in) -> new byte[0]));
+            assertInstanceOf(TransferException.class, t);
+            assertTrue(t.getMessage().startsWith("cannot bind the transfer server to 127.0.0.1:" + taken.getLocalPort()),
+                    t.getMessage());
+        }
+    }
+
+    @Test
     void anOpeningOverTheCapIsRefusedAtOnce() {
         CompletionStage<byte[]> s = TransferClient.send(system, new InetSocketAddress("127.0.0.1", 1),
                 new byte[settings.maxFrameBytes()], out -> { }, settings);
@@ -442,7 +508,16 @@ class TransferTest {
             s.getOutputStream().write("garbage!".getBytes(StandardCharsets.US_ASCII));
             readFrame(s.getInputStream());
         }
-        server.close();
+        int closedPort;
+        try (ServerSocket gone = new ServerSocket(0)) {
+            closedPort = gone.getLocalPort();
+        }
+        failure(TransferClient.send(system, new InetSocketAddress("127.0.0.1", closedPort), new byte[0], out -> { },
+                settings));
+        CompletionStage<byte[]> cut = send(new byte[0], out -> writePattern(out, 1L << 30, null));
+        sleep(100);
+        server.close(); // mid-transfer
+        failure(cut);
         server = null;
         awaitSettled(fdsBefore - 1);
         long pool = Thread.getAllStackTraces().keySet().stream()
