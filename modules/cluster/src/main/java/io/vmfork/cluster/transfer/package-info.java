@@ -23,7 +23,9 @@
  * from the receiver, which then closes the connection. The sender keeps its side open until
  * the answer arrives. A sender whose writer fails sends {@code ABORT} instead of {@code END}.
  * A receiver that refuses (the Receiver threw, or a frame was wrong) sends {@code ABORT} at
- * any point, which the sender reads while it is still writing.
+ * any point, which the sender reads while it is still writing; it then reads and drops what
+ * the sender still sends until the sender closes (at most the idle timeout), so that its
+ * kernel's reset cannot overtake the ABORT.
  *
  * <h2>The receiver's states</h2>
  * <pre>
