@@ -179,6 +179,9 @@ class RemoteClonesTest {
         VmCluster api = client.cluster();
 
         VmInfo parent = await(api.launchOn(1, "forker", 1, 64 * MIB));
+        // Host 1 stays the fuller one, even while host 2's report still counts a stopped
+        // clone: least-loaded puts every copy on host 2.
+        await(api.launchOn(1, "spin", 1, 512 * MIB));
         assertEquals("touched 16", ask(api, parent.vmId(), "touch 16"));
         VmInfo first = only(await(api.fork(parent.vmId(), 1, 1)));
         assertEquals(2, first.hostId());

@@ -200,8 +200,13 @@ class RemoteCloneTest {
             assertTrue(clone.launchStartNanos() - rec.resumedNanos() >= TimeUnit.MILLISECONDS.toNanos(300),
                     "the clone started before the parent was let go");
             // Its fork block as a child's (role 1, index, id), its identity, the parent's memory.
-            assertEquals("child index=" + i + " id=" + id + " parent=" + parent.id() + " gen=1 type=5",
-                    onB.next(clone));
+            // (forker's rfork children end it with the CLOCK they read first thing: the same
+            // clock as the VMM's, read after the clone's launch began.)
+            String announced = onB.next(clone);
+            String expected = "child index=" + i + " id=" + id + " parent=" + parent.id() + " gen=1 type=5 t=";
+            assertTrue(announced.startsWith(expected), announced);
+            long t = Long.parseLong(announced.substring(expected.length()));
+            assertTrue(t > clone.launchStartNanos() && t < System.nanoTime(), announced);
             assertEquals("vm=" + id + " parent=" + parent.id() + " gen=1 host=" + HOST_B + " type=5",
                     ForkTest.ask(clone, "id"));
             assertEquals(sum, ForkTest.ask(clone, "sum"));
