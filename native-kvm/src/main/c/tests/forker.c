@@ -23,6 +23,7 @@
  *                   after the fork (not waiting) and then waiting up to 10 s ("-" for a
  *                   copy that is not remote); children announce themselves as with fork,
  *                   followed by " t=<CLOCK monotonic_ns read first thing after FORK>"
+ *   born            "born=<t>": an rfork copy's t (0 in any other VM)
  *   fill MIB        rewrites the first MIB MiB of the heap with fresh pseudo-random words
  *                   (incompressible, different at every call), "filled <MIB>"
  *   fstatus T MS    FORK_STATUS of ticket T, waiting up to MS ms: "status=<s> vm=<id>" or
@@ -93,6 +94,7 @@ static void announce_child(const struct vmf_fork *f)
 }
 
 static uint64_t ids[256];
+static uint64_t born; /* an rfork copy's CLOCK reading right after FORK returned in it */
 static int64_t errs[256];
 
 /* Returns 1 in a child, 0 in the parent. */
@@ -119,6 +121,7 @@ __attribute__((noinline)) static void remote_fork(uint32_t count, uint32_t type)
            process of a machine), so that a benchmark can tell when it began to run. */
         struct vmf_clock c;
         vmf_clock(&c);
+        born = c.monotonic_ns;
         announce_child_at(&f, c.monotonic_ns);
         return;
     }
@@ -270,6 +273,9 @@ int main(void)
                 continue;
             }
             remote_fork((uint32_t)w[0], n > 1 ? (uint32_t)w[1] : 0);
+        } else if (len == 4 && strncmp(req, "born", 4) == 0) {
+            vmf_snprintf(out, sizeof out, "born=%lu", (unsigned long)born);
+            reply(out);
         } else if (len > 5 && strncmp(req, "fill ", 5) == 0) {
             if (parse_words(req + 5, len - 5, w, 1) != 1 || w[0] * (1u << 17) > heap_words) {
                 reply("error: bad size");

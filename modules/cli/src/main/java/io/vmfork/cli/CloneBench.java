@@ -23,16 +23,18 @@ import java.util.regex.Pattern;
  * parents, so that it reads their fork records. Times are CLOCK_MONOTONIC readings, which
  * every process on this machine shares: the FORK exit as the parent's VMM recorded it, and
  * the clone's first instruction as the clone itself read it (forker's "rfork" children read
- * CLOCK first thing after FORK returns and announce it: {@code t=<ns>}). The parents fork
+ * CLOCK first thing after FORK returns and answer it to "born"). The parents fork
  * with VMF_FORK_REMOTE and wait in FORK_STATUS until their remote copies started.
  *
  * <ul>
  * <li>clone.tcp_floor: the capsule's bytes over a plain loopback TCP socket between two
  *     processes ({@link TcpFloor}), per size.
- * <li>clone.remote: a forker with {@code memory_mib} of incompressible memory (filled
- *     with random data) forks one copy that placement puts on another node; FORK exit to
- *     the clone's first instruction; {@code ratio} to clone.tcp_floor of that size.
- * <li>clone.parent_blocked: the parent's pause (FORK exit to resume) in those forks.
+ * <li>clone.remote: a new forker with {@code memory_mib} of incompressible memory (filled
+ *     with random data) forks one copy that placement puts on another node (a full
+ *     capsule); FORK exit to the clone's first instruction; {@code ratio} to
+ *     clone.tcp_floor of that size.
+ * <li>clone.parent_blocked: the parent's pause (FORK exit to resume) in those forks: its
+ *     first fork after writing all its memory.
  * <li>clone.remote_incremental: after a first clone to each node, the parent rewrites
  *     1 MiB of its 64 and forks again: time as clone.remote, {@code bytes_sent} per fork.
  * <li>clone.fanout: 32 copies of a 64 MiB parent spread over 3 nodes in one FORK: from the
@@ -47,7 +49,6 @@ final class CloneBench {
     private static final Duration TIMEOUT = Duration.ofSeconds(120);
     private static final Pattern PARENT = Pattern.compile(
             "parent launched=(\\d+) ids=([\\d,]+) errs=([-\\d,]+) now=([-\\d,]+) waited=([-\\d,:a-z]+)");
-    private static final Pattern CHILD_T = Pattern.compile("child index=(\\d+) id=(\\d+) .* t=(\\d+)");
     static final String CONFIG = """
             vmfork.node.capacity { guest-memory = 64 GiB, vm-slots = 200, vcpus = 1000 }
             vmfork.node.placement.policies { 21 = least-loaded, 22 = spread }
@@ -71,6 +72,9 @@ final class CloneBench {
 
     private void run() {
         try (LocalCluster cluster = LocalCluster.start(NODES, BENCH_HOST + 1, CONFIG, Duration.ofSeconds(60))) {
+            if (System.getenv("VMFORK_KEEP_LOGS") != null) {
+                cluster.keepLogs();
+            }
             try {
                 VmforkNode node = ClusterBench.joinAsHost(cluster, BENCH_HOST, CONFIG);
                 try {
@@ -102,17 +106,16 @@ final class CloneBench {
 
     private void remote(VmforkNode node, int mib, int n) {
         VmCluster api = node.cluster();
-        VmInfo parent = join(api.launchOn(BENCH_HOST, "forker", REMOTE_TYPE, (mib + 64L) << 20));
-        try {
-            expect(request(api, parent.vmId(), "fill " + mib), "filled " + mib);
-            VirtualMachine vm = node.vmm().vm(parent.vmId());
-            double[] remote = new double[n];
-            double[] blocked = new double[n];
-            long capsuleBytes = 0;
-            int warmup = 2;
-            for (int i = 0; i < warmup + n; i++) {
-                // Every fork's memory differs from the last one's: no delta, a full capsule.
+        double[] remote = new double[n];
+        double[] blocked = new double[n];
+        long capsuleBytes = 0;
+        int warmup = 2;
+        for (int i = 0; i < warmup + n; i++) {
+            // A new parent each time: its first capsule to any host is a full one.
+            VmInfo parent = join(api.launchOn(BENCH_HOST, "forker", REMOTE_TYPE, (mib + 64L) << 20));
+            try {
                 expect(request(api, parent.vmId(), "fill " + mib), "filled " + mib);
+                VirtualMachine vm = node.vmm().vm(parent.vmId());
                 long sentBefore = node.cloneStats().bytesSent();
                 Fork f = forkRemote(api, vm, parent.vmId(), 1, REMOTE_TYPE);
                 capsuleBytes = node.cloneStats().bytesSent() - sentBefore;
@@ -121,16 +124,17 @@ final class CloneBench {
                     blocked[i - warmup] = (f.record().resumedNanos() - f.record().exitNanos()) / 1e6;
                 }
                 f.stopClones(api);
+            } finally {
+                join(api.stop(parent.vmId()));
             }
-            Stats floor = TcpFloor.measure(capsuleBytes, Math.max(5, Math.min(n, 10)));
-            print(floor.fields("clone.tcp_floor", ordered("memory_mib", mib, "bytes", capsuleBytes)));
-            Stats r = new Stats(remote);
-            print(r.fields("clone.remote", ordered("memory_mib", mib, "ratio", round(r.median() / floor.median()),
-                    "capsule_bytes", capsuleBytes, "guest", "forker", "until", "clone_first_instruction")));
-            print(new Stats(blocked).fields("clone.parent_blocked", ordered("memory_mib", mib)));
-        } finally {
-            join(api.stop(parent.vmId()));
         }
+        Stats floor = TcpFloor.measure(capsuleBytes, Math.max(5, Math.min(n, 10)));
+        print(floor.fields("clone.tcp_floor", ordered("memory_mib", mib, "bytes", capsuleBytes)));
+        Stats r = new Stats(remote);
+        print(r.fields("clone.remote", ordered("memory_mib", mib, "ratio", round(r.median() / floor.median()),
+                "capsule_bytes", capsuleBytes, "guest", "forker", "until", "clone_first_instruction")));
+        print(new Stats(blocked).fields("clone.parent_blocked", ordered("memory_mib", mib,
+                "state", "first_fork_after_touching")));
     }
 
     // ---- clone.remote_incremental ---------------------------------------------------------
@@ -239,14 +243,16 @@ final class CloneBench {
         }
         long last = 0;
         for (long c : all) {
-            // The copy's announcement is the first thing it sends: the host hands it over as
-            // the answer to this first request.
-            String a = request(api, c, "id");
-            Matcher cm = CHILD_T.matcher(a);
-            if (!cm.matches() || Long.parseLong(cm.group(2)) != c) {
-                throw new IllegalStateException("copy " + c + " announced '" + a + "'");
+            // The copy's CLOCK reading right after FORK returned in it. Its announcement (sent
+            // unsolicited, so dropped by the host unless a request is waiting) may come first.
+            String a = request(api, c, "born");
+            if (a.startsWith("child ")) {
+                a = request(api, c, "born");
             }
-            last = Math.max(last, Long.parseLong(cm.group(3)));
+            if (!a.startsWith("born=") || a.equals("born=0")) {
+                throw new IllegalStateException("copy " + c + " answered '" + a + "' to born");
+            }
+            last = Math.max(last, Long.parseLong(a.substring("born=".length())));
         }
         return new Fork(rec, all, last);
     }

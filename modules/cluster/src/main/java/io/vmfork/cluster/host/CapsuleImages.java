@@ -33,6 +33,11 @@ final class CapsuleImages {
                          OutputStream out) throws IOException {
         CapsuleWriter writer = CapsuleWriter.create(vmm.capsuleLimits());
         List<MemorySource.Run> changed = base == null || baseKey == null ? null : image.changedSince(base);
+        if (changed != null && 2 * bytes(changed) > bytes(image.dataRuns())) {
+            // Mostly rewritten: a full capsule moves no more, and the receiver builds a plain
+            // image instead of a layer over one it must then let go of.
+            changed = null;
+        }
         // A view of its own for this writer, unmapped when it is done (a failed transfer
         // included): writers to several targets read one image at once, and the image
         // outlives them all (the parent's next fork builds on it).
@@ -77,6 +82,14 @@ final class CapsuleImages {
                 vmm.hostPlatform(), vmm.guestRules(), bases, vmm.settings().maxImageExtents());
         CapsuleContents c = r.contents();
         return new Received(c.state(), r.image(), c.stats().capsuleBytes(), c.delta() != null);
+    }
+
+    private static long bytes(List<MemorySource.Run> runs) {
+        long n = 0;
+        for (MemorySource.Run r : runs) {
+            n += r.length();
+        }
+        return n;
     }
 
     /** Bytes after which the {@code -mid} failpoints hold. */

@@ -173,9 +173,15 @@ final class CloneSource implements AutoCloseable {
                     InetSocketAddress to = new InetSocketAddress(a.transferHost(), a.transferPort());
                     boolean[] sentDelta = new boolean[1];
                     CapsuleImages.Counting counted = new CapsuleImages.Counting(failpoints, "source");
+                    long tOffered = System.nanoTime();
                     return TransferClient.send(system, to, opening, out -> {
+                                long tConnected = System.nanoTime();
                                 sentDelta[0] = CapsuleImages.write(vmm, fork.state(), fork.image(),
                                         delta ? base.key() : null, delta ? base.image() : null, counted.wrap(out));
+                                log.debug("clone transfer {} to host {}: connected in {} us, capsule of {} bytes "
+                                                + "written in {} ms", transferId, target,
+                                        (tConnected - tOffered) / 1000, counted.bytes(),
+                                        (System.nanoTime() - tConnected) / 1_000_000);
                                 failpoints.reach("source-after-last-chunk");
                                 stats.capsulesSent.incrementAndGet();
                                 stats.bytesSent.addAndGet(counted.bytes());

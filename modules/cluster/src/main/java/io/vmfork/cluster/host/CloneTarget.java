@@ -156,9 +156,11 @@ final class CloneTarget {
         RuntimeImage image = null;
         CapsuleImages.Counting counted = new CapsuleImages.Counting(failpoints, "target");
         boolean ok = false;
+        long t0 = System.nanoTime();
         try {
             CapsuleImages.Received r = CapsuleImages.read(vmm, counted.wrap(in), offer.baseKey(), p.base());
             image = r.image();
+            long tRead = System.nanoTime();
             failpoints.reach("target-after-last-chunk");
             stats.capsulesReceived.incrementAndGet();
             stats.bytesReceived.addAndGet(counted.bytes());
@@ -185,6 +187,10 @@ final class CloneTarget {
             cache.put(offer.imageKey(), offer.parentId(), image);
             loadChanged.run();
             ok = true;
+            log.info("clone transfer {} from host {}: {} capsule of {} bytes read and verified in {} ms, {} of {} "
+                            + "clones started in {} ms", offer.transferId(), offer.sourceHostId(),
+                    r.delta() ? "delta" : "full", counted.bytes(), (tRead - t0) / 1_000_000, launched,
+                    p.accepted().size(), (System.nanoTime() - tRead) / 1_000_000);
             return results.build().toByteArray();
         } catch (CapsuleException e) {
             log.info("clone transfer {} from host {} refused: {}", offer.transferId(), offer.sourceHostId(),
