@@ -20,6 +20,7 @@ _Static_assert(sizeof(struct vmf_identity) == 40, "vmf_identity layout");
 _Static_assert(sizeof(struct vmf_clock) == 16, "vmf_clock layout");
 _Static_assert(sizeof(struct vmf_recv) == 32, "vmf_recv layout");
 _Static_assert(sizeof(struct vmf_fork) == 48, "vmf_fork layout");
+_Static_assert(sizeof(struct vmf_fork_status) == 32, "vmf_fork_status layout");
 
 /* Set by _start (start.S) before main runs. */
 const struct vmf_boot_info *vmf_boot;
@@ -95,6 +96,11 @@ int64_t vmf_ready(void)
 int64_t vmf_fork(struct vmf_fork *f)
 {
     return vmf_hypercall(VMF_HC_FORK, gpa(f));
+}
+
+int64_t vmf_fork_status(struct vmf_fork_status *s)
+{
+    return vmf_hypercall(VMF_HC_FORK_STATUS, gpa(s));
 }
 
 /* ---- memory and strings ------------------------------------------------------ */

@@ -17,6 +17,18 @@
  *                   exits 99). A copy made from outside meanwhile (its id is not the
  *                   parent's) checks the same and exits 0 after its first call.
  *                   The parent replies "stressed=<n> launched=<m>".
+ *   rfork N [TYPE]  forks with VMF_FORK_REMOTE (copies placed on other hosts are accepted);
+ *                   the parent replies "parent launched=<n> ids=<id,..> errs=<e,..>
+ *                   now=<s,..> waited=<s:vm,..>": per copy FORK_STATUS of its ticket right
+ *                   after the fork (not waiting) and then waiting up to 10 s ("-" for a
+ *                   copy that is not remote); children announce themselves as with fork,
+ *                   followed by " t=<CLOCK monotonic_ns read first thing after FORK>"
+ *   born            "born=<t>": an rfork copy's t (0 in any other VM)
+ *   fill MIB        rewrites the first MIB MiB of the heap with fresh pseudo-random words
+ *                   (incompressible, different at every call), "filled <MIB>"
+ *   fstatus T MS    FORK_STATUS of ticket T, waiting up to MS ms: "status=<s> vm=<id>" or
+ *                   "error=<rc>"; sent as a reply, or unsolicited in a copy that was made
+ *                   while it waited (and re-issued the call)
  *   id, rand, stop  as warm-worker
  */
 #include <vmfork.h>
@@ -64,17 +76,25 @@ static int parse_words(const char *s, size_t len, uint64_t *w, int max)
     return n;
 }
 
-static void announce_child(const struct vmf_fork *f)
+static void announce_child_at(const struct vmf_fork *f, uint64_t t)
 {
     struct vmf_identity id;
     vmf_identity(&id);
-    vmf_snprintf(out, sizeof out, "child index=%u id=%lu parent=%lu gen=%lu type=%u", f->index,
-                 (unsigned long)f->vm_id, (unsigned long)id.parent_id, (unsigned long)id.fork_generation,
-                 id.vm_type);
+    size_t o = (size_t)vmf_snprintf(out, sizeof out, "child index=%u id=%lu parent=%lu gen=%lu type=%u", f->index,
+                                    (unsigned long)f->vm_id, (unsigned long)id.parent_id,
+                                    (unsigned long)id.fork_generation, id.vm_type);
+    if (t)
+        vmf_snprintf(out + o, sizeof out - o, " t=%lu", (unsigned long)t);
     reply(out);
 }
 
+static void announce_child(const struct vmf_fork *f)
+{
+    announce_child_at(f, 0);
+}
+
 static uint64_t ids[256];
+static uint64_t born; /* an rfork copy's CLOCK reading right after FORK returned in it */
 static int64_t errs[256];
 
 /* Returns 1 in a child, 0 in the parent. */
@@ -88,6 +108,88 @@ static int do_fork(uint32_t count, uint32_t type, int64_t *ret)
         return 1;
     }
     return 0;
+}
+
+/* FORK with VMF_FORK_REMOTE, then the FORK_STATUS of every remote copy (see "rfork"). */
+__attribute__((noinline)) static void remote_fork(uint32_t count, uint32_t type)
+{
+    struct vmf_fork f = { .vm_type = type, .count = count, .flags = VMF_FORK_REMOTE,
+                          .ids = (uint64_t)(uintptr_t)ids, .errors = (uint64_t)(uintptr_t)errs };
+    int64_t ret = vmf_fork(&f);
+    if (ret >= 0 && f.role == VMF_FORK_CHILD) {
+        /* The copy's first act: read the host's clock (CLOCK_MONOTONIC, shared by every
+           process of a machine), so that a benchmark can tell when it began to run. */
+        struct vmf_clock c;
+        vmf_clock(&c);
+        born = c.monotonic_ns;
+        announce_child_at(&f, c.monotonic_ns);
+        return;
+    }
+    if (ret < 0) {
+        vmf_snprintf(out, sizeof out, "parent error=%ld", (long)ret);
+        reply(out);
+        return;
+    }
+    size_t o = (size_t)vmf_snprintf(out, sizeof out, "parent launched=%ld ids=", (long)ret);
+    for (uint32_t i = 0; i < count && o < sizeof out - 64; i++)
+        o += (size_t)vmf_snprintf(out + o, sizeof out - o, "%s%lu", i ? "," : "", (unsigned long)ids[i]);
+    o += (size_t)vmf_snprintf(out + o, sizeof out - o, " errs=");
+    for (uint32_t i = 0; i < count && o < sizeof out - 64; i++)
+        o += (size_t)vmf_snprintf(out + o, sizeof out - o, "%s%ld", i ? "," : "", (long)errs[i]);
+    o += (size_t)vmf_snprintf(out + o, sizeof out - o, " now=");
+    for (uint32_t i = 0; i < count && o < sizeof out - 64; i++) {
+        struct vmf_fork_status st = { .ticket = ids[i], .wait_ns = 0 };
+        if (errs[i] != VMF_EINPROGRESS) {
+            o += (size_t)vmf_snprintf(out + o, sizeof out - o, "%s-", i ? "," : "");
+            continue;
+        }
+        int64_t r = vmf_fork_status(&st);
+        o += (size_t)vmf_snprintf(out + o, sizeof out - o, "%s%ld", i ? "," : "", (long)(r < 0 ? r : st.status));
+    }
+    o += (size_t)vmf_snprintf(out + o, sizeof out - o, " waited=");
+    for (uint32_t i = 0; i < count && o < sizeof out - 64; i++) {
+        struct vmf_fork_status st = { .ticket = ids[i], .wait_ns = VMF_FORK_STATUS_WAIT_MAX };
+        if (errs[i] != VMF_EINPROGRESS) {
+            o += (size_t)vmf_snprintf(out + o, sizeof out - o, "%s-", i ? "," : "");
+            continue;
+        }
+        int64_t r = vmf_fork_status(&st);
+        if (r < 0)
+            o += (size_t)vmf_snprintf(out + o, sizeof out - o, "%serror%ld", i ? "," : "", (long)r);
+        else
+            o += (size_t)vmf_snprintf(out + o, sizeof out - o, "%s%ld:%lu", i ? "," : "", (long)st.status,
+                                      (unsigned long)st.vm_id);
+    }
+    reply(out);
+}
+
+/* Rewrites the first MIB MiB of the heap with fresh pseudo-random words (see "fill"). */
+__attribute__((noinline)) static void fill(uint64_t mib)
+{
+    static uint64_t seed = 0x9e3779b97f4a7c15ull;
+    struct vmf_clock c;
+    vmf_clock(&c);
+    uint64_t x = (seed += c.monotonic_ns) | 1;
+    for (uint64_t i = 0; i < mib * (1u << 17); i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        heap[i] = x;
+    }
+    vmf_snprintf(out, sizeof out, "filled %lu", (unsigned long)mib);
+    reply(out);
+}
+
+/* FORK_STATUS of one ticket (see "fstatus"). */
+__attribute__((noinline)) static void fork_status(uint64_t ticket, uint64_t wait_ms)
+{
+    struct vmf_fork_status st = { .ticket = ticket, .wait_ns = wait_ms * 1000000u };
+    int64_t r = vmf_fork_status(&st);
+    if (r < 0)
+        vmf_snprintf(out, sizeof out, "error=%ld", (long)r);
+    else
+        vmf_snprintf(out, sizeof out, "status=%ld vm=%lu", (long)st.status, (unsigned long)st.vm_id);
+    reply(out);
 }
 
 /* FORK N times from the request loop, checking every result (see "forkstress"). */
@@ -164,6 +266,28 @@ int main(void)
             for (uint64_t i = 0; i < w[0] && o < sizeof out - 32; i++)
                 o += (size_t)vmf_snprintf(out + o, sizeof out - o, "%s%ld", i ? "," : "", (long)errs[i]);
             reply(out);
+        } else if (len >= 6 && strncmp(req, "rfork ", 6) == 0) {
+            int n = parse_words(req + 6, len - 6, w, 2);
+            if (n < 1 || w[0] == 0 || w[0] > 256) {
+                reply("error: bad count");
+                continue;
+            }
+            remote_fork((uint32_t)w[0], n > 1 ? (uint32_t)w[1] : 0);
+        } else if (len == 4 && strncmp(req, "born", 4) == 0) {
+            vmf_snprintf(out, sizeof out, "born=%lu", (unsigned long)born);
+            reply(out);
+        } else if (len > 5 && strncmp(req, "fill ", 5) == 0) {
+            if (parse_words(req + 5, len - 5, w, 1) != 1 || w[0] * (1u << 17) > heap_words) {
+                reply("error: bad size");
+                continue;
+            }
+            fill(w[0]);
+        } else if (len > 8 && strncmp(req, "fstatus ", 8) == 0) {
+            if (parse_words(req + 8, len - 8, w, 2) != 2) {
+                reply("error: bad fstatus");
+                continue;
+            }
+            fork_status(w[0], w[1]);
         } else if (len == 8 && strncmp(req, "forkloop", 8) == 0) {
             uint64_t forked = 0;
             int64_t ret = 0;

@@ -35,7 +35,8 @@
 #define VMF_HC_RECV          6u  /* arg: vmf_recv*.       ret: message length            */
 #define VMF_HC_SEND          7u  /* arg: vmf_buf*.        ret: bytes sent                */
 #define VMF_HC_READY         8u  /* arg: none.            ret: 0                         */
-#define VMF_HC_FORK          9u  /* arg: vmf_fork*.       ret: copies launched (parent), 0 (child) */
+#define VMF_HC_FORK          9u  /* arg: vmf_fork*.       ret: copies launched or accepted (parent), 0 (child) */
+#define VMF_HC_FORK_STATUS  10u  /* arg: vmf_fork_status*. ret: 0                        */
 
 /* Status codes (RAX). */
 #define VMF_OK       0
@@ -47,7 +48,9 @@
 #define VMF_ECLOSED (-6)  /* the application closed the message channel              */
 #define VMF_ELIMIT  (-7)  /* a host limit was reached                                */
 #define VMF_ENOMEM  (-8)  /* the host is out of memory for this request              */
-#define VMF_EREMOTE (-9)  /* FORK copy placed on another host: no remote clone yet   */
+#define VMF_EREMOTE (-9)  /* FORK copy placed on another host and not launched there  */
+#define VMF_EINPROGRESS (-10) /* FORK copy accepted for launch on another host      */
+#define VMF_ETRANSFER (-11)   /* remote copy: transfer failed or the target refused  */
 
 #define VMF_CONSOLE_MAX  65536u  /* bytes per console write */
 #define VMF_ENTROPY_MAX  4096u   /* bytes per entropy call  */
@@ -98,18 +101,36 @@ struct vmf_recv {
  * its `index` and its own `vm_id`, RAX = 0; its identity has parent_id = the caller and
  * fork_generation + 1. The caller (role VMF_FORK_PARENT) gets RAX = the number of copies
  * launched, and per copy the child's id (0 if it failed) and an error code (0 or VMF_E*).
+ *
+ * With VMF_FORK_REMOTE in `flags`, a copy the cluster places on another host is accepted
+ * rather than failed with VMF_EREMOTE: errors[i] = VMF_EINPROGRESS, ids[i] = a ticket, and
+ * it counts in the result; FORK_STATUS with the ticket tells later whether it started.
  */
 #define VMF_FORK_PARENT 0u
 #define VMF_FORK_CHILD  1u
+#define VMF_FORK_REMOTE 1u
 struct vmf_fork {
     uint32_t vm_type;   /* in: type of the copies (the cluster's placement uses it)     */
     uint32_t count;     /* in: copies wanted, 1..host limit                              */
-    uint64_t flags;     /* in: none defined yet, must be 0                               */
+    uint64_t flags;     /* in: VMF_FORK_REMOTE or 0                                      */
     uint64_t ids;       /* in: GPA of uint64_t[count]; out in the parent: children's ids */
     uint64_t errors;    /* in: GPA of int64_t[count]; out in the parent: 0 or VMF_E*     */
     uint32_t role;      /* out: VMF_FORK_PARENT or VMF_FORK_CHILD                        */
     uint32_t index;     /* out: in a child, its index in [0, count)                      */
     uint64_t vm_id;     /* out: the caller's own VM id after the call                    */
+};
+
+/*
+ * FORK_STATUS: the outcome of a copy accepted for launch on another host, by the ticket
+ * FORK gave the parent. Waits up to wait_ns (at most VMF_FORK_STATUS_WAIT_MAX) while the
+ * copy is still in progress. Tickets are the parent's own: in any other VM, VMF_EINVAL.
+ */
+#define VMF_FORK_STATUS_WAIT_MAX 10000000000ull /* 10 s */
+struct vmf_fork_status {
+    uint64_t ticket;    /* in: ids[i] of a copy FORK answered VMF_EINPROGRESS for        */
+    uint64_t wait_ns;   /* in: how long to wait while it is in progress; 0: do not wait  */
+    int64_t status;     /* out: 0 started, VMF_EINPROGRESS, or why it failed (VMF_E*)    */
+    uint64_t vm_id;     /* out: the clone's VM id once started, else 0                   */
 };
 
 static inline int64_t vmf_hypercall(uint32_t nr, uint64_t arg)
@@ -132,6 +153,7 @@ int64_t vmf_recv(void *buf, size_t capacity, uint64_t flags, size_t *len_out);
 int64_t vmf_send(const void *buf, size_t len);
 int64_t vmf_ready(void);
 int64_t vmf_fork(struct vmf_fork *f);
+int64_t vmf_fork_status(struct vmf_fork_status *s);
 
 /* A small freestanding runtime: what gcc may emit calls to, and console output. */
 void *memcpy(void *dst, const void *src, size_t n);

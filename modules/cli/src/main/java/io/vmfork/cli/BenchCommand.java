@@ -19,15 +19,24 @@ final class BenchCommand {
     }
 
     static int run(Args args) {
-        args.allowOnly("json", "runs");
-        String scenario = args.positional(0, "SCENARIO (launch, fork, cluster)");
+        String scenario = args.positional(0, "SCENARIO (launch, fork, cluster, capsule, clone, transfer)");
         boolean json = args.flag("json");
+        if (scenario.equals("transfer")) {
+            // Two JVMs and sockets, no VM: no /dev/kvm needed.
+            args.allowOnly("json", "runs", "sizes", "kill", "direct-buffer");
+            TransferBench.run(args, json);
+            return 0;
+        }
+        args.allowOnly("json", "runs");
         try (Vmm vmm = Vmm.open(VmmSettings.load())) {
             switch (scenario) {
                 case "launch" -> launch(vmm, args, json);
                 case "fork" -> ForkBench.run(vmm, args, json);
                 case "cluster" -> ClusterBench.run(vmm, args, json);
-                default -> throw new Args.UsageException("unknown scenario '" + scenario + "' (launch, fork, cluster)");
+                case "capsule" -> CompressionBench.run(vmm, args, json);
+                case "clone" -> CloneBench.run(args, json);
+                default -> throw new Args.UsageException("unknown scenario '" + scenario
+                        + "' (launch, fork, cluster, capsule, clone, transfer)");
             }
             return 0;
         } catch (KvmException e) {

@@ -85,7 +85,7 @@ final class ClusterBench {
     private void run() {
         try (LocalCluster cluster = LocalCluster.start(NODES, BENCH_HOST + 1, CONFIG, Duration.ofSeconds(60))) {
             try {
-                VmforkNode node = joinAsHost(cluster);
+                VmforkNode node = joinAsHost(cluster, BENCH_HOST, CONFIG);
                 try {
                     benchmarks(node, cluster);
                 } finally {
@@ -98,14 +98,15 @@ final class ClusterBench {
         }
     }
 
-    private VmforkNode joinAsHost(LocalCluster cluster) {
-        String config = "vmfork.host { id = " + BENCH_HOST + ", name = \"bench\" }\n"
+    /** This JVM joins {@code cluster} as host {@code hostId}, a node of its own; returns once placement knows every host. */
+    static VmforkNode joinAsHost(LocalCluster cluster, long hostId, String extraConfig) {
+        String config = "vmfork.host { id = " + hostId + ", name = \"bench\" }\n"
                 + "vmfork.node { hostname = \"127.0.0.1\", port = " + LocalCluster.freePort()
-                + ", seed-nodes = [\"" + cluster.seed() + "\"] }\n" + LocalCluster.NODE_DEFAULTS + CONFIG;
+                + ", seed-nodes = [\"" + cluster.seed() + "\"] }\n" + LocalCluster.NODE_DEFAULTS + extraConfig;
         VmforkNode node = VmforkNode.start(ConfigFactory.load(ConfigFactory.parseString(config)));
         try {
             long deadline = System.nanoTime() + TIMEOUT.toNanos();
-            List<Long> hosts = new ArrayList<>(List.of(BENCH_HOST));
+            List<Long> hosts = new ArrayList<>(List.of(hostId));
             cluster.nodes().forEach(n -> hosts.add(n.hostId()));
             for (long h : hosts) {
                 while (!join(node.cluster().placementKnowsHost(h))) {

@@ -63,12 +63,22 @@ public final class Main {
                       it leaves the cluster first). Exits 78 if FILE is invalid (the message
                       names the key) or the cluster already has a node with its host id, 69 if
                       the node cannot start (e.g. its port is in use).
-                  bench launch|fork|cluster [--json] [--runs N]
+                  bench launch|fork|cluster|capsule|clone [--json] [--runs N]
                       Cold-launch benchmarks: launch.cold, launch.cold_warm_worker. Fork benchmarks:
                       fork.local, fork.parent_blocked, fork.vs_cold, fork.memory_per_child.
                       Cluster benchmarks (two node JVMs started on this machine, killed after):
                       cluster.placement, cluster.placement_throughput, cluster.launch_remote,
-                      cluster.fork_parent_blocked.
+                      cluster.fork_parent_blocked. Capsule benchmark: capsule.compression (LZ4 on
+                      random memory and on a warm-worker's image, and capsules written with each
+                      vmfork.capsule.compression).
+                      Clone benchmarks (two node JVMs started here; this JVM is a third host that
+                      forks): clone.tcp_floor, clone.remote, clone.parent_blocked (64 and 1024 MiB),
+                      clone.remote_incremental, clone.fanout.
+                  bench transfer [--json] [--runs N] [--sizes MIB,...] [--kill on|off] [--direct-buffer SIZE]
+                      Bulk bytes between two JVMs on loopback (a sender JVM started here):
+                      transfer.tcp_floor, transfer.streams_tcp, transfer.stream_refs per size
+                      (default 64,1024 MiB), then each with the sender killed mid-transfer;
+                      both JVMs with Pekko's TCP read buffer at SIZE (default 1MiB).
                 """;
     }
 }

@@ -237,6 +237,32 @@ class CliTest {
         assertEquals(tempBefore, clusterTempDirs());
     }
 
+    /**
+     * {@code bench capsule}: capsule.compression for random memory and a warm-worker's image,
+     * with numeric throughput, an LZ4 ratio near 1 for random bytes and below it for the image.
+     */
+    @Test
+    void benchCapsulePrintsCompressionFiguresForRandomAndTypicalMemory() throws Exception {
+        Result r = vmfork("bench", "capsule", "--json", "--runs", "1");
+        assertEquals(0, r.code(), r.err());
+        com.fasterxml.jackson.databind.ObjectMapper mapper = new com.fasterxml.jackson.databind.ObjectMapper();
+        java.util.List<String> lines = r.out().lines().toList();
+        assertEquals(2, lines.size(), r.out());
+        java.util.List<String> data = new java.util.ArrayList<>();
+        for (String line : lines) {
+            com.fasterxml.jackson.databind.JsonNode o = mapper.readTree(line);
+            assertEquals("capsule.compression", o.path("bench").asText(), line);
+            data.add(o.path("data").asText());
+            for (String f : new String[] {"n", "ratio", "compress_mib_s", "decompress_mib_s",
+                "capsule_none_encode_mib_s", "capsule_lz4_encode_mib_s", "capsule_auto_encode_mib_s"}) {
+                assertTrue(o.path(f).isNumber() && o.path(f).asDouble() > 0, f + " in " + line);
+            }
+        }
+        assertEquals(java.util.List.of("random", "warm-worker"), data);
+        assertTrue(mapper.readTree(lines.get(0)).path("ratio").asDouble() > 0.99, lines.get(0));
+        assertTrue(mapper.readTree(lines.get(1)).path("ratio").asDouble() < 0.9, lines.get(1));
+    }
+
     private static java.util.Set<String> clusterTempDirs() throws Exception {
         try (java.util.stream.Stream<Path> s = Files.list(Path.of(System.getProperty("java.io.tmpdir")))) {
             return s.map(p -> p.getFileName().toString()).filter(n -> n.startsWith("vmfork-cluster-"))

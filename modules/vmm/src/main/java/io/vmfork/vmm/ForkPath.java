@@ -8,9 +8,13 @@ import io.vmfork.kvm.x86.KvmRegs;
 import io.vmfork.vmm.VirtualMachine.ForkRecord;
 import io.vmfork.vmm.VirtualMachine.ForkResult;
 import io.vmfork.vmm.VirtualMachine.Snapshot;
+import io.vmfork.vmm.VirtualMachine.RemoteCopyRef;
+import io.vmfork.vmm.fork.CopyPlacement;
 import io.vmfork.vmm.fork.CopyTarget;
+import io.vmfork.vmm.fork.RemoteFork;
 import io.vmfork.vmm.hypercall.Hypercalls;
 import io.vmfork.vmm.memory.GuestMemory;
+import io.vmfork.vmm.memory.RuntimeImage;
 import io.vmfork.vmm.state.DeviceState;
 import io.vmfork.vmm.state.MachineState;
 import io.vmfork.vmm.state.VcpuState;
@@ -25,11 +29,11 @@ import org.slf4j.LoggerFactory;
 /**
  * The fork path of one VM: the patent's {@code fork(vm_type)}, read top to bottom in
  * {@link #hypercall}: block the caller (every vCPU stops at a stable point), ask
- * placement where each copy goes ({@link io.vmfork.vmm.fork.CopyPlacement}, the
- * cluster's {@code get_target_pf}), capture the runtime image and the machine state,
- * launch the local copies as copy-on-write children and wait until each is launched,
- * then unblock the caller with the result. Copies placed on other hosts fail with
- * {@code VMF_EREMOTE} until remote clones exist.
+ * placement where each copy goes ({@link CopyPlacement}, the cluster's
+ * {@code get_target_pf}), capture the runtime image and the machine state, launch the
+ * local copies as copy-on-write children and wait until each is launched, unblock the
+ * caller with the result, then ship the copies placed on other hosts to placement as one
+ * {@link RemoteFork} (the patent's {@code remote_VM_clone}), the parent running again.
  *
  * <p>External forks ({@link #fork}) and snapshots ({@link #snapshot}) take the same lock
  * as the hypercall, so the two kinds serialise: a capture never sees a FORK half-way.
@@ -53,9 +57,11 @@ final class ForkPath {
     private static final int FORK_BLOCK_SIZE = 48;
 
     /**
-     * FORK: blocks the calling VM (every vCPU), captures its runtime image, launches the
-     * children, waits until each is launched, then lets the caller go with their ids. The
-     * caller's thread is busy here, its registers stable (RIP already past the `out`).
+     * FORK: blocks the calling VM (every vCPU), asks placement where the copies go,
+     * captures its runtime image, launches the local children and waits until each is
+     * launched, lets the caller go with their ids (and tickets for the copies accepted for
+     * other hosts), and only then ships those to placement. The caller's thread is busy
+     * here, its registers stable (RIP already past the `out`).
      */
     long hypercall(Vcpu caller, long block) {
         long exitNanos = caller.lastExitNanos;
@@ -68,25 +74,30 @@ final class ForkPath {
         long flags = m.readLong(block + 8);
         long ids = m.readLong(block + 16);
         long errors = m.readLong(block + 24);
-        if (count < 1 || count > vm.vmm().settings().forkMaxCount() || flags != 0) {
+        if (count < 1 || count > vm.vmm().settings().forkMaxCount() || (flags & ~Hypercalls.FORK_REMOTE) != 0) {
             return Hypercalls.EINVAL;
         }
         if (!m.contains(ids, count * 8) || ids < GuestLayout.IMAGE_MIN || !m.contains(errors, count * 8)
                 || errors < GuestLayout.IMAGE_MIN) {
             return Hypercalls.EFAULT;
         }
+        boolean acceptRemote = (flags & Hypercalls.FORK_REMOTE) != 0;
+        CopyPlacement placement = vm.vmm().copyPlacement();
         long[] childIds = new long[(int) count];
         long[] childErrors = new long[(int) count];
+        RemoteFork remote = null;
+        long result;
         // Ordering requirements: the caller counts as stable (and as restartable, so that a
         // capture by another fork rewinds it onto its `out`) from before it takes the fork
         // lock until its result is complete: fork block and ids written, RAX set. Only then
         // may an external fork capture it as a parent that has returned; and it leaves the
         // stable place only when no pause is in force (RunControl.leaveStable), so no capture
-        // ever sees it half-way.
+        // ever sees it half-way. Remote copies are shipped after all that, the parent running.
         caller.inRestartableHypercall = true;
         vm.control().enterStable(caller);
         lock.lock();
         try {
+            // 1. block
             boolean paused;
             try {
                 paused = vm.control().pause(vm.vmm().settings().forkPauseTimeout().toNanos());
@@ -100,12 +111,20 @@ final class ForkPath {
             List<VirtualMachine> launched;
             try {
                 long tPaused = System.nanoTime();
-                List<CopyTarget> targets = placeCopies(vmType, (int) count);
+                // 2. place
+                List<CopyTarget> targets = placeCopies(placement, vmType, (int) count);
                 long tPlaced = System.nanoTime();
+                // 3. capture
                 Snapshot snap = capture(caller);
                 long tCaptured = System.nanoTime();
                 try {
-                    launched = launchChildren(snap, targets, vmType, childIds, childErrors, caller, block);
+                    MachineState copyState = copyState(snap.state(), caller);
+                    // 4. launch the local copies, and keep the image for the remote ones
+                    launched = launchChildren(copyState, snap.image(), targets, vmType, childIds, childErrors, caller,
+                            block);
+                    remote = acceptRemote
+                            ? prepareRemote(copyState, snap.image(), targets, vmType, block, childIds, childErrors, true)
+                            : refuseRemote(targets, childErrors);
                 } finally {
                     snap.close();
                 }
@@ -116,6 +135,7 @@ final class ForkPath {
                             (System.nanoTime() - tCaptured) / 1000);
                 }
             } finally {
+                // 5. unblock
                 vm.control().resume();
             }
             for (int i = 0; i < count; i++) {
@@ -125,33 +145,43 @@ final class ForkPath {
             m.writeInt(block + 32, Hypercalls.FORK_PARENT);
             m.writeInt(block + 36, 0);
             m.writeLong(block + 40, vm.id());
-            long result = launched.size();
+            result = launched.size() + (remote == null ? 0 : remote.copies().size());
             KvmRegs regs = caller.kvm.getRegs();
             regs.rax = result;
             caller.kvm.setRegs(regs);
             caller.inRestartableHypercall = false;
             lastFork = new ForkRecord(exitNanos, System.nanoTime(), launched);
-            return result;
+        } catch (RuntimeException | Error e) {
+            if (remote != null) {
+                remote.close();
+            }
+            throw e;
         } finally {
             caller.inRestartableHypercall = false;
             lock.unlock();
             vm.control().leaveStable(caller);
         }
+        // 6. ship the remote copies, the parent's result written
+        ship(placement, remote);
+        return result;
     }
 
     /**
      * Forks vm VM from outside: its vCPUs are kicked out of KVM_RUN (not waited for),
-     * its state captured, and {@code count} children started from it; then it resumes.
-     * Children resume exactly where the parent was; a vCPU that was waiting in RECV
-     * re-issues the call in the child.
+     * its state captured, and {@code count} children started from it; then it resumes,
+     * and copies placed on other hosts are shipped. Children resume exactly where the
+     * parent was; a vCPU that was waiting in RECV re-issues the call in the child.
      */
     ForkResult fork(int count, int vmType) {
         if (count < 1 || count > vm.vmm().settings().forkMaxCount()) {
             throw new IllegalArgumentException("fork count must be 1.." + vm.vmm().settings().forkMaxCount() + ", got "
                     + count);
         }
+        CopyPlacement placement = vm.vmm().copyPlacement();
         long[] childIds = new long[count];
         long[] childErrors = new long[count];
+        RemoteFork remote = null;
+        ForkResult result;
         lock.lock();
         try {
             long t0 = System.nanoTime();
@@ -159,9 +189,11 @@ final class ForkPath {
             long pausedFor;
             List<VirtualMachine> launched;
             try {
-                List<CopyTarget> targets = placeCopies(vmType, count);
+                List<CopyTarget> targets = placeCopies(placement, vmType, count);
                 try (Snapshot snap = capture(null)) {
-                    launched = launchChildren(snap, targets, vmType, childIds, childErrors, null, 0);
+                    MachineState copyState = snap.state();
+                    launched = launchChildren(copyState, snap.image(), targets, vmType, childIds, childErrors, null, 0);
+                    remote = prepareRemote(copyState, snap.image(), targets, vmType, 0, childIds, childErrors, false);
                 }
             } finally {
                 vm.control().resume();
@@ -169,14 +201,27 @@ final class ForkPath {
             }
             List<String> errs = new ArrayList<>();
             for (long e : childErrors) {
-                if (e != 0) {
+                if (e != 0 && e != Hypercalls.EINPROGRESS) {
                     errs.add(Hypercalls.statusName(e));
                 }
             }
-            return new ForkResult(launched, errs, pausedFor);
+            List<RemoteCopyRef> refs = new ArrayList<>();
+            if (remote != null) {
+                for (RemoteFork.Copy c : remote.copies()) {
+                    refs.add(new RemoteCopyRef(c.index(), c.hostId(), c.ticket()));
+                }
+            }
+            result = new ForkResult(launched, errs, pausedFor, remote == null ? 0 : remote.forkId(), refs);
+        } catch (RuntimeException | Error e) {
+            if (remote != null) {
+                remote.close();
+            }
+            throw e;
         } finally {
             lock.unlock();
         }
+        ship(placement, remote);
+        return result;
     }
 
     /**
@@ -271,12 +316,13 @@ final class ForkPath {
     }
 
     /**
-     * Starts the copies placed on this host as children of a capture; per copy either its
-     * id or an error code. A child of a fork hypercall gets RAX = 0 and its fork block filled in as a
-     * child (role 1, its index, its id) before it runs.
+     * Starts the copies placed on this host as children of a capture ({@code state} as
+     * {@link #copyState} made it); per copy either its id or an error code. A child of a
+     * fork hypercall gets its fork block filled in as a child (role 1, its index, its id)
+     * before it runs. Copies placed elsewhere are left to {@link #prepareRemote}.
      */
-    private List<VirtualMachine> launchChildren(Snapshot snap, List<CopyTarget> targets, int vmType, long[] ids,
-            long[] errors, Vcpu caller, long block) {
+    private List<VirtualMachine> launchChildren(MachineState state, RuntimeImage image, List<CopyTarget> targets,
+            int vmType, long[] ids, long[] errors, Vcpu caller, long block) {
         List<VirtualMachine> launched = new ArrayList<>();
         VmmSettings s = vm.vmm().settings();
         for (int i = 0; i < targets.size(); i++) {
@@ -286,11 +332,8 @@ final class ForkPath {
                 log.debug("fork of {} copy {}: placement refused it: {}", vm, i, r.reason());
                 continue;
             }
-            if (target instanceof CopyTarget.Remote r) {
-                errors[i] = Hypercalls.EREMOTE;
-                log.debug("fork of {} copy {}: placed on host {}; remote clones are not available", vm, i,
-                        r.hostId());
-                continue;
+            if (target instanceof CopyTarget.Remote) {
+                continue; // prepareRemote's or refuseRemote's
             }
             if (vm.childSet().size() >= s.forkMaxChildrenPerVm()) {
                 errors[i] = Hypercalls.ELIMIT;
@@ -302,23 +345,9 @@ final class ForkPath {
             }
             VmIdentity childId = new VmIdentity(vm.vmm().newVmId(), vm.id(), vm.vmm().settings().hostId(),
                     vm.identity().forkGeneration() + 1, vmType);
-            MachineState state = snap.state();
-            if (caller != null) {
-                List<VcpuState> vs = new ArrayList<>();
-                for (VcpuState v : state.vcpus()) {
-                    if (v.index() == caller.index()) {
-                        long[] regs = v.regs();
-                        regs[VcpuState.RAX] = Hypercalls.OK;
-                        v = v.withRegs(regs);
-                    }
-                    vs.add(v);
-                }
-                state = new MachineState(state.identity(), state.memorySize(), state.cpuidEntries(), state.clockNs(),
-                        vs, state.devices());
-            }
             final int index = i;
             try {
-                VirtualMachine child = VirtualMachine.restore(vm.vmm(), state, snap.image(), childId, vm.imageName(),
+                VirtualMachine child = VirtualMachine.restore(vm.vmm(), state, image, childId, vm.imageName(),
                         vm.listener(), vm, false, c -> {
                             if (caller != null) {
                                 c.memory().writeInt(block + 32, 1);
@@ -347,12 +376,92 @@ final class ForkPath {
     }
 
     /**
+     * The state every copy starts from: the capture, with the calling vCPU's RAX = 0
+     * (VMF_OK) for a fork hypercall.
+     */
+    private static MachineState copyState(MachineState state, Vcpu caller) {
+        if (caller == null) {
+            return state;
+        }
+        List<VcpuState> vs = new ArrayList<>();
+        for (VcpuState v : state.vcpus()) {
+            if (v.index() == caller.index()) {
+                long[] regs = v.regs();
+                regs[VcpuState.RAX] = Hypercalls.OK;
+                v = v.withRegs(regs);
+            }
+            vs.add(v);
+        }
+        return new MachineState(state.identity(), state.memorySize(), state.cpuidEntries(), state.clockNs(), vs,
+                state.devices());
+    }
+
+    /**
+     * Accepts the copies placed on other hosts: per copy a ticket (in the guest's ticket
+     * table for a fork hypercall, {@code inGuestTable}) and EINPROGRESS; all of them in one
+     * {@link RemoteFork} holding its own reference to the image. Null when there are none.
+     */
+    private RemoteFork prepareRemote(MachineState state, RuntimeImage image, List<CopyTarget> targets, int vmType,
+            long block, long[] ids, long[] errors, boolean inGuestTable) {
+        List<RemoteFork.Copy> copies = new ArrayList<>();
+        RemoteTickets tickets = vm.remoteTickets();
+        for (int i = 0; i < targets.size(); i++) {
+            if (targets.get(i) instanceof CopyTarget.Remote r) {
+                long ticket = inGuestTable ? tickets.open() : tickets.newTicket();
+                copies.add(new RemoteFork.Copy(i, r.hostId(), r.reservationId(), ticket));
+                ids[i] = ticket;
+                errors[i] = Hypercalls.EINPROGRESS;
+            }
+        }
+        if (copies.isEmpty()) {
+            return null;
+        }
+        VmListener listener = vm.listener();
+        return new RemoteFork(vm.vmm().newForkId(), vm.identity(), vmType, state, image.retain(), block, copies,
+                (copy, outcome) -> {
+                    tickets.resolve(copy.ticket(), outcome.status(), outcome.vmId());
+                    listener.onRemoteCopy(vm, copy, outcome);
+                });
+    }
+
+    /** A fork hypercall without VMF_FORK_REMOTE: copies placed on other hosts fail with EREMOTE, as in ABI 1's first form. */
+    private RemoteFork refuseRemote(List<CopyTarget> targets, long[] errors) {
+        for (int i = 0; i < targets.size(); i++) {
+            if (targets.get(i) instanceof CopyTarget.Remote r) {
+                errors[i] = Hypercalls.EREMOTE;
+                log.debug("fork of {} copy {}: placed on host {}; the caller did not ask for remote copies", vm, i,
+                        r.hostId());
+            }
+        }
+        return null;
+    }
+
+    /**
+     * Hands the remote copies to placement, the parent running. A placement that throws
+     * fails the copies it had not resolved (ETRANSFER) and the fork is closed.
+     */
+    private void ship(CopyPlacement placement, RemoteFork remote) {
+        if (remote == null) {
+            return;
+        }
+        try {
+            placement.ship(remote);
+        } catch (RuntimeException e) {
+            log.warn("fork of {}: shipping {} failed", vm, remote, e);
+            for (RemoteFork.Copy c : remote.copies()) {
+                remote.failed(c.index(), Hypercalls.ETRANSFER, "placement could not ship the copy: " + e);
+            }
+            remote.close();
+        }
+    }
+
+    /**
      * Asks placement where each copy goes. A placement that breaks its contract (throws,
      * or answers the wrong number of targets) refuses every copy rather than the fork.
      */
-    private List<CopyTarget> placeCopies(int vmType, int count) {
+    private List<CopyTarget> placeCopies(CopyPlacement placement, int vmType, int count) {
         try {
-            List<CopyTarget> t = vm.vmm().copyPlacement().place(vm.identity(), vmType, count);
+            List<CopyTarget> t = placement.place(vm.identity(), vmType, count);
             if (t != null && t.size() == count && t.stream().allMatch(java.util.Objects::nonNull)) {
                 return t;
             }

@@ -17,6 +17,7 @@ final class HypercallDispatcher {
     private static final int CLOCK_SIZE = 16;
     private static final int BUF_SIZE = 16;
     private static final int RECV_SIZE = 32;
+    private static final int FORK_STATUS_SIZE = 32;
 
     private final VirtualMachine vm;
 
@@ -50,6 +51,13 @@ final class HypercallDispatcher {
                 status = r;
             }
             case SEND -> status = send(arg);
+            case FORK_STATUS -> {
+                Long r = forkStatus(vcpu, arg);
+                if (r == null) {
+                    return false;
+                }
+                status = r;
+            }
             case READY -> {
                 vm.markReady();
                 status = OK;
@@ -187,6 +195,52 @@ final class HypercallDispatcher {
             channel.dropRequest();
             return (long) m.length;
         }
+    }
+
+    /**
+     * FORK_STATUS; null when the vCPU must stop. Waits like RECV: restartable, stable for a
+     * pause, so that a fork or snapshot meanwhile captures the vCPU back on its `out` (a
+     * copy re-issues the call, and gets EINVAL: the tickets are the parent's).
+     */
+    private Long forkStatus(Vcpu vcpu, long block) {
+        if (!writable(block, FORK_STATUS_SIZE)) {
+            return EFAULT;
+        }
+        long ticket = mem().readLong(block);
+        long waitNs = mem().readLong(block + 8);
+        RemoteTickets tickets = vm.remoteTickets();
+        RemoteTickets.Status st = tickets.status(ticket);
+        if (st == null) {
+            return EINVAL;
+        }
+        if (st.inProgress() && waitNs != 0) {
+            long deadline = System.nanoTime()
+                    + (Long.compareUnsigned(waitNs, FORK_STATUS_WAIT_MAX) > 0 ? FORK_STATUS_WAIT_MAX : waitNs);
+            RunControl control = vm.control();
+            vcpu.inRestartableHypercall = true;
+            boolean go;
+            try {
+                go = control.awaitInHypercall(vcpu, () -> {
+                    RemoteTickets.Status now = tickets.status(ticket);
+                    return now == null || !now.inProgress();
+                }, deadline);
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                go = false;
+            } finally {
+                vcpu.inRestartableHypercall = false;
+            }
+            if (!go) {
+                return null;
+            }
+            st = tickets.status(ticket);
+            if (st == null) {
+                return EINVAL; // resolved and forgotten while it waited: as if never known
+            }
+        }
+        mem().writeLong(block + 16, st.status());
+        mem().writeLong(block + 24, st.vmId());
+        return OK;
     }
 
     private long send(long block) {

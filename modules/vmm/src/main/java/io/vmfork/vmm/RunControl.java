@@ -63,6 +63,30 @@ final class RunControl {
         return !stopRequested;
     }
 
+    /**
+     * As {@link #awaitInHypercall(Vcpu, java.util.function.BooleanSupplier)}, but gives up
+     * waiting for {@code ready} at {@code deadlineNanos} (System.nanoTime()); it still never
+     * returns while a pause is in force. Returns false on stop; the caller checks
+     * {@code ready} again.
+     */
+    synchronized boolean awaitInHypercall(Vcpu v, java.util.function.BooleanSupplier ready, long deadlineNanos)
+            throws InterruptedException {
+        while (!stopRequested) {
+            long left = deadlineNanos - System.nanoTime();
+            if (!pauseRequested && (left <= 0 || ready.getAsBoolean())) {
+                break;
+            }
+            moveTo(v, Place.BLOCKED);
+            if (pauseRequested || left <= 0) {
+                wait();
+            } else {
+                TimeUnit.NANOSECONDS.timedWait(this, left);
+            }
+        }
+        moveTo(v, Place.RUNNING);
+        return !stopRequested;
+    }
+
     /** The calling vCPU's thread is busy in the VMM (a fork) with its state stable: it does not hold up a pause. */
     synchronized void enterStable(Vcpu v) {
         moveTo(v, Place.BLOCKED);

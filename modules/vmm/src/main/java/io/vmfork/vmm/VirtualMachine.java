@@ -40,6 +40,7 @@ public final class VirtualMachine {
     private final KvmVm kvmVm;
     private final List<Vcpu> vcpus = new ArrayList<>();
     private final RunControl control = new RunControl();
+    private final RemoteTickets remoteTickets = new RemoteTickets(control);
     private final MessageChannel channel;
     private final Console console;
     private final VmListener listener;
@@ -530,8 +531,28 @@ public final class VirtualMachine {
     public record ForkRecord(long exitNanos, long resumedNanos, List<VirtualMachine> children) {
     }
 
-    /** The children an external fork launched, and per copy the error of those that failed. */
-    public record ForkResult(List<VirtualMachine> children, List<String> errors, long pausedNanos) {
+    /**
+     * What an external fork did: the children it launched here, the error of each copy that
+     * failed, how long the VM was paused, and the copies accepted for other hosts, which
+     * went to {@link io.vmfork.vmm.fork.CopyPlacement#ship} in the
+     * {@link io.vmfork.vmm.fork.RemoteFork} numbered {@code forkId} (0 when there were none).
+     */
+    public record ForkResult(List<VirtualMachine> children, List<String> errors, long pausedNanos, long forkId,
+            List<RemoteCopyRef> remote) {
+        public ForkResult {
+            children = List.copyOf(children);
+            errors = List.copyOf(errors);
+            remote = List.copyOf(remote);
+        }
+
+        /** A fork with no remote copies. */
+        public ForkResult(List<VirtualMachine> children, List<String> errors, long pausedNanos) {
+            this(children, errors, pausedNanos, 0, List.of());
+        }
+    }
+
+    /** A copy of an external fork accepted for another host: its index, the host, its ticket in the RemoteFork. */
+    public record RemoteCopyRef(int index, long hostId, long ticket) {
     }
 
     /** A captured VM: its machine state and a reference to its runtime image (release it). */
@@ -577,6 +598,11 @@ public final class VirtualMachine {
 
     VmListener listener() {
         return listener;
+    }
+
+    /** This VM's tickets for its remote copies (FORK_STATUS). */
+    RemoteTickets remoteTickets() {
+        return remoteTickets;
     }
 
     /** Live fork children, as the fork path adds them. */

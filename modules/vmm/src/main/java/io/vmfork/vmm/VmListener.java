@@ -23,6 +23,15 @@ public interface VmListener {
     default void onForked(VirtualMachine parent, VirtualMachine child) {
     }
 
+    /**
+     * A copy of a fork of {@code parent} placed on another host started there or failed
+     * ({@code outcome}); called once per copy, on whichever thread reported it, possibly
+     * after {@code parent} ended.
+     */
+    default void onRemoteCopy(VirtualMachine parent, io.vmfork.vmm.fork.RemoteFork.Copy copy,
+            io.vmfork.vmm.fork.RemoteFork.Outcome outcome) {
+    }
+
     /** The VM ended and every resource it held is released. */
     default void onEnded(VirtualMachine vm, VmExit exit) {
     }

@@ -36,6 +36,7 @@ public final class Vmm implements AutoCloseable {
      */
     private final AtomicLong nextSeq = new AtomicLong(((System.currentTimeMillis() & ((1L << 28) - 1)) << 12) + 1);
     private final AtomicInteger live = new AtomicInteger();
+    private final AtomicLong nextForkId = new AtomicLong(1);
     private final Map<Long, VirtualMachine> vms = new ConcurrentHashMap<>();
     private volatile boolean closed;
     private volatile io.vmfork.vmm.fork.CopyPlacement placement = io.vmfork.vmm.fork.CopyPlacement.LOCAL;
@@ -188,6 +189,63 @@ public final class Vmm implements AutoCloseable {
             releaseSlot();
             throw e;
         }
+    }
+
+    /**
+     * Starts one remote copy of a fork made on another host (the patent's
+     * {@code VM_clone(source, capsule)}, once the capsule is read): like a fork child, it
+     * gets a new VM id of this host, the captured VM as its parent, the next fork
+     * generation, {@code spec.vmType()}, fresh entropy and this host's clock; its message
+     * channel starts empty; if {@code spec.forkBlock()} is not 0 its fork block says role
+     * 1, {@code spec.copyIndex()} and its id before it runs. Its RAM is a copy-on-write view
+     * of {@code image}, which it retains (the caller keeps its own reference); clones of one
+     * image share it. Throws {@link LaunchException} (or
+     * {@link io.vmfork.kvm.sys.NativeCallException} when KVM refuses) and leaves nothing
+     * behind.
+     */
+    public VirtualMachine launchClone(MachineState state, RuntimeImage image, io.vmfork.vmm.fork.CloneSpec spec) {
+        java.util.Objects.requireNonNull(state, "state");
+        java.util.Objects.requireNonNull(image, "image");
+        java.util.Objects.requireNonNull(spec, "spec");
+        checkMemorySize(state.memorySize());
+        if (state.vcpus().size() > settings.maxVcpus()) {
+            throw new LaunchException("the captured VM has " + state.vcpus().size() + " vCPUs; this host allows "
+                    + settings.maxVcpus());
+        }
+        if (image.size() != state.memorySize()) {
+            throw new LaunchException("the runtime image has " + image.size() + " bytes, the captured VM "
+                    + state.memorySize());
+        }
+        long block = spec.forkBlock();
+        if (block != 0 && (block < GuestLayout.IMAGE_MIN || block > state.memorySize() - FORK_BLOCK_SIZE)) {
+            throw new LaunchException(String.format("fork block 0x%x is not inside guest RAM at or above 0x%x", block,
+                    GuestLayout.IMAGE_MIN));
+        }
+        reserveSlot();
+        try {
+            VmIdentity src = state.identity();
+            VmIdentity id = new VmIdentity(newVmId(), src.vmId(), settings.hostId(), src.forkGeneration() + 1,
+                    spec.vmType());
+            return VirtualMachine.restore(this, state, image, id, "clone of " + Long.toHexString(src.vmId()),
+                    spec.listener(), null, false, c -> {
+                        if (block != 0) {
+                            c.memory().writeInt(block + 32, io.vmfork.vmm.hypercall.Hypercalls.FORK_CHILD);
+                            c.memory().writeInt(block + 36, spec.copyIndex());
+                            c.memory().writeLong(block + 40, c.id());
+                        }
+                    });
+        } catch (RuntimeException e) {
+            releaseSlot();
+            throw e;
+        }
+    }
+
+    /** Bytes of {@code struct vmf_fork}. */
+    private static final int FORK_BLOCK_SIZE = 48;
+
+    /** A new fork id, unique in this VMM. */
+    long newForkId() {
+        return nextForkId.getAndIncrement();
     }
 
     /**

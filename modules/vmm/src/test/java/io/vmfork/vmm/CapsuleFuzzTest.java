@@ -32,7 +32,12 @@ import org.junit.jupiter.api.Test;
  * thread behind, or run a guest at CPL3 with the VMM's own page tables and boot area
  * (what a boot writes below 0x200000). A guest the edit made crash is allowed to end.
  *
- * <p>{@code -Dvmfork.fuzz.cases=N} (300 by default) and {@code -Dvmfork.fuzz.seed=S} (a
+ * <p>Delta capsules (issue 8) get the same treatment, with edits to the chunk fields a
+ * delta adds (zero runs, LZ4 codec and length) and to the base key, read with a resolver
+ * that holds the base: each case is refused, leaving the held base as it was, or gives
+ * an image from which a guest runs inside the model.
+ *
+ * <p>{@code -Dvmfork.fuzz.cases=N} (300 by default, half as many deltas) and {@code -Dvmfork.fuzz.seed=S} (a
  * fixed seed by default) choose the run; a failure names the seed, the case and the edits.
  */
 class CapsuleFuzzTest extends VmmTestBase {
@@ -110,7 +115,132 @@ class CapsuleFuzzTest extends VmmTestBase {
         }
     }
 
+    @Test
+    void everyEditedDeltaCapsuleIsRefusedCleanlyOrRunsInsideTheGuestModel() throws Exception {
+        long seed = Long.getLong("vmfork.fuzz.seed", DEFAULT_SEED) + 1;
+        int cases = Integer.getInteger("vmfork.fuzz.cases", 300) / 2;
+        byte[] key = "fuzz/base".getBytes(java.nio.charset.StandardCharsets.UTF_8);
+        VirtualMachine original = vmm.launch(VmSpec.of(Guests.shipped("forker"), MEMORY));
+        byte[] full;
+        byte[] delta;
+        byte[] bootLow;
+        try {
+            original.ready().get(30, TimeUnit.SECONDS);
+            SnapshotContractTest.idle(original);
+            try (VirtualMachine.Snapshot a = original.snapshot()) {
+                ByteArrayOutputStream out = new ByteArrayOutputStream();
+                vmm.writeCapsule(a, out);
+                full = out.toByteArray();
+                bootLow = CapsuleSurgery.lowMemory(a.image());
+                assertEquals("touched 1", ForkTest.ask(original, "touch 1"));
+                assertEquals("ok", ForkTest.ask(original, "write 7 7"));
+                SnapshotContractTest.idle(original);
+                try (VirtualMachine.Snapshot b = original.snapshot()) {
+                    ByteArrayOutputStream d = new ByteArrayOutputStream();
+                    // Compressed, so that the edits meet LZ4 chunks as well as raw ones and zero runs.
+                    io.vmfork.vmm.capsule.CapsuleWriter.create(vmm.capsuleLimits()
+                            .withCompression(io.vmfork.vmm.capsule.ChunkCompression.LZ4))
+                            .writeDelta(d, b.state(), b.image(), b.image().changedSince(a.image()), key,
+                                    vmm.hostPlatform());
+                    delta = d.toByteArray();
+                }
+            }
+        } finally {
+            original.stop();
+            original.awaitTermination(VmmTesting.TIMEOUT);
+        }
+        io.vmfork.vmm.capsule.CapsuleReader reader = io.vmfork.vmm.capsule.CapsuleReader.create(vmm.capsuleLimits());
+        List<CapsuleFrame> frames = frames(delta);
+        int refused = 0;
+        int ran = 0;
+        int ended = 0;
+        try (io.vmfork.vmm.capsule.ReceivedCapsule base = reader.readImage(new ByteArrayInputStream(full),
+                "vmfork-fuzz-base", vmm.hostPlatform(), vmm.guestRules(), null)) {
+            io.vmfork.vmm.capsule.BaseResolver bases =
+                    k -> java.util.Arrays.equals(k, key) ? base.image().retain() : null;
+            byte[] baseDigest = SnapshotContractTest.memoryDigest(base.image());
+            for (int c = 0; c < cases; c++) {
+                Random r = new Random(seed * 31 + c);
+                List<String> edits = new ArrayList<>();
+                List<CapsuleFrame> f = new ArrayList<>(frames);
+                int n = 1 + r.nextInt(3);
+                for (int i = 0; i < n; i++) {
+                    edits.add(r.nextInt(3) == 0 ? deltaEdit(f, r) : edit(f, r));
+                }
+                String what = "delta: seed " + seed + " case " + c + ": " + edits;
+                byte[] bytes = assemble(f);
+                Resources before = Resources.of(vmm);
+                VirtualMachine vm;
+                try (io.vmfork.vmm.capsule.ReceivedCapsule got = reader.readImage(new ByteArrayInputStream(bytes),
+                        "vmfork-fuzz-delta", vmm.hostPlatform(), vmm.guestRules(), bases)) {
+                    vm = vmm.restore(got.contents().state(), got.image(), VmListener.NONE);
+                } catch (CapsuleException | io.vmfork.kvm.sys.NativeCallException | io.vmfork.kvm.KvmException e) {
+                    refused++;
+                    try {
+                        assertNoVmAndNoLeak(vmm, before, 0);
+                    } catch (AssertionError a) {
+                        throw new AssertionError(what + ": " + a.getMessage(), a);
+                    }
+                    continue;
+                } catch (Throwable t) {
+                    throw new AssertionError(what + ": not refused with a capsule exception: " + t, t);
+                }
+                try {
+                    assertGuestModel(vm, bootLow);
+                    ran++;
+                } catch (VmEndedException e) {
+                    assertNotEquals(VmExit.Kind.STOPPED, e.exit().kind(), what);
+                    ended++;
+                } catch (AssertionError a) {
+                    throw new AssertionError(what + ": " + a.getMessage(), a);
+                } finally {
+                    vm.stop();
+                    vm.awaitTermination(VmmTesting.TIMEOUT);
+                }
+            }
+            assertArrayEquals(baseDigest, SnapshotContractTest.memoryDigest(base.image()),
+                    "the held base went through every case unchanged");
+        }
+        System.out.printf("delta capsule fuzzer: seed %d, %d cases: %d refused, %d ran in the guest model, "
+                + "%d ended on their own%n", seed, cases, refused, ran, ended);
+        assertEquals(0, vmm.liveCount());
+        if (cases >= 50) {
+            assertTrue(refused > cases / 10 && ran > cases / 10, "the edits both break and keep capsules");
+        }
+    }
+
     // ---------------------------------------------------------------- edits
+
+    /** What a delta adds: its chunks' fields (zero runs, codec, lengths) and the base key. */
+    private static String deltaEdit(List<CapsuleFrame> f, Random r) {
+        List<Integer> c = chunks(f);
+        switch (r.nextInt(4)) {
+            case 0 -> {
+                CapsuleHeader.Builder h = f.get(0).getHeader().toBuilder();
+                byte[] k = h.getBaseImage().toByteArray();
+                k[r.nextInt(k.length)] ^= 1;
+                h.setBaseImage(ByteString.copyFrom(k));
+                f.set(0, CapsuleFrame.newBuilder().setHeader(h).build());
+                return "header.base_image flipped";
+            }
+            case 1 -> {
+                // A zero run where a data chunk was, or a new one after the last chunk.
+                int i = c.get(r.nextInt(c.size()));
+                MemoryChunk ch = f.get(i).getChunk();
+                long len = 4096L * (1 + r.nextInt(4));
+                f.set(i, CapsuleFrame.newBuilder().setChunk(MemoryChunk.newBuilder().setOffset(ch.getOffset())
+                        .setZeroBytes(len)).build());
+                return String.format("chunk@0x%x = zero run of 0x%x", ch.getOffset(), len);
+            }
+            default -> {
+                int i = c.get(r.nextInt(c.size()));
+                MemoryChunk.Builder ch = f.get(i).getChunk().toBuilder();
+                String e = String.format("chunk@0x%x.", ch.getOffset()) + mutate(ch, r, false);
+                f.set(i, CapsuleFrame.newBuilder().setChunk(ch).build());
+                return e;
+            }
+        }
+    }
 
     private static String edit(List<CapsuleFrame> f, Random r) {
         return switch (r.nextInt(13)) {

@@ -51,11 +51,28 @@ final class CapsuleSurgery {
             }
             if (f.getKindCase() == CapsuleFrame.KindCase.CHUNK) {
                 MemoryChunk c = f.getChunk();
-                CRC32C crc = new CRC32C();
-                crc.update(c.getData().asReadOnlyByteBuffer());
-                f = CapsuleFrame.newBuilder().setChunk(c.toBuilder().setCrc32C((int) crc.getValue())).build();
                 chunks++;
-                data += c.getData().size();
+                if (c.getZeroBytes() != 0) {
+                    f.writeDelimitedTo(body); // a zero run has no data and no CRC
+                    continue;
+                }
+                byte[] pages = c.getData().toByteArray();
+                if (c.getCodec() == io.vmfork.proto.ChunkCodec.CHUNK_CODEC_LZ4) {
+                    // The CRC is of the decompressed pages; a block that does not decompress keeps its CRC.
+                    try {
+                        pages = net.jpountz.lz4.LZ4Factory.safeInstance().safeDecompressor()
+                                .decompress(pages, c.getUncompressedLength());
+                    } catch (RuntimeException e) {
+                        pages = null;
+                    }
+                }
+                if (pages != null) {
+                    CRC32C crc = new CRC32C();
+                    crc.update(pages);
+                    f = CapsuleFrame.newBuilder().setChunk(c.toBuilder().setCrc32C((int) crc.getValue())).build();
+                }
+                data += c.getCodec() == io.vmfork.proto.ChunkCodec.CHUNK_CODEC_LZ4 ? c.getUncompressedLength()
+                        : c.getData().size();
             }
             f.writeDelimitedTo(body);
         }

@@ -17,5 +17,16 @@ public enum ErrorCode {
     /** A request the VM or host refused as invalid (too large, bad count, ...). */
     INVALID,
     /** No answer within the configured timeout. */
-    TIMEOUT
+    TIMEOUT,
+    /**
+     * A remote clone's target refused its capsule: this host cannot run it (a CPU feature
+     * the guest used is missing, a different KVM, ...) or the capsule is malformed. The
+     * message names the mismatch.
+     */
+    CAPSULE_REFUSED,
+    /**
+     * A remote clone's capsule did not arrive whole: the connection was cut, the source or
+     * the target died, or the peer went silent past the idle timeout.
+     */
+    TRANSFER_FAILED
 }

@@ -10,7 +10,7 @@ import io.vmfork.cluster.serialization.ClusterMessage;
  * @param hostId   its host
  * @param vm       the VM's description for LAUNCHED, FORKED and KNOWN; else null
  * @param exitCode the guest's exit code for EXITED; else -1
- * @param detail   why it ended (EXITED, CRASHED, STOPPED, LOST), else ""
+ * @param detail   why it ended (EXITED, CRASHED, STOPPED, LOST) or why a clone failed (CLONE_FAILED), else ""
  */
 public record VmEvent(Kind kind, long vmId, long hostId, VmInfo vm, int exitCode, String detail)
         implements ClusterMessage {
@@ -20,8 +20,16 @@ public record VmEvent(Kind kind, long vmId, long hostId, VmInfo vm, int exitCode
         LAUNCHED,
         /** The guest said it is ready to serve. */
         READY,
-        /** A copy was made of {@code vm().parentId()}; this event names the copy. */
+        /**
+         * A copy was made of {@code vm().parentId()}; this event names the copy, a child on
+         * the parent's host or a clone on another ({@code vm().origin()}).
+         */
         FORKED,
+        /**
+         * A copy of VM {@code vmId} that placement put on another host was not started:
+         * {@code detail} names the copy, the target host and why (the source host sends it).
+         */
+        CLONE_FAILED,
         /** The guest called EXIT. */
         EXITED,
         /** The guest faulted or broke the ABI. */

@@ -6,6 +6,6 @@ public enum VmOrigin {
     BOOTED,
     /** A copy-on-write fork child on its parent's host. */
     CHILD,
-    /** A clone on another host, made from a clone capsule (the next issue). */
+    /** A clone on another host, made from a clone capsule. */
     CLONE
 }

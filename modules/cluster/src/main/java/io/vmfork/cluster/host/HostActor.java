@@ -9,6 +9,8 @@ import io.vmfork.cluster.placement.AdmissionLedger;
 import io.vmfork.cluster.placement.LoadReporter;
 import io.vmfork.cluster.placement.PlacementClient;
 import io.vmfork.cluster.serialization.ClusterMessage;
+import io.vmfork.cluster.transfer.TransferServer;
+import io.vmfork.cluster.transfer.TransferSettings;
 import io.vmfork.vmm.LaunchException;
 import io.vmfork.vmm.MessageChannel;
 import io.vmfork.vmm.VirtualMachine;
@@ -151,9 +153,92 @@ public final class HostActor extends AbstractBehavior<HostActor.Command> {
             implements Command, ClusterMessage {
     }
 
+    /** One copy of a fork offered to a target host: its index and placement's reservation there. */
+    public record CloneSlot(int index, long reservationId) {
+    }
+
+    /**
+     * From a source host's HostActor: start clones of a fork's frozen image here. The
+     * target admits what it can and answers {@link ClonesAccepted}; the capsule follows
+     * over the transfer connection (io.vmfork.cluster.transfer). Protocol and states:
+     * {@link CloneSource} (source) and {@link CloneTarget} (target).
+     *
+     * @param forkBlock GPA of the parent's fork block, 0 for a fork from outside
+     * @param imageKey  the source's key for the image, under which the target may keep it
+     * @param baseKey   an earlier image of the same parent the source sent this target, or empty
+     */
+    public record OfferClones(long transferId, long sourceHostId, long parentId, int vmType, long forkBlock,
+                              List<CloneSlot> copies, long memory, int vcpus, byte[] imageKey, byte[] baseKey,
+                              ActorRef<Reply> replyTo) implements Command, ClusterMessage {
+        public OfferClones {
+            copies = List.copyOf(copies);
+            imageKey = imageKey.clone();
+            baseKey = baseKey.clone();
+        }
+
+        @Override
+        public byte[] imageKey() {
+            return imageKey.clone();
+        }
+
+        @Override
+        public byte[] baseKey() {
+            return baseKey.clone();
+        }
+
+        @Override
+        public boolean equals(Object o) {
+            return o instanceof OfferClones x && x.transferId == transferId && x.sourceHostId == sourceHostId
+                    && x.parentId == parentId && x.vmType == vmType && x.forkBlock == forkBlock
+                    && x.copies.equals(copies) && x.memory == memory && x.vcpus == vcpus
+                    && Arrays.equals(x.imageKey, imageKey) && Arrays.equals(x.baseKey, baseKey)
+                    && x.replyTo.equals(replyTo);
+        }
+
+        @Override
+        public int hashCode() {
+            return Long.hashCode(transferId) * 31 + Long.hashCode(parentId);
+        }
+    }
+
     /** Every reply of the HostActor. */
     public sealed interface Reply extends ClusterMessage
-            permits Launched, Forked, Response, Stopped, VmList, ConsoleSubscribed, Failure {
+            permits Launched, Forked, Response, Stopped, VmList, ConsoleSubscribed, Failure, ClonesAccepted {
+    }
+
+    /** A copy the target refused: ErrorCode's name and why. */
+    public record RefusedCopy(int index, String code, String reason) {
+    }
+
+    /**
+     * The target admitted {@code accepted} copies and waits for their capsule at
+     * {@code transferHost:transferPort}; the connection opens with {@code token} (single
+     * use). {@code delta}: it still holds the offer's base image, so a delta capsule does.
+     */
+    public record ClonesAccepted(long transferId, String transferHost, int transferPort, byte[] token, boolean delta,
+                                 List<Integer> accepted, List<RefusedCopy> refused) implements Reply {
+        public ClonesAccepted {
+            token = token.clone();
+            accepted = List.copyOf(accepted);
+            refused = List.copyOf(refused);
+        }
+
+        @Override
+        public byte[] token() {
+            return token.clone();
+        }
+
+        @Override
+        public boolean equals(Object o) {
+            return o instanceof ClonesAccepted x && x.transferId == transferId && x.transferHost.equals(transferHost)
+                    && x.transferPort == transferPort && Arrays.equals(x.token, token) && x.delta == delta
+                    && x.accepted.equals(accepted) && x.refused.equals(refused);
+        }
+
+        @Override
+        public int hashCode() {
+            return Long.hashCode(transferId);
+        }
     }
 
     /** The VM is launched. */
@@ -266,6 +351,19 @@ public final class HostActor extends AbstractBehavior<HostActor.Command> {
     private record ConsoleBytes(long vmId, byte[] bytes) implements VmEventMessage {
     }
 
+    private record CloneStarted(CloneTarget.Started started) implements Command, NoSerializationVerificationNeeded {
+    }
+
+    private record CloneOutcome(CloneSource.Outcome outcome) implements Command, NoSerializationVerificationNeeded {
+    }
+
+    private record TransferBound(TransferServer server, Throwable failure)
+            implements Command, NoSerializationVerificationNeeded {
+    }
+
+    private record OfferExpired(byte[] token) implements Command, NoSerializationVerificationNeeded {
+    }
+
     private record SubscriberGone(ActorRef<VmEvent> subscriber) implements Command, NoSerializationVerificationNeeded {
     }
 
@@ -273,8 +371,20 @@ public final class HostActor extends AbstractBehavior<HostActor.Command> {
             implements Command, NoSerializationVerificationNeeded {
     }
 
-    /** Settings a HostActor needs besides its VMM. */
-    public record Settings(long hostId, String hostName, Duration askTimeout) {
+    /**
+     * Settings a HostActor needs besides its VMM.
+     *
+     * @param transfer        how capsules move (vmfork.transfer)
+     * @param imageCacheBytes image data this host keeps of the clone capsules it received,
+     *                        for later deltas (vmfork.transfer.image-cache)
+     */
+    public record Settings(long hostId, String hostName, Duration askTimeout, TransferSettings transfer,
+                           long imageCacheBytes) {
+        /** Defaults for the transfer: reference.conf's. */
+        public Settings(long hostId, String hostName, Duration askTimeout) {
+            this(hostId, hostName, askTimeout, TransferSettings.fromConfig(com.typesafe.config.ConfigFactory.load()),
+                    com.typesafe.config.ConfigFactory.load().getBytes("vmfork.transfer.image-cache").longValue());
+        }
     }
 
     /**
@@ -284,7 +394,13 @@ public final class HostActor extends AbstractBehavior<HostActor.Command> {
      */
     public static Behavior<Command> create(Vmm vmm, AdmissionLedger ledger, ActorRef<LoadReporter.Command> reporter,
                                            PlacementClient placement, Settings settings) {
-        return Behaviors.setup(ctx -> new HostActor(ctx, vmm, ledger, reporter, placement, settings));
+        return create(vmm, ledger, reporter, placement, settings, new CloneStats());
+    }
+
+    /** As above; {@code stats} counts the host's remote clones (the status page shows it). */
+    public static Behavior<Command> create(Vmm vmm, AdmissionLedger ledger, ActorRef<LoadReporter.Command> reporter,
+                                           PlacementClient placement, Settings settings, CloneStats stats) {
+        return Behaviors.setup(ctx -> new HostActor(ctx, vmm, ledger, reporter, placement, settings, stats));
     }
 
     /** What the host knows of one VM it runs. */
@@ -326,9 +442,38 @@ public final class HostActor extends AbstractBehavior<HostActor.Command> {
     };
     private static final int EARLY_EVENTS_KEPT = 1024;
     private final Set<ActorRef<VmEvent>> subscribers = new HashSet<>();
+    private final ImageCache imageCache;
+    private final CloneTarget cloneTarget;
+    private final CloneSource cloneSource;
+    private TransferServer transferServer;
+    // Forks asked from outside whose remote copies are still under way, by fork id, and
+    // outcomes that came before their fork's result (bounded like `early`).
+    private final Map<Long, PendingFork> pendingForks = new HashMap<>();
+    private final Map<Long, List<CloneSource.Outcome>> earlyOutcomes = new java.util.LinkedHashMap<>() {
+        @Override
+        protected boolean removeEldestEntry(Map.Entry<Long, List<CloneSource.Outcome>> eldest) {
+            return size() > EARLY_EVENTS_KEPT;
+        }
+    };
+
+    /** A fork from outside waiting for its remote copies' outcomes. */
+    private static final class PendingFork {
+        final Fork command;
+        final List<VmInfo> children;
+        final List<String> errors;
+        final Set<Integer> outstanding;
+
+        PendingFork(Fork command, List<VmInfo> children, List<String> errors, Set<Integer> outstanding) {
+            this.command = command;
+            this.children = children;
+            this.errors = errors;
+            this.outstanding = outstanding;
+        }
+    }
 
     private HostActor(ActorContext<Command> ctx, Vmm vmm, AdmissionLedger ledger,
-                      ActorRef<LoadReporter.Command> reporter, PlacementClient placement, Settings settings) {
+                      ActorRef<LoadReporter.Command> reporter, PlacementClient placement, Settings settings,
+                      CloneStats stats) {
         super(ctx);
         this.vmm = vmm;
         this.ledger = ledger;
@@ -336,8 +481,14 @@ public final class HostActor extends AbstractBehavior<HostActor.Command> {
         this.settings = settings;
         this.blocking = ctx.getSystem().dispatchers().lookup(DispatcherSelector.fromConfig(BLOCKING_DISPATCHER));
         ActorRef<Command> self = ctx.getSelf();
+        this.imageCache = new ImageCache(settings.imageCacheBytes());
+        stats.keptFrom(imageCache::usage);
+        Failpoints failpoints = Failpoints.fromConfig(ctx.getSystem().settings().config());
+        this.cloneTarget = new CloneTarget(vmm, ledger, settings.hostId(), imageCache, failpoints, stats);
+        this.cloneSource = new CloneSource(ctx.getSystem(), vmm, settings.hostId(), settings.askTimeout(),
+                settings.transfer(), o -> self.tell(new CloneOutcome(o)), failpoints, stats);
         this.copyPlacement = new HostCopyPlacement(vmm, ledger, reporter, placement, settings.hostId(),
-                settings.askTimeout());
+                settings.askTimeout(), cloneSource::ship);
         vmm.useCopyPlacement(copyPlacement);
         this.listener = new VmListener() {
             @Override
@@ -361,6 +512,10 @@ public final class HostActor extends AbstractBehavior<HostActor.Command> {
                 self.tell(new VmEnded(vm.id(), exit));
             }
         };
+        cloneTarget.wire(listener, st -> self.tell(new CloneStarted(st)),
+                () -> reporter.tell(LoadReporter.ReportNow.INSTANCE));
+        ctx.pipeToSelf(TransferServer.bind(ctx.getSystem(), settings.transfer().host(), settings.transfer().port(),
+                settings.transfer(), cloneTarget::receive), TransferBound::new);
         ctx.getSystem().receptionist().tell(Receptionist.register(ALL_HOSTS, ctx.getSelf()));
         ctx.getSystem().receptionist().tell(Receptionist.register(serviceKey(settings.hostId()), ctx.getSelf()));
     }
@@ -383,6 +538,14 @@ public final class HostActor extends AbstractBehavior<HostActor.Command> {
                 .onMessage(VmForked.class, this::onVmEvent)
                 .onMessage(VmEnded.class, this::onVmEvent)
                 .onMessage(ConsoleBytes.class, this::onVmEvent)
+                .onMessage(OfferClones.class, this::onOfferClones)
+                .onMessage(OfferExpired.class, m -> {
+                    cloneTarget.expire(m.token());
+                    return this;
+                })
+                .onMessage(CloneStarted.class, this::onCloneStarted)
+                .onMessage(CloneOutcome.class, this::onCloneOutcome)
+                .onMessage(TransferBound.class, this::onTransferBound)
                 .onMessage(SubscriberGone.class, m -> {
                     subscribers.remove(m.subscriber());
                     return this;
@@ -469,7 +632,102 @@ public final class HostActor extends AbstractBehavior<HostActor.Command> {
             Entry ce = vms.get(c.id());
             children.add(ce != null ? info(ce) : info(new Entry(c, VmOrigin.CHILD, 0, c.vcpuCount(), false)));
         }
-        m.command().replyTo().tell(new Forked(m.command().vmId(), children, m.result().errors()));
+        List<String> errors = new ArrayList<>(m.result().errors());
+        Set<Integer> outstanding = new HashSet<>();
+        for (var r : m.result().remote()) {
+            outstanding.add(r.index());
+        }
+        if (outstanding.isEmpty()) {
+            m.command().replyTo().tell(new Forked(m.command().vmId(), children, errors));
+            return this;
+        }
+        // Remote copies: the reply waits for each one's outcome.
+        long forkId = m.result().forkId();
+        PendingFork p = new PendingFork(m.command(), children, errors, outstanding);
+        pendingForks.put(forkId, p);
+        List<CloneSource.Outcome> before = earlyOutcomes.remove(forkId);
+        if (before != null) {
+            before.forEach(o -> settle(forkId, p, o));
+        }
+        return this;
+    }
+
+    // ---- remote clones ----
+
+    private Behavior<Command> onOfferClones(OfferClones m) {
+        if (transferServer == null) {
+            m.replyTo().tell(new Failure(ErrorCode.LAUNCH_FAILED, "host " + settings.hostId()
+                    + " cannot receive clones: its transfer server is not bound"));
+            return this;
+        }
+        List<io.vmfork.proto.host.RefusedCopy> refused = new ArrayList<>();
+        CloneTarget.Pending p = cloneTarget.offer(m, refused);
+        List<RefusedCopy> no = refused.stream().map(r -> new RefusedCopy(r.getIndex(), r.getCode(), r.getReason()))
+                .toList();
+        var address = transferServer.address();
+        if (p == null) {
+            m.replyTo().tell(new ClonesAccepted(m.transferId(), address.getHostString(), address.getPort(),
+                    new byte[0], false, List.of(), no));
+            return this;
+        }
+        m.replyTo().tell(new ClonesAccepted(m.transferId(), address.getHostString(), address.getPort(), p.token(),
+                p.base() != null, p.accepted(), no));
+        getContext().scheduleOnce(settings.transfer().connectTimeout().plus(settings.transfer().idleTimeout()),
+                getContext().getSelf(), new OfferExpired(p.token()));
+        return this;
+    }
+
+    private Behavior<Command> onCloneStarted(CloneStarted m) {
+        VirtualMachine vm = m.started().vm();
+        Entry e = new Entry(vm, VmOrigin.CLONE, m.started().memory(), m.started().vcpus(), true);
+        vms.put(vm.id(), e);
+        VmInfo info = info(e);
+        publish(new VmEvent(VmEvent.Kind.FORKED, vm.id(), settings.hostId(), info, -1, ""));
+        replayEarly(vm.id());
+        return this;
+    }
+
+    private Behavior<Command> onCloneOutcome(CloneOutcome m) {
+        CloneSource.Outcome o = m.outcome();
+        if (o.cloneVm() == null) {
+            publish(new VmEvent(VmEvent.Kind.CLONE_FAILED, o.parentId(), settings.hostId(), null, -1,
+                    "copy " + o.index() + " on host " + o.targetHostId() + ": " + o.code() + ": " + o.reason()));
+        }
+        PendingFork p = pendingForks.get(o.forkId());
+        if (p != null) {
+            settle(o.forkId(), p, o);
+        } else if (o.external()) {
+            earlyOutcomes.computeIfAbsent(o.forkId(), k -> new ArrayList<>()).add(o);
+        }
+        return this;
+    }
+
+    private void settle(long forkId, PendingFork p, CloneSource.Outcome o) {
+        if (!p.outstanding.remove(o.index())) {
+            return;
+        }
+        if (o.cloneVm() != null) {
+            p.children.add(o.cloneVm());
+        } else {
+            p.errors.add(io.vmfork.vmm.hypercall.Hypercalls.statusName(CloneSource.statusOf(o.code())) + " (copy "
+                    + o.index() + " on host " + o.targetHostId() + ": " + o.reason() + ")");
+        }
+        if (p.outstanding.isEmpty()) {
+            pendingForks.remove(forkId);
+            p.command.replyTo().tell(new Forked(p.command.vmId(), p.children, p.errors));
+        }
+    }
+
+    private Behavior<Command> onTransferBound(TransferBound m) {
+        if (m.failure() != null) {
+            getContext().getLog().error("host {}: the clone transfer server could not bind {}:{}: {}",
+                    settings.hostId(), settings.transfer().host(), settings.transfer().port(),
+                    m.failure().toString());
+            return this;
+        }
+        transferServer = m.server();
+        getContext().getLog().info("host {} receives clone capsules at {}", settings.hostId(),
+                transferServer.address());
         return this;
     }
 
@@ -582,6 +840,7 @@ public final class HostActor extends AbstractBehavior<HostActor.Command> {
                 ledger.release(e.memory, e.vcpus);
             }
             copyPlacement.parentEnded(m.vmId(), e.memory, e.vcpus);
+            cloneSource.parentEnded(m.vmId());
             reporter.tell(LoadReporter.ReportNow.INSTANCE);
             VmExit x = end.exit();
             VmEvent.Kind kind = switch (x.kind()) {
@@ -604,7 +863,14 @@ public final class HostActor extends AbstractBehavior<HostActor.Command> {
     }
 
     private Behavior<Command> onPostStop() {
-        // The actor system is terminating: stop every VM and release the VMM.
+        // The actor system is terminating: no more transfers in or out, then stop every VM
+        // and release the VMM.
+        if (transferServer != null) {
+            transferServer.close();
+        }
+        cloneTarget.expireAll();
+        cloneSource.close();
+        imageCache.close();
         vmm.close();
         return this;
     }
@@ -647,6 +913,13 @@ public final class HostActor extends AbstractBehavior<HostActor.Command> {
             return new Failure(ErrorCode.INVALID, "VM " + vmId + ": " + f.getMessage());
         }
         return new Failure(ErrorCode.LAUNCH_FAILED, "VM " + vmId + ": " + f);
+    }
+
+    /** A clone just started on this host, as VmInfo describes it. */
+    static VmInfo cloneInfo(VirtualMachine vm, long memory) {
+        var id = vm.identity();
+        return new VmInfo(id.vmId(), id.hostId(), vm.state().name(), id.vmType(), id.parentId(), id.forkGeneration(),
+                VmOrigin.CLONE, vm.imageName() == null ? "" : vm.imageName(), memory, vm.ready().isDone());
     }
 
     private VmInfo info(Entry e) {

@@ -101,6 +101,36 @@ public final class HostCodecs implements CodecProvider {
                 (m, refs) -> io.vmfork.proto.host.ConsoleSubscribed.newBuilder().setVmId(m.vmId())
                         .setSoFar(ByteString.copyFrom(m.soFar())).build(),
                 (p, refs) -> new HostActor.ConsoleSubscribed(p.getVmId(), p.getSoFar().toByteArray()));
+        r.add(HostActor.OfferClones.class, "host.OfferClones", io.vmfork.proto.host.OfferClones.parser(),
+                (m, refs) -> {
+                    var b = io.vmfork.proto.host.OfferClones.newBuilder().setTransferId(m.transferId())
+                            .setSourceHostId(m.sourceHostId()).setParentId(m.parentId()).setVmType(m.vmType())
+                            .setForkBlock(m.forkBlock()).setMemory(m.memory()).setVcpus(m.vcpus())
+                            .setImageKey(ByteString.copyFrom(m.imageKey()))
+                            .setBaseKey(ByteString.copyFrom(m.baseKey())).setReplyTo(refs.toWire(m.replyTo()));
+                    m.copies().forEach(c -> b.addCopies(io.vmfork.proto.host.CloneSlot.newBuilder()
+                            .setIndex(c.index()).setReservationId(c.reservationId())));
+                    return b.build();
+                },
+                (p, refs) -> new HostActor.OfferClones(p.getTransferId(), p.getSourceHostId(), p.getParentId(),
+                        p.getVmType(), p.getForkBlock(), p.getCopiesList().stream()
+                                .map(c -> new HostActor.CloneSlot(c.getIndex(), c.getReservationId())).toList(),
+                        p.getMemory(), p.getVcpus(), p.getImageKey().toByteArray(), p.getBaseKey().toByteArray(),
+                        refs.fromWire(p.getReplyTo())));
+        r.add(HostActor.ClonesAccepted.class, "host.ClonesAccepted", io.vmfork.proto.host.ClonesAccepted.parser(),
+                (m, refs) -> {
+                    var b = io.vmfork.proto.host.ClonesAccepted.newBuilder().setTransferId(m.transferId())
+                            .setTransferHost(m.transferHost()).setTransferPort(m.transferPort())
+                            .setToken(ByteString.copyFrom(m.token())).setDelta(m.delta())
+                            .addAllAccepted(m.accepted());
+                    m.refused().forEach(x -> b.addRefused(io.vmfork.proto.host.RefusedCopy.newBuilder()
+                            .setIndex(x.index()).setCode(x.code()).setReason(x.reason())));
+                    return b.build();
+                },
+                (p, refs) -> new HostActor.ClonesAccepted(p.getTransferId(), p.getTransferHost(), p.getTransferPort(),
+                        p.getToken().toByteArray(), p.getDelta(), p.getAcceptedList(), p.getRefusedList().stream()
+                                .map(x -> new HostActor.RefusedCopy(x.getIndex(), x.getCode(), x.getReason()))
+                                .toList()));
         r.add(HostActor.Failure.class, "host.Failure", io.vmfork.proto.host.Failure.parser(),
                 (m, refs) -> io.vmfork.proto.host.Failure.newBuilder().setCode(m.code().name())
                         .setMessage(m.message()).build(),

@@ -9,6 +9,7 @@ import io.vmfork.vmm.VmIdentity;
 import io.vmfork.vmm.Vmm;
 import io.vmfork.vmm.fork.CopyPlacement;
 import io.vmfork.vmm.fork.CopyTarget;
+import io.vmfork.vmm.fork.RemoteFork;
 import io.vmfork.vmm.hypercall.Hypercalls;
 import java.time.Duration;
 import java.util.ArrayList;
@@ -26,8 +27,8 @@ import org.apache.pekko.actor.typed.ActorRef;
  * admitted through the host's {@link AdmissionLedger} right here, with the placement's
  * reservation id, so a fork can never over-commit the host either; a copy the ledger
  * refuses fails with {@code VMF_ELIMIT}. Copies placed on other hosts are
- * {@link CopyTarget.Remote} (the VMM fails them with {@code VMF_EREMOTE} until remote
- * clones exist).
+ * {@link CopyTarget.Remote} with the placement's reservation there; the VMM hands them to
+ * {@link #ship} once the parent runs again, and {@link CloneSource} sends them.
  *
  * <p>A copy admitted here whose launch then fails in the VMM is given back to the ledger
  * when that parent's fork ends ({@link #forkEnded}, for forks from outside), at the
@@ -41,11 +42,14 @@ final class HostCopyPlacement implements CopyPlacement {
     private final PlacementClient placement;
     private final long hostId;
     private final Duration timeout;
+    private final java.util.function.Consumer<RemoteFork> shipper;
     /** Copies admitted for a parent's fork and not launched (yet), by parent id. */
     private final Map<Long, Integer> unlaunched = new ConcurrentHashMap<>();
 
     HostCopyPlacement(Vmm vmm, AdmissionLedger ledger, ActorRef<LoadReporter.Command> reporter,
-                      PlacementClient placement, long hostId, Duration timeout) {
+                      PlacementClient placement, long hostId, Duration timeout,
+                      java.util.function.Consumer<RemoteFork> shipper) {
+        this.shipper = shipper;
         this.vmm = vmm;
         this.ledger = ledger;
         this.reporter = reporter;
@@ -76,7 +80,7 @@ final class HostCopyPlacement implements CopyPlacement {
         if (reply instanceof PlacementEntity.Placed placed) {
             for (PlacementEntity.Slot slot : placed.slots()) {
                 if (slot.hostId() != hostId) {
-                    targets.add(new CopyTarget.Remote(slot.hostId()));
+                    targets.add(new CopyTarget.Remote(slot.hostId(), slot.reservationId()));
                 } else if (ledger.admit(slot.reservationId(), memory, vcpus)) {
                     targets.add(CopyTarget.LOCAL);
                     admitted++;
@@ -96,6 +100,11 @@ final class HostCopyPlacement implements CopyPlacement {
             unlaunched.merge(parent.vmId(), admitted, Integer::sum);
         }
         return targets;
+    }
+
+    @Override
+    public void ship(RemoteFork fork) {
+        shipper.accept(fork);
     }
 
     /** A copy of {@code parentId} is launched (called on the forking thread, from onForked). */

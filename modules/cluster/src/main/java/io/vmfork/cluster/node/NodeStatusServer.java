@@ -58,7 +58,11 @@ import org.apache.pekko.management.javadsl.PekkoManagement;
  *                "unreported_hosts": reports of hosts that are not members (any more) },
  *   "vms":     this host's VMs, from the {@link StatusSource} (VmforkNode plugs in the
  *              VMM's list: id, state, image, vm_type, parent, fork_generation, made =
- *              booted, child or clone, ready), or "vms_error" when the source failed }
+ *              booted, child or clone, ready), or "vms_error" when the source failed,
+ *   "clones":  what this host's remote clones moved (io.vmfork.cluster.host.CloneStats):
+ *              { "capsules_sent", "bytes_sent", "deltas_sent", "copies_failed",
+ *                "capsules_received", "bytes_received", "deltas_received", "clones_started",
+ *                "transfers_failed", "images_kept", "image_bytes_kept" } }
  * </pre>
  *
  * Memory is in bytes. Unbinds when the node shuts down.
@@ -116,6 +120,14 @@ public final class NodeStatusServer {
     public InetSocketAddress address() {
         return binding.localAddress();
     }
+
+    /** Where the {@code "clones"} field comes from from now on (absent until set). */
+    void cloneStatus(java.util.function.Supplier<com.fasterxml.jackson.databind.JsonNode> source) {
+        clones.set(source);
+    }
+
+    private final java.util.concurrent.atomic.AtomicReference<java.util.function.Supplier<
+            com.fasterxml.jackson.databind.JsonNode>> clones = new java.util.concurrent.atomic.AtomicReference<>();
 
     /** Where the {@code "vms"} field comes from from now on. */
     void vmStatus(StatusSource source) {
@@ -200,6 +212,10 @@ public final class NodeStatusServer {
         byAddress.values().stream().sorted(java.util.Comparator.comparingLong(HostLoad::hostId))
                 .forEach(r -> putReport(unreported.addObject(), r));
 
+        var cloneSource = clones.get();
+        if (cloneSource != null) {
+            root.set("clones", cloneSource.get());
+        }
         if (vmList.isArray()) {
             root.set("vms", vmList);
         } else {

@@ -49,6 +49,7 @@ public final class VmforkNode implements AutoCloseable {
     private final Vmm vmm;
     private final ActorRef<HostActor.Command> host;
     private final VmCluster cluster;
+    private io.vmfork.cluster.host.CloneStats cloneStats = new io.vmfork.cluster.host.CloneStats();
 
     private VmforkNode(ActorSystem<Void> system, NodeSettings settings,
                        ActorRef<ShardingEnvelope<PlacementEntity.Command>> placementRegion,
@@ -114,9 +115,12 @@ public final class VmforkNode implements AutoCloseable {
             // The HostActor owns the Vmm from here on and closes it when it stops.
             Vmm vmm = Vmm.open(vmmSettings);
             ActorRef<HostActor.Command> host;
+            io.vmfork.cluster.host.CloneStats cloneStats = new io.vmfork.cluster.host.CloneStats();
             try {
                 host = system.systemActorOf(HostActor.create(vmm, admission, reporter, placement,
-                        new HostActor.Settings(settings.hostId(), settings.hostName(), apiTimeout)), "host",
+                        new HostActor.Settings(settings.hostId(), settings.hostName(), apiTimeout,
+                                io.vmfork.cluster.transfer.TransferSettings.fromConfig(config),
+                                config.getBytes("vmfork.transfer.image-cache")), cloneStats), "host",
                         Props.empty());
             } catch (RuntimeException e) {
                 vmm.close();
@@ -141,6 +145,10 @@ public final class VmforkNode implements AutoCloseable {
             VmforkNode node = new VmforkNode(system, settings, region, loadReports, admission, reporter, placement, vmm,
                     host, cluster, status);
             node.vmStatus(HostStatus.of(vmm));
+            if (status.isPresent()) {
+                status.get().cloneStatus(cloneStats::toJson);
+            }
+            node.cloneStats = cloneStats;
             return node;
         } catch (RuntimeException e) {
             system.terminate();
@@ -203,6 +211,11 @@ public final class VmforkNode implements AutoCloseable {
     /** This host's VMM, owned by {@link #host()}: read it (tests, status), never drive it. */
     public Vmm vmm() {
         return vmm;
+    }
+
+    /** What this host's remote clones moved (its status page's "clones"). */
+    public io.vmfork.cluster.host.CloneStats cloneStats() {
+        return cloneStats;
     }
 
     /** The application API on this node. */

@@ -14,13 +14,19 @@ public final class CapsuleFormat {
     /** CapsuleHeader.magic: "VMFC". */
     public static final int HEADER_MAGIC = 0x564D4643;
     /** The format version this code writes. Not the release version. */
-    public static final int CURRENT_VERSION = 2;
+    public static final int CURRENT_VERSION = 3;
     /** The first version whose header records the CPUID and XCR0 the guest could observe. */
     public static final int OBSERVED_CPU_VERSION = 2;
+    /** The first version with delta capsules (flag DELTA, base_image, zero runs) and compressed chunks. */
+    public static final int DELTA_VERSION = 3;
+    /** Header flag: the chunks are the pages changed since the header's base_image. */
+    public static final long FLAG_DELTA = 1;
+    /** Most bytes of a delta's base image key. */
+    public static final int MAX_BASE_KEY_BYTES = 64;
     /** The oldest version this code reads: the rule is "accept the current and the previous one". */
     public static final int OLDEST_READABLE_VERSION = Math.max(1, CURRENT_VERSION - 1);
     /** Header flag bits this version understands; a reader refuses any other bit. */
-    public static final long KNOWN_FLAGS = 0;
+    public static final long KNOWN_FLAGS = FLAG_DELTA;
     /** Granularity of chunks and of zero-page elision. */
     public static final int PAGE_SIZE = 4096;
     /** Bytes of one kvm_cpuid_entry2. */
@@ -31,6 +37,11 @@ public final class CapsuleFormat {
     static final String DIGEST_ALGORITHM = "SHA-256";
 
     private CapsuleFormat() {
+    }
+
+    /** The header flags defined in format {@code version}. */
+    static long knownFlags(int version) {
+        return version >= DELTA_VERSION ? KNOWN_FLAGS : 0;
     }
 
     /** The 8-byte file magic, for callers that sniff a stream. */

@@ -2,10 +2,13 @@ package io.vmfork.vmm.capsule;
 
 import com.typesafe.config.Config;
 import java.time.Duration;
+import java.util.List;
 
 /**
- * Caps against hostile or damaged capsules, and the writer's chunk size. A reader refuses
- * any capsule that exceeds one of them before it allocates or writes anything for it.
+ * The {@code vmfork.capsule} configuration: caps against hostile or damaged capsules, the
+ * writer's chunk size and compression, and CPU features this host hides from capsules. A
+ * reader refuses any capsule that exceeds one of the caps before it allocates or writes
+ * anything for it.
  *
  * @param maxMemoryBytes  largest guest RAM a capsule may declare (this host's vmfork.vmm.memory.max)
  * @param maxChunkBytes   largest memory chunk: what the writer emits and the reader accepts
@@ -17,9 +20,13 @@ import java.time.Duration;
  * @param maxMessageBytes largest queued request
  * @param readDeadline    longest a reader may take over one capsule, checked whenever bytes arrive
  *                        (a silent source is the transport's to time out); zero for none
+ * @param compression     whether the writer compresses chunks
+ * @param hiddenCpuFeatures CPU features (named as {@link CpuFeatures} names them) that this host's
+ *                        {@link HostPlatform} reports absent, so that capsules using them are refused
  */
 public record CapsuleLimits(long maxMemoryBytes, int maxChunkBytes, int maxFrameBytes, int maxCpuidEntries,
-        int maxVcpus, int maxXsaveBytes, int maxQueuedRequests, int maxMessageBytes, Duration readDeadline) {
+        int maxVcpus, int maxXsaveBytes, int maxQueuedRequests, int maxMessageBytes, Duration readDeadline,
+        ChunkCompression compression, List<String> hiddenCpuFeatures) {
     /** 1 MiB: large enough that framing costs nothing, small enough to bound both sides' memory. */
     public static final int DEFAULT_MAX_CHUNK_BYTES = 1 << 20;
     /** 16 MiB: a chunk frame is a little over 1 MiB; only a state with many queued requests is bigger. */
@@ -38,9 +45,17 @@ public record CapsuleLimits(long maxMemoryBytes, int maxChunkBytes, int maxFrame
     public static final int DEFAULT_MAX_MESSAGE_BYTES = 1 << 20;
     /** 10 minutes: a 16 GiB capsule at under 30 MB/s. */
     public static final Duration DEFAULT_READ_DEADLINE = Duration.ofMinutes(10);
+    /** The writer's compression unless configured (docs/capsule.md has the measurements). */
+    public static final ChunkCompression DEFAULT_COMPRESSION = ChunkCompression.NONE;
+    /**
+     * Most runs (ranges of contiguous changed pages) a delta capsule may carry: each becomes
+     * an extent of the received image, i.e. a mapping in every VM made from it. A writer
+     * sends a full capsule instead.
+     */
+    public static final int MAX_DELTA_RUNS = 1 << 16;
     /** Room a chunk frame needs beyond its data: tags, lengths, offset and crc. */
     static final int CHUNK_FRAME_OVERHEAD = 64;
-    /** Room the header needs beyond its CPUID entries: fixed fields and the two strings. */
+    /** Room the header needs beyond its CPUID entries: fixed fields, the two strings and a delta's base key. */
     static final int HEADER_FRAME_OVERHEAD = 4096;
     /** Most bytes one encoded CPUID entry takes: 7 varints of up to 5 bytes with tags, and its envelope. */
     static final int CPUID_ENTRY_MAX_BYTES = 64;
@@ -56,7 +71,8 @@ public record CapsuleLimits(long maxMemoryBytes, int maxChunkBytes, int maxFrame
     /** The five caps above with the other defaults. */
     public CapsuleLimits(long maxMemoryBytes, int maxChunkBytes, int maxFrameBytes, int maxCpuidEntries, int maxVcpus) {
         this(maxMemoryBytes, maxChunkBytes, maxFrameBytes, maxCpuidEntries, maxVcpus, DEFAULT_MAX_XSAVE_BYTES,
-                DEFAULT_MAX_QUEUED_REQUESTS, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_READ_DEADLINE);
+                DEFAULT_MAX_QUEUED_REQUESTS, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_READ_DEADLINE, DEFAULT_COMPRESSION,
+                List.of());
     }
 
     public CapsuleLimits {
@@ -78,6 +94,13 @@ public record CapsuleLimits(long maxMemoryBytes, int maxChunkBytes, int maxFrame
         if (readDeadline == null || readDeadline.isNegative()) {
             throw new IllegalArgumentException("readDeadline must be zero (none) or positive: " + readDeadline);
         }
+        if (compression == null) {
+            throw new IllegalArgumentException("compression must be set");
+        }
+        hiddenCpuFeatures = List.copyOf(hiddenCpuFeatures);
+        for (String f : hiddenCpuFeatures) {
+            CpuFeatures.registerOf(f); // refuses a name CpuFeatures does not know
+        }
     }
 
     /** The default caps with the given memory limit. */
@@ -89,8 +112,9 @@ public record CapsuleLimits(long maxMemoryBytes, int maxChunkBytes, int maxFrame
     /**
      * From configuration: {@code vmfork.vmm.memory.max} and, where set, the
      * {@code vmfork.capsule} keys max-chunk, max-frame, max-cpuid-entries and max-vcpus
-     * (docs/capsule.md), max-xsave and read-deadline; the queued-request caps are
-     * vmfork.vmm.channel.max-queued and max-message where set. Unset keys take the defaults above.
+     * (docs/capsule.md), max-xsave, read-deadline, compression and hide-cpu-features; the
+     * queued-request caps are vmfork.vmm.channel.max-queued and max-message where set.
+     * Unset keys take the defaults above.
      */
     public static CapsuleLimits create(Config root) {
         CapsuleLimits d = defaults(root.getBytes("vmfork.vmm.memory.max"));
@@ -104,20 +128,36 @@ public record CapsuleLimits(long maxMemoryBytes, int maxChunkBytes, int maxFrame
                 root.hasPath(p + "max-xsave") ? root.getBytes(p + "max-xsave").intValue() : d.maxXsaveBytes,
                 root.hasPath(c + "max-queued") ? root.getInt(c + "max-queued") : d.maxQueuedRequests,
                 root.hasPath(c + "max-message") ? root.getBytes(c + "max-message").intValue() : d.maxMessageBytes,
-                root.hasPath(p + "read-deadline") ? root.getDuration(p + "read-deadline") : d.readDeadline);
+                root.hasPath(p + "read-deadline") ? root.getDuration(p + "read-deadline") : d.readDeadline,
+                root.hasPath(p + "compression") ? ChunkCompression.parse(root.getString(p + "compression"))
+                        : d.compression,
+                root.hasPath(p + "hide-cpu-features") ? root.getStringList(p + "hide-cpu-features")
+                        : d.hiddenCpuFeatures);
     }
 
     /** The same caps with another chunk size (and a frame cap that still holds it). */
     public CapsuleLimits withMaxChunkBytes(int chunkBytes) {
         return new CapsuleLimits(maxMemoryBytes, chunkBytes,
                 Math.max(maxFrameBytes, chunkBytes + CHUNK_FRAME_OVERHEAD), maxCpuidEntries, maxVcpus, maxXsaveBytes,
-                maxQueuedRequests, maxMessageBytes, readDeadline);
+                maxQueuedRequests, maxMessageBytes, readDeadline, compression, hiddenCpuFeatures);
     }
 
     /** The same caps with another read deadline (zero: none). */
     public CapsuleLimits withReadDeadline(Duration deadline) {
         return new CapsuleLimits(maxMemoryBytes, maxChunkBytes, maxFrameBytes, maxCpuidEntries, maxVcpus,
-                maxXsaveBytes, maxQueuedRequests, maxMessageBytes, deadline);
+                maxXsaveBytes, maxQueuedRequests, maxMessageBytes, deadline, compression, hiddenCpuFeatures);
+    }
+
+    /** The same with another chunk compression for writers. */
+    public CapsuleLimits withCompression(ChunkCompression c) {
+        return new CapsuleLimits(maxMemoryBytes, maxChunkBytes, maxFrameBytes, maxCpuidEntries, maxVcpus,
+                maxXsaveBytes, maxQueuedRequests, maxMessageBytes, readDeadline, c, hiddenCpuFeatures);
+    }
+
+    /** The same with other CPU features hidden from capsules ({@link HostPlatform#of}). */
+    public CapsuleLimits withHiddenCpuFeatures(List<String> features) {
+        return new CapsuleLimits(maxMemoryBytes, maxChunkBytes, maxFrameBytes, maxCpuidEntries, maxVcpus,
+                maxXsaveBytes, maxQueuedRequests, maxMessageBytes, readDeadline, compression, features);
     }
 
     /** Largest header frame: its fixed fields and strings, and {@link #maxCpuidEntries} CPUID entries. */

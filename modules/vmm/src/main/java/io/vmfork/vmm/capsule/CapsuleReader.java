@@ -7,8 +7,11 @@ import com.google.protobuf.UnsafeByteOperations;
 import io.vmfork.proto.CapsuleFrame;
 import io.vmfork.proto.CapsuleHeader;
 import io.vmfork.proto.CapsuleTrailer;
+import io.vmfork.proto.ChunkCodec;
 import io.vmfork.proto.MemoryChunk;
+import io.vmfork.vmm.memory.RuntimeImage;
 import io.vmfork.vmm.state.MachineState;
+import io.vmfork.vmm.state.MemorySource;
 import io.vmfork.vmm.x86.GuestLayout;
 import io.vmfork.vmm.x86.GuestModel;
 import java.io.BufferedInputStream;
@@ -55,6 +58,11 @@ import java.util.zip.CRC32C;
  * <p>The sink receives pages while the capsule streams, so after a failure it may hold
  * some of them: the caller must discard it and run nothing on it. Only a normal return
  * means the whole capsule arrived unaltered.
+ *
+ * <p>A delta capsule (header flag DELTA) is read only with a {@link BaseResolver}, which
+ * names the image it is over; it is refused right after the header otherwise, or with
+ * {@link CapsuleBaseUnknownException} when the resolver holds no such image.
+ * {@link #readImage} does it all and returns the finished image for both kinds.
  *
  * <p>Instances are immutable; each {@link #read} call keeps its own state.
  */
@@ -104,10 +112,80 @@ public final class CapsuleReader {
      */
     public CapsuleContents read(InputStream in, MemorySink sink, HostPlatform host, GuestModel.Rules guest)
             throws IOException {
+        return read(in, sink, host, guest, null);
+    }
+
+    /**
+     * Reads a full or a delta capsule: as {@link #read(InputStream, MemorySink, HostPlatform, GuestModel.Rules)},
+     * and a delta's base is looked up with {@code bases} right after the header (and the
+     * host and guest checks), before anything else is read. For a delta the sink receives
+     * only the changed pages (zero runs not at all: the sink starts zeroed), and
+     * {@link CapsuleContents#delta()} says which runs they were and holds the base, with
+     * the reference the resolver gave, for the caller to release. With {@code bases} null
+     * a delta is refused.
+     */
+    public CapsuleContents read(InputStream in, MemorySink sink, HostPlatform host, GuestModel.Rules guest,
+            BaseResolver bases) throws IOException {
         if (guest != null && host == null) {
             throw new IllegalArgumentException("guest rules need the host they are for");
         }
-        return new Pass(new BufferedInputStream(in, STREAM_BUFFER_BYTES), sink, host, guest).run();
+        Pass pass = new Pass(new BufferedInputStream(in, STREAM_BUFFER_BYTES), sink, host, guest, bases);
+        try {
+            return pass.run();
+        } catch (IOException | RuntimeException | Error e) {
+            pass.releaseBase();
+            throw e;
+        }
+    }
+
+    /**
+     * Reads a full or delta capsule into a new image named {@code name}: for a full one,
+     * the pages it carries ({@link ImageSink#toImage}); for a delta, a layer of the changed
+     * pages over its base ({@link ImageSink#toOverlay}), which shares every other layer of
+     * the base. The caller owns the result's image reference. On any failure nothing is
+     * left: no file, no reference to the base.
+     *
+     * @param host  non-null to check compatibility right after the header
+     * @param guest non-null to read for a restore on {@code host} (the guest model and the VMM's own area)
+     * @param bases non-null to accept delta capsules
+     */
+    public ReceivedCapsule readImage(InputStream in, String name, HostPlatform host, GuestModel.Rules guest,
+            BaseResolver bases) throws IOException {
+        return readImage(in, name, host, guest, bases, Integer.MAX_VALUE);
+    }
+
+    /**
+     * As {@link #readImage(InputStream, String, HostPlatform, GuestModel.Rules, BaseResolver)},
+     * and a delta's image with more than {@code maxExtents} overlay extents (e.g.
+     * vmfork.vmm.fork.max-image-extents) is compacted ({@link RuntimeImage#compact}): its
+     * overlay pages copied into one layer, so that a chain of deltas does not hold a memfd
+     * per delta and VMs of it need few mappings. Only overlay pages are copied, never the base.
+     */
+    public ReceivedCapsule readImage(InputStream in, String name, HostPlatform host, GuestModel.Rules guest,
+            BaseResolver bases, int maxExtents) throws IOException {
+        try (ImageSink sink = ImageSink.create(name, limits.maxMemoryBytes(), limits.maxChunkBytes())) {
+            CapsuleContents c = read(in, sink, host, guest, bases);
+            if (c.delta() == null) {
+                return new ReceivedCapsule(c, sink.toImage(c.state().memorySize()));
+            }
+            RuntimeImage image;
+            try {
+                image = sink.toOverlay(c.delta().base(), c.delta().runs());
+            } finally {
+                c.delta().base().release();
+            }
+            if (image.extentCount() > maxExtents) {
+                try {
+                    RuntimeImage compact = image.compact(name + "-compact");
+                    image.release();
+                    image = compact;
+                } catch (RuntimeException e) {
+                    image.release();
+                    throw e;
+                }
+            }
+            return new ReceivedCapsule(c, image);
+        }
     }
 
     /** One read of one capsule. */
@@ -116,6 +194,13 @@ public final class CapsuleReader {
         private final MemorySink sink;
         private final HostPlatform host;
         private final GuestModel.Rules guest;
+        private final BaseResolver bases;
+        /** A delta's base once resolved, with the resolver's reference; null once handed over. */
+        private RuntimeImage base;
+        private byte[] baseKey;
+        /** A delta's runs so far, touching ones merged. */
+        private final List<MemorySource.Run> runs = new ArrayList<>();
+        private byte[] packedBuf = new byte[0];
         /** System.nanoTime() by which the read must be done; Long.MAX_VALUE for none. */
         private final long deadline;
         private final MessageDigest sha = CapsuleWriter.newDigest();
@@ -135,6 +220,7 @@ public final class CapsuleReader {
         private MachineState state;
         private long chunks;
         private long dataBytes;
+        private long compressedChunks;
         /** Lowest offset the next chunk may start at. */
         private long nextFree;
         /** Most bytes the whole stream may have, known once the state is read. */
@@ -142,11 +228,12 @@ public final class CapsuleReader {
         /** The capsule's boot info page, kept aside when reading for a restore. */
         private byte[] bootInfoPage;
 
-        Pass(InputStream in, MemorySink sink, HostPlatform host, GuestModel.Rules guest) {
+        Pass(InputStream in, MemorySink sink, HostPlatform host, GuestModel.Rules guest, BaseResolver bases) {
             this.in = in;
             this.sink = sink;
             this.host = host;
             this.guest = guest;
+            this.bases = bases;
             long d = limits.readDeadline().toNanos();
             this.deadline = d == 0 ? Long.MAX_VALUE : System.nanoTime() + d;
         }
@@ -179,10 +266,24 @@ public final class CapsuleReader {
             if (in.read() != -1) {
                 throw CapsuleFormatException.atByte(position, "trailing bytes after the trailer");
             }
+            CapsuleStats stats = new CapsuleStats(position, dataBytes, chunks, 0, compressedChunks);
+            if (base != null) {
+                // The base already has the VMM's area of this guest; the delta's bytes there were dropped.
+                CapsuleContents.Delta d = new CapsuleContents.Delta(baseKey, base, runs);
+                base = null;
+                return new CapsuleContents(header, state, stats, d);
+            }
             if (guest != null) {
                 writeVmmArea();
             }
-            return new CapsuleContents(header, state, new CapsuleStats(position, dataBytes, chunks, 0));
+            return new CapsuleContents(header, state, stats);
+        }
+
+        void releaseBase() {
+            if (base != null) {
+                base.release();
+                base = null;
+            }
         }
 
         private void readMagic() throws IOException {
@@ -341,9 +442,19 @@ public final class CapsuleReader {
                 throw fail("format version " + version + " is older than this reader supports (it reads versions "
                         + CapsuleFormat.OLDEST_READABLE_VERSION + " to " + CapsuleFormat.CURRENT_VERSION + ")");
             }
-            long unknownFlags = h.getFlags() & ~CapsuleFormat.KNOWN_FLAGS;
+            long unknownFlags = h.getFlags() & ~CapsuleFormat.knownFlags(version);
             if (unknownFlags != 0) {
-                throw fail("header flags 0x" + Long.toHexString(unknownFlags) + " are unknown to this reader");
+                throw fail("header flags 0x" + Long.toHexString(unknownFlags) + " are unknown to this reader"
+                        + " in format version " + version);
+            }
+            boolean delta = (h.getFlags() & CapsuleFormat.FLAG_DELTA) != 0;
+            int keyBytes = h.getBaseImage().size();
+            if (delta && (keyBytes == 0 || keyBytes > CapsuleFormat.MAX_BASE_KEY_BYTES)) {
+                throw fail("a delta capsule's base_image is 1 to " + CapsuleFormat.MAX_BASE_KEY_BYTES
+                        + " bytes, not " + keyBytes);
+            }
+            if (!delta && keyBytes != 0) {
+                throw fail("base_image is set in a capsule without the DELTA flag");
             }
             long mem = h.getMemorySize();
             if (mem == 0 || mem % CapsuleFormat.PAGE_SIZE != 0) {
@@ -389,6 +500,29 @@ public final class CapsuleReader {
                             + " is over this host's maximum of " + guest.maxVcpus() + " (vmfork.vmm.max-vcpus)", true)),
                             "");
                 }
+            }
+            if (delta) {
+                resolveBase(h);
+            }
+        }
+
+        /** Finds a delta's base image, before anything past the header is read. */
+        private void resolveBase(CapsuleHeader h) {
+            byte[] key = h.getBaseImage().toByteArray();
+            if (bases == null) {
+                throw fail("a delta capsule over base image " + hex(key) + ", and this read takes full capsules only");
+            }
+            RuntimeImage b = bases.resolve(key.clone());
+            if (b == null) {
+                throw new CapsuleBaseUnknownException(key, "capsule from " + h.getSourceHostName() + " (id "
+                        + h.getSourceHostId() + ") is a delta over base image " + hex(key)
+                        + ", which this host does not hold: send a full capsule");
+            }
+            base = b;
+            baseKey = key;
+            if (b.size() != h.getMemorySize()) {
+                throw fail("the delta's memory size " + Long.toUnsignedString(h.getMemorySize()) + " differs from its"
+                        + " base image's " + b.size());
             }
         }
 
@@ -451,14 +585,40 @@ public final class CapsuleReader {
         private void onChunk(MemoryChunk c) throws IOException {
             long offset = c.getOffset();
             ByteString data = c.getData();
-            int len = data.size();
-            String where = "chunk at 0x" + Long.toHexString(offset) + " of " + len + " bytes: ";
+            boolean v3 = header.getFormatVersion() >= CapsuleFormat.DELTA_VERSION;
+            long zeros = c.getZeroBytes();
+            if (zeros != 0) {
+                onZeroRun(c, offset, zeros);
+                return;
+            }
+            int len;
+            boolean lz4;
+            if (c.getCodecValue() == ChunkCodec.CHUNK_CODEC_NONE_VALUE) {
+                lz4 = false;
+                len = data.size();
+                if (c.getUncompressedLength() != 0) {
+                    throw fail("chunk at 0x" + Long.toHexString(offset) + ": uncompressed_length "
+                            + Integer.toUnsignedString(c.getUncompressedLength()) + " set on an uncompressed chunk");
+                }
+            } else if (c.getCodecValue() == ChunkCodec.CHUNK_CODEC_LZ4_VALUE && v3) {
+                lz4 = true;
+                len = c.getUncompressedLength();
+            } else {
+                throw fail("chunk at 0x" + Long.toHexString(offset) + ": codec " + c.getCodecValue()
+                        + " is not one format version " + header.getFormatVersion() + " defines");
+            }
+            String where = "chunk at 0x" + Long.toHexString(offset) + " of " + Integer.toUnsignedString(len)
+                    + " bytes" + (lz4 ? " (LZ4, " + data.size() + " bytes compressed)" : "") + ": ";
             if (offset % CapsuleFormat.PAGE_SIZE != 0 || len % CapsuleFormat.PAGE_SIZE != 0 || len == 0) {
                 throw fail(where + "offset and length must be non-zero multiples of " + CapsuleFormat.PAGE_SIZE
                         + " (page aligned)");
             }
-            if (len > limits.maxChunkBytes()) {
+            // Before anything is decompressed: no chunk may claim more than the cap (no decompression bomb).
+            if (Integer.compareUnsigned(len, limits.maxChunkBytes()) > 0) {
                 throw fail(where + "over the chunk cap of " + limits.maxChunkBytes() + " bytes");
+            }
+            if (lz4 && (data.isEmpty() || data.size() >= len)) {
+                throw fail(where + "a compressed chunk must be smaller than its pages, and not empty");
             }
             long mem = header.getMemorySize();
             if (Long.compareUnsigned(len, mem) > 0 || Long.compareUnsigned(offset, mem - len) > 0) {
@@ -468,28 +628,107 @@ public final class CapsuleReader {
                 throw fail(where + "overlaps or comes before the previous chunk, which ended at 0x"
                         + Long.toHexString(nextFree));
             }
+            if (c.getSerializedSize() > data.size() + CapsuleLimits.CHUNK_FRAME_OVERHEAD) {
+                throw fail(where + "the frame carries " + (c.getSerializedSize() - data.size())
+                        + " bytes besides its data, over the " + CapsuleLimits.CHUNK_FRAME_OVERHEAD + " a chunk needs");
+            }
             if (chunkBuf.length < len) {
                 chunkBuf = new byte[limits.maxChunkBytes()];
             }
-            data.copyTo(chunkBuf, 0);
+            if (lz4) {
+                if (packedBuf.length < data.size()) {
+                    packedBuf = new byte[limits.maxChunkBytes()];
+                }
+                data.copyTo(packedBuf, 0);
+                int n = Lz4.decompress(packedBuf, 0, data.size(), chunkBuf, len);
+                if (n != len) {
+                    throw fail(where + "the LZ4 block " + (n < 0 ? "is malformed or decompresses to more than "
+                            + len + " bytes" : "decompresses to " + n + " bytes, not " + len));
+                }
+                compressedChunks++;
+            } else {
+                data.copyTo(chunkBuf, 0);
+            }
             crc.reset();
             crc.update(chunkBuf, 0, len);
             if ((int) crc.getValue() != c.getCrc32C()) {
                 throw fail(where + String.format("CRC-32C 0x%08x does not match the recorded 0x%08x",
                         (int) crc.getValue(), c.getCrc32C()));
             }
-            if (c.getSerializedSize() > len + CapsuleLimits.CHUNK_FRAME_OVERHEAD) {
-                throw fail(where + "the frame carries " + (c.getSerializedSize() - len)
-                        + " bytes besides its data, over the " + CapsuleLimits.CHUNK_FRAME_OVERHEAD + " a chunk needs");
-            }
             if (guest == null) {
                 sink.write(offset, chunkBuf, 0, len);
+            } else if (base != null) {
+                writeDeltaGuestPart(offset, len);
             } else {
                 writeGuestPart(offset, len);
             }
+            addRun(offset, len);
             nextFree = offset + len;
             chunks++;
             dataBytes += len;
+        }
+
+        /** A delta's run of zero pages: nothing to write (the sink starts zeroed), but the run replaces the base's. */
+        private void onZeroRun(MemoryChunk c, long offset, long zeros) {
+            String where = "zero run at 0x" + Long.toHexString(offset) + " of " + Long.toUnsignedString(zeros)
+                    + " bytes: ";
+            if (base == null) {
+                throw fail(where + "zero runs are only in delta capsules");
+            }
+            if (!c.getData().isEmpty() || c.getCodecValue() != 0 || c.getUncompressedLength() != 0
+                    || c.getCrc32C() != 0) {
+                throw fail(where + "a zero run has no data, codec, uncompressed length or CRC");
+            }
+            if (offset % CapsuleFormat.PAGE_SIZE != 0 || zeros % CapsuleFormat.PAGE_SIZE != 0) {
+                throw fail(where + "offset and length must be multiples of " + CapsuleFormat.PAGE_SIZE);
+            }
+            long mem = header.getMemorySize();
+            if (Long.compareUnsigned(zeros, mem) > 0 || Long.compareUnsigned(offset, mem - zeros) > 0) {
+                throw fail(where + "outside guest memory of " + Long.toUnsignedString(mem) + " bytes");
+            }
+            if (offset < nextFree) {
+                throw fail(where + "overlaps or comes before the previous chunk, which ended at 0x"
+                        + Long.toHexString(nextFree));
+            }
+            if (c.getSerializedSize() > CapsuleLimits.CHUNK_FRAME_OVERHEAD) {
+                throw fail(where + "the frame carries " + c.getSerializedSize() + " bytes, over the "
+                        + CapsuleLimits.CHUNK_FRAME_OVERHEAD + " a zero run needs");
+            }
+            addRun(offset, zeros);
+            nextFree = offset + zeros;
+            chunks++;
+        }
+
+        /** Records a delta's covered range, merged with a touching one; the VMM's area is the base's. */
+        private void addRun(long offset, long len) {
+            if (base == null) {
+                return;
+            }
+            long end = offset + len;
+            if (guest != null) {
+                offset = Math.max(offset, GuestLayout.IMAGE_MIN);
+                if (offset >= end) {
+                    return;
+                }
+            }
+            MemorySource.Run last = runs.isEmpty() ? null : runs.get(runs.size() - 1);
+            if (last != null && last.offset() + last.length() == offset) {
+                runs.set(runs.size() - 1, new MemorySource.Run(last.offset(), end - last.offset()));
+                return;
+            }
+            if (runs.size() == CapsuleLimits.MAX_DELTA_RUNS) {
+                throw fail("the delta has more than " + CapsuleLimits.MAX_DELTA_RUNS + " runs of changed pages");
+            }
+            runs.add(new MemorySource.Run(offset, end - offset));
+        }
+
+        /** A delta read for a restore: only the part at or above {@link GuestLayout#IMAGE_MIN} reaches the sink. */
+        private void writeDeltaGuestPart(long offset, int len) throws IOException {
+            long end = offset + len;
+            if (end > GuestLayout.IMAGE_MIN) {
+                long from = Math.max(offset, GuestLayout.IMAGE_MIN);
+                sink.write(from, chunkBuf, (int) (from - offset), (int) (end - from));
+            }
         }
 
         /**

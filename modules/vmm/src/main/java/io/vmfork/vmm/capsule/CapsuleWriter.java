@@ -5,6 +5,7 @@ import com.google.protobuf.UnsafeByteOperations;
 import io.vmfork.proto.CapsuleFrame;
 import io.vmfork.proto.CapsuleHeader;
 import io.vmfork.proto.CapsuleTrailer;
+import io.vmfork.proto.ChunkCodec;
 import io.vmfork.proto.CpuidEntry;
 import io.vmfork.proto.MemoryChunk;
 import io.vmfork.vmm.state.MachineState;
@@ -21,12 +22,14 @@ import java.util.zip.CRC32C;
 /**
  * Writes a clone capsule: a VM's runtime image (machine state + guest RAM) as one stream.
  *
- * <p>Format (version 2; docs/capsule.md has every field and limit):
+ * <p>Format (version 3; docs/capsule.md has every field and limit):
  * <pre>
  *   magic    8 raw bytes 0x89 'V' 'M' 'F' 'C' 'A' 'P' 0x0A
  *   frame 0  CapsuleFrame{header}    what the capsule holds and needs from a host
  *   frame 1  CapsuleFrame{state}     CPU, clock and device-model state
- *   frame 2… CapsuleFrame{chunk}     runs of non-zero pages, ascending, not overlapping
+ *   frame 2… CapsuleFrame{chunk}     runs of non-zero pages (a delta: of changed pages, zero
+ *                                    ones as zero runs), ascending, not overlapping; each
+ *                                    chunk's data raw or one LZ4 block
  *   frame n  CapsuleFrame{trailer}   chunk count, data bytes, SHA-256 of all bytes before it
  *   end of stream
  * </pre>
@@ -47,15 +50,21 @@ import java.util.zip.CRC32C;
  *     sink as they arrive, but no VM may run on them before then.
  * </ul>
  *
- * <p>Reader states: MAGIC → HEADER (checks, then the host compatibility check) → STATE →
- * MEMORY (chunks until the trailer) → END (only end of stream is valid) → verified.
+ * <p>Reader states: MAGIC → HEADER (checks, then the host compatibility check, then for a
+ * delta its base image, through the caller's {@link BaseResolver}) → STATE → MEMORY
+ * (chunks and zero runs until the trailer) → END (only end of stream is valid) → verified.
  *
  * <p>Version rule: {@link CapsuleFormat#CURRENT_VERSION} is written; a reader accepts its
  * current version and the one before it, and refuses newer ones.
  *
- * <p>Memory is bounded: two buffers of the chunk size and the encoder's buffer, whatever
- * the guest's RAM. Pages outside the source's data runs are never read, and all-zero
- * pages inside them are left out, so untouched RAM costs nothing.
+ * <p>Memory is bounded: three buffers of about the chunk size and the encoder's buffer,
+ * whatever the guest's RAM. Pages outside the source's data runs are never read, and
+ * all-zero pages inside them are left out, so untouched RAM costs nothing. A delta
+ * ({@link #writeDelta}) reads only the changed runs.
+ *
+ * <p>Compression ({@link CapsuleLimits#compression}) is per chunk: a chunk is sent as an
+ * LZ4 block only where that pays (see {@link ChunkCompression}); its CRC-32C is of the
+ * pages' bytes either way.
  *
  * <p>Instances are immutable and may write several capsules at once.
  */
@@ -103,14 +112,61 @@ public final class CapsuleWriter {
 
     private CapsuleStats write(OutputStream out, MachineState state, MemorySource memory, long sourceHostId,
             String sourceHostName, int kvmApiVersion, byte[] observedCpuid, long observedXcr0) throws IOException {
-        List<MemorySource.Run> runs = memory.dataRuns();
+        return write(out, state, memory, null, null, sourceHostId, sourceHostName, kvmApiVersion, observedCpuid,
+                observedXcr0);
+    }
+
+    /**
+     * Streams a delta capsule (format version 3, flag DELTA) of a VM captured on
+     * {@code source}: its state and only the pages of {@code memory} in {@code changed},
+     * the runs that may differ from the image the target holds under {@code baseKey}
+     * (typically {@code memory.changedSince(base)} of two images of one lineage). Every
+     * page of a changed run is sent, all-zero ones as zero runs, since the base may hold
+     * data there. The target refuses the delta, before reading memory, unless it holds an
+     * image under {@code baseKey}; that image must be the one the runs were computed against.
+     *
+     * @param changed page-aligned runs inside memory, ascending, not overlapping, at most
+     *                {@link CapsuleLimits#MAX_DELTA_RUNS} once touching ones are merged
+     * @param baseKey the source's key for the base image, 1 to {@link CapsuleFormat#MAX_BASE_KEY_BYTES} bytes
+     * @throws IllegalArgumentException before writing anything, for runs or a key outside those rules
+     */
+    public CapsuleStats writeDelta(OutputStream out, MachineState state, MemorySource memory,
+            List<MemorySource.Run> changed, byte[] baseKey, HostPlatform source) throws IOException {
+        if (baseKey == null || baseKey.length == 0 || baseKey.length > CapsuleFormat.MAX_BASE_KEY_BYTES) {
+            throw new IllegalArgumentException("a base image key is 1 to " + CapsuleFormat.MAX_BASE_KEY_BYTES
+                    + " bytes, not " + (baseKey == null ? "null" : baseKey.length));
+        }
+        int merged = 0;
+        long end = -1;
+        for (MemorySource.Run r : changed) {
+            if (r.offset() != end) {
+                merged++;
+            }
+            end = r.offset() + r.length();
+        }
+        if (merged > CapsuleLimits.MAX_DELTA_RUNS) {
+            throw new IllegalArgumentException(merged + " changed runs are over the " + CapsuleLimits.MAX_DELTA_RUNS
+                    + " a delta capsule may carry: send a full capsule");
+        }
+        return write(out, state, memory, List.copyOf(changed), baseKey.clone(), source.hostId(), source.hostName(),
+                source.kvmApiVersion(), source.observedCpuid(), source.observedXcr0());
+    }
+
+    private CapsuleStats write(OutputStream out, MachineState state, MemorySource memory,
+            List<MemorySource.Run> changed, byte[] baseKey, long sourceHostId, String sourceHostName,
+            int kvmApiVersion, byte[] observedCpuid, long observedXcr0) throws IOException {
+        boolean delta = changed != null;
+        List<MemorySource.Run> runs = delta ? changed : memory.dataRuns();
         checkMemory(state, memory, runs);
         io.vmfork.proto.MachineState stateProto = StateCodec.encode(state);
-        CapsuleHeader header = header(state, stateProto.getCpuidList(), sourceHostId, sourceHostName, kvmApiVersion)
-                .toBuilder()
+        CapsuleHeader.Builder hb = header(state, stateProto.getCpuidList(), sourceHostId, sourceHostName,
+                kvmApiVersion).toBuilder()
                 .addAllObservedCpuid(StateCodec.encodeCpuid(observedCpuid))
-                .setObservedXcr0(observedXcr0)
-                .build();
+                .setObservedXcr0(observedXcr0);
+        if (delta) {
+            hb.setFlags(CapsuleFormat.FLAG_DELTA).setBaseImage(com.google.protobuf.ByteString.copyFrom(baseKey));
+        }
+        CapsuleHeader header = hb.build();
         CapsuleFrame headerFrame = CapsuleFrame.newBuilder().setHeader(header).build();
         CapsuleFrame stateFrame = CapsuleFrame.newBuilder().setState(stateProto).build();
         checkFrameSize(headerFrame, "header");
@@ -122,7 +178,7 @@ public final class CapsuleWriter {
         writeFrame(cos, headerFrame);
         writeFrame(cos, stateFrame);
 
-        Chunker chunker = new Chunker(cos);
+        Chunker chunker = new Chunker(cos, delta);
         byte[] readBuf = new byte[limits.maxChunkBytes()];
         for (MemorySource.Run run : runs) {
             long end = run.offset() + run.length();
@@ -147,7 +203,8 @@ public final class CapsuleWriter {
         writeFrame(cos, CapsuleFrame.newBuilder().setTrailer(trailer).build());
         cos.flush();
         out.flush();
-        return new CapsuleStats(hashed.count, chunker.dataBytes, chunker.chunks, chunker.zeroPages);
+        return new CapsuleStats(hashed.count, chunker.dataBytes, chunker.chunks, chunker.zeroPages,
+                chunker.compressedChunks);
     }
 
     private CapsuleHeader header(MachineState state, List<CpuidEntry> cpuid, long hostId, String hostName,
@@ -162,7 +219,7 @@ public final class CapsuleWriter {
                 .setVcpuCount(state.vcpus().size())
                 .addAllRequiredCpuid(cpuid)
                 .setFpuFormat(StateCodec.encode(state.vcpus().get(0).fpuFormat()))
-                .setFlags(0) // no flag is defined in format versions 1 and 2
+                .setFlags(0) // a full capsule; writeDelta sets DELTA
                 .setMaxChunkBytes(limits.maxChunkBytes());
         String release = CapsuleWriter.class.getPackage().getImplementationVersion();
         if (release != null) {
@@ -218,26 +275,56 @@ public final class CapsuleWriter {
         frame.writeTo(cos);
     }
 
-    /** Gathers contiguous non-zero pages into chunks of at most the chunk size. */
+    /**
+     * Gathers contiguous non-zero pages into chunks of at most the chunk size, and in a
+     * delta contiguous zero pages into zero runs; compresses chunks where that pays.
+     */
     private final class Chunker {
+        /** Auto mode: after this many chunks in a row that did not compress well... */
+        private static final int AUTO_MISSES = 4;
+        /** ...it sends this many as they are before it tries again. */
+        private static final int AUTO_SKIP = 15;
         private final CodedOutputStream cos;
+        private final boolean delta;
+        private final ChunkCompression compression = limits.compression();
         private final byte[] buf = new byte[limits.maxChunkBytes()];
+        private final byte[] packed = compression == ChunkCompression.NONE ? null
+                : new byte[Lz4.maxCompressedLength(limits.maxChunkBytes())];
         private final CRC32C crc = new CRC32C();
         private long start;
         private int length;
+        private long zeroStart;
+        private long zeroLength;
+        private int misses;
+        private int skip;
         long chunks;
         long dataBytes;
         long zeroPages;
+        long compressedChunks;
 
-        Chunker(CodedOutputStream cos) {
+        Chunker(CodedOutputStream cos, boolean delta) {
             this.cos = cos;
+            this.delta = delta;
         }
 
         void page(long gpa, byte[] src, int off) throws IOException {
             if (Arrays.mismatch(src, off, off + CapsuleFormat.PAGE_SIZE, ZERO_PAGE, 0, CapsuleFormat.PAGE_SIZE) < 0) {
                 zeroPages++;
-                flush();
+                flushData();
+                if (delta) {
+                    if (zeroLength > 0 && zeroStart + zeroLength != gpa) {
+                        flushZeros();
+                    }
+                    if (zeroLength == 0) {
+                        zeroStart = gpa;
+                    }
+                    zeroLength += CapsuleFormat.PAGE_SIZE;
+                }
                 return;
+            }
+            flushZeros();
+            if (length > 0 && start + length != gpa) {
+                flushData();
             }
             if (length == 0) {
                 start = gpa;
@@ -245,26 +332,69 @@ public final class CapsuleWriter {
             System.arraycopy(src, off, buf, length, CapsuleFormat.PAGE_SIZE);
             length += CapsuleFormat.PAGE_SIZE;
             if (length == buf.length) {
-                flush();
+                flushData();
             }
         }
 
         void flush() throws IOException {
+            flushData();
+            flushZeros();
+        }
+
+        private void flushZeros() throws IOException {
+            if (zeroLength == 0) {
+                return;
+            }
+            MemoryChunk chunk = MemoryChunk.newBuilder().setOffset(zeroStart).setZeroBytes(zeroLength).build();
+            writeFrame(cos, CapsuleFrame.newBuilder().setChunk(chunk).build());
+            chunks++;
+            zeroLength = 0;
+        }
+
+        private void flushData() throws IOException {
             if (length == 0) {
                 return;
             }
             crc.reset();
             crc.update(buf, 0, length);
-            // The wrapped buffer is serialized before it is reused, so it need not be copied.
-            MemoryChunk chunk = MemoryChunk.newBuilder()
+            // The wrapped buffers are serialized before they are reused, so they need not be copied.
+            MemoryChunk.Builder chunk = MemoryChunk.newBuilder()
                     .setOffset(start)
-                    .setData(UnsafeByteOperations.unsafeWrap(buf, 0, length))
-                    .setCrc32C((int) crc.getValue())
-                    .build();
+                    .setCrc32C((int) crc.getValue());
+            int packedLength = compress();
+            if (packedLength > 0) {
+                chunk.setCodec(ChunkCodec.CHUNK_CODEC_LZ4).setUncompressedLength(length)
+                        .setData(UnsafeByteOperations.unsafeWrap(packed, 0, packedLength));
+                compressedChunks++;
+            } else {
+                chunk.setData(UnsafeByteOperations.unsafeWrap(buf, 0, length));
+            }
             writeFrame(cos, CapsuleFrame.newBuilder().setChunk(chunk).build());
             chunks++;
             dataBytes += length;
             length = 0;
+        }
+
+        /** The LZ4 block of the chunk in {@link #packed} and its length where it pays, else 0. */
+        private int compress() {
+            if (compression == ChunkCompression.NONE) {
+                return 0;
+            }
+            if (skip > 0) {
+                skip--;
+                return 0;
+            }
+            int n = Lz4.compress(buf, length, packed);
+            boolean pays = compression == ChunkCompression.LZ4 ? n < length
+                    : n <= length - (length >> ChunkCompression.AUTO_MIN_SAVING_SHIFT);
+            if (compression == ChunkCompression.AUTO) {
+                misses = pays ? 0 : misses + 1;
+                if (misses >= AUTO_MISSES) {
+                    misses = 0;
+                    skip = AUTO_SKIP;
+                }
+            }
+            return pays ? n : 0;
         }
     }
 

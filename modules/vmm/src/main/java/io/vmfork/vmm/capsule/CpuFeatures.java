@@ -135,6 +135,23 @@ public final class CpuFeatures {
         return 0;
     }
 
+    /**
+     * A copy of {@code entries} with bit {@code bit} of register {@code reg} cleared in
+     * every entry that answers for leaf {@code function} subleaf {@code index}.
+     */
+    static byte[] withBitCleared(byte[] entries, int function, int index, int reg, int bit) {
+        byte[] out = entries.clone();
+        ByteBuffer b = ByteBuffer.wrap(out).order(ByteOrder.LITTLE_ENDIAN);
+        for (int off = 0; off + CapsuleFormat.CPUID_ENTRY_BYTES <= out.length; off += CapsuleFormat.CPUID_ENTRY_BYTES) {
+            if (b.getInt(off) == function
+                    && ((b.getInt(off + 8) & FLAG_SIGNIFICANT_INDEX) == 0 || b.getInt(off + 4) == index)) {
+                int at = off + 12 + 4 * reg;
+                b.putInt(at, b.getInt(at) & ~(1 << bit));
+            }
+        }
+        return out;
+    }
+
     /** Whether leaf {@code function} is present at all. */
     static boolean hasLeaf(byte[] entries, int function) {
         ByteBuffer b = ByteBuffer.wrap(entries).order(ByteOrder.LITTLE_ENDIAN);

@@ -48,7 +48,36 @@ public record HostPlatform(long hostId, String hostName, int kvmApiVersion, byte
                 cpuid, xcr0);
     }
 
-    /** This host: its KVM's answers and the VMM's limits. */
+    /**
+     * This host as a capsule sees it with {@code features} (named as {@link CpuFeatures}
+     * names them, e.g. "avx512f" or "xsave state opmask") absent: cleared in the supported
+     * and observed CPUID, and an XSAVE state component also in XCR0. A capsule whose guest
+     * was started with, or could observe, one of them is then refused naming it.
+     *
+     * @throws IllegalArgumentException for a name CpuFeatures does not know
+     */
+    public HostPlatform hiding(java.util.List<String> features) {
+        byte[] supported = supportedCpuid;
+        byte[] observed = observedCpuid;
+        long xcr0 = observedXcr0;
+        CpuFeatures.Register components = CpuFeatures.registerOf("xsave state x87");
+        for (String f : features) {
+            CpuFeatures.Register r = CpuFeatures.registerOf(f);
+            int bit = CpuFeatures.bitOf(f);
+            supported = CpuFeatures.withBitCleared(supported, r.function(), r.index(), r.reg(), bit);
+            observed = CpuFeatures.withBitCleared(observed, r.function(), r.index(), r.reg(), bit);
+            if (r.equals(components)) {
+                xcr0 &= ~(1L << bit);
+            }
+        }
+        return new HostPlatform(hostId, hostName, kvmApiVersion, supported, maxMemoryBytes, maxVcpus, fpuFormats,
+                observed, xcr0);
+    }
+
+    /**
+     * This host: its KVM's answers and the VMM's limits, less the CPU features
+     * {@code vmfork.capsule.hide-cpu-features} hides ({@link #hiding}).
+     */
     public static HostPlatform of(Kvm kvm, VmmSettings settings) {
         io.vmfork.kvm.x86.Cpuid cpuid = kvm.supportedCpuid();
         Set<VcpuState.FpuFormat> fpu = EnumSet.of(VcpuState.FpuFormat.FXSAVE);
@@ -59,7 +88,7 @@ public record HostPlatform(long hostId, String hostName, int kvmApiVersion, byte
         }
         return new HostPlatform(settings.hostId(), settings.hostName(), kvm.apiVersion(), cpuid.entryBytes(),
                 settings.maxMemory(), settings.maxVcpus(), fpu, CpuFeatures.hostObserved(),
-                io.vmfork.kvm.sys.HostHelper.hostXcr0());
+                io.vmfork.kvm.sys.HostHelper.hostXcr0()).hiding(settings.capsuleLimits().hiddenCpuFeatures());
     }
 
     @Override

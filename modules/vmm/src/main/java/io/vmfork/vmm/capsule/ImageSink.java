@@ -54,6 +54,20 @@ public final class ImageSink implements MemorySink, AutoCloseable {
         return RuntimeImage.fromFile(file);
     }
 
+    /**
+     * The verified image of a delta capsule: {@code base} with {@code runs} (the pages the
+     * capsule covered) taken from this sink's file; the sink gives up the file to it.
+     * {@code base} keeps its own references.
+     */
+    public RuntimeImage toOverlay(RuntimeImage base, java.util.List<io.vmfork.vmm.state.MemorySource.Run> runs) {
+        if (taken) {
+            throw new IllegalStateException("the image was taken already");
+        }
+        file.resize(base.size());
+        taken = true;
+        return base.overlayOf(file, runs);
+    }
+
     /** Frees the copy buffer at once (not at the garbage collector's leisure) and drops the file unless taken. */
     @Override
     public void close() {

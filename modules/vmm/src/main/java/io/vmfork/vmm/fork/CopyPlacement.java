@@ -1,6 +1,7 @@
 package io.vmfork.vmm.fork;
 
 import io.vmfork.vmm.VmIdentity;
+import io.vmfork.vmm.hypercall.Hypercalls;
 import java.util.Collections;
 import java.util.List;
 
@@ -13,6 +14,10 @@ import java.util.List;
  * <p>An implementation must answer within its own deadline (the parent's pause grows by
  * the time it takes) and must never throw for a placement it cannot make: it answers
  * {@link CopyTarget.Refused} for those copies instead.
+ *
+ * <p>Copies placed on other hosts ({@link CopyTarget.Remote}) are handed back to the
+ * placement in one {@link RemoteFork} per fork, through {@link #ship}, once the parent
+ * runs again: the transfer of the runtime image never holds the parent.
  */
 @FunctionalInterface
 public interface CopyPlacement {
@@ -25,4 +30,25 @@ public interface CopyPlacement {
      * @return exactly {@code count} targets, in the order of the copies
      */
     List<CopyTarget> place(VmIdentity parent, int vmType, int count);
+
+    /**
+     * Sends the copies of one fork that {@link #place} put on other hosts: called once per
+     * fork that has such copies, on the forking thread, after the parent has resumed (its
+     * local children launched and its FORK result written). Takes ownership of
+     * {@code fork}: the implementation reports every copy's outcome
+     * ({@link RemoteFork#started}, {@link RemoteFork#failed}) and closes it when done with
+     * its image. It must not block: the work belongs on other threads. If it throws, the
+     * VMM fails the copies not yet resolved and closes the fork.
+     *
+     * <p>The default makes no remote clones: every copy fails with {@code VMF_EREMOTE}.
+     */
+    default void ship(RemoteFork fork) {
+        try {
+            for (RemoteFork.Copy c : fork.copies()) {
+                fork.failed(c.index(), Hypercalls.EREMOTE, "this host makes no remote clones");
+            }
+        } finally {
+            fork.close();
+        }
+    }
 }

@@ -9,8 +9,18 @@ public sealed interface CopyTarget {
     record Local() implements CopyTarget {
     }
 
-    /** A clone VM on another host of the cluster, made from a clone capsule. */
-    record Remote(long hostId) implements CopyTarget {
+    /**
+     * A clone VM on another host of the cluster, made from a clone capsule: the VMM hands it
+     * to {@link CopyPlacement#ship} after the parent has resumed.
+     *
+     * @param hostId        the target host
+     * @param reservationId placement's reservation on that host, 0 if none
+     */
+    record Remote(long hostId, long reservationId) implements CopyTarget {
+        /** A copy on {@code hostId} with no reservation. */
+        public Remote(long hostId) {
+            this(hostId, 0);
+        }
     }
 
     /**

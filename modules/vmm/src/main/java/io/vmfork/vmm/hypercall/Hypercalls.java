@@ -21,6 +21,7 @@ public final class Hypercalls {
     public static final int SEND = 7;
     public static final int READY = 8;
     public static final int FORK = 9;
+    public static final int FORK_STATUS = 10;
 
     public static final long OK = 0;
     public static final long EINVAL = -1;
@@ -32,6 +33,8 @@ public final class Hypercalls {
     public static final long ELIMIT = -7;
     public static final long ENOMEM = -8;
     public static final long EREMOTE = -9;
+    public static final long EINPROGRESS = -10;
+    public static final long ETRANSFER = -11;
 
     public static final int CONSOLE_MAX = 65536;
     public static final int ENTROPY_MAX = 4096;
@@ -40,6 +43,10 @@ public final class Hypercalls {
     /** FORK: the caller's role after the call. */
     public static final int FORK_PARENT = 0;
     public static final int FORK_CHILD = 1;
+    /** FORK flag: copies placed on other hosts are accepted (EINPROGRESS and a ticket) rather than failed with EREMOTE. */
+    public static final long FORK_REMOTE = 1;
+    /** FORK_STATUS: the longest wait, in nanoseconds; a longer wait_ns is cut to it. */
+    public static final long FORK_STATUS_WAIT_MAX = 10_000_000_000L;
 
     public static final long BOOT_INFO_MAGIC = 0x544f4f424b524f46L;
 
@@ -58,6 +65,8 @@ public final class Hypercalls {
             case -7 -> "ELIMIT";
             case -8 -> "ENOMEM";
             case -9 -> "EREMOTE";
+            case -10 -> "EINPROGRESS";
+            case -11 -> "ETRANSFER";
             default -> "status " + status;
         };
     }
@@ -74,6 +83,7 @@ public final class Hypercalls {
             case SEND -> "SEND";
             case READY -> "READY";
             case FORK -> "FORK";
+            case FORK_STATUS -> "FORK_STATUS";
             default -> "hypercall " + nr;
         };
     }

@@ -11,6 +11,7 @@ import java.util.Map;
 import java.util.NavigableMap;
 import java.util.TreeMap;
 import java.util.concurrent.atomic.AtomicInteger;
+import java.util.concurrent.atomic.AtomicLong;
 
 /**
  * An immutable image of guest RAM taken at a fork or snapshot: a base memfd, plus
@@ -20,11 +21,20 @@ import java.util.concurrent.atomic.AtomicInteger;
  *
  * <p>Reference counted: every VM made from it, and every reader, holds a reference; the
  * memfds close when the last one is released (mappings keep their pages alive anyway).
+ *
+ * <p>Lineage: the images built over one base (by later freezes, compaction or
+ * {@link #overlayOf}) share a {@link #lineage()}, and since layers are immutable, two of
+ * them differ only where a different layer provides the pages: {@link #changedSince}
+ * finds those ranges from the extent maps alone, which is what an incremental capsule sends.
  */
 public final class RuntimeImage implements MemorySource {
+    /** Ids of images and layers, unique in this JVM. */
+    private static final AtomicLong IDS = new AtomicLong();
+
     /** One memfd of an image, shared by the images that build on it. */
     static final class Layer {
         final Memfd file;
+        final long id = IDS.incrementAndGet();
         private final AtomicInteger refs = new AtomicInteger(1);
 
         Layer(Memfd file) {
@@ -45,21 +55,41 @@ public final class RuntimeImage implements MemorySource {
         }
     }
 
-    /** [offset, offset+length) of RAM comes from {@code layer} instead of the base. */
-    record Extent(long offset, long length, Layer layer) {
+    /**
+     * [offset, offset+length) of RAM comes from {@code layer} instead of the base; its bytes
+     * are those first written to the layer with id {@code origin} (the layer itself, unless
+     * a compaction copied them).
+     */
+    record Extent(long offset, long length, Layer layer, long origin) {
+        Extent(long offset, long length, Layer layer) {
+            this(offset, length, layer, layer.id);
+        }
+
+        Extent resized(long newOffset, long newLength) {
+            return new Extent(newOffset, newLength, layer, origin);
+        }
     }
 
+    private final long id = IDS.incrementAndGet();
     private final long size;
     private final Layer base;
     private final NavigableMap<Long, Extent> extents;
+    /**
+     * Where each overlay range's bytes come from, by origin: equal to {@link #extents} until
+     * a compaction merges extents of several origins into one; kept apart so that
+     * {@link #changedSince} still sees through compaction.
+     */
+    private final NavigableMap<Long, Extent> provenance;
     private final List<Layer> layers;
     private final AtomicInteger refs = new AtomicInteger(1);
     private Mapping readView;
 
-    private RuntimeImage(long size, Layer base, NavigableMap<Long, Extent> extents, List<Layer> layers) {
+    private RuntimeImage(long size, Layer base, NavigableMap<Long, Extent> extents,
+            NavigableMap<Long, Extent> provenance, List<Layer> layers) {
         this.size = size;
         this.base = base;
         this.extents = extents;
+        this.provenance = provenance;
         this.layers = layers;
     }
 
@@ -70,8 +100,48 @@ public final class RuntimeImage implements MemorySource {
 
     static RuntimeImage ofBase(Memfd file) {
         Layer b = new Layer(file);
-        return new RuntimeImage(file.size(), b, new TreeMap<>(), List.of(b));
+        return new RuntimeImage(file.size(), b, new TreeMap<>(), new TreeMap<>(), List.of(b));
     }
+
+    /**
+     * A new image: this one with {@code runs} taken from {@code file}, at the same offsets
+     * (a sparse file of this image's size, e.g. the pages of an incremental capsule).
+     * Shares every other layer with this image, and its lineage. Takes ownership of
+     * {@code file}, also when it throws; this image keeps its own reference.
+     *
+     * @throws IllegalArgumentException if a run is not page aligned, not ascending, or outside the image
+     */
+    public RuntimeImage overlayOf(Memfd file, List<Run> runs) {
+        try {
+            if (refs.get() <= 0) {
+                throw new IllegalStateException("runtime image already released");
+            }
+            long next = 0;
+            for (Run r : runs) {
+                if (r.offset() % PAGE != 0 || r.length() % PAGE != 0 || r.length() <= 0 || r.offset() < next
+                        || r.offset() > size - r.length()) {
+                    throw new IllegalArgumentException("run " + r + " is not page aligned, not ascending or outside"
+                            + " the image of " + size + " bytes");
+                }
+                next = r.offset() + r.length();
+            }
+            if (file.size() < size) {
+                throw new IllegalArgumentException("layer file of " + file.size() + " bytes is smaller than the image ("
+                        + size + ")");
+            }
+        } catch (RuntimeException e) {
+            file.close();
+            throw e;
+        }
+        return overlay(file, runs);
+    }
+
+    private static final long PAGE = 4096;
+    /**
+     * Most origin ranges a compaction keeps: the map is copied at every freeze (on a fork's
+     * critical path), so it must stay small; past it, a compacted layer is its own origin.
+     */
+    static final int MAX_PROVENANCE = 1024;
 
     /**
      * A new image: this one with {@code runs} taken from {@code file} (which it takes
@@ -80,9 +150,12 @@ public final class RuntimeImage implements MemorySource {
     RuntimeImage overlay(Memfd file, List<Run> runs) {
         Layer top = new Layer(file);
         TreeMap<Long, Extent> next = new TreeMap<>(extents);
+        TreeMap<Long, Extent> origins = new TreeMap<>(provenance);
         for (Run r : runs) {
             carve(next, r.offset(), r.length());
             next.put(r.offset(), new Extent(r.offset(), r.length(), top));
+            carve(origins, r.offset(), r.length());
+            origins.put(r.offset(), new Extent(r.offset(), r.length(), top));
         }
         // Only layers still referenced by an extent (or the base) are kept alive.
         List<Layer> used = new ArrayList<>();
@@ -95,7 +168,7 @@ public final class RuntimeImage implements MemorySource {
         if (!used.contains(top)) {
             top.release();
         }
-        return new RuntimeImage(size, base, next, used);
+        return new RuntimeImage(size, base, next, origins, used);
     }
 
     /** Removes [off, off+len) from the extent map, splitting extents that straddle it. */
@@ -106,12 +179,12 @@ public final class RuntimeImage implements MemorySource {
             Extent e = before.getValue();
             long eEnd = e.offset() + e.length();
             if (eEnd > off) {
-                map.put(e.offset(), new Extent(e.offset(), off - e.offset(), e.layer()));
+                map.put(e.offset(), e.resized(e.offset(), off - e.offset()));
                 if (e.offset() == off) {
                     map.remove(e.offset());
                 }
                 if (eEnd > end) {
-                    map.put(end, new Extent(end, eEnd - end, e.layer()));
+                    map.put(end, e.resized(end, eEnd - end));
                 }
             }
         }
@@ -121,7 +194,7 @@ public final class RuntimeImage implements MemorySource {
             map.remove(e.offset());
             long eEnd = e.offset() + e.length();
             if (eEnd > end) {
-                map.put(end, new Extent(end, eEnd - end, e.layer()));
+                map.put(end, e.resized(end, eEnd - end));
                 break;
             }
         }
@@ -154,6 +227,72 @@ public final class RuntimeImage implements MemorySource {
     @Override
     public long size() {
         return size;
+    }
+
+    /** This image's id, unique in this JVM (never reused). */
+    public long imageId() {
+        return id;
+    }
+
+    /**
+     * The id shared by every image built over the same base file (later freezes of one VM,
+     * compaction, {@link #overlayOf}); unique in this JVM.
+     */
+    public long lineage() {
+        return base.id;
+    }
+
+    /**
+     * The page ranges whose content may differ between {@code older} and this image:
+     * where a different layer provides the pages (the base counts as a layer; layers are
+     * immutable, so the same layer means the same bytes). Ascending, not overlapping,
+     * adjacent ranges merged; empty when nothing changed. Null when the two do not share a
+     * lineage (or a size): then only a full capsule describes this image. Costs
+     * O(extents of both), never reads a page. Sees through compaction (which copies bytes
+     * without changing them); conservative only in that a page rewritten with equal bytes
+     * counts as changed.
+     */
+    public List<Run> changedSince(RuntimeImage older) {
+        if (older.base != base || older.size != size) {
+            return null;
+        }
+        List<Run> out = new ArrayList<>();
+        List<Extent> a = List.copyOf(older.provenance.values());
+        List<Extent> b = List.copyOf(provenance.values());
+        int i = 0;
+        int j = 0;
+        long pos = 0;
+        // Walk both maps at once over the breakpoints of either; between two breakpoints each
+        // side has one provider (an extent's layer, or the base).
+        while (pos < size) {
+            while (i < a.size() && end(a.get(i)) <= pos) {
+                i++;
+            }
+            while (j < b.size() && end(b.get(j)) <= pos) {
+                j++;
+            }
+            Extent ea = i < a.size() && a.get(i).offset() <= pos ? a.get(i) : null;
+            Extent eb = j < b.size() && b.get(j).offset() <= pos ? b.get(j) : null;
+            long next = size;
+            next = Math.min(next, ea != null ? end(ea) : (i < a.size() ? a.get(i).offset() : size));
+            next = Math.min(next, eb != null ? end(eb) : (j < b.size() ? b.get(j).offset() : size));
+            long la = ea == null ? base.id : ea.origin();
+            long lb = eb == null ? base.id : eb.origin();
+            if (la != lb) {
+                Run last = out.isEmpty() ? null : out.get(out.size() - 1);
+                if (last != null && last.offset() + last.length() == pos) {
+                    out.set(out.size() - 1, new Run(last.offset(), next - last.offset()));
+                } else {
+                    out.add(new Run(pos, next - pos));
+                }
+            }
+            pos = next;
+        }
+        return out;
+    }
+
+    private static long end(Extent e) {
+        return e.offset() + e.length();
     }
 
     /** Overlay extents, i.e. how many extra mappings a VM of this image needs. */
@@ -245,9 +384,10 @@ public final class RuntimeImage implements MemorySource {
     /**
      * Copies every overlay extent into one new layer file, merging extents that touch, so
      * that a VM of the image needs few mappings again. Copies only overlay data (pages
-     * written after the first freeze), never the base.
+     * written after the first freeze), never the base. The new image keeps this one's
+     * lineage (its base), with a reference for the caller; this one is left as it is.
      */
-    RuntimeImage compact(String name) {
+    public RuntimeImage compact(String name) {
         List<Run> runs = new ArrayList<>();
         for (Extent e : extents.values()) {
             Run last = runs.isEmpty() ? null : runs.get(runs.size() - 1);
@@ -272,6 +412,9 @@ public final class RuntimeImage implements MemorySource {
         for (Run r : runs) {
             merged.put(r.offset(), new Extent(r.offset(), r.length(), top));
         }
-        return new RuntimeImage(size, b, merged, List.of(b, top));
+        // Origins survive a compaction unless there are too many of them to copy at every freeze;
+        // then the compacted layer becomes their origin (changedSince turns conservative once).
+        NavigableMap<Long, Extent> origins = provenance.size() <= MAX_PROVENANCE ? provenance : merged;
+        return new RuntimeImage(size, b, merged, origins, List.of(b, top));
     }
 }

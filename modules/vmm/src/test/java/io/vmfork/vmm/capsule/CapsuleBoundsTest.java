@@ -109,6 +109,50 @@ class CapsuleBoundsTest {
     }
 
     @Test
+    void aDeltaHeaderWithAHugeBaseKeyIsRefusedBeforeItIsParsed() throws Exception {
+        io.vmfork.proto.CapsuleHeader h = frames.get(0).getHeader().toBuilder().setFlags(CapsuleFormat.FLAG_DELTA)
+                .setBaseImage(ByteString.copyFrom(new byte[8 << 20])).build();
+        byte[] frame = rawFrame(CapsuleFrame.newBuilder().setHeader(h).build().toByteArray());
+        byte[] stream = concat(CapsuleFormat.fileMagic(), frame);
+        CapsuleFormatException e = assertThrows(CapsuleFormatException.class,
+                () -> read(stream, new PageSink(), limits(), null));
+        assertTrue(e.getMessage().contains("for a header frame"), e.getMessage());
+        assertCheaplyRefused(stream);
+    }
+
+    @Test
+    void zeroRunsAndCompressedChunksCannotMakeTheStreamLongerThanItsMemory() throws Exception {
+        SyntheticMemory mem = new SyntheticMemory(SIZE, List.of(new Run(0, 64 * PAGE)), p -> p % 5 == 0);
+        ByteArrayOutputStream out = new ByteArrayOutputStream();
+        CapsuleWriter.create(limits().withCompression(ChunkCompression.LZ4)).writeDelta(out,
+                state(SIZE, 1, VcpuState.FpuFormat.FXSAVE), mem, List.of(new Run(0, 64 * PAGE)), new byte[] {1},
+                host(hostCpuid().bytes()));
+        List<CapsuleFrame> f = new ArrayList<>(frames(out.toByteArray()));
+        UnknownFieldSet pad = UnknownFieldSet.newBuilder().addField(99, UnknownFieldSet.Field.newBuilder()
+                .addLengthDelimited(ByteString.copyFrom(new byte[512 << 10])).build()).build();
+        boolean zero = false;
+        boolean lz4 = false;
+        for (int i = 2; i < f.size() - 1; i++) {
+            io.vmfork.proto.MemoryChunk c = f.get(i).getChunk();
+            zero |= c.getZeroBytes() != 0;
+            lz4 |= c.getCodec() == io.vmfork.proto.ChunkCodec.CHUNK_CODEC_LZ4;
+            f.set(i, CapsuleFrame.newBuilder().setChunk(c.toBuilder().setUnknownFields(pad)).build());
+        }
+        assertTrue(zero && lz4, "the delta has zero runs and compressed chunks");
+        byte[] padded = assemble(f);
+        io.vmfork.vmm.memory.RuntimeImage held = io.vmfork.vmm.memory.RuntimeImage.fromFile(
+                io.vmfork.kvm.memory.Memfd.create("vmfork-test-held", SIZE));
+        try {
+            CapsuleFormatException e = assertThrows(CapsuleFormatException.class, () -> CapsuleReader.create(limits())
+                    .readImage(new ByteArrayInputStream(padded), "vmfork-test-rx", null, null, k -> held.retain()));
+            assertTrue(e.getMessage().contains("besides its data") || e.getMessage().contains("a zero run needs"),
+                    e.getMessage());
+        } finally {
+            held.release();
+        }
+    }
+
+    @Test
     void aFramesBufferGrowsOnlyAsItsBytesArrive() throws Exception {
         // A state frame announced at 15 MiB, of which 100 bytes come.
         ByteArrayOutputStream s = new ByteArrayOutputStream();

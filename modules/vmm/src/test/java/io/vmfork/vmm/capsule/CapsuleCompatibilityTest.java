@@ -112,7 +112,7 @@ class CapsuleCompatibilityTest {
     @Test
     void theHeaderRecordsWhatTheGuestCouldObserve() throws Exception {
         CapsuleHeader h = frames(capsuleFromAPvmHost()).get(0).getHeader();
-        assertEquals(2, h.getFormatVersion());
+        assertEquals(CapsuleFormat.CURRENT_VERSION, h.getFormatVersion());
         assertEquals(0xe7, h.getObservedXcr0());
         byte[] observed = StateCodec.decodeCpuid(h.getObservedCpuidList());
         assertEquals(1 << 16, CpuFeatures.value(observed, 7, 0, CpuFeatures.EBX) & (1 << 16), "avx512f observed");
@@ -140,15 +140,46 @@ class CapsuleCompatibilityTest {
     }
 
     @Test
-    void aVersion2HeaderWithoutObservedCpuidIsRefusedAndAVersion1OneIsRead() throws Exception {
+    void aHostConfiguredToHideAFeatureRefusesCapsulesThatUseIt() throws Exception {
+        byte[] capsule = capsuleFromAPvmHost();
+        CapsuleHeader h = frames(capsule).get(0).getHeader();
+        HostPlatform full = host(hostCpuid().bytes()).withObserved(hostCpuid().bytes(), 0xe7);
+        CapsuleCompatibility.check(h, full);
+        CapsuleLimits configured = CapsuleLimits.create(com.typesafe.config.ConfigFactory.parseString(
+                "vmfork.capsule.hide-cpu-features = [avx512f, \"xsave state opmask\"]\n"
+                        + "vmfork.capsule.compression = auto\nvmfork.vmm.memory.max = 1G"));
+        assertEquals(List.of("avx512f", "xsave state opmask"), configured.hiddenCpuFeatures());
+        assertEquals(ChunkCompression.AUTO, configured.compression());
+        HostPlatform hiding = full.hiding(configured.hiddenCpuFeatures());
+        assertEquals(0xe7 & ~0x20, hiding.observedXcr0());
+        CapsuleIncompatibleException e = assertThrows(CapsuleIncompatibleException.class,
+                () -> CapsuleCompatibility.check(h, hiding));
+        assertMentions(e, "avx512f (CPUID.7.0:EBX[16])", "xsave state opmask (XCR0[5])");
+        IllegalArgumentException bad = assertThrows(IllegalArgumentException.class,
+                () -> CapsuleLimits.create(com.typesafe.config.ConfigFactory.parseString(
+                        "vmfork.capsule.hide-cpu-features = [avx513]\nvmfork.vmm.memory.max = 1G")));
+        assertTrue(bad.getMessage().contains("avx513"), bad.getMessage());
+        assertThrows(IllegalArgumentException.class, () -> CapsuleLimits.create(com.typesafe.config.ConfigFactory
+                .parseString("vmfork.capsule.compression = zip\nvmfork.vmm.memory.max = 1G")));
+    }
+
+    @Test
+    void aHeaderWithoutObservedCpuidIsRefusedAVersion2OneIsReadAndVersion1IsTooOld() throws Exception {
         List<io.vmfork.proto.CapsuleFrame> f = frames(capsule);
-        CapsuleHeader bare = f.get(0).getHeader().toBuilder().clearObservedCpuid().clearObservedXcr0().build();
+        CapsuleHeader full = f.get(0).getHeader();
+        CapsuleHeader bare = full.toBuilder().clearObservedCpuid().clearObservedXcr0().build();
         f.set(0, io.vmfork.proto.CapsuleFrame.newBuilder().setHeader(bare).build());
         CapsuleFormatException e = assertThrows(CapsuleFormatException.class,
                 () -> read(assemble(f), new PageSink(), limits(), host(hostCpuid().bytes())));
         assertMentions(e, "observed_cpuid is missing");
-        f.set(0, io.vmfork.proto.CapsuleFrame.newBuilder().setHeader(bare.toBuilder().setFormatVersion(1)).build());
+        // The previous version is read (a full capsule without compressed chunks is the same in 2 and 3)...
+        f.set(0, io.vmfork.proto.CapsuleFrame.newBuilder().setHeader(full.toBuilder().setFormatVersion(2)).build());
         read(assemble(f), new PageSink(), limits(), host(hostCpuid().bytes()));
+        // ...the one before it is not.
+        f.set(0, io.vmfork.proto.CapsuleFrame.newBuilder().setHeader(bare.toBuilder().setFormatVersion(1)).build());
+        assertMentions(assertThrows(CapsuleFormatException.class,
+                () -> read(assemble(f), new PageSink(), limits(), host(hostCpuid().bytes()))),
+                "format version 1 is older than this reader supports (it reads versions 2 to 3)");
     }
 
     @Test

@@ -43,7 +43,9 @@ class HypercallAbiTest {
     /** long fields of Hypercalls that are not status codes, and their header macros. */
     private static final Map<String, String> LONG_CONSTANTS = Map.of(
             "RECV_NONBLOCK", "VMF_RECV_NONBLOCK",
-            "BOOT_INFO_MAGIC", "VMF_BOOT_INFO_MAGIC");
+            "BOOT_INFO_MAGIC", "VMF_BOOT_INFO_MAGIC",
+            "FORK_REMOTE", "VMF_FORK_REMOTE",
+            "FORK_STATUS_WAIT_MAX", "VMF_FORK_STATUS_WAIT_MAX");
     /** The hypercall-number field whose name differs from its hypercall's name. */
     private static final Map<String, String> CALL_FIELD_NAMES = Map.of("ABI_VERSION_CALL", "ABI_VERSION");
     /** Header macros with no Java counterpart: the SDK's link address. */
@@ -114,6 +116,8 @@ class HypercallAbiTest {
         javaByMacro.put("VMF_FORK_PARENT", (long) Hypercalls.FORK_PARENT);
         javaByMacro.put("VMF_FORK_CHILD", (long) Hypercalls.FORK_CHILD);
         javaByMacro.put("VMF_RECV_NONBLOCK", Hypercalls.RECV_NONBLOCK);
+        javaByMacro.put("VMF_FORK_REMOTE", Hypercalls.FORK_REMOTE);
+        javaByMacro.put("VMF_FORK_STATUS_WAIT_MAX", Hypercalls.FORK_STATUS_WAIT_MAX);
         javaByMacro.put("VMF_BOOT_INFO_MAGIC", Hypercalls.BOOT_INFO_MAGIC);
         javaByMacro.put("VMF_BOOT_INFO_GPA", GuestLayout.BOOT_INFO);
         javaByMacro.put("VMF_IMAGE_MIN_GPA", GuestLayout.IMAGE_MIN);

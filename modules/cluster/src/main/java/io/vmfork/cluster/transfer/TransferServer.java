@@ -1,0 +1,255 @@
+package io.vmfork.cluster.transfer;
+
+import java.io.IOException;
+import java.io.InputStream;
+import java.io.OutputStream;
+import java.net.InetSocketAddress;
+import java.util.List;
+import java.util.Objects;
+import java.util.Optional;
+import java.util.concurrent.CompletionStage;
+import java.util.concurrent.Executor;
+import java.util.concurrent.RejectedExecutionException;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.concurrent.atomic.AtomicInteger;
+import org.apache.pekko.actor.typed.ActorSystem;
+import org.apache.pekko.actor.typed.DispatcherSelector;
+import org.apache.pekko.japi.Pair;
+import org.apache.pekko.stream.KillSwitches;
+import org.apache.pekko.stream.Materializer;
+import org.apache.pekko.stream.SharedKillSwitch;
+import org.apache.pekko.stream.javadsl.Flow;
+import org.apache.pekko.stream.javadsl.Keep;
+import org.apache.pekko.stream.javadsl.Sink;
+import org.apache.pekko.stream.javadsl.StreamConverters;
+import org.apache.pekko.stream.javadsl.Tcp;
+import org.apache.pekko.util.ByteString;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * The receiving end of capsule transfers: a Pekko Streams TCP server, one connection per
+ * transfer, each handed to the {@link Receiver} on a thread of the configured blocking
+ * dispatcher. package-info describes the protocol.
+ */
+public final class TransferServer implements AutoCloseable {
+    private static final Logger LOG = LoggerFactory.getLogger(TransferServer.class);
+    private static final int BACKLOG = 100;
+    /** Pekko's TCP read buffer at which transfers reach their speed (docs/transfer.md). */
+    private static final long RECOMMENDED_READ_BUFFER = 1 << 20;
+
+    /** The target's side of one transfer. */
+    @FunctionalInterface
+    public interface Receiver {
+        /**
+         * Called on a blocking thread (the {@code vmfork.transfer.blocking-dispatcher}) for
+         * each incoming transfer, with the sender's opening bytes. Reads the payload from
+         * {@code in}: {@code in} returns -1 only after the sender's end-of-data frame arrived
+         * with the right byte count; a connection that ends before it, a silent peer past the
+         * idle timeout, a frame error or the sender's abort make read() throw a
+         * {@link TransferException} saying what happened and after how many bytes. Returns
+         * the result bytes sent back to the sender (at most max-frame). If it throws, or
+         * returns before {@code in} ended, the sender's transfer fails with the exception's
+         * message (sent back as an ABORT frame).
+         */
+        byte[] receive(byte[] opening, InputStream in) throws Exception;
+    }
+
+    private final TransferSettings settings;
+    private final Receiver receiver;
+    private final Materializer materializer;
+    private final Executor blocking;
+    private final SharedKillSwitch killSwitch = KillSwitches.shared("vmfork-transfer-server");
+    private final AtomicBoolean closed = new AtomicBoolean();
+    private final AtomicInteger active = new AtomicInteger();
+    private volatile Tcp.ServerBinding binding;
+
+    private TransferServer(ActorSystem<?> system, TransferSettings settings, Receiver receiver) {
+        this.settings = settings;
+        this.receiver = receiver;
+        this.materializer = Materializer.matFromSystem(system);
+        this.blocking = system.dispatchers().lookup(DispatcherSelector.fromConfig(settings.blockingDispatcher()));
+    }
+
+    /**
+     * Binds host:port (0 = a free port) on the system's materializer. Fails with a
+     * {@link TransferException} when the address cannot be bound (e.g. the port is in use).
+     */
+    public static CompletionStage<TransferServer> bind(ActorSystem<?> system, String host, int port,
+                                                       TransferSettings settings, Receiver receiver) {
+        Objects.requireNonNull(system, "system");
+        Objects.requireNonNull(host, "host");
+        Objects.requireNonNull(settings, "settings");
+        Objects.requireNonNull(receiver, "receiver");
+        TransferServer server = new TransferServer(system, settings, receiver);
+        long readBuffer = system.settings().config().getBytes("pekko.io.tcp.direct-buffer-size");
+        if (readBuffer < RECOMMENDED_READ_BUFFER) {
+            LOG.info("pekko.io.tcp.direct-buffer-size is {} bytes: capsule transfers run at about half speed below "
+                    + "1 MiB (docs/transfer.md)", readBuffer);
+        }
+        return Tcp.get(system)
+                // The Receiver's read timeout (the idle timeout) notices a silent sender first and
+                // answers with an ABORT that says so; this one is the backstop for a Receiver
+                // that stopped reading.
+                .bind(host, port, BACKLOG, List.of(), false, Optional.of(settings.receiverIdleTimeout()))
+                .to(Sink.foreach(server::accept))
+                .run(server.materializer)
+                .handle((b, e) -> {
+                    if (e != null) {
+                        Throwable c = e instanceof java.util.concurrent.CompletionException && e.getCause() != null
+                                ? e.getCause() : e;
+                        throw new java.util.concurrent.CompletionException(new TransferException(
+                                "cannot bind the transfer server to " + host + ":" + port + ": " + c.getMessage(), c));
+                    }
+                    server.binding = b;
+                    return server;
+                });
+    }
+
+    /** Binds {@code settings.host():settings.port()}. */
+    public static CompletionStage<TransferServer> bind(ActorSystem<?> system, TransferSettings settings,
+                                                       Receiver receiver) {
+        return bind(system, settings.host(), settings.port(), settings, receiver);
+    }
+
+    public InetSocketAddress address() {
+        return binding.localAddress();
+    }
+
+    /** Transfers whose Receiver is running now. */
+    public int activeTransfers() {
+        return active.get();
+    }
+
+    /** Unbinds and aborts transfers in progress (their Receivers see a TransferException). */
+    @Override
+    public void close() {
+        if (!closed.compareAndSet(false, true)) {
+            return;
+        }
+        try {
+            binding.unbind().toCompletableFuture().get(settings.connectTimeout().toMillis(), TimeUnit.MILLISECONDS);
+        } catch (Exception e) {
+            LOG.warn("unbinding the transfer server at {}: {}", binding.localAddress(), e.toString());
+        }
+        killSwitch.abort(new TransferException("the transfer server at " + binding.localAddress() + " closed"));
+    }
+
+    /** Never throws: a failure here would stop the server accepting. */
+    private void accept(Tcp.IncomingConnection conn) {
+        try {
+            handle(conn);
+        } catch (RuntimeException e) {
+            LOG.error("transfer from {}: cannot handle the connection", conn.remoteAddress(), e);
+        }
+    }
+
+    private void handle(Tcp.IncomingConnection conn) {
+        Flow<ByteString, ByteString, Pair<InputStream, OutputStream>> io = Flow.fromSinkAndSourceCoupledMat(
+                StreamConverters.asInputStream(settings.idleTimeout()),
+                StreamConverters.asOutputStream(settings.writeTimeout()),
+                Keep.both());
+        Pair<InputStream, OutputStream> streams = conn.handleWith(
+                Flow.of(ByteString.class).via(killSwitch.flow()).viaMat(io, Keep.right()), materializer);
+        InetSocketAddress peer = conn.remoteAddress();
+        if (closed.get()) {
+            closeQuietly(streams.first(), streams.second(), peer);
+            return;
+        }
+        try {
+            blocking.execute(() -> serve(peer, streams.first(), streams.second()));
+        } catch (RejectedExecutionException e) {
+            LOG.warn("transfer from {} refused: no blocking thread ({})", peer, e.toString());
+            closeQuietly(streams.first(), streams.second(), peer);
+        }
+    }
+
+    /** One transfer, on a blocking thread. */
+    private void serve(InetSocketAddress peer, InputStream raw, OutputStream out) {
+        active.incrementAndGet();
+        try {
+            ReceiverInput in = new ReceiverInput(raw, settings.maxFrameBytes(), settings.idleTimeout());
+            byte[] opening;
+            try {
+                opening = in.readOpen();
+            } catch (TransferException e) {
+                LOG.warn("transfer from {} refused: {}", peer, e.getMessage());
+                reply(out, Frames.abort("refused: " + e.getMessage()), peer);
+                if (in.vmforkPeer()) { // it reads the ABORT and closes; anything else is just closed
+                    drain(raw);
+                }
+                return;
+            }
+            byte[] result;
+            try {
+                result = receiver.receive(opening, in);
+                if (result == null) {
+                    throw new TransferException("the receiver returned no result");
+                }
+                if (!in.ended()) {
+                    throw new TransferException("the receiver returned after " + in.received()
+                            + " data bytes, before the end of the data");
+                }
+                if (result.length > settings.maxFrameBytes()) {
+                    throw new TransferException("the receiver's result of " + result.length
+                            + " bytes exceeds vmfork.transfer.max-frame (" + settings.maxFrameBytes() + ")");
+                }
+            } catch (Exception e) {
+                String reason = e.getMessage() == null ? e.getClass().getName() : e.getMessage();
+                LOG.debug("transfer from {} failed after {} data bytes: {}", peer, in.received(), reason);
+                reply(out, Frames.abort(reason), peer);
+                drain(raw);
+                return;
+            }
+            reply(out, Frames.frame(Frames.RESULT, result), peer);
+        } catch (RuntimeException | Error e) {
+            LOG.error("transfer from {}: unexpected failure", peer, e);
+            reply(out, Frames.abort("internal error: " + e), peer);
+        } finally {
+            closeQuietly(raw, out, peer);
+            active.decrementAndGet();
+        }
+    }
+
+    /**
+     * After an ABORT to a sender that may still be writing: reads and drops what it sends
+     * until it closes (it does on reading the ABORT), the connection fails, or an idle
+     * timeout passes. Closing at once would make this host's kernel answer the sender's
+     * next bytes with a reset, which can reach the sender before the ABORT frame does.
+     */
+    private void drain(InputStream raw) {
+        long deadline = System.nanoTime() + settings.idleTimeout().toNanos();
+        byte[] sink = new byte[64 << 10];
+        try {
+            while (System.nanoTime() < deadline && raw.read(sink) >= 0) {
+                // dropped
+            }
+        } catch (IOException e) {
+            // the connection ended: nothing left to drain
+        }
+    }
+
+    private static void reply(OutputStream out, byte[] frame, InetSocketAddress peer) {
+        try {
+            out.write(frame);
+        } catch (IOException e) {
+            LOG.debug("transfer from {}: cannot send the {} frame: {}", peer, Frames.kindName(frame[4]), e.toString());
+        }
+    }
+
+    /** The output first: the last frame leaves, then the connection closes. */
+    private static void closeQuietly(InputStream raw, OutputStream out, InetSocketAddress peer) {
+        try {
+            out.close();
+        } catch (IOException | RuntimeException e) {
+            LOG.debug("transfer from {}: closing the output: {}", peer, e.toString());
+        }
+        try {
+            raw.close();
+        } catch (IOException | RuntimeException e) {
+            LOG.debug("transfer from {}: closing the input: {}", peer, e.toString());
+        }
+    }
+
+}

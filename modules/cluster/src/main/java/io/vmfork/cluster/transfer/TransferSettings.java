@@ -1,0 +1,115 @@
+package io.vmfork.cluster.transfer;
+
+import com.typesafe.config.Config;
+import java.time.Duration;
+
+/**
+ * The capsule transfer's settings, the {@code vmfork.transfer} subtree (defaults in the
+ * cluster module's reference.conf, every key described in docs/configuration.md).
+ *
+ * @param connectTimeout     how long a {@link TransferClient} waits for the connection
+ * @param idleTimeout        a transfer fails when nothing moved this long (package-info,
+ *                           "Timeouts", has who notices what)
+ * @param maxFrameBytes      the largest frame payload either side accepts (a longer length
+ *                           is refused before anything is allocated); bounds the opening and
+ *                           the result bytes too
+ * @param dataFrameBytes     the payload of the DATA frames a sender writes (at most
+ *                           {@code maxFrameBytes})
+ * @param host               the address a node's {@link TransferServer} binds
+ * @param port               its port; 0: a free one
+ * @param blockingDispatcher config path of the Pekko dispatcher whose threads run the
+ *                           Receivers and the IoWriters (one thread per transfer and side)
+ */
+public record TransferSettings(
+        Duration connectTimeout,
+        Duration idleTimeout,
+        int maxFrameBytes,
+        int dataFrameBytes,
+        String host,
+        int port,
+        String blockingDispatcher) {
+
+    /** The configuration path of the subtree {@link #fromConfig} reads. */
+    public static final String PATH = "vmfork.transfer";
+
+    public TransferSettings {
+        if (host == null || host.isBlank()) {
+            throw new IllegalArgumentException(PATH + ".host must not be empty");
+        }
+        if (port < 0 || port > 65535) {
+            throw new IllegalArgumentException(PATH + ".port must be in 0..65535, got " + port);
+        }
+        requirePositive(connectTimeout, "connect-timeout");
+        requirePositive(idleTimeout, "idle-timeout");
+        if (maxFrameBytes < Frames.MIN_MAX_FRAME || maxFrameBytes > Frames.MAX_MAX_FRAME) {
+            throw new IllegalArgumentException(PATH + ".max-frame must be in " + Frames.MIN_MAX_FRAME + ".."
+                    + Frames.MAX_MAX_FRAME + " bytes, got " + maxFrameBytes);
+        }
+        if (dataFrameBytes < 1 || dataFrameBytes > maxFrameBytes) {
+            throw new IllegalArgumentException(PATH + ".data-frame must be in 1..max-frame (" + maxFrameBytes
+                    + " bytes), got " + dataFrameBytes);
+        }
+        if (blockingDispatcher == null || blockingDispatcher.isBlank()) {
+            throw new IllegalArgumentException(PATH + ".blocking-dispatcher must name a dispatcher");
+        }
+    }
+
+    /** Reads {@code vmfork.transfer} of the actor system's configuration. */
+    public static TransferSettings create(org.apache.pekko.actor.typed.ActorSystem<?> system) {
+        return fromConfig(system.settings().config());
+    }
+
+    /** Reads {@code vmfork.transfer} of {@code config} (a whole configuration, e.g. the actor system's). */
+    public static TransferSettings fromConfig(Config config) {
+        Config c = config.getConfig(PATH);
+        long maxFrame = c.getBytes("max-frame");
+        long dataFrame = c.getBytes("data-frame");
+        return new TransferSettings(
+                c.getDuration("connect-timeout"),
+                c.getDuration("idle-timeout"),
+                (int) Math.min(maxFrame, Integer.MAX_VALUE),
+                (int) Math.min(dataFrame, Integer.MAX_VALUE),
+                c.getString("host"),
+                c.getInt("port"),
+                PATH + ".blocking-dispatcher");
+    }
+
+    /** A copy with another idle timeout. */
+    public TransferSettings withIdleTimeout(Duration d) {
+        return new TransferSettings(connectTimeout, d, maxFrameBytes, dataFrameBytes, host, port, blockingDispatcher);
+    }
+
+    /** A copy with other frame limits. */
+    public TransferSettings withFrames(int maxFrame, int dataFrame) {
+        return new TransferSettings(connectTimeout, idleTimeout, maxFrame, dataFrame, host, port, blockingDispatcher);
+    }
+
+    /*
+     * Who notices what, in order, so that the side that notices says why:
+     *   idle-timeout      the receiver's read: a silent sender (the receiver ABORTs, "idle timeout")
+     *   idle-timeout + 1s the sender's connection: a receiver that stopped reading
+     *   idle-timeout + 2s the receiver's connection: a backstop (its Receiver not reading)
+     *   idle-timeout + 3s a sender's write blocked under backpressure
+     */
+
+    /** The sender's connection idle timeout. */
+    Duration senderIdleTimeout() {
+        return idleTimeout.plusSeconds(1);
+    }
+
+    /** The receiver's connection idle timeout (its Receiver's reads time out first). */
+    Duration receiverIdleTimeout() {
+        return idleTimeout.plusSeconds(2);
+    }
+
+    /** How long a sender's write may block under backpressure. */
+    Duration writeTimeout() {
+        return idleTimeout.plusSeconds(3);
+    }
+
+    private static void requirePositive(Duration d, String key) {
+        if (d == null || d.isNegative() || d.isZero()) {
+            throw new IllegalArgumentException(PATH + "." + key + " must be > 0, got " + d);
+        }
+    }
+}
