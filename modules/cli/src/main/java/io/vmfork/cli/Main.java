@@ -57,12 +57,13 @@ public final class Main {
                   restore FILE [--request TEXT]... [--timeout DURATION]
                       Start a clone VM from a capsule (checked first: format, digest, and
                       this host's compatibility), attached like run.
-                  node --config FILE
+                  node --config FILE [--parent-pid PID]
                       Start this host's node of the vmfork cluster with the configuration
                       in FILE (e.g. conf/node-1.conf) and run until stopped (SIGINT/SIGTERM:
                       it leaves the cluster first). Exits 78 if FILE is invalid (the message
                       names the key) or the cluster already has a node with its host id, 69 if
-                      the node cannot start (e.g. its port is in use).
+                      the node cannot start (e.g. its port is in use). With --parent-pid it
+                      stops once process PID is gone (tools that start nodes use it).
                   bench launch|fork|cluster|capsule|clone [--json] [--runs N]
                       Cold-launch benchmarks: launch.cold, launch.cold_warm_worker. Fork benchmarks:
                       fork.local, fork.parent_blocked, fork.vs_cold, fork.memory_per_child.
