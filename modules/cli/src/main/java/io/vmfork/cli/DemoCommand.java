@@ -246,8 +246,12 @@ final class DemoCommand {
                             + "vmfork.node { hostname = \"127.0.0.1\", port = 0, status.http-port = 0 }\n"
                             + LocalCluster.NODE_DEFAULTS + extraConfig)
                     .withFallback(ConfigFactory.load()).resolve();
-            NodeSettings.create(c);
+            NodeSettings settings = NodeSettings.create(c);
             VmmSettings.create(c);
+            if (settings.statusHttpPort() < 0) {
+                throw new DemoFailure(Main.EX_CONFIG, "--node-config " + options.nodeConfig() + ": the demo needs each"
+                        + " node's status (vmfork.node.status.http-port must not be -1)");
+            }
             return c;
         } catch (ConfigException | InvalidNodeConfigException | IllegalArgumentException e) {
             throw new DemoFailure(Main.EX_CONFIG, (options.nodeConfig() == null ? "the demo's node settings"
@@ -510,7 +514,7 @@ final class DemoCommand {
 
     private String table(LocalCluster cluster, Scenario s, double clusterSeconds, double totalSeconds) {
         StringBuilder b = new StringBuilder();
-        String fmt = "%-7s %-14s %-7s %-6s %4s %15s %9s  %s%n";
+        String fmt = "%-7s %-14s %-7s %-6s %4s %16s %9s  %s%n";
         b.append('\n');
         b.append(String.format(fmt, "worker", "vm id", "host", "made", "gen", "ask->1st answer", "requests",
                 "state"));

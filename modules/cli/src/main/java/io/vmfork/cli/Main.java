@@ -49,20 +49,21 @@ public final class Main {
 
                   demo [--workers N] [--requests N] [--nodes N] [--keep] [--in-flight N]
                        [--status-port PORT] [--node-config FILE]
-                      The main job, on a real cluster on this machine: starts N nodes (default 3,
-                      each a `vmfork node` JVM on free loopback ports), launches one warm-worker
-                      where placement puts it, forks it into a pool of workers (default 12) that
-                      placement spreads over the hosts (children on its host, clones on the
-                      others), sends a burst of requests over them (default 10000, --in-flight per
-                      worker, default 4) checking every reply, prints a table (per worker: host,
-                      how it was made, fork generation, ask -> first answer; cold vs fork vs clone,
-                      request rate, capsule bytes per host) and stops every node. --keep leaves the
-                      cluster running until Ctrl-C and prints each node's page. --status-port: node
-                      i serves its page at PORT+i-1 (default: free ports). --node-config: HOCON
-                      appended to every node's config after conf/demo.conf (placement
-                      policies, capacity, any node key). Exits 69 if
-                      /dev/kvm is missing or a node cannot start (its log's last lines are shown),
-                      70 if a step failed or a worker ended during the burst.
+                      The main job, on a real cluster on this machine: starts N nodes (default
+                      3, each a `vmfork node` JVM on free loopback ports), launches one
+                      warm-worker where placement puts it, forks it into a pool of workers
+                      (default 12) that placement spreads over the hosts (children on its host,
+                      clones on the others), sends a burst of requests over them (default
+                      10000, --in-flight per worker, default 4) checking every reply, prints a
+                      table (per worker: host, how it was made, fork generation, ask -> first
+                      answer; cold vs fork vs clone, request rate, capsule bytes per host) and
+                      stops every node. --keep leaves the cluster running until Ctrl-C and
+                      prints each node's page. --status-port: node i serves its page at
+                      PORT+i-1 (default: free ports). --node-config: HOCON appended to every
+                      node's config after conf/demo.conf (placement policies, capacity, any
+                      node key). Exits 69 if /dev/kvm is missing or a node cannot start (its
+                      log's last lines are shown), 70 if a step failed or a worker ended
+                      during the burst.
                   run GUEST [--memory SIZE] [--timeout DURATION] [--vm-type N] [--request TEXT]...
                       Boot GUEST (a shipped example: hello, warm-worker; or a path to an ELF)
                       in a KVM VM. Its console streams to stdout. Requests for its message

@@ -10,6 +10,7 @@ import java.io.PrintStream;
  */
 final class Progress {
     private static final String ERASE_LINE = "\r\033[K";
+    private static final int MAX_WIDTH = 79;
 
     private final PrintStream out;
     private final boolean terminal;
@@ -70,7 +71,12 @@ final class Progress {
     }
 
     private void show(String text) {
-        out.print(ERASE_LINE + prefix + String.format("[%5.1f s] ", (System.nanoTime() - start) / 1e9) + text);
+        // A line longer than the terminal wraps, and the carriage return then rewrites only its end.
+        String line = prefix + String.format("[%5.1f s] ", (System.nanoTime() - start) / 1e9) + text;
+        if (line.length() > MAX_WIDTH) {
+            line = line.substring(0, MAX_WIDTH - 3) + "...";
+        }
+        out.print(ERASE_LINE + line);
         out.flush();
         lineShown = true;
     }
