@@ -6,6 +6,7 @@ import java.util.ArrayList;
 import java.util.Collections;
 import java.util.List;
 import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.CompletionException;
 import java.util.concurrent.ConcurrentLinkedQueue;
 import java.util.concurrent.atomic.AtomicInteger;
 
@@ -119,7 +120,7 @@ final class DemoBurst {
             if (failure != null) {
                 again.add(index);
                 if (l.failure == null) {
-                    l.failure = failure instanceof java.util.concurrent.CompletionException && failure.getCause() != null
+                    l.failure = failure instanceof CompletionException && failure.getCause() != null
                             ? failure.getCause().getMessage() : failure.getMessage();
                 }
                 laneEnded(l);

@@ -29,12 +29,18 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.CompletionException;
+import java.util.concurrent.CompletionStage;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
 import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.concurrent.atomic.AtomicInteger;
+import java.util.concurrent.atomic.AtomicLong;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
 import org.apache.pekko.actor.typed.ActorRef;
 import org.apache.pekko.actor.typed.Props;
 import org.apache.pekko.actor.typed.javadsl.Behaviors;
@@ -69,8 +75,8 @@ final class DemoCommand {
     private static final Duration NODES_WITHIN = Duration.ofSeconds(90);
     private static final Duration STEP_TIMEOUT = Duration.ofSeconds(90);
     private static final int SAMPLE_KEYS = 8;
-    private static final java.util.regex.Pattern BIND_FAILED =
-            java.util.regex.Pattern.compile(":(\\d+)\\]? Address already in use");
+    private static final Pattern BIND_FAILED =
+            Pattern.compile(":(\\d+)\\]? Address already in use");
 
     /** A step that failed: the exit code and the reason. */
     static final class DemoFailure extends RuntimeException {
@@ -281,7 +287,7 @@ final class DemoCommand {
     private String explain(LocalCluster.NodeStartException e) {
         String why = "";
         for (String line : e.logTail()) {
-            java.util.regex.Matcher m = BIND_FAILED.matcher(line);
+            Matcher m = BIND_FAILED.matcher(line);
             if (m.find()) {
                 int port = Integer.parseInt(m.group(1));
                 boolean asked = options.statusPort() != 0 && port >= options.statusPort()
@@ -343,8 +349,8 @@ final class DemoCommand {
 
     private Scenario scenario(LocalCluster cluster, VmCluster api, ClusterClient client) {
         Map<Long, CompletableFuture<Row>> firstAnswers = new ConcurrentHashMap<>();
-        java.util.concurrent.atomic.AtomicLong forkAsked = new java.util.concurrent.atomic.AtomicLong();
-        java.util.concurrent.atomic.AtomicLong coldId = new java.util.concurrent.atomic.AtomicLong(-1);
+        AtomicLong forkAsked = new AtomicLong();
+        AtomicLong coldId = new AtomicLong(-1);
         ActorRef<VmEvent> events = client.system().systemActorOf(Behaviors.receive(VmEvent.class)
                 .onAnyMessage(e -> {
                     switch (e.kind()) {
@@ -477,7 +483,7 @@ final class DemoCommand {
             return () -> { };
         }
         AtomicBoolean stopped = new AtomicBoolean();
-        java.util.concurrent.atomic.AtomicInteger replies = new java.util.concurrent.atomic.AtomicInteger();
+        AtomicInteger replies = new AtomicInteger();
         return () -> {
             if (replies.incrementAndGet() >= after && stopped.compareAndSet(false, true)) {
                 api.stop(victim);
@@ -597,12 +603,12 @@ final class DemoCommand {
 
     // ---- helpers ----------------------------------------------------------------------------
 
-    private <T> T await(java.util.concurrent.CompletionStage<T> stage, String what) {
+    private <T> T await(CompletionStage<T> stage, String what) {
         return await(stage, what, () -> { });
     }
 
     /** Waits for {@code stage}, calling {@code tick} every 100 ms; a failure or timeout is a DemoFailure naming {@code what}. */
-    private <T> T await(java.util.concurrent.CompletionStage<T> stage, String what, Runnable tick) {
+    private <T> T await(CompletionStage<T> stage, String what, Runnable tick) {
         CompletableFuture<T> f = stage.toCompletableFuture();
         long deadline = System.nanoTime() + STEP_TIMEOUT.toNanos();
         while (true) {
@@ -614,7 +620,7 @@ final class DemoCommand {
                 }
                 tick.run();
             } catch (ExecutionException e) {
-                Throwable cause = e.getCause() instanceof java.util.concurrent.CompletionException ce
+                Throwable cause = e.getCause() instanceof CompletionException ce
                         && ce.getCause() != null ? ce.getCause() : e.getCause();
                 if (cause instanceof DemoFailure d) {
                     throw d;

@@ -8,6 +8,7 @@ import io.vmfork.cluster.placement.PlacementEntity;
 import java.time.Duration;
 import java.util.Collection;
 import java.util.concurrent.TimeUnit;
+import org.apache.pekko.actor.CoordinatedShutdown;
 import org.apache.pekko.actor.typed.ActorSystem;
 import org.apache.pekko.actor.typed.javadsl.Behaviors;
 import org.apache.pekko.cluster.MemberStatus;
@@ -98,8 +99,7 @@ public final class ClusterClient implements AutoCloseable {
     /** Leaves the cluster and stops the actor system (at most 15 s, then it terminates at once). */
     @Override
     public void close() {
-        org.apache.pekko.actor.CoordinatedShutdown.get(system)
-                .run(org.apache.pekko.actor.CoordinatedShutdown.unknownReason());
+        CoordinatedShutdown.get(system).run(CoordinatedShutdown.unknownReason());
         try {
             system.getWhenTerminated().toCompletableFuture().get(15, TimeUnit.SECONDS);
         } catch (Exception e) {
