@@ -1,5 +1,13 @@
 package io.vmfork.multijvm;
 
+import static io.vmfork.multijvm.ApiTesting.FORM;
+import static io.vmfork.multijvm.ApiTesting.WAIT;
+import static io.vmfork.multijvm.ApiTesting.ask;
+import static io.vmfork.multijvm.ApiTesting.await;
+import static io.vmfork.multijvm.ApiTesting.events;
+import static io.vmfork.multijvm.ApiTesting.failure;
+import static io.vmfork.multijvm.ApiTesting.joinClient;
+import static io.vmfork.multijvm.ApiTesting.subscribe;
 import static io.vmfork.multijvm.TestCluster.awaitStatus;
 import static io.vmfork.multijvm.TestCluster.exactlyUp;
 import static io.vmfork.multijvm.TestCluster.reported;
@@ -53,9 +61,7 @@ import org.junit.jupiter.params.provider.ValueSource;
  */
 @ExtendWith(MultiJvmExtension.class)
 class RemoteClonesTest {
-    private static final Duration FORM = Duration.ofSeconds(60);
-    private static final Duration WAIT = Duration.ofSeconds(60);
-    private static final long MIB = 1L << 20;
+        private static final long MIB = 1L << 20;
 
     private static final String CONFIG = """
             vmfork.node.capacity { vm-slots = 12, vcpus = 64, guest-memory = 8 GiB }
@@ -368,59 +374,5 @@ class RemoteClonesTest {
             }
             Thread.sleep(50);
         }
-    }
-
-    private static ClientMember joinClient(TestCluster cluster, List<NodeProcess> nodes, String config)
-            throws Exception {
-        ClientMember client = cluster.joinAsClient(nodes.get(0), config);
-        awaitStatus(nodes, exactlyUp(nodes, 1).and(reported(nodes)), FORM,
-                "the nodes and the test JVM Up, the hosts' loads reported");
-        client.awaitUpWithReports(nodes.size(), FORM);
-        for (NodeProcess n : nodes) {
-            long deadline = System.nanoTime() + FORM.toNanos();
-            while (!await(client.cluster().placementKnowsHost(n.hostId()))) {
-                assertTrue(System.nanoTime() < deadline, "the test JVM's placement does not know " + n);
-                Thread.sleep(100);
-            }
-        }
-        return client;
-    }
-
-    private static BlockingQueue<VmEvent> subscribe(ClientMember client) {
-        BlockingQueue<VmEvent> q = new LinkedBlockingQueue<>();
-        client.cluster().subscribe(client.system().systemActorOf(Behaviors.receive(VmEvent.class)
-                .onAnyMessage(e -> {
-                    q.add(e);
-                    return Behaviors.same();
-                }).build(), "events-" + UUID.randomUUID(), Props.empty()));
-        return q;
-    }
-
-    private static Map<Long, VmEvent> events(BlockingQueue<VmEvent> q, VmEvent.Kind kind, Set<Long> vmIds,
-                                             Duration within) throws InterruptedException {
-        Map<Long, VmEvent> seen = new HashMap<>();
-        List<VmEvent> other = new ArrayList<>();
-        long deadline = System.nanoTime() + within.toNanos();
-        while (seen.size() < vmIds.size()) {
-            VmEvent e = q.poll(Math.max(1, deadline - System.nanoTime()), TimeUnit.NANOSECONDS);
-            if (e == null) {
-                fail("no " + kind + " events of " + vmIds + " within " + within + "; got " + seen.keySet()
-                        + ", other events: " + other);
-            }
-            if (e.kind() == kind && vmIds.contains(e.vmId())) {
-                seen.put(e.vmId(), e);
-            } else {
-                other.add(e);
-            }
-        }
-        return seen;
-    }
-
-    private static <T> T await(CompletionStage<T> stage) throws Exception {
-        return stage.toCompletableFuture().get(WAIT.toSeconds(), TimeUnit.SECONDS);
-    }
-
-    private static String ask(VmCluster api, long vmId, String request) throws Exception {
-        return new String(await(api.request(vmId, request.getBytes(StandardCharsets.UTF_8))), StandardCharsets.UTF_8);
     }
 }

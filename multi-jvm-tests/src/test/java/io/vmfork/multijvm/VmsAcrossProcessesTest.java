@@ -1,5 +1,14 @@
 package io.vmfork.multijvm;
 
+import static io.vmfork.multijvm.ApiTesting.FORM;
+import static io.vmfork.multijvm.ApiTesting.WAIT;
+import static io.vmfork.multijvm.ApiTesting.ask;
+import static io.vmfork.multijvm.ApiTesting.await;
+import static io.vmfork.multijvm.ApiTesting.awaitPlaceable;
+import static io.vmfork.multijvm.ApiTesting.events;
+import static io.vmfork.multijvm.ApiTesting.failure;
+import static io.vmfork.multijvm.ApiTesting.joinClient;
+import static io.vmfork.multijvm.ApiTesting.subscribe;
 import static io.vmfork.multijvm.TestCluster.awaitStatus;
 import static io.vmfork.multijvm.TestCluster.exactlyUp;
 import static io.vmfork.multijvm.TestCluster.reported;
@@ -48,9 +57,7 @@ import org.junit.jupiter.api.extension.ExtendWith;
  */
 @ExtendWith(MultiJvmExtension.class)
 class VmsAcrossProcessesTest {
-    private static final Duration FORM = Duration.ofSeconds(60);
     private static final Duration DOWNED = Duration.ofSeconds(30);
-    private static final Duration WAIT = Duration.ofSeconds(60);
     private static final long MIB = 1L << 20;
     private static final int SLOTS = 8;
     private static final int LOCAL_FIRST = 7;
@@ -316,22 +323,7 @@ class VmsAcrossProcessesTest {
 
     /** The test JVM joins, and waits until placement from it can choose every one of {@code nodes}. */
     private static ClientMember joinClient(TestCluster cluster, List<NodeProcess> nodes) throws Exception {
-        ClientMember client = cluster.joinAsClient(nodes.get(0), CONFIG);
-        awaitStatus(nodes, exactlyUp(nodes, 1).and(reported(nodes)), FORM,
-                "the nodes and the test JVM Up, the hosts' loads reported");
-        client.awaitUpWithReports(nodes.size(), FORM);
-        for (NodeProcess n : nodes) {
-            awaitPlaceable(client, n);
-        }
-        return client;
-    }
-
-    private static void awaitPlaceable(ClientMember client, NodeProcess n) throws Exception {
-        long deadline = System.nanoTime() + FORM.toNanos();
-        while (!await(client.cluster().placementKnowsHost(n.hostId()))) {
-            assertTrue(System.nanoTime() < deadline, "the test JVM's placement does not know " + n);
-            Thread.sleep(100);
-        }
+        return ApiTesting.joinClient(cluster, nodes, CONFIG);
     }
 
     /** Waits until every node has no VM and every node's replica reports every host with all slots free. */
@@ -358,54 +350,5 @@ class VmsAcrossProcessesTest {
         n.status().orElseThrow(() -> new AssertionError(n + " does not answer /status")).path("vms")
                 .forEach(out::add);
         return out;
-    }
-
-    /** The lifecycle events the client's view passes on, in a queue. */
-    private static BlockingQueue<VmEvent> subscribe(ClientMember client) {
-        BlockingQueue<VmEvent> q = new LinkedBlockingQueue<>();
-        client.cluster().subscribe(client.system().systemActorOf(Behaviors.receive(VmEvent.class)
-                .onAnyMessage(e -> {
-                    q.add(e);
-                    return Behaviors.same();
-                }).build(), "events-" + UUID.randomUUID(), Props.empty()));
-        return q;
-    }
-
-    /** Waits for an event of {@code kind} of each of {@code vmIds}. */
-    private static Map<Long, VmEvent> events(BlockingQueue<VmEvent> q, VmEvent.Kind kind, Set<Long> vmIds,
-                                             Duration within) throws InterruptedException {
-        Map<Long, VmEvent> seen = new HashMap<>();
-        List<VmEvent> other = new ArrayList<>();
-        long deadline = System.nanoTime() + within.toNanos();
-        while (seen.size() < vmIds.size()) {
-            VmEvent e = q.poll(Math.max(1, deadline - System.nanoTime()), TimeUnit.NANOSECONDS);
-            if (e == null) {
-                fail("no " + kind + " events of " + vmIds + " within " + within + "; got " + seen.keySet()
-                        + ", other events: " + other);
-            }
-            if (e.kind() == kind && vmIds.contains(e.vmId())) {
-                seen.put(e.vmId(), e);
-            } else {
-                other.add(e);
-            }
-        }
-        return seen;
-    }
-
-    private static <T> T await(CompletionStage<T> stage) throws Exception {
-        return stage.toCompletableFuture().get(WAIT.toSeconds(), TimeUnit.SECONDS);
-    }
-
-    private static VmClusterException failure(CompletionStage<?> stage) throws Exception {
-        try {
-            Object v = stage.toCompletableFuture().get(WAIT.toSeconds(), TimeUnit.SECONDS);
-            return fail("expected a failure, got " + v);
-        } catch (ExecutionException e) {
-            return assertInstanceOf(VmClusterException.class, e.getCause(), e.toString());
-        }
-    }
-
-    private static String ask(VmCluster api, long vmId, String request) throws Exception {
-        return new String(await(api.request(vmId, request.getBytes(StandardCharsets.UTF_8))), StandardCharsets.UTF_8);
     }
 }

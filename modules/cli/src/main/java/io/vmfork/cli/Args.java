@@ -39,7 +39,7 @@ final class Args {
     }
 
     private static boolean isFlag(String name) {
-        return name.equals("json") || name.equals("quiet");
+        return name.equals("json") || name.equals("quiet") || name.equals("keep");
     }
 
     List<String> positionals() {

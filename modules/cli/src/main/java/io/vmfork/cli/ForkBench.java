@@ -71,7 +71,8 @@ final class ForkBench {
         ForkBench b = new ForkBench(vmm, json, runs);
         Map<String, Object> floor = ForkFloor.measure(runs, forkerRamMib(SMALL_MIB), SMALL_MIB);
         b.print(floor);
-        b.local((Double) floor.get("p50_ms"));
+        double localP50 = b.local((Double) floor.get("p50_ms"));
+        b.fanoutLocal(localP50);
         b.parentBlocked();
         b.versusCold();
         b.memoryPerChild();
@@ -97,7 +98,7 @@ final class ForkBench {
      * fork.local: fork-hypercall exit to the child's first exit; and the parent's blocked
      * time. {@code ratio}: its p50 over the C floor's p50 ({@code floorP50Ms}).
      */
-    private void local(double floorP50Ms) {
+    private double local(double floorP50Ms) {
         int warmup = 20;
         int n = runs;
         VirtualMachine parent = launchForker(SMALL_MIB);
@@ -130,6 +131,56 @@ final class ForkBench {
             extra.put("parent_blocked_p99_ms", b.percentile(99));
             extra.put("parent_blocked_max_ms", b.max());
             print(c.fields("fork.local", extra));
+            stopForker(parent);
+            return c.median();
+        } finally {
+            stopParent(parent);
+        }
+    }
+
+    // ---- fork.fanout_local --------------------------------------------------------------
+
+    private static final int FANOUT_CHILDREN = 64;
+
+    /**
+     * fork.fanout_local: one FORK hypercall of 64 children, from its exit to the last
+     * child's first exit. {@code target_ms}: 64 × fork.local's p50 / 2 (this run's).
+     */
+    private void fanoutLocal(double localP50Ms) {
+        int n = Math.max(5, runs / 20);
+        VirtualMachine parent = launchForker(SMALL_MIB);
+        try {
+            double[] total = new double[n];
+            double[] blocked = new double[n];
+            for (int i = 0; i < 1 + n; i++) {
+                String reply = ask(parent, "fork " + FANOUT_CHILDREN);
+                ForkRecord rec = parent.lastFork();
+                List<Long> ids = parseParentReply(parent, reply, FANOUT_CHILDREN, rec);
+                long last = 0;
+                for (int c = 0; c < FANOUT_CHILDREN; c++) {
+                    VirtualMachine child = rec.children().get(c);
+                    awaitAnnouncement(parent, child, c, ids);
+                    last = Math.max(last, child.firstExitNanos());
+                }
+                if (i > 0) {
+                    total[i - 1] = (last - rec.exitNanos()) / 1e6;
+                    blocked[i - 1] = blockedMs(rec);
+                }
+                for (VirtualMachine child : rec.children()) {
+                    child.stop();
+                    child.awaitTermination(VM_TIMEOUT);
+                    announcements.forget(child);
+                }
+            }
+            Stats t = new Stats(total);
+            Map<String, Object> extra = new LinkedHashMap<>();
+            extra.put("children", FANOUT_CHILDREN);
+            extra.put("target_ms", FANOUT_CHILDREN * localP50Ms / 2);
+            extra.put("per_child_ms", t.median() / FANOUT_CHILDREN);
+            extra.put("parent_blocked_p50_ms", new Stats(blocked).median());
+            extra.put("guest", FORKER);
+            extra.put("memory_mib", SMALL_MIB);
+            print(t.fields("fork.fanout_local", extra));
             stopForker(parent);
         } finally {
             stopParent(parent);

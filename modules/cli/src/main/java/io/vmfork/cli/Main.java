@@ -30,6 +30,7 @@ public final class Main {
                 case "snapshot" -> CapsuleCommands.snapshot(new Args(rest));
                 case "restore" -> CapsuleCommands.restore(new Args(rest));
                 case "node" -> NodeCommand.run(new Args(rest));
+                case "demo" -> DemoCommand.run(new Args(rest));
                 default -> {
                     System.err.println("vmfork: unknown command '" + args[0] + "'");
                     System.err.print(usage());
@@ -46,6 +47,23 @@ public final class Main {
         return """
                 usage: vmfork COMMAND [ARGS]
 
+                  demo [--workers N] [--requests N] [--nodes N] [--keep] [--in-flight N]
+                       [--status-port PORT] [--node-config FILE]
+                      The main job, on a real cluster on this machine: starts N nodes (default
+                      3, each a `vmfork node` JVM on free loopback ports), launches one
+                      warm-worker where placement puts it, forks it into a pool of workers
+                      (default 12) that placement spreads over the hosts (children on its host,
+                      clones on the others), sends a burst of requests over them (default
+                      10000, --in-flight per worker, default 4) checking every reply, prints a
+                      table (per worker: host, how it was made, fork generation, ask -> first
+                      answer; cold vs fork vs clone, request rate, capsule bytes per host) and
+                      stops every node. --keep leaves the cluster running until Ctrl-C and
+                      prints each node's page. --status-port: node i serves its page at
+                      PORT+i-1 (default: free ports). --node-config: HOCON appended to every
+                      node's config after conf/demo.conf (placement policies, capacity, any
+                      node key). Exits 69 if /dev/kvm is missing or a node cannot start (its
+                      log's last lines are shown), 70 if a step failed or a worker ended
+                      during the burst.
                   run GUEST [--memory SIZE] [--timeout DURATION] [--vm-type N] [--request TEXT]...
                       Boot GUEST (a shipped example: hello, warm-worker; or a path to an ELF)
                       in a KVM VM. Its console streams to stdout. Requests for its message
@@ -57,12 +75,13 @@ public final class Main {
                   restore FILE [--request TEXT]... [--timeout DURATION]
                       Start a clone VM from a capsule (checked first: format, digest, and
                       this host's compatibility), attached like run.
-                  node --config FILE
+                  node --config FILE [--parent-pid PID]
                       Start this host's node of the vmfork cluster with the configuration
                       in FILE (e.g. conf/node-1.conf) and run until stopped (SIGINT/SIGTERM:
                       it leaves the cluster first). Exits 78 if FILE is invalid (the message
                       names the key) or the cluster already has a node with its host id, 69 if
-                      the node cannot start (e.g. its port is in use).
+                      the node cannot start (e.g. its port is in use). With --parent-pid it
+                      stops once process PID is gone (tools that start nodes use it).
                   bench launch|fork|cluster|capsule|clone [--json] [--runs N]
                       Cold-launch benchmarks: launch.cold, launch.cold_warm_worker. Fork benchmarks:
                       fork.local, fork.parent_blocked, fork.vs_cold, fork.memory_per_child.

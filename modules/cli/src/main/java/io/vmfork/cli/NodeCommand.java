@@ -8,16 +8,26 @@ import java.util.Optional;
 import java.util.concurrent.ExecutionException;
 import org.apache.pekko.actor.CoordinatedShutdown;
 
-/** {@code vmfork node --config FILE}: runs this host's cluster node until it stops. */
+/**
+ * {@code vmfork node --config FILE [--parent-pid PID]}: runs this host's cluster node until
+ * it stops. Once started it prints one line to stderr, which tools that start nodes read
+ * ({@link LocalCluster}): {@code vmfork node: host ID (NAME) at pekko://SYSTEM@HOST:PORT,
+ * seeds [...], status at http://HOST:PORT/status} (the status part only when it serves one),
+ * with the ports it bound (a config may ask for port 0: any free one).
+ */
 final class NodeCommand {
     private NodeCommand() {
     }
 
     static int run(Args args) {
-        args.allowOnly("config");
+        args.allowOnly("config", "parent-pid");
         String file = args.option("config");
         if (file == null) {
             throw new Args.UsageException("missing --config FILE (e.g. conf/node-1.conf)");
+        }
+        String parent = args.option("parent-pid");
+        if (parent != null) {
+            watchParent(parent);
         }
         VmforkNode node;
         try {
@@ -49,5 +59,24 @@ final class NodeCommand {
             return Main.EX_CONFIG;
         }
         return 0;
+    }
+
+    /**
+     * With {@code --parent-pid}, the node stops (as on SIGTERM: it leaves the cluster) once
+     * that process is gone, even after a SIGKILL of it: a node started by a tool (demo,
+     * bench) never outlives the tool.
+     */
+    private static void watchParent(String pidText) {
+        long pid;
+        try {
+            pid = Long.parseLong(pidText);
+        } catch (NumberFormatException e) {
+            throw new Args.UsageException("--parent-pid takes a process id, got '" + pidText + "'");
+        }
+        Runnable gone = () -> {
+            System.err.println("vmfork node: parent process " + pid + " is gone: stopping");
+            System.exit(0);
+        };
+        ProcessHandle.of(pid).ifPresentOrElse(p -> p.onExit().thenRun(gone), gone);
     }
 }

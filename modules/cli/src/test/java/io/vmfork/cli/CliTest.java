@@ -232,7 +232,7 @@ class CliTest {
                 lines.get(3));
         try (java.util.stream.Stream<ProcessHandle> children = ProcessHandle.current().children()) {
             assertEquals(java.util.List.of(), children.filter(ProcessHandle::isAlive)
-                    .map(h -> h.info().commandLine().orElse("?")).filter(c -> c.contains("VmforkNode")).toList());
+                    .map(h -> h.info().commandLine().orElse("?")).filter(c -> c.contains(LocalCluster.MARKER)).toList());
         }
         assertEquals(tempBefore, clusterTempDirs());
     }

@@ -323,8 +323,11 @@ final class ForkPath {
      */
     private List<VirtualMachine> launchChildren(MachineState state, RuntimeImage image, List<CopyTarget> targets,
             int vmType, long[] ids, long[] errors, Vcpu caller, long block) {
-        List<VirtualMachine> launched = new ArrayList<>();
         VmmSettings s = vm.vmm().settings();
+        // First, on this thread: which copies are launched here, each with its VM slot and id.
+        List<Integer> local = new ArrayList<>();
+        List<VmIdentity> childIds = new ArrayList<>();
+        int children = vm.childSet().size();
         for (int i = 0; i < targets.size(); i++) {
             CopyTarget target = targets.get(i);
             if (target instanceof CopyTarget.Refused r) {
@@ -335,44 +338,62 @@ final class ForkPath {
             if (target instanceof CopyTarget.Remote) {
                 continue; // prepareRemote's or refuseRemote's
             }
-            if (vm.childSet().size() >= s.forkMaxChildrenPerVm()) {
+            if (children + local.size() >= s.forkMaxChildrenPerVm() || !vm.vmm().tryReserveSlot()) {
                 errors[i] = Hypercalls.ELIMIT;
                 continue;
             }
-            if (!vm.vmm().tryReserveSlot()) {
-                errors[i] = Hypercalls.ELIMIT;
-                continue;
+            local.add(i);
+            childIds.add(new VmIdentity(vm.vmm().newVmId(), vm.id(), s.hostId(), vm.identity().forkGeneration() + 1,
+                    vmType));
+        }
+        // Then the launches, on this thread and, for a fan-out, the VMM's launch threads too
+        // (each child's launch is independent: its own KVM VM, vCPU, mapping and thread).
+        VirtualMachine[] made = new VirtualMachine[local.size()];
+        java.util.concurrent.atomic.AtomicInteger next = new java.util.concurrent.atomic.AtomicInteger();
+        Runnable worker = () -> {
+            for (int k = next.getAndIncrement(); k < made.length; k = next.getAndIncrement()) {
+                made[k] = launchChild(state, image, childIds.get(k), local.get(k), errors, caller, block);
             }
-            VmIdentity childId = new VmIdentity(vm.vmm().newVmId(), vm.id(), vm.vmm().settings().hostId(),
-                    vm.identity().forkGeneration() + 1, vmType);
-            final int index = i;
-            try {
-                VirtualMachine child = VirtualMachine.restore(vm.vmm(), state, image, childId, vm.imageName(),
-                        vm.listener(), vm, false, c -> {
-                            if (caller != null) {
-                                c.memory().writeInt(block + 32, 1);
-                                c.memory().writeInt(block + 36, index);
-                                c.memory().writeLong(block + 40, c.id());
-                            }
-                        });
-                launched.add(child);
-                ids[i] = child.id();
-                vm.listener().onForked(vm, child);
-            } catch (NativeCallException e) {
-                vm.vmm().releaseSlot();
-                errors[i] = isOutOfMemory(e.errno()) ? Hypercalls.ENOMEM : Hypercalls.ELIMIT;
-                log.warn("fork of {} copy {} failed: {}", vm, i, e.getMessage());
-            } catch (LaunchException e) {
-                vm.vmm().releaseSlot();
-                errors[i] = Hypercalls.ELIMIT;
-                log.debug("fork of {} copy {} refused: {}", vm, i, e.getMessage());
-            } catch (RuntimeException e) {
-                vm.vmm().releaseSlot();
-                errors[i] = Hypercalls.ELIMIT;
-                log.warn("fork of {} copy {} failed", vm, i, e);
+        };
+        vm.vmm().runParallel(worker, made.length);
+        List<VirtualMachine> launched = new ArrayList<>();
+        for (int k = 0; k < made.length; k++) {
+            if (made[k] != null) {
+                launched.add(made[k]);
+                ids[local.get(k)] = made[k].id();
             }
         }
         return launched;
+    }
+
+    /** Launches copy {@code index} (its slot reserved), or sets its error and gives the slot back. */
+    private VirtualMachine launchChild(MachineState state, RuntimeImage image, VmIdentity childId, int index,
+            long[] errors, Vcpu caller, long block) {
+        try {
+            VirtualMachine child = VirtualMachine.restore(vm.vmm(), state, image, childId, vm.imageName(),
+                    vm.listener(), vm, false, c -> {
+                        if (caller != null) {
+                            c.memory().writeInt(block + 32, 1);
+                            c.memory().writeInt(block + 36, index);
+                            c.memory().writeLong(block + 40, c.id());
+                        }
+                    });
+            vm.listener().onForked(vm, child);
+            return child;
+        } catch (NativeCallException e) {
+            vm.vmm().releaseSlot();
+            errors[index] = isOutOfMemory(e.errno()) ? Hypercalls.ENOMEM : Hypercalls.ELIMIT;
+            log.warn("fork of {} copy {} failed: {}", vm, index, e.getMessage());
+        } catch (LaunchException e) {
+            vm.vmm().releaseSlot();
+            errors[index] = Hypercalls.ELIMIT;
+            log.debug("fork of {} copy {} refused: {}", vm, index, e.getMessage());
+        } catch (RuntimeException e) {
+            vm.vmm().releaseSlot();
+            errors[index] = Hypercalls.ELIMIT;
+            log.warn("fork of {} copy {} failed", vm, index, e);
+        }
+        return null;
     }
 
     /**

@@ -301,6 +301,82 @@ public final class Vmm implements AutoCloseable {
         return vms.get(id);
     }
 
+    /** Children launched at once by one fork from this many copies on (smaller forks use the forking thread alone). */
+    private static final int PARALLEL_LAUNCH_FROM = 4;
+    private final Object launchersLock = new Object();
+    private java.util.concurrent.ExecutorService launchers; // guarded by launchersLock
+
+    /**
+     * Runs {@code worker} on the calling thread and, when {@code tasks} is large enough,
+     * on up to {@code vmfork.vmm.fork.launch-threads} launch threads of this VMM at once (as
+     * many as are free: a busy pool leaves the work to the caller); returns when every run
+     * of it has returned. The worker takes its tasks itself.
+     */
+    void runParallel(Runnable worker, int tasks) {
+        int helpers = tasks < PARALLEL_LAUNCH_FROM ? 0 : Math.min(settings.forkLaunchThreads(), tasks - 1);
+        java.util.concurrent.ExecutorService ex = helpers == 0 ? null : launchers();
+        if (ex == null) {
+            worker.run();
+            return;
+        }
+        List<java.util.concurrent.Future<?>> running = new java.util.ArrayList<>();
+        try {
+            for (int i = 0; i < helpers; i++) {
+                running.add(ex.submit(worker));
+            }
+        } catch (java.util.concurrent.RejectedExecutionException e) {
+            // closing: the forking thread does the rest alone
+        }
+        worker.run();
+        for (java.util.concurrent.Future<?> f : running) {
+            try {
+                f.get();
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                // the helpers finish their tasks anyway; the results they wrote stand
+                break;
+            } catch (java.util.concurrent.ExecutionException e) {
+                throw new IllegalStateException("a launch thread failed", e.getCause());
+            }
+        }
+    }
+
+    private java.util.concurrent.ExecutorService launchers() {
+        synchronized (launchersLock) {
+            if (closed || settings.forkLaunchThreads() < 1) {
+                return null;
+            }
+            if (launchers == null) {
+                java.util.concurrent.atomic.AtomicInteger n = new java.util.concurrent.atomic.AtomicInteger();
+                // No thread while no fan-out runs: one ends after a second idle.
+                launchers = new java.util.concurrent.ThreadPoolExecutor(0, settings.forkLaunchThreads(), 1,
+                        java.util.concurrent.TimeUnit.SECONDS, new java.util.concurrent.SynchronousQueue<>(), r -> {
+                            Thread t = new Thread(r, "vmfork-fork-launch-" + n.incrementAndGet());
+                            t.setDaemon(true);
+                            return t;
+                        });
+            }
+            return launchers;
+        }
+    }
+
+    private void stopLaunchers() {
+        java.util.concurrent.ExecutorService ex;
+        synchronized (launchersLock) {
+            ex = launchers;
+            launchers = null;
+        }
+        if (ex != null) {
+            // Every launch has given its slot back by now (close waited for that).
+            ex.shutdown();
+            try {
+                ex.awaitTermination(settings.stopTimeout().toMillis(), java.util.concurrent.TimeUnit.MILLISECONDS);
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            }
+        }
+    }
+
     /** Makes a launched VM known; refused once close() has begun (the caller releases it). */
     void register(VirtualMachine vm) {
         if (closed) {
@@ -416,6 +492,7 @@ public final class Vmm implements AutoCloseable {
             if (live.get() > 0) {
                 log.warn("closing /dev/kvm with {} VM slots still taken", live.get());
             }
+            stopLaunchers();
             kvm.close();
         }
     }

@@ -27,6 +27,7 @@ public record VmmSettings(
         int forkMaxChildrenPerVm,
         Duration forkPauseTimeout,
         int maxImageExtents,
+        int forkLaunchThreads,
         int poolSize,
         Duration poolRetryAfter,
         Duration poolRefillAfter,
@@ -38,6 +39,10 @@ public record VmmSettings(
         }
         if (forkMaxCount < 1 || forkMaxChildrenPerVm < 0 || maxImageExtents < 1) {
             throw new IllegalArgumentException("vmfork.vmm.fork limits must be positive");
+        }
+        if (forkLaunchThreads < 0) {
+            throw new IllegalArgumentException("vmfork.vmm.fork.launch-threads must be 0 or more, got "
+                    + forkLaunchThreads);
         }
         if (poolSize < 0) {
             throw new IllegalArgumentException("vmfork.vmm.pool.size must be 0 (no pool) or more, got " + poolSize);
@@ -72,6 +77,7 @@ public record VmmSettings(
                 c.getInt("fork.max-children-per-vm"),
                 c.getDuration("fork.pause-timeout"),
                 c.getInt("fork.max-image-extents"),
+                c.getInt("fork.launch-threads"),
                 c.getInt("pool.size"),
                 c.getDuration("pool.retry-after"),
                 c.getDuration("pool.refill-after"),

@@ -46,11 +46,12 @@ final class VmmTesting {
      */
     static int vmmThreads() {
         return (int) Thread.getAllStackTraces().keySet().stream().filter(Thread::isAlive).map(Thread::getName)
-                .filter(n -> n.equals("vmfork-vm-pool") || n.equals("vmfork-pooled-vcpu") || n.startsWith("vcpu-"))
+                .filter(n -> n.equals("vmfork-vm-pool") || n.equals("vmfork-pooled-vcpu") || n.startsWith("vcpu-")
+                        || n.startsWith("vmfork-fork-launch-"))
                 .count();
     }
 
-    /** What a closed VMM must have left: no VM fd (not even /dev/kvm), no VM mapping, no pool or vCPU thread. */
+    /** What a closed VMM must have left: no VM fd (not even /dev/kvm), no VM mapping, no pool, launch or vCPU thread. */
     static void assertNothingLeftAfterClose() throws InterruptedException {
         org.junit.jupiter.api.Assertions.assertEquals(0, vmFds(), "VM fds (/dev/kvm, KVM VMs and vCPUs, memfds) left");
         org.junit.jupiter.api.Assertions.assertEquals(0, vmMappings(), "guest RAM or kvm_run mappings left");

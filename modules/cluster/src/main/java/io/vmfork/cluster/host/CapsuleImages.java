@@ -20,6 +20,13 @@ final class CapsuleImages {
     private CapsuleImages() {
     }
 
+    /**
+     * What {@link #write} sent: a delta or a full capsule, and the data bytes of the full
+     * image the receiver now holds (a delta's base figure stands for it).
+     */
+    record Written(boolean delta, long dataBytes) {
+    }
+
     /** A verified capsule: the state and the image (the caller releases it). */
     record Received(MachineState state, RuntimeImage image, long capsuleBytes, boolean delta) {
     }
@@ -27,13 +34,14 @@ final class CapsuleImages {
     /**
      * Writes the capsule of {@code state} and {@code image} to {@code out}: a delta against
      * {@code base} (the receiver holds it under {@code baseKey}) when both are given and
-     * the two images share their lineage, else a full capsule. Returns whether it wrote a delta.
+     * the two images share their lineage and the pages changed since are under half of
+     * {@code baseDataBytes} (what the base's capsule carried), else a full capsule.
      */
-    static boolean write(Vmm vmm, MachineState state, RuntimeImage image, byte[] baseKey, RuntimeImage base,
-                         OutputStream out) throws IOException {
+    static Written write(Vmm vmm, MachineState state, RuntimeImage image, byte[] baseKey, RuntimeImage base,
+                         long baseDataBytes, OutputStream out) throws IOException {
         CapsuleWriter writer = CapsuleWriter.create(vmm.capsuleLimits());
         List<MemorySource.Run> changed = base == null || baseKey == null ? null : image.changedSince(base);
-        if (changed != null && 2 * bytes(changed) > bytes(image.dataRuns())) {
+        if (changed != null && 2 * bytes(changed) > baseDataBytes) {
             // Mostly rewritten: a full capsule moves no more, and the receiver builds a plain
             // image instead of a layer over one it must then let go of.
             changed = null;
@@ -63,10 +71,9 @@ final class CapsuleImages {
             };
             if (changed != null && changed.size() <= io.vmfork.vmm.capsule.CapsuleLimits.MAX_DELTA_RUNS) {
                 writer.writeDelta(out, state, source, changed, baseKey, vmm.hostPlatform());
-                return true;
+                return new Written(true, baseDataBytes);
             }
-            writer.write(out, state, source, vmm.hostPlatform());
-            return false;
+            return new Written(false, writer.write(out, state, source, vmm.hostPlatform()).dataBytes());
         }
     }
 

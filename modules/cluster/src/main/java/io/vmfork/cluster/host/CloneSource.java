@@ -63,7 +63,7 @@ final class CloneSource implements AutoCloseable {
     }
 
     /** The image this host last sent a target of one parent, for the next delta. */
-    private record Sent(byte[] key, RuntimeImage image) {
+    private record Sent(byte[] key, RuntimeImage image, long dataBytes) {
     }
 
     private final ActorSystem<?> system;
@@ -171,13 +171,14 @@ final class CloneSource implements AutoCloseable {
                     byte[] opening = TransferOpening.newBuilder().setTransferId(transferId)
                             .setToken(ByteString.copyFrom(a.token())).build().toByteArray();
                     InetSocketAddress to = new InetSocketAddress(a.transferHost(), a.transferPort());
-                    boolean[] sentDelta = new boolean[1];
+                    CapsuleImages.Written[] written = new CapsuleImages.Written[1];
                     CapsuleImages.Counting counted = new CapsuleImages.Counting(failpoints, "source");
                     long tOffered = System.nanoTime();
                     return TransferClient.send(system, to, opening, out -> {
                                 long tConnected = System.nanoTime();
-                                sentDelta[0] = CapsuleImages.write(vmm, fork.state(), fork.image(),
-                                        delta ? base.key() : null, delta ? base.image() : null, counted.wrap(out));
+                                written[0] = CapsuleImages.write(vmm, fork.state(), fork.image(),
+                                        delta ? base.key() : null, delta ? base.image() : null,
+                                        delta ? base.dataBytes() : 0, counted.wrap(out));
                                 log.debug("clone transfer {} to host {}: connected in {} us, capsule of {} bytes "
                                                 + "written in {} ms", transferId, target,
                                         (tConnected - tOffered) / 1000, counted.bytes(),
@@ -185,7 +186,7 @@ final class CloneSource implements AutoCloseable {
                                 failpoints.reach("source-after-last-chunk");
                                 stats.capsulesSent.incrementAndGet();
                                 stats.bytesSent.addAndGet(counted.bytes());
-                                if (sentDelta[0]) {
+                                if (written[0].delta()) {
                                     stats.deltasSent.incrementAndGet();
                                 }
                             }, transfer)
@@ -208,7 +209,7 @@ final class CloneSource implements AutoCloseable {
                                         VmInfo info = HostCodecs.fromProto(r.getVm());
                                         fork.started(c.index(), info.vmId());
                                         outcomes.accept(new Outcome(fork.forkId(), parentId, c.index(), target, info,
-                                                null, "", results.getCapsuleBytes(), sentDelta[0], fork.forkBlock() == 0));
+                                                null, "", results.getCapsuleBytes(), written[0].delta(), fork.forkBlock() == 0));
                                     } else {
                                         fail(fork, target, c.index(), r.getCode(), r.getReason());
                                     }
@@ -219,16 +220,16 @@ final class CloneSource implements AutoCloseable {
                                                 "host " + target + " did not say what became of the copy");
                                     }
                                 }
-                                remember(sentKey, imageKey, fork.image());
+                                remember(sentKey, imageKey, fork.image(), written[0].dataBytes());
                             });
                 });
     }
 
-    private void remember(String sentKey, byte[] imageKey, RuntimeImage image) {
+    private void remember(String sentKey, byte[] imageKey, RuntimeImage image, long dataBytes) {
         if (closed) {
             return;
         }
-        Sent old = sent.put(sentKey, new Sent(imageKey, image.retain()));
+        Sent old = sent.put(sentKey, new Sent(imageKey, image.retain(), dataBytes));
         if (old != null) {
             old.image().release();
         }

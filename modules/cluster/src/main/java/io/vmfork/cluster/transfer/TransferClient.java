@@ -12,6 +12,7 @@ import java.util.concurrent.CompletionException;
 import java.util.concurrent.CompletionStage;
 import java.util.concurrent.Executor;
 import java.util.concurrent.RejectedExecutionException;
+import org.apache.pekko.io.TcpSO;
 import org.apache.pekko.actor.typed.ActorSystem;
 import org.apache.pekko.actor.typed.DispatcherSelector;
 import org.apache.pekko.japi.Pair;
@@ -67,7 +68,7 @@ public final class TransferClient {
                 CompletionStage<ResponseDecoder.Frame>> m =
                 StreamConverters.asOutputStream(settings.writeTimeout())
                         .viaMat(KillSwitches.single(), Keep.both())
-                        .viaMat(Tcp.get(system).outgoingConnection(to, Optional.empty(), List.of(), true,
+                        .viaMat(Tcp.get(system).outgoingConnection(to, Optional.empty(), List.of(TcpSO.tcpNoDelay(true)), true,
                                 // A little past the receiver's own: a silent sender hears the
                                 // receiver's ABORT saying so; this notices a silent receiver.
                                 Optional.of(settings.connectTimeout()), Optional.of(settings.senderIdleTimeout())), Keep.both())

@@ -13,6 +13,7 @@ import java.util.concurrent.RejectedExecutionException;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicInteger;
+import org.apache.pekko.io.TcpSO;
 import org.apache.pekko.actor.typed.ActorSystem;
 import org.apache.pekko.actor.typed.DispatcherSelector;
 import org.apache.pekko.japi.Pair;
@@ -92,7 +93,7 @@ public final class TransferServer implements AutoCloseable {
                 // The Receiver's read timeout (the idle timeout) notices a silent sender first and
                 // answers with an ABORT that says so; this one is the backstop for a Receiver
                 // that stopped reading.
-                .bind(host, port, BACKLOG, List.of(), false, Optional.of(settings.receiverIdleTimeout()))
+                .bind(host, port, BACKLOG, List.of(TcpSO.tcpNoDelay(true)), false, Optional.of(settings.receiverIdleTimeout()))
                 .to(Sink.foreach(server::accept))
                 .run(server.materializer)
                 .handle((b, e) -> {

@@ -1,0 +1,116 @@
+package io.vmfork.cluster.host;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNotNull;
+import static org.junit.jupiter.api.Assertions.assertNull;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import com.google.protobuf.ByteString;
+import io.vmfork.cluster.placement.AdmissionLedger;
+import io.vmfork.cluster.placement.Capacity;
+import io.vmfork.proto.host.RefusedCopy;
+import io.vmfork.proto.host.TransferOpening;
+import io.vmfork.vmm.Vmm;
+import io.vmfork.vmm.VmmSettings;
+import java.io.ByteArrayInputStream;
+import java.io.IOException;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.List;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+
+/**
+ * The target's side of an offer, on a real VMM: a target that runs out of room admits what
+ * fits and refuses the rest (HOST_FULL), an offer nobody claims gives its room back, a
+ * connection that names no offer, or a spent token, is refused, and a capsule cut short
+ * frees the copies it had admitted.
+ */
+class CloneTargetTest {
+    private static final long MIB = 1L << 20;
+
+    private Vmm vmm;
+    private AdmissionLedger ledger;
+    private CloneTarget target;
+
+    @BeforeEach
+    void setUp() {
+        vmm = Vmm.open(VmmSettings.load());
+        ledger = new AdmissionLedger(new Capacity(256 * MIB, 2, 8), Duration.ofSeconds(5), System::nanoTime);
+        target = new CloneTarget(vmm, ledger, 2, new ImageCache(0), Failpoints.NONE, new CloneStats());
+    }
+
+    @AfterEach
+    void tearDown() {
+        vmm.close();
+    }
+
+    private static HostActor.OfferClones offer(long transferId, int copies) {
+        List<HostActor.CloneSlot> slots = new ArrayList<>();
+        for (int i = 0; i < copies; i++) {
+            slots.add(new HostActor.CloneSlot(i, 0));
+        }
+        return new HostActor.OfferClones(transferId, 1, 42, 1, 0, slots, 64 * MIB, 1, new byte[] {1}, new byte[0],
+                null);
+    }
+
+    private int used() {
+        return ledger.current(2, "h", "").vmCount();
+    }
+
+    @Test
+    void aTargetOutOfRoomAdmitsWhatFitsAndRefusesTheRest() {
+        List<RefusedCopy> refused = new ArrayList<>();
+        CloneTarget.Pending p = target.offer(offer(7, 3), refused);
+        assertNotNull(p);
+        assertEquals(List.of(0, 1), p.accepted());
+        assertEquals(1, refused.size());
+        assertEquals(2, refused.get(0).getIndex());
+        assertEquals("HOST_FULL", refused.get(0).getCode());
+        assertEquals(2, used());
+
+        // Full now: the next offer gets nothing, and says why.
+        List<RefusedCopy> none = new ArrayList<>();
+        assertNull(target.offer(offer(8, 1), none));
+        assertEquals("HOST_FULL", none.get(0).getCode());
+
+        // Nobody comes for the first offer: its room is given back; its token is spent.
+        target.expire(p.token());
+        assertEquals(0, used());
+        IOException late = assertThrows(IOException.class, () -> target.receive(opening(7, p.token()),
+                new ByteArrayInputStream(new byte[0])));
+        assertTrue(late.getMessage().contains("unknown or expired token"), late.getMessage());
+    }
+
+    @Test
+    void aVmTooLargeForThisHostIsRefusedAsInvalid() {
+        List<RefusedCopy> refused = new ArrayList<>();
+        HostActor.OfferClones huge = new HostActor.OfferClones(9, 1, 42, 1, 0,
+                List.of(new HostActor.CloneSlot(0, 0)), vmm.settings().maxMemory() + 4096, 1, new byte[] {1},
+                new byte[0], null);
+        assertNull(target.offer(huge, refused));
+        assertEquals("INVALID", refused.get(0).getCode());
+        assertEquals(0, used());
+    }
+
+    @Test
+    void aTruncatedCapsuleFreesTheCopiesItHadAdmitted() {
+        CloneTarget.Pending p = target.offer(offer(11, 2), new ArrayList<>());
+        assertEquals(2, used());
+        // Not even a capsule's magic: the read fails, nothing is started, the room goes back.
+        assertThrows(IOException.class, () -> target.receive(opening(11, p.token()),
+                new ByteArrayInputStream(new byte[] {(byte) 0x89, 'V', 'M'})));
+        assertEquals(0, used());
+        assertEquals(0, vmm.liveCount());
+        // The token was used up by that connection.
+        assertThrows(IOException.class, () -> target.receive(opening(11, p.token()),
+                new ByteArrayInputStream(new byte[0])));
+    }
+
+    private static byte[] opening(long transferId, byte[] token) {
+        return TransferOpening.newBuilder().setTransferId(transferId).setToken(ByteString.copyFrom(token)).build()
+                .toByteArray();
+    }
+}
