@@ -36,12 +36,13 @@ import org.apache.pekko.stream.javadsl.Source;
  *     each {@code data} one JSON object:
  * <pre>
  * event: snapshot   on connect: { "self_host_id", "time", "hosts": [host], "members": [member],
- *                                 "vms": [vm] }
+ *                                 "vms": [vm] } (the VMs this node's view knows of)
  * event: hosts      a host's load or the membership changed (at most one per
  *                   vmfork.node.status.page.hosts-interval): { "hosts": [host], "members": [member] }
  * event: vm         a lifecycle event: { "kind": LAUNCHED | READY | FORKED | CLONE_FAILED | EXITED |
- *                   CRASHED | STOPPED | LOST, "vm_id", "host_id", "vm": vm or null, "exit_code",
- *                   "detail", "time" }
+ *                   CRASHED | STOPPED | LOST | KNOWN (a VM of a host the node's view listed after
+ *                   the snapshot), "vm_id", "host_id", "vm": vm or null, "exit_code", "detail",
+ *                   "time" }
  *
  * host   = { "host_id", "host_name", "address", "self", "status" (up, joining, leaving, ...,
  *            removed), "reachable", "vms", "memory_used", "vcpus_used",

@@ -32,7 +32,8 @@ import org.apache.pekko.stream.QueueOfferResult;
 /**
  * One browser's feed of the cluster page: lives as long as its SSE response. It subscribes
  * to the VMs' lifecycle events ({@link VmCluster#subscribe}), to the load reports' DData
- * map and to cluster membership, lists every VM once, and offers the browser a
+ * map and to cluster membership, takes the VMs this node knows of ({@link VmCluster#known}:
+ * at once, a dead host that is not yet removed holds nothing up), and offers the browser a
  * {@code snapshot} and then every change to the bounded {@link BoundedSourceQueue} of its
  * response. Events that come before the list are held (as many as the buffer) and sent
  * after the snapshot: applying them again is harmless. Host changes are coalesced into at
@@ -97,7 +98,7 @@ final class PageFeed extends AbstractBehavior<PageFeed.Command> {
         this.out = out;
         // Subscribe before listing, so that nothing falls between the list and the events.
         cluster.subscribe(ctx.messageAdapter(VmEvent.class, Vm::new));
-        ctx.pipeToSelf(cluster.list(), Listed::new);
+        ctx.pipeToSelf(cluster.known(), Listed::new);
         ActorRef<Replicator.Command> replicator = DistributedData.get(ctx.getSystem()).replicator();
         // (the adapters' classes are raw: Replicator's replies are generic in the data type)
         this.loadsAdapter = cast(ctx.messageAdapter(Replicator.SubscribeResponse.class, r -> new Loads(cast(r))));
@@ -168,7 +169,7 @@ final class PageFeed extends AbstractBehavior<PageFeed.Command> {
     private Behavior<Command> onListed(Listed m) {
         if (m.failure() != null) {
             // The page shows the feed lost and reconnects for another try.
-            out.fail(new IllegalStateException("cannot list the cluster's VMs: " + m.failure()));
+            out.fail(new IllegalStateException("cannot read the cluster's VMs: " + m.failure()));
             closed = true;
             return Behaviors.stopped();
         }

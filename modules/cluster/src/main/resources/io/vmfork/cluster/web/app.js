@@ -91,6 +91,12 @@ function connect() {
 const ENDED = new Set(['EXITED', 'CRASHED', 'STOPPED', 'LOST']);
 
 function applyEvent(ev) {
+  if (ev.kind === 'KNOWN') {
+    // A VM of a host this node's view listed after the snapshot: not a lifecycle event.
+    state.vms.set(ev.vm.id, ev.vm);
+    queueRender();
+    return;
+  }
   if (ev.kind === 'LAUNCHED' || ev.kind === 'FORKED') {
     state.vms.set(ev.vm.id, ev.vm);
   } else if (ev.kind === 'READY') {
