@@ -46,8 +46,10 @@ import org.openqa.selenium.support.ui.WebDriverWait;
  * children and remote clones through the application API appears on the page by itself
  * (hosts with their load, every VM with its host and origin, each copy under its parent
  * in the fork tree), and a VM stopped disappears from it and is logged, all without a
- * reload (a marker set in the page's window survives). Leaves a screenshot of the page in
- * {@code target/cluster-page.png}.
+ * reload (a marker set in the page's window survives); a host killed takes its card and
+ * VMs off the page (logged LOST); the page's own node killed, the page shows its feed lost,
+ * and gets it back by itself from a node started on the same port. Leaves a screenshot of
+ * the page in {@code target/cluster-page.png}.
  */
 @ExtendWith(MultiJvmExtension.class)
 class ClusterPageTest {
@@ -166,6 +168,39 @@ class ClusterPageTest {
             assertEquals("not reloaded", ((JavascriptExecutor) page).executeScript("return window.vmforkTestMarker;"),
                     "the page was reloaded: it must update through its feed");
             assertEquals("live", attr(page, "feed-status", "data-state"));
+
+            // A host dies: the page drops it and its VMs, and logs them LOST.
+            NodeProcess n3 = three.get(2);
+            List<String> onHost3 = all.stream().filter(v -> v.hostId() == 3 && v.vmId() != ending.vmId())
+                    .map(v -> hex(v.vmId())).toList();
+            assertTrue(!onHost3.isEmpty(), "no VM left on host 3: " + all);
+            n3.kill();
+            awaitPage(page, "host 3's VMs " + onHost3 + " gone, each logged LOST", p -> onHost3.stream().allMatch(id ->
+                    byId(p, "vm-" + id).isEmpty() && !p.findElements(By.cssSelector(
+                            "#log li[data-kind='LOST'][data-vm-id='" + id + "']")).isEmpty()));
+            awaitPage(page, "host 3's card gone or down", p -> byId(p, "host-3").map(
+                    c -> !"up".equals(c.getAttribute("data-status")) || !"true".equals(c.getAttribute("data-reachable")))
+                    .orElse(true));
+
+            // The page's own node dies: the page says its feed is lost; a node started on the
+            // same port gets it back, with a new snapshot, by itself.
+            n1.kill();
+            awaitPage(page, "the feed lost", p -> "lost".equals(attr(p, "feed-status", "data-state"))
+                    && p.findElement(By.id("feed-banner")).isDisplayed());
+            long restarted = System.nanoTime();
+            NodeProcess n4 = cluster.start("node-4", 4, three.get(1), CONFIG, n1.httpPort());
+            awaitPage(page, "the feed live again, from node 4, with host 4's card",
+                    p -> "live".equals(attr(p, "feed-status", "data-state")) && byId(p, "host-4").isPresent()
+                            && "this node".equals(p.findElement(By.cssSelector("#host-4 .self-tag")).getText()));
+            List<String> onHost2 = all.stream().filter(v -> v.hostId() == 2 && v.vmId() != ending.vmId())
+                    .map(v -> hex(v.vmId())).toList();
+            awaitPage(page, "host 2's VMs " + onHost2 + " in node 4's snapshot",
+                    p -> onHost2.stream().allMatch(id -> byId(p, "vm-" + id).isPresent()));
+            System.out.println("multi-jvm: cluster page live again from node 4 "
+                    + Duration.ofNanos(System.nanoTime() - restarted).toMillis() + " ms after it was started");
+            assertEquals("not reloaded", ((JavascriptExecutor) page).executeScript("return window.vmforkTestMarker;"),
+                    "the page was reloaded: it must reconnect by itself");
+            assertTrue(n4.isAlive());
         } finally {
             page.quit();
         }
