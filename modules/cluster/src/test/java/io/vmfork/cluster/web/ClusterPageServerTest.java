@@ -16,6 +16,17 @@ import java.net.http.HttpRequest;
 import java.net.http.HttpResponse;
 import java.time.Duration;
 import java.util.concurrent.BlockingQueue;
+import java.util.concurrent.CompletableFuture;
+import org.apache.pekko.actor.testkit.typed.javadsl.ActorTestKit;
+import org.apache.pekko.actor.testkit.typed.javadsl.TestProbe;
+import org.apache.pekko.actor.typed.ActorRef;
+import org.apache.pekko.actor.typed.Props;
+import org.apache.pekko.http.javadsl.model.sse.ServerSentEvent;
+import org.apache.pekko.stream.BoundedSourceQueue;
+import org.apache.pekko.stream.javadsl.Sink;
+import org.apache.pekko.stream.javadsl.Source;
+import org.reactivestreams.Subscriber;
+import org.reactivestreams.Subscription;
 import java.util.concurrent.LinkedBlockingQueue;
 import java.util.concurrent.TimeUnit;
 import java.util.stream.Stream;
@@ -26,7 +37,8 @@ import org.junit.jupiter.api.Test;
  * The cluster page's HTTP side on one node (the browser side is the multi-JVM
  * ClusterPageTest): the page and its assets come from the jar; {@code GET /events} opens
  * with a snapshot and then streams a real VM's lifecycle; feeds beyond
- * {@code max-browsers} are refused; a feed's actor goes when its browser does.
+ * {@code max-browsers} are refused; a feed's actor goes when its browser does; a browser
+ * that reads nothing has its feed dropped once its buffer is full.
  */
 class ClusterPageServerTest {
     private static final ObjectMapper JSON = new ObjectMapper();
@@ -176,6 +188,56 @@ class ClusterPageServerTest {
         assertEquals(200, again.statusCode());
         assertEquals(0, next(lines(again), "snapshot").path("vms").size());
         again.body().close();
+    }
+
+    @Test
+    void aBrowserThatReadsNothingHasItsFeedDroppedOnceItsBufferIsFull() throws Exception {
+        node = VmforkNode.start(ConfigFactory.parseString("""
+                vmfork.host { id = 44, name = "h44" }
+                vmfork.node.capacity { vm-slots = 4, vcpus = 8, guest-memory = 1 GiB }
+                """).withFallback(ConfigFactory.load()).resolve());
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(20);
+        while (!node.cluster().knowsHost(44).toCompletableFuture().get(10, TimeUnit.SECONDS)) {
+            assertTrue(System.nanoTime() < deadline, "the node's HostActor is not registered");
+            Thread.sleep(20);
+        }
+        // A response whose browser never asks for more: the feed's queue only fills.
+        CompletableFuture<Throwable> ended = new CompletableFuture<>();
+        Subscriber<ServerSentEvent> stalled = new Subscriber<>() {
+            @Override
+            public void onSubscribe(Subscription s) {
+            }
+
+            @Override
+            public void onNext(ServerSentEvent e) {
+            }
+
+            @Override
+            public void onError(Throwable t) {
+                ended.complete(t);
+            }
+
+            @Override
+            public void onComplete() {
+                ended.complete(null);
+            }
+        };
+        BoundedSourceQueue<ServerSentEvent> queue = Source.<ServerSentEvent>queue(16)
+                .to(Sink.fromSubscriber(stalled)).run(node.system());
+        ActorRef<PageFeed.Command> feed = node.system().systemActorOf(PageFeed.create(node.cluster(), 44,
+                new PageSettings(16, 1, Duration.ofMillis(100), Duration.ofSeconds(15)), queue), "stalled-feed",
+                Props.empty());
+        TestProbe<Object> watcher = ActorTestKit.create(node.system()).createTestProbe();
+
+        // Each hello VM: LAUNCHED, READY, EXITED, and its host's load twice.
+        for (int i = 0; i < 20 && !ended.isDone(); i++) {
+            node.cluster().launchOn(44, "hello", 3, 16 * MIB).toCompletableFuture().get(30, TimeUnit.SECONDS);
+            Thread.sleep(150);
+        }
+        Throwable why = ended.get(10, TimeUnit.SECONDS);
+        assertTrue(why instanceof PageFeed.PageFeedOverflow, String.valueOf(why));
+        assertTrue(why.getMessage().contains("16 messages behind"), why.getMessage());
+        watcher.expectTerminated(feed, Duration.ofSeconds(10));
     }
 
     @Test
