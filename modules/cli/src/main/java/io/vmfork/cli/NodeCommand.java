@@ -43,7 +43,8 @@ final class NodeCommand {
         System.err.println("vmfork node: host " + node.settings().hostId() + " (" + node.settings().hostName()
                 + ") at " + node.system().address() + ", seeds " + node.settings().seedNodes()
                 + node.statusServer().map(st -> ", status at http://" + node.settings().hostname() + ":" + st.port()
-                        + "/status").orElse(""));
+                        + "/status, cluster page at http://" + node.settings().hostname() + ":" + st.port() + "/")
+                        .orElse(""));
         try {
             node.whenTerminated().toCompletableFuture().get();
         } catch (InterruptedException e) {
