@@ -69,8 +69,12 @@ final class TestCluster implements AutoCloseable, ExtensionContext.Store.Closeab
      * defaults.
      */
     NodeProcess start(String name, long hostId, NodeProcess seed, String extraConfig) {
+        return start(name, hostId, seed, extraConfig, freePort());
+    }
+
+    /** As {@link #start(String, long, NodeProcess, String)}, with its status on {@code httpPort}. */
+    NodeProcess start(String name, long hostId, NodeProcess seed, String extraConfig, int httpPort) {
         int port = freePort();
-        int httpPort = freePort();
         String config = "vmfork.host { id = " + hostId + ", name = \"" + name + "\" }\n"
                 + "vmfork.node { hostname = \"127.0.0.1\", port = " + port + ", status.http-port = " + httpPort
                 + ", seed-nodes = [" + (seed == null ? "" : "\"" + seed.hostPort() + "\"") + "] }\n"

@@ -59,7 +59,7 @@ final class LocalCluster implements AutoCloseable {
     /** Lines of a node's log shown when it did not start. */
     static final int LOG_TAIL = 12;
     private static final Pattern STARTED = Pattern.compile("vmfork node: host (\\d+) \\((.*)\\) at pekko://[^@]+@"
-            + "([^:]+):(\\d+), seeds \\[.*?\\](?:, status at http://[^:]+:(\\d+)/status)?");
+            + "([^:]+):(\\d+), seeds \\[.*?\\](?:, status at http://[^:]+:(\\d+)/status(?:, cluster page at \\S+)?)?");
     private static final Pattern STACK_FRAME = Pattern.compile("\\s+(at .*|\\.\\.\\. \\d+ more)");
     private static final ObjectMapper JSON = new ObjectMapper();
     private static final HttpClient HTTP = HttpClient.newBuilder().connectTimeout(Duration.ofSeconds(2)).build();

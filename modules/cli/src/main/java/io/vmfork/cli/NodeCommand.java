@@ -12,7 +12,8 @@ import org.apache.pekko.actor.CoordinatedShutdown;
  * {@code vmfork node --config FILE [--parent-pid PID]}: runs this host's cluster node until
  * it stops. Once started it prints one line to stderr, which tools that start nodes read
  * ({@link LocalCluster}): {@code vmfork node: host ID (NAME) at pekko://SYSTEM@HOST:PORT,
- * seeds [...], status at http://HOST:PORT/status} (the status part only when it serves one),
+ * seeds [...], status at http://HOST:PORT/status, cluster page at http://HOST:PORT/} (the status
+ * and page part only when it serves them),
  * with the ports it bound (a config may ask for port 0: any free one).
  */
 final class NodeCommand {
@@ -43,7 +44,8 @@ final class NodeCommand {
         System.err.println("vmfork node: host " + node.settings().hostId() + " (" + node.settings().hostName()
                 + ") at " + node.system().address() + ", seeds " + node.settings().seedNodes()
                 + node.statusServer().map(st -> ", status at http://" + node.settings().hostname() + ":" + st.port()
-                        + "/status").orElse(""));
+                        + "/status, cluster page at http://" + node.settings().hostname() + ":" + st.port() + "/")
+                        .orElse(""));
         try {
             node.whenTerminated().toCompletableFuture().get();
         } catch (InterruptedException e) {

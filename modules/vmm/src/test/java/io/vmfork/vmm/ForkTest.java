@@ -16,7 +16,7 @@ import org.junit.jupiter.api.Test;
 /** Fork on one host, for real: children share their parent's memory copy-on-write. */
 class ForkTest extends VmmTestBase {
     /** Collects what children announce (unsolicited messages), per VM. */
-    static final class Announcements implements VmListener {
+    static class Announcements implements VmListener {
         final Map<Long, BlockingQueue<String>> byVm = new ConcurrentHashMap<>();
         final BlockingQueue<VirtualMachine> forked = new LinkedBlockingQueue<>();
 

@@ -2,9 +2,12 @@ package io.vmfork.cluster.api;
 
 import io.vmfork.cluster.host.HostActor;
 import java.time.Duration;
+import java.util.ArrayList;
+import java.util.Comparator;
 import java.util.HashMap;
 import java.util.HashSet;
 import java.util.LinkedHashMap;
+import java.util.List;
 import java.util.Map;
 import java.util.Set;
 import org.apache.pekko.actor.NoSerializationVerificationNeeded;
@@ -23,7 +26,10 @@ import org.apache.pekko.actor.typed.receptionist.Receptionist;
  * ({@link HostActor.Subscribe}); its events keep the view current and go on to this
  * node's subscribers. A host that leaves the listing (its node was removed from the
  * cluster, downed after it died, or stopped) takes its VMs with it: subscribers get a
- * {@link VmEvent.Kind#LOST} event for each VM the view had on it. Local to its node.
+ * {@link VmEvent.Kind#LOST} event for each VM the view had on it. A VM the view learns of
+ * from a host's list (a host that appeared after the subscription) reaches subscribers as
+ * {@link VmEvent.Kind#KNOWN}. {@link GetVms} answers with the view's VMs at once. Local to
+ * its node.
  */
 public final class ClusterView extends AbstractBehavior<ClusterView.Command> {
     /** What the view does. */
@@ -32,6 +38,15 @@ public final class ClusterView extends AbstractBehavior<ClusterView.Command> {
 
     /** Lifecycle events of every VM in the cluster go to {@code subscriber} until it stops. */
     public record AddSubscriber(ActorRef<VmEvent> subscriber) implements Command {
+    }
+
+    /**
+     * Every VM the view knows of now, sorted by id, to {@code replyTo}: what the hosts
+     * listed and their events since (a VM's {@code ready} follows its READY event). Sent
+     * right after an {@link AddSubscriber} from the same thread, the list and the events
+     * that follow it leave nothing out.
+     */
+    public record GetVms(ActorRef<List<VmInfo>> replyTo) implements Command {
     }
 
     private record HostsChanged(Receptionist.Listing listing) implements Command {
@@ -72,6 +87,7 @@ public final class ClusterView extends AbstractBehavior<ClusterView.Command> {
     public Receive<Command> createReceive() {
         return newReceiveBuilder()
                 .onMessage(AddSubscriber.class, this::onAddSubscriber)
+                .onMessage(GetVms.class, this::onGetVms)
                 .onMessage(HostsChanged.class, this::onHostsChanged)
                 .onMessage(HostListed.class, this::onHostListed)
                 .onMessage(HostEvent.class, this::onHostEvent)
@@ -86,6 +102,14 @@ public final class ClusterView extends AbstractBehavior<ClusterView.Command> {
         if (subscribers.add(m.subscriber())) {
             getContext().watchWith(m.subscriber(), new SubscriberGone(m.subscriber()));
         }
+        return this;
+    }
+
+    private Behavior<Command> onGetVms(GetVms m) {
+        List<VmInfo> all = new ArrayList<>();
+        vmsByHost.values().forEach(vms -> all.addAll(vms.values()));
+        all.sort(Comparator.comparingLong(VmInfo::vmId));
+        m.replyTo().tell(List.copyOf(all));
         return this;
     }
 
@@ -129,7 +153,11 @@ public final class ClusterView extends AbstractBehavior<ClusterView.Command> {
         }
         hosts.put(m.host(), list.hostId());
         Map<Long, VmInfo> vms = vmsByHost.computeIfAbsent(list.hostId(), k -> new LinkedHashMap<>());
-        list.vms().forEach(v -> vms.put(v.vmId(), v));
+        for (VmInfo v : list.vms()) {
+            if (vms.put(v.vmId(), v) == null) {
+                publish(new VmEvent(VmEvent.Kind.KNOWN, v.vmId(), list.hostId(), v, -1, ""));
+            }
+        }
         m.host().tell(new HostActor.Subscribe(eventAdapter));
         return this;
     }
@@ -137,14 +165,20 @@ public final class ClusterView extends AbstractBehavior<ClusterView.Command> {
     private Behavior<Command> onHostEvent(HostEvent m) {
         VmEvent e = m.event();
         Map<Long, VmInfo> vms = vmsByHost.computeIfAbsent(e.hostId(), k -> new LinkedHashMap<>());
+        if (e.kind() == VmEvent.Kind.KNOWN) {
+            // The host's answer to our subscription: news to subscribers only if the list missed it.
+            if (vms.put(e.vmId(), e.vm()) == null) {
+                publish(e);
+            }
+            return this;
+        }
         switch (e.kind()) {
             case LAUNCHED, FORKED, KNOWN -> vms.put(e.vmId(), e.vm());
             case EXITED, CRASHED, STOPPED, LOST -> vms.remove(e.vmId());
-            case READY -> { }
+            case READY -> vms.computeIfPresent(e.vmId(), (id, v) -> new VmInfo(v.vmId(), v.hostId(), v.state(),
+                    v.vmType(), v.parentId(), v.forkGeneration(), v.origin(), v.image(), v.memory(), true));
         }
-        if (e.kind() != VmEvent.Kind.KNOWN) {
-            publish(e);
-        }
+        publish(e);
         return this;
     }
 

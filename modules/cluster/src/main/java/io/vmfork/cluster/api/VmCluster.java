@@ -124,10 +124,23 @@ public final class VmCluster {
 
     /**
      * Lifecycle events of every VM of the cluster (launched, ready, forked, exited,
-     * crashed, stopped, lost with its host) go to {@code subscriber} until it stops.
+     * crashed, stopped, lost with its host; known: a VM this node learnt of from a host
+     * that joined its view later) go to {@code subscriber} until it stops.
      */
     public void subscribe(ActorRef<VmEvent> subscriber) {
         view.tell(new ClusterView.AddSubscriber(subscriber));
+    }
+
+    /**
+     * Every VM of the cluster as this node's view knows it now ({@link ClusterView}: the
+     * hosts' lists and their lifecycle events since), at once, without asking the hosts: a
+     * host that died but is not yet removed keeps nothing waiting. Called right after
+     * {@link #subscribe} from the same thread, the list and the events that follow it leave
+     * nothing out. A VM's {@code state} is as its host last listed or announced it.
+     */
+    public CompletionStage<List<VmInfo>> known() {
+        return AskPattern.<ClusterView.Command, List<VmInfo>>ask(view, ClusterView.GetVms::new, timeout,
+                system.scheduler());
     }
 
     /**

@@ -40,7 +40,9 @@ public record VmEvent(Kind kind, long vmId, long hostId, VmInfo vm, int exitCode
         LOST,
         /**
          * Sent to a new subscriber of a host for each VM the host has already, so that it
-         * knows of VMs older than its subscription.
+         * knows of VMs older than its subscription; a node's {@link ClusterView} passes it on
+         * to its subscribers for a VM it had not known (its host was listed after they
+         * subscribed).
          */
         KNOWN
     }

@@ -728,6 +728,9 @@ public final class HostActor extends AbstractBehavior<HostActor.Command> {
         transferServer = m.server();
         getContext().getLog().info("host {} receives clone capsules at {}", settings.hostId(),
                 transferServer.address());
+        if (getContext().getSystem().settings().config().getBoolean("vmfork.transfer.warm-up")) {
+            blocking.execute(() -> CapsuleWarmup.run(vmm));
+        }
         return this;
     }
 

@@ -15,6 +15,7 @@ import io.vmfork.cluster.placement.AdmissionLedger;
 import io.vmfork.cluster.placement.Capacity;
 import io.vmfork.cluster.placement.HostLoad;
 import io.vmfork.cluster.placement.LoadReports;
+import io.vmfork.cluster.web.ClusterPage;
 import java.net.InetSocketAddress;
 import java.time.Duration;
 import java.util.HashMap;
@@ -43,9 +44,12 @@ import org.apache.pekko.management.javadsl.PekkoManagement;
 
 /**
  * A node's status over HTTP, on {@code vmfork.node.status.http-port} at
- * {@code vmfork.node.hostname}: Pekko Management's routes (among them the cluster's, such
- * as {@code GET /cluster/members}) and the project's own {@code GET /status}, a JSON
- * object that an operator can curl and the multi-JVM tests use as a barrier:
+ * {@code vmfork.node.hostname}: the cluster page ({@link ClusterPage}: {@code GET /} the
+ * page, {@code GET /page/*} its script and style, {@code GET /events} its live feed of
+ * server-sent events, whose messages {@link ClusterPage} describes), Pekko Management's
+ * routes (among them the cluster's, such as {@code GET /cluster/members}) and the
+ * project's own {@code GET /status}, a JSON object that an operator can curl and the
+ * multi-JVM tests use as a barrier:
  *
  * <pre>
  * { "host":    { "id", "name", "address", "status", "reachable" },
@@ -75,15 +79,18 @@ public final class NodeStatusServer {
     private final AdmissionLedger admission;
     private final AtomicReference<StatusSource> vms = new AtomicReference<>(StatusSource.NONE);
     private final ServerBinding binding;
+    private final ClusterPage page;
 
     private NodeStatusServer(ActorSystem<?> system, NodeSettings settings, AdmissionLedger admission,
-                             int port) {
+                             int port, ClusterPage page) {
         this.system = system;
         this.settings = settings;
         this.admission = admission;
+        this.page = page;
         Route routes = concat(
                 path("status", () -> get(() -> onSuccess(statusJson(), json ->
                         complete(HttpEntities.create(ContentTypes.APPLICATION_JSON, json))))),
+                page.routes(),
                 PekkoManagement.get(system).getRoutes());
         Duration timeout = settings.askTimeout();
         try {
@@ -107,8 +114,13 @@ public final class NodeStatusServer {
      * @throws IllegalStateException if the port cannot be bound
      */
     static NodeStatusServer start(ActorSystem<?> system, NodeSettings settings, AdmissionLedger admission,
-                                  int port) {
-        return new NodeStatusServer(system, settings, admission, port);
+                                  int port, ClusterPage page) {
+        return new NodeStatusServer(system, settings, admission, port, page);
+    }
+
+    /** The cluster page it serves. */
+    public ClusterPage page() {
+        return page;
     }
 
     /** The port the server listens on. */

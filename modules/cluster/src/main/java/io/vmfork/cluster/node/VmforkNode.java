@@ -10,6 +10,8 @@ import io.vmfork.cluster.placement.LoadReporter;
 import io.vmfork.cluster.placement.LoadReports;
 import io.vmfork.cluster.placement.PlacementClient;
 import io.vmfork.cluster.placement.PlacementEntity;
+import io.vmfork.cluster.web.ClusterPage;
+import io.vmfork.cluster.web.PageSettings;
 import io.vmfork.vmm.Vmm;
 import io.vmfork.vmm.VmmSettings;
 import java.io.File;
@@ -95,6 +97,7 @@ public final class VmforkNode implements AutoCloseable {
         NodeSettings settings = NodeSettings.create(config);
         Duration apiTimeout = apiTimeout(config);
         VmmSettings vmmSettings = VmmSettings.create(config);
+        PageSettings pageSettings = PageSettings.create(config);
         Config full = settings.pekkoConfig().withFallback(config).resolve();
         ActorSystem<Void> system = ActorSystem.create(Behaviors.empty(), settings.systemName(), full);
         try {
@@ -133,9 +136,10 @@ public final class VmforkNode implements AutoCloseable {
             Optional<NodeStatusServer> status = Optional.empty();
             if (settings.statusHttpPort() >= 0) {
                 NodeStatusServer server = NodeStatusServer.start(system, settings, admission,
-                        settings.statusHttpPort());
-                system.log().info("vmfork node: host {} serves its status at http://{}:{}/status",
-                        settings.hostId(), settings.hostname(), server.port());
+                        settings.statusHttpPort(), ClusterPage.create(system, cluster, settings.hostId(), pageSettings));
+                system.log().info("vmfork node: host {} serves its status at http://{}:{}/status and the cluster"
+                        + " page at http://{}:{}/", settings.hostId(), settings.hostname(), server.port(),
+                        settings.hostname(), server.port());
                 status = Optional.of(server);
             }
             // Last: a conflict stops the node at once, which must not fail a start still under

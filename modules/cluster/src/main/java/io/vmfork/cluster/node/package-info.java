@@ -12,6 +12,8 @@
  * <p>Status: {@link io.vmfork.cluster.node.NodeStatusServer} serves, on
  * {@code vmfork.node.status.http-port}, the node's JSON {@code GET /status} (this host, its
  * load, the members with their load reports, its VMs from a
- * {@link io.vmfork.cluster.node.StatusSource}) and Pekko Management's cluster routes.
+ * {@link io.vmfork.cluster.node.StatusSource}), the cluster page ({@code GET /} and its
+ * feed {@code GET /events}, {@link io.vmfork.cluster.web.ClusterPage}) and Pekko
+ * Management's cluster routes.
  */
 package io.vmfork.cluster.node;

@@ -138,6 +138,28 @@ class VmClusterTest {
     }
 
     @Test
+    void aViewThatListsAHostAfterItsSubscriberCameAnnouncesTheHostsVmsAsKnownAndKnowsThem() throws Exception {
+        VmforkNode node = start(25, "");
+        ActorTestKit kit = ActorTestKit.create(node.system());
+        VmInfo vm = await(node.cluster().launchOn(25, "forker", 1, 16L << 20));
+
+        // A new view (as the cluster page's feed, or a node that has just joined, has): its
+        // subscriber comes before the view has listed the host.
+        VmCluster late = VmCluster.create(node.system(), node.placement(), node.cluster().timeout());
+        TestProbe<VmEvent> events = kit.createTestProbe();
+        late.subscribe(events.getRef());
+        VmEvent known = next(events, VmEvent.Kind.KNOWN, vm.vmId());
+        assertEquals(25, known.hostId());
+        assertEquals(vm.vmId(), known.vm().vmId());
+        assertEquals(VmOrigin.BOOTED, known.vm().origin());
+        assertTrue(await(late.known()).stream().anyMatch(v -> v.vmId() == vm.vmId()), "known() misses the VM");
+
+        await(late.stop(vm.vmId()));
+        next(events, VmEvent.Kind.STOPPED, vm.vmId());
+        assertTrue(await(late.known()).stream().noneMatch(v -> v.vmId() == vm.vmId()), "known() keeps a stopped VM");
+    }
+
+    @Test
     void launchesHelloAndWarmWorkerThroughPlacementAndAnswersRequests() throws Exception {
         VmforkNode node = start(21, "");
         ActorTestKit kit = ActorTestKit.create(node.system());
