@@ -97,8 +97,8 @@ class ClusterPageTest {
             }
             assertEquals(3, page.findElements(By.cssSelector("#hosts article.host")).size());
             assertEquals(0, page.findElements(By.cssSelector("#vms tr")).size(), "no VMs yet");
-            assertTrue(page.findElement(By.id("host-1")).getText().contains("this node"),
-                    page.findElement(By.id("host-1")).getText());
+            awaitPage(page, "host 1 marked as this node",
+                    p -> p.findElement(By.id("host-1")).getText().contains("this node"));
             // A reload would lose this: every change below must come through the feed.
             ((JavascriptExecutor) page).executeScript("window.vmforkTestMarker = 'not reloaded';");
             System.out.println("multi-jvm: cluster page live with 3 hosts in "
@@ -144,7 +144,8 @@ class ClusterPageTest {
                         p -> count.equals(attr(p, "host-" + n.hostId(), "data-vms")));
             }
             assertEquals(all.size(), page.findElements(By.cssSelector("#vms tr")).size());
-            assertEquals(String.valueOf(all.size()), page.findElement(By.id("vm-count")).getText());
+            awaitPage(page, all.size() + " VMs counted",
+                    p -> String.valueOf(all.size()).equals(p.findElement(By.id("vm-count")).getText()));
             assertEquals(1, page.findElements(By.cssSelector("#tree > ul.roots > li")).size(),
                     "one root: the booted parent");
             assertEquals(copies.size(), page.findElements(By.cssSelector(
@@ -248,7 +249,11 @@ class ClusterPageTest {
 
     private static void awaitPage(WebDriver page, String what, Function<WebDriver, Boolean> condition) {
         try {
-            new WebDriverWait(page, PAGE, Duration.ofMillis(100)).until(p -> condition.apply(p) ? Boolean.TRUE : null);
+            // The page re-renders rows as events come: an element found a moment ago may be
+            // gone when its attribute is read; the condition is then simply asked again.
+            new WebDriverWait(page, PAGE, Duration.ofMillis(100))
+                    .ignoring(org.openqa.selenium.StaleElementReferenceException.class)
+                    .until(p -> condition.apply(p) ? Boolean.TRUE : null);
         } catch (TimeoutException e) {
             fail("the cluster page did not show " + what + " within " + PAGE + "; feed: "
                     + attr(page, "feed-status", "data-state") + "; page text:\n" + page.findElement(By.tagName("body")).getText());
