@@ -16,12 +16,13 @@ import org.slf4j.LoggerFactory;
 
 /**
  * Warms a node's capsule path when it starts ({@code vmfork.transfer.warm-up}): the state
- * of a real VM (the shipped {@code spin} guest, booted, captured and stopped at once) with
- * 32 MiB of synthetic memory, written as a capsule and read back in memory a few times.
+ * of a real VM (the shipped {@code spin} guest, booted, captured and stopped at once) and its
+ * memory with a 32 MiB window of random bytes, written as a capsule and read back (and
+ * verified) in memory a few times.
  * A fresh JVM runs that code (SHA-256, CRC-32C, Protobuf framing, the memfd writes) before
  * the JIT has compiled it: a node's first clone capsule was read 5 to 8 times slower
- * than later ones; with this, `./vmfork demo`'s clones answered after 648 / 779 ms instead
- * of 1,036 / 889 ms (two runs each, docs/configuration.md). The VM is the VMM's alone: no
+ * than later ones; with this, `./vmfork demo`'s clones answered after 840 / 747 ms instead
+ * of 1,161 / 1,642 ms (two runs each, docs/configuration.md). The VM is the VMM's alone: no
  * placement, no admission, no lifecycle event.
  */
 final class CapsuleWarmup {
@@ -33,33 +34,60 @@ final class CapsuleWarmup {
     private CapsuleWarmup() {
     }
 
-    /** Runs the rounds on the calling thread; never throws (a failed warm-up only costs speed). */
-    static void run(Vmm vmm) {
+    /**
+     * Runs the rounds on the calling thread; never throws (a failed warm-up only costs
+     * speed, and is logged). True when every round's capsule was read back and verified.
+     */
+    static boolean run(Vmm vmm) {
         long t0 = System.nanoTime();
         VirtualMachine vm = null;
         try {
-            vm = vmm.launch(VmSpec.of(Guests.resolve("spin"), DATA_AT + DATA));
+            vm = vmm.launch(VmSpec.of(Guests.resolve("spin"), DATA_AT + DATA + (16L << 20)));
             try (VirtualMachine.Snapshot snap = vm.snapshot()) {
                 vm.stop();
                 byte[] block = new byte[1 << 20];
                 new Random(42).nextBytes(block);
+                // The VM's own pages, with the window [DATA_AT, DATA_AT + DATA) replaced by
+                // random bytes: a capsule the reader accepts (boot info and all), of some size.
+                io.vmfork.vmm.memory.RuntimeImage real = snap.image();
+                long end = DATA_AT + DATA;
+                List<MemorySource.Run> runs = new java.util.ArrayList<>();
+                for (MemorySource.Run r : real.dataRuns()) {
+                    long rEnd = r.offset() + r.length();
+                    if (r.offset() < DATA_AT) {
+                        runs.add(new MemorySource.Run(r.offset(), Math.min(rEnd, DATA_AT) - r.offset()));
+                    }
+                    if (rEnd > end) {
+                        long from = Math.max(r.offset(), end);
+                        runs.add(new MemorySource.Run(from, rEnd - from));
+                    }
+                }
+                runs.add(new MemorySource.Run(DATA_AT, DATA));
+                runs.sort(java.util.Comparator.comparingLong(MemorySource.Run::offset));
                 MemorySource synthetic = new MemorySource() {
                     @Override
                     public long size() {
-                        return snap.state().memorySize();
+                        return real.size();
                     }
 
                     @Override
                     public List<Run> dataRuns() {
-                        return List.of(new Run(DATA_AT, DATA));
+                        return runs;
                     }
 
                     @Override
                     public void read(long offset, byte[] dst, int dstOff, int length) {
                         for (int done = 0; done < length; ) {
-                            int at = (int) ((offset + done) % block.length);
-                            int n = Math.min(length - done, block.length - at);
-                            System.arraycopy(block, at, dst, dstOff + done, n);
+                            long at = offset + done;
+                            int n;
+                            if (at >= DATA_AT && at < end) {
+                                int in = (int) ((at - DATA_AT) % block.length);
+                                n = (int) Math.min(Math.min(length - done, block.length - in), end - at);
+                                System.arraycopy(block, in, dst, dstOff + done, n);
+                            } else {
+                                n = (int) Math.min(length - done, at < DATA_AT ? DATA_AT - at : Long.MAX_VALUE);
+                                real.read(at, dst, dstOff + done, n);
+                            }
                             done += n;
                         }
                     }
@@ -75,8 +103,10 @@ final class CapsuleWarmup {
             }
             log.debug("capsule warm-up: {} rounds of {} MiB in {} ms", ROUNDS, DATA >> 20,
                     (System.nanoTime() - t0) / 1_000_000);
+            return true;
         } catch (Exception | LinkageError e) {
-            log.info("capsule warm-up failed (the first clone capsule will be slower): {}", e.toString());
+            log.warn("capsule warm-up failed (the first clone capsule will be slower): {}", e.toString());
+            return false;
         } finally {
             if (vm != null) {
                 vm.stop();

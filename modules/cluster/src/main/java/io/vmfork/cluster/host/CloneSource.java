@@ -171,14 +171,15 @@ final class CloneSource implements AutoCloseable {
                     byte[] opening = TransferOpening.newBuilder().setTransferId(transferId)
                             .setToken(ByteString.copyFrom(a.token())).build().toByteArray();
                     InetSocketAddress to = new InetSocketAddress(a.transferHost(), a.transferPort());
-                    CapsuleImages.Written[] written = new CapsuleImages.Written[1];
+                    // Set by the writer's thread before the END frame, read once the result came back.
+                    var written = new java.util.concurrent.atomic.AtomicReference<CapsuleImages.Written>();
                     CapsuleImages.Counting counted = new CapsuleImages.Counting(failpoints, "source");
                     long tOffered = System.nanoTime();
                     return TransferClient.send(system, to, opening, out -> {
                                 long tConnected = System.nanoTime();
-                                written[0] = CapsuleImages.write(vmm, fork.state(), fork.image(),
+                                written.set(CapsuleImages.write(vmm, fork.state(), fork.image(),
                                         delta ? base.key() : null, delta ? base.image() : null,
-                                        delta ? base.dataBytes() : 0, counted.wrap(out));
+                                        delta ? base.dataBytes() : 0, counted.wrap(out)));
                                 log.debug("clone transfer {} to host {}: connected in {} us, capsule of {} bytes "
                                                 + "written in {} ms", transferId, target,
                                         (tConnected - tOffered) / 1000, counted.bytes(),
@@ -186,7 +187,7 @@ final class CloneSource implements AutoCloseable {
                                 failpoints.reach("source-after-last-chunk");
                                 stats.capsulesSent.incrementAndGet();
                                 stats.bytesSent.addAndGet(counted.bytes());
-                                if (written[0].delta()) {
+                                if (written.get().delta()) {
                                     stats.deltasSent.incrementAndGet();
                                 }
                             }, transfer)
@@ -209,7 +210,7 @@ final class CloneSource implements AutoCloseable {
                                         VmInfo info = HostCodecs.fromProto(r.getVm());
                                         fork.started(c.index(), info.vmId());
                                         outcomes.accept(new Outcome(fork.forkId(), parentId, c.index(), target, info,
-                                                null, "", results.getCapsuleBytes(), written[0].delta(), fork.forkBlock() == 0));
+                                                null, "", results.getCapsuleBytes(), written.get().delta(), fork.forkBlock() == 0));
                                     } else {
                                         fail(fork, target, c.index(), r.getCode(), r.getReason());
                                     }
@@ -220,7 +221,7 @@ final class CloneSource implements AutoCloseable {
                                                 "host " + target + " did not say what became of the copy");
                                     }
                                 }
-                                remember(sentKey, imageKey, fork.image(), written[0].dataBytes());
+                                remember(sentKey, imageKey, fork.image(), written.get().dataBytes());
                             });
                 });
     }

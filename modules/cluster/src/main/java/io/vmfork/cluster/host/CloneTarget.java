@@ -152,7 +152,9 @@ final class CloneTarget {
                     + " (unknown or expired token)");
         }
         HostActor.OfferClones offer = p.offer();
-        int launched = 0;
+        // Copies whose admission is settled here (started, or failed and released), and those running.
+        int settled = 0;
+        int running = 0;
         RuntimeImage image = null;
         CapsuleImages.Counting counted = new CapsuleImages.Counting(failpoints, "target");
         boolean ok = false;
@@ -173,13 +175,14 @@ final class CloneTarget {
                 try {
                     VirtualMachine vm = vmm.launchClone(r.state(), image,
                             new io.vmfork.vmm.fork.CloneSpec(offer.vmType(), offer.forkBlock(), index, listener));
-                    launched++;
+                    settled++;
+                    running++;
                     stats.clonesStarted.incrementAndGet();
                     started.accept(new Started(vm, offer.memory(), offer.vcpus()));
                     cr.setVm(HostCodecs.toProto(HostActor.cloneInfo(vm, offer.memory())));
                 } catch (LaunchException | io.vmfork.kvm.sys.NativeCallException e) {
                     ledger.release(offer.memory(), offer.vcpus());
-                    launched++; // accounted for: released here
+                    settled++; // its admission released just above
                     cr.setCode(ErrorCode.LAUNCH_FAILED.name()).setReason("host " + hostId + ": " + e.getMessage());
                 }
                 results.addResults(cr);
@@ -189,7 +192,7 @@ final class CloneTarget {
             ok = true;
             log.info("clone transfer {} from host {}: {} capsule of {} bytes read and verified in {} ms, {} of {} "
                             + "clones started in {} ms", offer.transferId(), offer.sourceHostId(),
-                    r.delta() ? "delta" : "full", counted.bytes(), (tRead - t0) / 1_000_000, launched,
+                    r.delta() ? "delta" : "full", counted.bytes(), (tRead - t0) / 1_000_000, running,
                     p.accepted().size(), (System.nanoTime() - tRead) / 1_000_000);
             return results.build().toByteArray();
         } catch (CapsuleException e) {
@@ -208,7 +211,7 @@ final class CloneTarget {
             if (image != null) {
                 image.release();
             }
-            free(p, p.accepted().size() - launched);
+            free(p, p.accepted().size() - settled);
             dropBase(p);
         }
     }
