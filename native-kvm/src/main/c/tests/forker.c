@@ -26,6 +26,12 @@
  *   born            "born=<t>": an rfork copy's t (0 in any other VM)
  *   fill MIB        rewrites the first MIB MiB of the heap with fresh pseudo-random words
  *                   (incompressible, different at every call), "filled <MIB>"
+ *   forkw MIB       forks one copy; the parent at once adds 1 to one word per page of the
+ *                   first MIB MiB of the heap, last page first, timed, and replies "parent launched=<n>
+ *                   ids=<id> errs=<e> wpage_ns=<ns per page>": its first write to each page
+ *                   after a fork (the child announces itself as with fork)
+ *   wtime MIB       the same timed write without a fork, "wpage_ns=<ns per page>" (in a
+ *                   child: its first write to pages it shares with its image)
  *   fstatus T MS    FORK_STATUS of ticket T, waiting up to MS ms: "status=<s> vm=<id>" or
  *                   "error=<rc>"; sent as a reply, or unsolicited in a copy that was made
  *                   while it waited (and re-issued the call)
@@ -108,6 +114,22 @@ static int do_fork(uint32_t count, uint32_t type, int64_t *ret)
         return 1;
     }
     return 0;
+}
+
+/*
+ * Adds 1 to one word per page of the first MIB MiB of the heap, from the last page down
+ * (after a fork, the VMM's background copy starts at the bottom: going down meets the
+ * pages it has not reached yet); returns ns per page.
+ */
+__attribute__((noinline)) static uint64_t timed_write(uint64_t mib)
+{
+    struct vmf_clock a, b;
+    uint64_t pages = mib << 8;
+    vmf_clock(&a);
+    for (uint64_t p = pages; p-- > 0;)
+        heap[p * 512] += 1;
+    vmf_clock(&b);
+    return pages ? (b.monotonic_ns - a.monotonic_ns) / pages : 0;
 }
 
 /* FORK with VMF_FORK_REMOTE, then the FORK_STATUS of every remote copy (see "rfork"). */
@@ -265,6 +287,26 @@ int main(void)
             o += (size_t)vmf_snprintf(out + o, sizeof out - o, " errs=");
             for (uint64_t i = 0; i < w[0] && o < sizeof out - 32; i++)
                 o += (size_t)vmf_snprintf(out + o, sizeof out - o, "%s%ld", i ? "," : "", (long)errs[i]);
+            reply(out);
+        } else if (len > 6 && strncmp(req, "forkw ", 6) == 0) {
+            if (parse_words(req + 6, len - 6, w, 1) != 1 || w[0] * (1u << 17) > heap_words) {
+                reply("error: bad size");
+                continue;
+            }
+            uint64_t mib = w[0];
+            int64_t ret;
+            if (do_fork(1, 0, &ret))
+                continue;
+            uint64_t ns = ret >= 0 ? timed_write(mib) : 0;
+            vmf_snprintf(out, sizeof out, "parent launched=%ld ids=%lu errs=%ld wpage_ns=%lu", (long)ret,
+                         (unsigned long)ids[0], (long)errs[0], (unsigned long)ns);
+            reply(out);
+        } else if (len > 6 && strncmp(req, "wtime ", 6) == 0) {
+            if (parse_words(req + 6, len - 6, w, 1) != 1 || w[0] * (1u << 17) > heap_words) {
+                reply("error: bad size");
+                continue;
+            }
+            vmf_snprintf(out, sizeof out, "wpage_ns=%lu", (unsigned long)timed_write(w[0]));
             reply(out);
         } else if (len >= 6 && strncmp(req, "rfork ", 6) == 0) {
             int n = parse_words(req + 6, len - 6, w, 2);

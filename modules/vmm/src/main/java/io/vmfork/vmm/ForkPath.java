@@ -182,6 +182,7 @@ final class ForkPath {
         long[] childErrors = new long[count];
         RemoteFork remote = null;
         ForkResult result;
+        awaitStarted();
         lock.lock();
         try {
             long t0 = System.nanoTime();
@@ -230,6 +231,7 @@ final class ForkPath {
      * on. Close the snapshot to release the image.
      */
     Snapshot snapshot() {
+        awaitStarted();
         lock.lock();
         try {
             pauseOrThrow();
@@ -240,6 +242,21 @@ final class ForkPath {
             }
         } finally {
             lock.unlock();
+        }
+    }
+
+    /**
+     * A child launched while its image was still being filled has not started yet: its
+     * vCPUs cannot be paused until they have. Waits for that (the copy's end).
+     */
+    private void awaitStarted() {
+        try {
+            vm.started().join();
+        } catch (java.util.concurrent.CompletionException e) {
+            if (e.getCause() instanceof VmEndedException ended) {
+                throw new VmEndedException(ended.exit());
+            }
+            throw e;
         }
     }
 
@@ -279,7 +296,7 @@ final class ForkPath {
             kvmVm.getDirtyLog(0, bitmap);
             guestDirty = GuestMemory.bitmapToPages(bitmap, pages);
         }
-        GuestMemory.Freeze f = memory.freeze(guestDirty);
+        GuestMemory.Freeze f = memory.freeze(guestDirty, vm.vmm().settings().pagesCopiedPaused());
         try {
             if (f.viewChanged()) {
                 // Ordering requirements: the new view is mapped before the slot moves to it,

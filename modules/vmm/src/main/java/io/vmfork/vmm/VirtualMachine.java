@@ -215,6 +215,19 @@ public final class VirtualMachine {
             if (d.ready()) {
                 vm.ready.complete(start);
             }
+            if (!image.isReady()) {
+                // The image's newest pages are still being copied (a fork of a VM that wrote
+                // much since its previous fork): the child exists but must not touch its
+                // memory, nor have it patched, before they are all there.
+                vm.started = new CompletableFuture<>();
+                vmm.register(vm);
+                if (parent != null) {
+                    parent.children.add(vm);
+                }
+                VirtualMachine child = vm;
+                image.whenReady().whenComplete((ok, failure) -> child.startWhenMemoryReady(failure, beforeStart));
+                return vm;
+            }
             if (beforeStart != null) {
                 beforeStart.accept(vm);
             }
@@ -420,13 +433,57 @@ public final class VirtualMachine {
     }
 
     private void releaseUnstarted() {
+        releaseUnstarted(VmExit.crashed("launch failed"));
+    }
+
+    private void releaseUnstarted(VmExit why) {
         ending.set(true);
         for (Vcpu v : vcpus) {
             v.abandonThread();
             v.closeKvm();
         }
-        exit = VmExit.crashed("launch failed");
+        exit = why;
         release();
+    }
+
+    /**
+     * Completes when the VM's vCPUs have started: at once for most VMs; for a child whose
+     * image was still being filled when it was launched, once the image is complete (or
+     * exceptionally if it ended first).
+     */
+    CompletableFuture<Void> started() {
+        return started;
+    }
+
+    private volatile CompletableFuture<Void> started = STARTED;
+    private static final CompletableFuture<Void> STARTED = CompletableFuture.completedFuture(null);
+
+    /** The deferred start of a child whose image was being filled; on the copier's thread. */
+    private void startWhenMemoryReady(Throwable failure, java.util.function.Consumer<VirtualMachine> beforeStart) {
+        CompletableFuture<Void> gate = started;
+        try {
+            if (failure != null) {
+                releaseUnstarted(VmExit.crashed("its memory image could not be completed: " + failure.getMessage()));
+            } else if (ending.get()) {
+                releaseUnstarted(exit != null ? exit : VmExit.stopped("stopped before it started"));
+            } else {
+                if (beforeStart != null) {
+                    beforeStart.accept(this);
+                }
+                start(); // a stop asked for meanwhile: each vCPU sees it before its first KVM_RUN
+            }
+        } catch (RuntimeException e) {
+            log.warn("starting VM {} after its image was complete", Long.toHexString(id()), e);
+            if (!released.get()) {
+                releaseUnstarted(VmExit.crashed("start failed: " + e.getMessage()));
+            }
+        } finally {
+            if (exit != null && released.get()) {
+                gate.completeExceptionally(new VmEndedException(exit));
+            } else {
+                gate.complete(null);
+            }
+        }
     }
 
     private void release() {

@@ -27,6 +27,7 @@ public record VmmSettings(
         int forkMaxChildrenPerVm,
         Duration forkPauseTimeout,
         int maxImageExtents,
+        long copyAfterResumeAbove,
         int forkLaunchThreads,
         int poolSize,
         Duration poolRetryAfter,
@@ -43,6 +44,10 @@ public record VmmSettings(
         if (forkLaunchThreads < 0) {
             throw new IllegalArgumentException("vmfork.vmm.fork.launch-threads must be 0 or more, got "
                     + forkLaunchThreads);
+        }
+        if (copyAfterResumeAbove < 0) {
+            throw new IllegalArgumentException("vmfork.vmm.fork.copy-after-resume-above must not be negative, got "
+                    + copyAfterResumeAbove);
         }
         if (poolSize < 0) {
             throw new IllegalArgumentException("vmfork.vmm.pool.size must be 0 (no pool) or more, got " + poolSize);
@@ -77,11 +82,21 @@ public record VmmSettings(
                 c.getInt("fork.max-children-per-vm"),
                 c.getDuration("fork.pause-timeout"),
                 c.getInt("fork.max-image-extents"),
+                c.getIsNull("fork.copy-after-resume-above") ? Long.MAX_VALUE
+                        : c.getBytes("fork.copy-after-resume-above"),
                 c.getInt("fork.launch-threads"),
                 c.getInt("pool.size"),
                 c.getDuration("pool.retry-after"),
                 c.getDuration("pool.refill-after"),
                 io.vmfork.vmm.capsule.CapsuleLimits.create(root));
+    }
+
+    /**
+     * Most pages a fork copies while the VM is paused; more are copied after it resumes,
+     * under write protection.
+     */
+    public int pagesCopiedPaused() {
+        return (int) Math.min(Integer.MAX_VALUE, copyAfterResumeAbove / 4096);
     }
 
     /** From the default configuration (application.conf over reference.conf). */

@@ -47,7 +47,7 @@ final class VmmTesting {
     static int vmmThreads() {
         return (int) Thread.getAllStackTraces().keySet().stream().filter(Thread::isAlive).map(Thread::getName)
                 .filter(n -> n.equals("vmfork-vm-pool") || n.equals("vmfork-pooled-vcpu") || n.startsWith("vcpu-")
-                        || n.startsWith("vmfork-fork-launch-"))
+                        || n.startsWith("vmfork-fork-launch-") || n.equals("vmfork-freeze-copy"))
                 .count();
     }
 
@@ -69,13 +69,17 @@ final class VmmTesting {
         }
     }
 
-    /** fds that a VM or the VMM holds: /dev/kvm, KVM VMs and vCPUs, guest RAM memfds. */
+    /**
+     * fds that a VM or the VMM holds: /dev/kvm, KVM VMs and vCPUs, guest RAM memfds, and the
+     * userfaultfds of write-protect copies (their eventfds count among all fds).
+     */
     static int vmFds() {
         try (Stream<Path> s = Files.list(Path.of("/proc/self/fd"))) {
             return (int) s.filter(p -> {
                 try {
                     String t = Files.readSymbolicLink(p).toString();
-                    return t.equals("/dev/kvm") || t.startsWith("anon_inode:kvm") || t.startsWith("/memfd:vmfork");
+                    return t.equals("/dev/kvm") || t.startsWith("anon_inode:kvm") || t.startsWith("/memfd:vmfork")
+                            || t.equals("anon_inode:[userfaultfd]");
                 } catch (IOException e) {
                     return false;
                 }

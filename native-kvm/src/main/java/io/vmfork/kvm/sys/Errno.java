@@ -12,6 +12,7 @@ public final class Errno {
     public static final int EACCES = 13;
     public static final int EFAULT = 14;
     public static final int EBUSY = 16;
+    public static final int ECANCELED = 125;
     public static final int EEXIST = 17;
     public static final int ENODEV = 19;
     public static final int EINVAL = 22;
@@ -50,6 +51,7 @@ public final class Errno {
             case ENOSPC -> "ENOSPC";
             case ENOSYS -> "ENOSYS";
             case EOPNOTSUPP -> "EOPNOTSUPP";
+            case ECANCELED -> "ECANCELED";
             default -> "errno " + errno;
         };
     }

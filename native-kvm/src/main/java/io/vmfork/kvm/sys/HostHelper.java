@@ -29,6 +29,21 @@ public final class HostHelper {
 
     private static native int vmfork_request_guest_xstate(int feature);
 
+    private static native int vmfork_uffd_open();
+
+    private static native int vmfork_uffd_register_wp(int uffd, long addr, long len);
+
+    private static native int vmfork_uffd_protect(int uffd, long addr, long len, int wp);
+
+    private static native int vmfork_uffd_protect_runs(int uffd, long src, long[] runs, int nruns);
+
+    private static native int vmfork_stop_fd();
+
+    private static native int vmfork_stop_signal(int fd);
+
+    private static native int vmfork_wp_copy(int uffd, int stopFd, long src, long span, int layerFd, long[] runs,
+            int nruns, int chunkPages, long[] stats);
+
     public static void installKickSignal(int signo) {
         int rc = vmfork_install_kick_signal(signo);
         if (rc != 0) {
@@ -78,5 +93,58 @@ public final class HostHelper {
         // (kernels before 5.17 or an unknown component), EOPNOTSUPP (no such CPU
         // feature), EBUSY (a vCPU exists already).
         return vmfork_request_guest_xstate(feature) == 0;
+    }
+
+    // ---- write-protect copy (src/main/c/host/wpcopy.c) -----------------------------------
+
+    private static int check(int rc, String what) {
+        if (rc < 0) {
+            throw new NativeCallException(what, -rc);
+        }
+        return rc;
+    }
+
+    /** A new userfaultfd for write-protect faults (non-blocking, close-on-exec). */
+    public static int uffdOpen() {
+        return check(vmfork_uffd_open(), "userfaultfd");
+    }
+
+    /** Registers [addr, addr+len) of this process with {@code uffd} for write-protect faults. */
+    public static void uffdRegisterWriteProtect(int uffd, long addr, long len) {
+        check(vmfork_uffd_register_wp(uffd, addr, len), "UFFDIO_REGISTER");
+    }
+
+    /** Sets or lifts write protection on [addr, addr+len); lifting wakes blocked writers. */
+    public static void uffdProtect(int uffd, long addr, long len, boolean protect) {
+        check(vmfork_uffd_protect(uffd, addr, len, protect ? 1 : 0), "UFFDIO_WRITEPROTECT");
+    }
+
+    /**
+     * Write-protects every run ({@code runs}: offset, length pairs from {@code src}); on
+     * failure none is left protected.
+     */
+    public static void uffdProtectRuns(int uffd, long src, long[] runs) {
+        check(vmfork_uffd_protect_runs(uffd, src, runs, runs.length / 2), "UFFDIO_WRITEPROTECT");
+    }
+
+    /** An eventfd to stop {@link #wpCopy} with {@link #stopSignal}. */
+    public static int stopFd() {
+        return check(vmfork_stop_fd(), "eventfd");
+    }
+
+    public static void stopSignal(int fd) {
+        check(vmfork_stop_signal(fd), "eventfd write");
+    }
+
+    /**
+     * Copies write-protected runs of {@code [src, src+span)} into {@code layerFd} at the same
+     * offsets, serving write faults on {@code uffd} first, lifting the protection as it
+     * goes and, whatever happens, from every run before it returns. Blocks until done.
+     *
+     * @return 0, or -errno (-ECANCELED when stopped through {@code stopFd})
+     */
+    public static int wpCopy(int uffd, int stopFd, long src, long span, int layerFd, long[] runs, int chunkPages,
+            long[] stats) {
+        return vmfork_wp_copy(uffd, stopFd, src, span, layerFd, runs, runs.length / 2, chunkPages, stats);
     }
 }

@@ -4,7 +4,10 @@ import com.sun.jna.Memory;
 import com.sun.jna.Pointer;
 import io.vmfork.kvm.memory.Mapping;
 import io.vmfork.kvm.memory.Memfd;
+import io.vmfork.kvm.sys.Errno;
+import io.vmfork.kvm.sys.HostHelper;
 import io.vmfork.kvm.sys.LibC;
+import io.vmfork.kvm.sys.NativeCallException;
 import io.vmfork.vmm.state.MemorySource.Run;
 import java.util.ArrayList;
 import java.util.BitSet;
@@ -21,6 +24,14 @@ import java.util.concurrent.Executors;
  * a MAP_PRIVATE view of it, as its children do. At later freezes only the pages written
  * since the previous one (the guest's, from KVM's dirty log, and the VMM's own, tracked
  * here) are copied into a new overlay layer; untouched memory is never copied.
+ *
+ * <p>When more pages were written than {@code backgroundPages} (a freeze argument), the
+ * copy happens after the VM resumes: the freeze write-protects those pages in the VM's
+ * view (userfaultfd) and returns an image that is not yet {@linkplain RuntimeImage#isReady
+ * ready}; a background thread copies the pages into the layer and lifts the protection
+ * chunk by chunk, and a page the VM writes before the copier reached it is copied first,
+ * while the writer waits. The VM's pause no longer grows with what it wrote; its first
+ * write to each such page pays instead.
  *
  * <p>Every access from the VMM goes through a bounds check, so a guest that passes a bad
  * pointer to a hypercall gets an error, never a host crash.
@@ -47,6 +58,21 @@ public final class GuestMemory implements AutoCloseable {
     private final BitSet vmmDirty = new BitSet();
     private final List<CompletableFuture<Void>> retiring = new ArrayList<>();
     private boolean closed;
+    /** Background copies of freezes: one at a time per VM; a thread each, reused, gone after 1 s idle. */
+    private static final ExecutorService COPIERS = new java.util.concurrent.ThreadPoolExecutor(0, Integer.MAX_VALUE,
+            1, java.util.concurrent.TimeUnit.SECONDS, new java.util.concurrent.SynchronousQueue<>(), r -> {
+                Thread t = new Thread(r, "vmfork-freeze-copy");
+                t.setDaemon(true);
+                return t;
+            });
+    /** Pages a background copy takes between two looks at the write faults waiting. */
+    static final int COPY_CHUNK_PAGES = 16;
+    /** userfaultfd for write-protect copies, opened at the first; -1 before. */
+    private int uffd = -1;
+    /** The view address registered with {@link #uffd}, 0 when none. */
+    private long registeredView;
+    /** The background copy of the last freeze, until it has finished. */
+    private WriteProtectCopy copying;
 
     private GuestMemory(String name, long size, int maxExtents) {
         this.name = name;
@@ -96,8 +122,16 @@ public final class GuestMemory implements AutoCloseable {
         return image != null;
     }
 
-    /** The outcome of a freeze. */
-    public record Freeze(RuntimeImage image, boolean viewChanged, int pagesCopied) {
+    /**
+     * The outcome of a freeze: {@code pagesCopied} while the VM was paused,
+     * {@code pagesDeferred} write-protected and copied after it resumes.
+     */
+    public record Freeze(RuntimeImage image, boolean viewChanged, int pagesCopied, int pagesDeferred) {
+    }
+
+    /** Figures of a finished background copy, for logs and benchmarks. */
+    public record CopyStats(long pages, long faults, long pagesCopiedForFaults, long maxFaultBatchNanos,
+            long nanos) {
     }
 
     /**
@@ -108,7 +142,17 @@ public final class GuestMemory implements AutoCloseable {
      * {@link #retireOldView}.
      */
     public synchronized Freeze freeze(BitSet guestDirty) {
+        return freeze(guestDirty, Integer.MAX_VALUE);
+    }
+
+    /**
+     * As {@link #freeze(BitSet)}; when more than {@code backgroundPages} pages were written
+     * since the last freeze, they are copied after the VM resumes, under write protection
+     * (see the class comment), and the image returned is ready once they are.
+     */
+    public synchronized Freeze freeze(BitSet guestDirty, int backgroundPages) {
         checkOpen();
+        awaitCopy();
         if (image == null) {
             // First freeze: the RAM file itself becomes the image; nothing is copied.
             image = RuntimeImage.ofBase(own);
@@ -116,12 +160,19 @@ public final class GuestMemory implements AutoCloseable {
             pendingOld = view;
             setView(image.mapPrivate(name));
             vmmDirty.clear();
-            return new Freeze(image.retain(), true, 0);
+            return new Freeze(image.retain(), true, 0, 0);
         }
         BitSet dirty = (BitSet) guestDirty.clone();
         dirty.or(vmmDirty);
         if (dirty.isEmpty()) {
-            return new Freeze(image.retain(), false, 0);
+            return new Freeze(image.retain(), false, 0, 0);
+        }
+        int pages = dirty.cardinality();
+        if (pages > backgroundPages) {
+            Freeze f = freezeInBackground(dirty, pages);
+            if (f != null) {
+                return f;
+            }
         }
         // Later freezes copy only the pages written since the previous one into a thin
         // overlay layer. The VM keeps its current view: its own copies of those pages are
@@ -147,7 +198,131 @@ public final class GuestMemory implements AutoCloseable {
         image.release();
         image = next;
         vmmDirty.clear();
-        return new Freeze(image.retain(), false, dirty.cardinality());
+        return new Freeze(image.retain(), false, pages, 0);
+    }
+
+    /**
+     * The write-protect freeze, or null when the image would need compaction (too many
+     * extents: that copies every overlay page, so it stays on the paused path).
+     */
+    private Freeze freezeInBackground(BitSet dirty, int pages) {
+        List<Run> runs = runsOf(dirty);
+        // Extents after this freeze: at most the current ones, split by the new runs, plus them.
+        if (image.extentCount() + 2L * runs.size() > maxExtents) {
+            return null;
+        }
+        long[] flat = new long[runs.size() * 2];
+        for (int i = 0; i < runs.size(); i++) {
+            flat[2 * i] = runs.get(i).offset();
+            flat[2 * i + 1] = runs.get(i).length();
+        }
+        if (uffd < 0) {
+            uffd = HostHelper.uffdOpen();
+        }
+        if (registeredView != view.address()) {
+            HostHelper.uffdRegisterWriteProtect(uffd, view.address(), size);
+            registeredView = view.address();
+        }
+        Memfd layer = Memfd.create(name + "-layer", size);
+        int stopFd;
+        try {
+            stopFd = HostHelper.stopFd();
+        } catch (RuntimeException e) {
+            layer.close();
+            throw e;
+        }
+        try {
+            HostHelper.uffdProtectRuns(uffd, view.address(), flat);
+        } catch (RuntimeException e) {
+            layer.close();
+            LibC.closeQuietly(stopFd);
+            throw e;
+        }
+        // From here on the pages are protected: the copy must run, whatever happens.
+        CompletableFuture<Void> filled = new CompletableFuture<>();
+        RuntimeImage next = image.overlay(layer, runs, filled);
+        WriteProtectCopy job = new WriteProtectCopy(this, next.retain(), layer.fd(), stopFd, flat, filled);
+        copying = job;
+        COPIERS.execute(job);
+        image.release();
+        image = next;
+        vmmDirty.clear();
+        return new Freeze(image.retain(), false, 0, pages);
+    }
+
+    /** Waits for the background copy of the previous freeze, if one still runs. */
+    private void awaitCopy() {
+        WriteProtectCopy job = copying;
+        if (job != null) {
+            job.finish();
+            copying = null;
+        }
+    }
+
+    /** Figures of the last background copy once it has finished, else null. */
+    public synchronized CopyStats lastCopy() {
+        return lastCopyStats;
+    }
+
+    private volatile CopyStats lastCopyStats;
+
+    /**
+     * One background copy: runs {@link HostHelper#wpCopy} on a copier thread, then
+     * completes the image's readiness (or fails it) and lets go of the image.
+     */
+    private static final class WriteProtectCopy implements Runnable {
+        private final GuestMemory memory;
+        private final RuntimeImage image;
+        private final int layerFd;
+        private final int stopFd;
+        private final long[] runs;
+        private final CompletableFuture<Void> filled;
+        private final long queued = System.nanoTime();
+        final CompletableFuture<Void> done = new CompletableFuture<>();
+
+        WriteProtectCopy(GuestMemory memory, RuntimeImage image, int layerFd, int stopFd, long[] runs,
+                CompletableFuture<Void> filled) {
+            this.memory = memory;
+            this.image = image;
+            this.layerFd = layerFd;
+            this.stopFd = stopFd;
+            this.runs = runs;
+            this.filled = filled;
+        }
+
+        @Override
+        public void run() {
+            long[] stats = new long[4];
+            int rc;
+            try {
+                rc = HostHelper.wpCopy(memory.uffd, stopFd, memory.view.address(), memory.size, layerFd, runs,
+                        COPY_CHUNK_PAGES, stats);
+            } catch (Throwable t) {
+                rc = -Errno.EIO;
+                filled.completeExceptionally(t);
+            }
+            memory.lastCopyStats = new CopyStats(stats[2], stats[0], stats[1], stats[3], System.nanoTime() - queued);
+            if (rc == 0) {
+                filled.complete(null);
+            } else {
+                filled.completeExceptionally(new NativeCallException(
+                        "write-protect copy of " + memory.name + " (" + (rc == -Errno.ECANCELED ? "stopped" : "failed")
+                                + ")", -rc));
+            }
+            image.release();
+            done.complete(null);
+        }
+
+        /** Asks the copy to stop early; the stop fd stays open until {@link #finish}. */
+        void stop() {
+            HostHelper.stopSignal(stopFd);
+        }
+
+        /** Waits for the copy to end and closes its stop fd (the owner's, so never closed twice). */
+        void finish() {
+            done.join();
+            LibC.closeQuietly(stopFd);
+        }
     }
 
     private Mapping pendingOld;
@@ -251,11 +426,21 @@ public final class GuestMemory implements AutoCloseable {
     @Override
     public void close() {
         List<CompletableFuture<Void>> pending;
+        WriteProtectCopy job;
         synchronized (this) {
             if (closed) {
                 return;
             }
             closed = true;
+            job = copying;
+            copying = null;
+        }
+        if (job != null) {
+            // The copier reads this view: it must have stopped (every page writable again) first.
+            job.stop();
+            job.finish();
+        }
+        synchronized (this) {
             pending = List.copyOf(retiring);
             if (pendingOld != null) {
                 pendingOld.close();
@@ -276,6 +461,10 @@ public final class GuestMemory implements AutoCloseable {
                 if (own != null) {
                     own.close();
                     own = null;
+                }
+                if (uffd >= 0) {
+                    LibC.closeQuietly(uffd);
+                    uffd = -1;
                 }
             }
         }

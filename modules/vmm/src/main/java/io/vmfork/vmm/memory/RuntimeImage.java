@@ -10,6 +10,8 @@ import java.util.List;
 import java.util.Map;
 import java.util.NavigableMap;
 import java.util.TreeMap;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.CompletionException;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicLong;
 
@@ -83,9 +85,22 @@ public final class RuntimeImage implements MemorySource {
     private final List<Layer> layers;
     private final AtomicInteger refs = new AtomicInteger(1);
     private Mapping readView;
+    /**
+     * Completes once every page of the image is in its files: at once, except for an image
+     * whose top layer is still being filled by a write-protect copy ({@link GuestMemory}).
+     * Until then a VM may map it but must not touch it, and readers wait.
+     */
+    private final CompletableFuture<Void> ready;
+    private static final CompletableFuture<Void> READY = CompletableFuture.completedFuture(null);
 
     private RuntimeImage(long size, Layer base, NavigableMap<Long, Extent> extents,
             NavigableMap<Long, Extent> provenance, List<Layer> layers) {
+        this(size, base, extents, provenance, layers, READY);
+    }
+
+    private RuntimeImage(long size, Layer base, NavigableMap<Long, Extent> extents,
+            NavigableMap<Long, Extent> provenance, List<Layer> layers, CompletableFuture<Void> ready) {
+        this.ready = ready;
         this.size = size;
         this.base = base;
         this.extents = extents;
@@ -148,6 +163,15 @@ public final class RuntimeImage implements MemorySource {
      * ownership of). Shares every other layer with this image.
      */
     RuntimeImage overlay(Memfd file, List<Run> runs) {
+        return overlay(file, runs, READY);
+    }
+
+    /**
+     * As {@link #overlay(Memfd, List)}, for a layer whose pages are still being written:
+     * the new image is {@linkplain #isReady ready} when {@code filled} completes.
+     */
+    RuntimeImage overlay(Memfd file, List<Run> runs, CompletableFuture<Void> filled) {
+        awaitReady();
         Layer top = new Layer(file);
         TreeMap<Long, Extent> next = new TreeMap<>(extents);
         TreeMap<Long, Extent> origins = new TreeMap<>(provenance);
@@ -168,7 +192,34 @@ public final class RuntimeImage implements MemorySource {
         if (!used.contains(top)) {
             top.release();
         }
-        return new RuntimeImage(size, base, next, origins, used);
+        return new RuntimeImage(size, base, next, origins, used, filled);
+    }
+
+    /** True once every page of the image is in its files (see {@link #whenReady}). */
+    public boolean isReady() {
+        return ready.isDone() && !ready.isCompletedExceptionally();
+    }
+
+    /**
+     * Completes once every page is in the image's files, or exceptionally if the copy that
+     * fills its top layer failed (then the image must not be used).
+     */
+    public CompletableFuture<Void> whenReady() {
+        return ready.copy();
+    }
+
+    /**
+     * Waits until the image is complete.
+     *
+     * @throws IllegalStateException if the copy that fills it failed
+     */
+    public void awaitReady() {
+        try {
+            ready.join();
+        } catch (CompletionException e) {
+            throw new IllegalStateException("runtime image " + id + " is incomplete: " + e.getCause().getMessage(),
+                    e.getCause());
+        }
     }
 
     /** Removes [off, off+len) from the extent map, splitting extents that straddle it. */
@@ -360,6 +411,7 @@ public final class RuntimeImage implements MemorySource {
         if (offset < 0 || length < 0 || offset > size - length) {
             throw new IndexOutOfBoundsException("read of " + length + " bytes at " + offset + " outside the image");
         }
+        awaitReady();
         Pointer p;
         synchronized (this) {
             if (refs.get() <= 0) {
@@ -388,6 +440,7 @@ public final class RuntimeImage implements MemorySource {
      * lineage (its base), with a reference for the caller; this one is left as it is.
      */
     public RuntimeImage compact(String name) {
+        awaitReady();
         List<Run> runs = new ArrayList<>();
         for (Extent e : extents.values()) {
             Run last = runs.isEmpty() ? null : runs.get(runs.size() - 1);

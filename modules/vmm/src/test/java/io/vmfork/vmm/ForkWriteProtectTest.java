@@ -1,0 +1,133 @@
+package io.vmfork.vmm;
+
+import static org.junit.jupiter.api.Assertions.*;
+
+import io.vmfork.vmm.ForkTest.Announcements;
+import io.vmfork.vmm.guest.Guests;
+import io.vmfork.vmm.memory.GuestMemory;
+import java.util.List;
+import java.util.concurrent.TimeUnit;
+import org.junit.jupiter.api.Test;
+
+/**
+ * A fork of a parent that wrote much since its previous fork copies those pages after the
+ * parent resumes, under write protection (GuestMemory, wpcopy.c): real VMs, real faults.
+ * The parent races the copy by rewriting all its memory at once; children must see the
+ * memory of the instant of the fork, never a page the parent wrote afterwards.
+ */
+class ForkWriteProtectTest extends VmmTestBase {
+    static VirtualMachine forker(Announcements a, int heapMib) throws Exception {
+        VirtualMachine vm = vmm.launch(VmSpec.of(Guests.shipped("forker"), (heapMib + 16L) << 20).withListener(a));
+        vm.ready().get(30, TimeUnit.SECONDS);
+        assertEquals("touched " + heapMib, ForkTest.ask(vm, "touch " + heapMib));
+        return vm;
+    }
+
+    static String readall(VirtualMachine vm, int mib) throws Exception {
+        String r = ForkTest.ask(vm, "readall " + mib);
+        assertTrue(r.startsWith("read " + mib + " "), r);
+        return r;
+    }
+
+    /** "forkw": one child, and the parent writes a word of every page right after the fork. */
+    static VirtualMachine forkw(VirtualMachine parent, int mib) throws Exception {
+        String r = ForkTest.ask(parent, "forkw " + mib);
+        assertTrue(r.startsWith("parent launched=1 ids="), r);
+        VirtualMachine c = vmm.vm(Long.parseLong(r.replaceAll(".*ids=([0-9]+).*", "$1")));
+        assertNotNull(c, r);
+        return c;
+    }
+
+    @Test
+    void childrenSeeTheInstantOfTheForkWhileTheParentRewritesEverythingAtOnce() throws Exception {
+        Announcements a = new Announcements();
+        int mib = 64;
+        VirtualMachine parent = forker(a, mib);
+        try {
+            ForkTest.forkVia(parent, 1, a).get(0).stop(); // the first fork: the RAM file becomes the image
+            for (int round = 0; round < 3; round++) {
+                assertEquals("filled " + mib, ForkTest.ask(parent, "fill " + mib));
+                assertEquals("ok", ForkTest.ask(parent, "write 5 " + (1000 + round)));
+                String before = readall(parent, mib);
+                String sum = ForkTest.ask(parent, "sum");
+                // The parent writes every page at once after the fork (in the guest, before it
+                // replies), racing the copy, then rewrites all of it again.
+                VirtualMachine child = forkw(parent, mib);
+                assertEquals("filled " + mib, ForkTest.ask(parent, "fill " + mib));
+                assertEquals("ok", ForkTest.ask(parent, "write 5 " + (2000 + round)));
+                GuestMemory.CopyStats copy = parent.memory().lastCopy();
+                assertNotNull(copy, "the fork copied nothing after resuming");
+                assertTrue(copy.pages() >= (mib << 8), "copied " + copy.pages() + " pages");
+                assertTrue(copy.faults() > 0, "the parent never waited for a page: no race tested");
+                assertNotEquals(before, readall(parent, mib));
+                assertEquals(before, readall(child, mib), "the child saw memory of after the fork");
+                assertEquals(sum, ForkTest.ask(child, "sum"));
+                assertEquals(String.valueOf(1000 + round), ForkTest.ask(child, "read 5"));
+                assertEquals(String.valueOf(2000 + round), ForkTest.ask(parent, "read 5"));
+                child.stop();
+            }
+        } finally {
+            parent.stop();
+        }
+    }
+
+    @Test
+    void stoppingTheParentAndItsChildMidCopyLeavesNothingBehind() throws Exception {
+        Announcements a = new Announcements();
+        int mib = 256;
+        VmmTesting.quiesce(vmm);
+        int fds = VmmTesting.openFds();
+        int vmFds = VmmTesting.vmFds();
+        int mappings = VmmTesting.vmMappings();
+        for (int i = 0; i < 3; i++) {
+            VirtualMachine parent = forker(a, mib);
+            VirtualMachine first = ForkTest.forkVia(parent, 1, a).get(0);
+            first.stop();
+            assertEquals("filled " + mib, ForkTest.ask(parent, "fill " + mib));
+            // Stop them while the 256 MiB copy (tens of ms) still runs: the child has not
+            // started yet, the copier reads the parent's view and serves its faults.
+            VirtualMachine child = ForkTest.forkVia(parent, 1, a).get(0);
+            if (i == 0) {
+                child.stop();
+                parent.stop();
+            } else if (i == 1) {
+                parent.stop();
+                child.stop();
+            } else {
+                // a child stopped before it started, the parent left to finish the copy
+                child.stop();
+                assertEquals(ForkTest.ask(parent, "sum"), ForkTest.ask(parent, "sum"));
+                parent.stop();
+            }
+            assertNotEquals(VmState.RUNNING, child.state());
+        }
+        VmmTesting.quiesce(vmm);
+        assertEquals(mappings, VmmTesting.settle(VmmTesting::vmMappings, mappings), "guest RAM mappings left");
+        VmmTesting.assertNoFdLeft(fds, vmFds);
+        assertEquals(0, VmmTesting.settle(() -> (int) Thread.getAllStackTraces().keySet().stream()
+                .filter(t -> t.getName().equals("vmfork-freeze-copy")).count(), 0), "copier threads left");
+    }
+
+    @Test
+    void aSnapshotTakenWhileTheCopyRunsWaitsForItAndHoldsTheInstantOfTheFork() throws Exception {
+        Announcements a = new Announcements();
+        int mib = 128;
+        VirtualMachine parent = forker(a, mib);
+        try {
+            ForkTest.forkVia(parent, 1, a).get(0).stop();
+            assertEquals("filled " + mib, ForkTest.ask(parent, "fill " + mib));
+            String before = readall(parent, mib);
+            // A fork from outside: the copy runs after the parent resumes; the child starts
+            // once it is complete, and a read of the image waits for it.
+            VirtualMachine.ForkResult r = parent.fork(1, 0);
+            assertEquals(1, r.children().size(), r.toString());
+            VirtualMachine child = r.children().get(0);
+            assertEquals("filled " + mib, ForkTest.ask(parent, "fill " + mib));
+            assertEquals(before, readall(child, mib));
+            assertNotEquals(before, readall(parent, mib));
+            child.stop();
+        } finally {
+            parent.stop();
+        }
+    }
+}
