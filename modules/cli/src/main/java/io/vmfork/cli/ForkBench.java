@@ -9,6 +9,7 @@ import io.vmfork.vmm.Vmm;
 import io.vmfork.vmm.VmSpec;
 import io.vmfork.vmm.guest.ElfImage;
 import io.vmfork.vmm.guest.Guests;
+import io.vmfork.vmm.memory.GuestMemory;
 import java.io.IOException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
@@ -31,9 +32,12 @@ import java.util.concurrent.TimeoutException;
  * <li>fork.c_floor: the same work in plain C, built with gcc and run in the same run ({@link ForkFloor}).
  * <li>fork.local: from the FORK hypercall's exit in the parent to the child's first exit;
  *     {@code ratio} is its p50 over fork.c_floor's.
- * <li>fork.parent_blocked: how long the FORK hypercall holds the parent, per parent size,
- *     after the parent did nothing, read its whole heap, or wrote its whole heap since its
- *     previous fork.
+ * <li>fork.fanout_local: 64 children in one FORK, to the last child's first exit.
+ * <li>fork.parent_blocked: how long the FORK hypercall holds the parent, per parent size
+ *     and state: first fork of a booted VM, fork after fork, after reading or after
+ *     rewriting its whole heap.
+ * <li>fork.parent_write_after_fork: the parent's first write per page after a fork that
+ *     write-protected its pages, beside a child's first write to a plain copy-on-write page.
  * <li>fork.vs_cold: a warm-worker that answers its first request, by fork and by cold launch.
  * <li>fork.memory_per_child: host memory each of 64 children adds, reading and then writing.
  * <li>capsule.size: capsule bytes against touched bytes, encode and decode throughput ({@link CapsuleBench}).
@@ -74,6 +78,7 @@ final class ForkBench {
         double localP50 = b.local((Double) floor.get("p50_ms"));
         b.fanoutLocal(localP50);
         b.parentBlocked();
+        b.parentWriteAfterFork();
         b.versusCold();
         b.memoryPerChild();
         try {
@@ -190,48 +195,66 @@ final class ForkBench {
     // ---- fork.parent_blocked ----------------------------------------------------------
 
     /**
-     * fork.parent_blocked: how long the FORK hypercall holds the parent, per parent size,
-     * in three series that differ in what the parent did since its previous fork:
-     * nothing (dirty_mib 0, read_mib 0: fork right after fork), read its whole touched
-     * heap (read_mib = size), or wrote its whole touched heap again (dirty_mib = size),
-     * which the fork copies into a new overlay layer. The 1 GiB parent's second and third
-     * series take one to three seconds per run for the reads and writes alone, so they have
-     * fewer runs.
+     * fork.parent_blocked: how long the FORK hypercall holds the parent, per parent size and
+     * parent state: the first fork of a booted VM that has read its whole touched heap
+     * (first_fork: each sample a new parent), a fork right after a fork (after_fork), after
+     * reading the whole heap again (after_read), and after writing every page of it again
+     * (after_rewrite: those pages are write-protected and copied after the parent resumes).
+     * The 1 GiB parent's series take seconds per run for the reads and writes alone, so
+     * they have fewer runs.
      */
     private void parentBlocked() {
         int n = Math.max(10, runs / 4);
-        parentBlocked(SMALL_MIB, n, n);
-        parentBlocked(LARGE_MIB, n, Math.max(5, runs / 10));
+        parentBlocked(SMALL_MIB, n, n, n);
+        parentBlocked(LARGE_MIB, 5, n, Math.max(5, runs / 10));
     }
 
-    private void parentBlocked(int mib, int idleRuns, int busyRuns) {
+    private void parentBlocked(int mib, int firstRuns, int idleRuns, int busyRuns) {
+        // The first fork of a booted VM turns its RAM file into the image: nothing is copied.
+        double[] first = new double[firstRuns];
+        double[] firstWork = new double[firstRuns];
+        for (int i = 0; i < firstRuns; i++) {
+            VirtualMachine parent = launchForker(mib);
+            try {
+                expectPrefix(parent, "readall " + mib, "read " + mib + " ");
+                Forked f = forkOne(parent);
+                first[i] = blockedMs(f.record());
+                firstWork[i] = f.record().pageWorkNanos() / 1e6;
+                stopForker(f.child());
+                stopForker(parent);
+            } finally {
+                stopParent(parent);
+            }
+        }
+        print(new Stats(first).fields("fork.parent_blocked", withFloor(sizeFields(mib, "first_fork", 0, mib), first,
+                firstWork)));
+
         VirtualMachine parent = launchForker(mib);
         try {
             String readReply = ask(parent, "readall " + mib);
             if (!readReply.startsWith("read " + mib + " ")) {
                 throw new IllegalStateException("forker answered 'readall " + mib + "' with '" + readReply + "'");
             }
-            // The first fork of a booted VM turns its RAM file into the image: nothing is copied.
-            Forked first = forkOne(parent);
-            double firstMs = blockedMs(first.record());
-            stopForker(first.child());
-            for (int i = 0; i < 4; i++) {
+            for (int i = 0; i < 5; i++) {
                 stopForker(forkOne(parent).child());
             }
 
             double[] idle = new double[idleRuns];
+            double[] idleWork = new double[idleRuns];
             for (int i = 0; i < idleRuns; i++) {
                 Forked f = forkOne(parent);
                 idle[i] = blockedMs(f.record());
+                idleWork[i] = f.record().pageWorkNanos() / 1e6;
                 stopForker(f.child());
             }
-            Map<String, Object> extra = sizeFields(mib, 0, 0);
-            extra.put("first_fork_ms", firstMs);
-            print(new Stats(idle).fields("fork.parent_blocked", extra));
+            print(new Stats(idle).fields("fork.parent_blocked", withFloor(sizeFields(mib, "after_fork", 0, 0), idle,
+                    idleWork)));
 
-            // After a fork the parent runs on a fresh view of its RAM, so its first read of
-            // each page faults again; the second readall shows the same read without a fork.
+            // After a fork the parent's KVM mappings are write-protected or gone (dirty
+            // logging), so its first access to each page exits again; the second readall
+            // shows the same read without a fork.
             double[] read = new double[busyRuns];
+            double[] readWork = new double[busyRuns];
             double[] readAfterFork = new double[busyRuns];
             double[] readSteady = new double[busyRuns];
             for (int i = 0; i < busyRuns; i++) {
@@ -239,25 +262,33 @@ final class ForkBench {
                 readSteady[i] = timed(parent, "readall " + mib, readReply);
                 Forked f = forkOne(parent);
                 read[i] = blockedMs(f.record());
+                readWork[i] = f.record().pageWorkNanos() / 1e6;
                 stopForker(f.child());
             }
-            extra = sizeFields(mib, 0, mib);
+            Map<String, Object> extra = withFloor(sizeFields(mib, "after_read", 0, mib), read, readWork);
             extra.put("read_after_fork_p50_ms", new Stats(readAfterFork).median());
             extra.put("read_steady_p50_ms", new Stats(readSteady).median());
             print(new Stats(read).fields("fork.parent_blocked", extra));
 
             double[] dirty = new double[busyRuns];
             double[] retouch = new double[busyRuns];
+            double[] protect = new double[busyRuns];
+            double[] dirtyWork = new double[busyRuns];
+            double[] copy = new double[busyRuns];
             for (int i = 0; i < busyRuns; i++) {
                 retouch[i] = timed(parent, "touch " + mib, "touched " + mib);
                 Forked f = forkOne(parent);
                 dirty[i] = blockedMs(f.record());
-                stopForker(f.child());
+                protect[i] = parent.memory().lastProtectNanos() / 1e6;
+                dirtyWork[i] = f.record().pageWorkNanos() / 1e6;
+                stopForker(f.child()); // waits for the child, which starts once the copy is done
+                GuestMemory.CopyStats c = parent.memory().lastCopy();
+                copy[i] = c == null ? 0 : c.nanos() / 1e6;
             }
-            Stats r = new Stats(retouch);
-            extra = sizeFields(mib, mib, 0);
-            extra.put("retouch_p50_ms", r.median());
-            extra.put("retouch_max_ms", r.max());
+            extra = withFloor(sizeFields(mib, "after_rewrite", mib, 0), dirty, dirtyWork);
+            extra.put("write_protect_p50_ms", new Stats(protect).median());
+            extra.put("background_copy_p50_ms", new Stats(copy).median());
+            extra.put("retouch_p50_ms", new Stats(retouch).median());
             print(new Stats(dirty).fields("fork.parent_blocked", extra));
             stopForker(parent);
         } finally {
@@ -265,10 +296,81 @@ final class ForkBench {
         }
     }
 
-    private static Map<String, Object> sizeFields(int mib, int dirtyMib, int readMib) {
+    /**
+     * The kernel's per-page work inside the pause (dirty log, write protection, slot swap:
+     * ForkRecord#pageWorkNanos), its p50 and the pause's p50 over it: what is left above
+     * the floor that grows with memory.
+     */
+    private static Map<String, Object> withFloor(Map<String, Object> m, double[] blocked, double[] work) {
+        double w = new Stats(work).median();
+        m.put("kernel_page_work_p50_ms", w);
+        if (w > 0) {
+            m.put("ratio_to_kernel_page_work", new Stats(blocked).median() / w);
+        }
+        return m;
+    }
+
+    // ---- fork.parent_write_after_fork ---------------------------------------------------
+
+    /**
+     * fork.parent_write_after_fork: the parent's time per first write of a 4 KiB page right
+     * after a fork that deferred its copy (it rewrote all its memory before), written from the
+     * top page down so that it meets pages the background copy has not reached; beside the
+     * same timed loop in the child, whose writes are first writes to plain copy-on-write
+     * pages, in the same run.
+     */
+    private void parentWriteAfterFork() {
+        int n = Math.max(10, runs / 10);
+        int mib = SMALL_MIB;
+        VirtualMachine parent = launchForker(mib);
+        try {
+            stopForker(forkOne(parent).child());
+            double[] parentUs = new double[n];
+            double[] cowUs = new double[n];
+            double[] faults = new double[n];
+            for (int i = 0; i < n; i++) {
+                expect(parent, "touch " + mib, "touched " + mib);
+                String r = ask(parent, "forkw " + mib);
+                if (!r.startsWith("parent launched=1 ids=") || !r.contains(" errs=0 wpage_ns=")) {
+                    throw new IllegalStateException("forker answered 'forkw " + mib + "' with '" + r + "'");
+                }
+                parentUs[i] = Long.parseLong(r.replaceAll(".*wpage_ns=([0-9]+).*", "$1")) / 1e3;
+                VirtualMachine child = vmm.vm(Long.parseLong(r.replaceAll(".*ids=([0-9]+).*", "$1")));
+                if (child == null) {
+                    throw new IllegalStateException("the child of '" + r + "' is not alive");
+                }
+                awaitAnnouncementOf(child);
+                String w = ask(child, "wtime " + mib);
+                cowUs[i] = Long.parseLong(w.replaceAll("wpage_ns=([0-9]+)", "$1")) / 1e3;
+                stopForker(child);
+                GuestMemory.CopyStats c = parent.memory().lastCopy();
+                faults[i] = c == null ? 0 : c.faults();
+            }
+            Stats p = new Stats(parentUs);
+            Stats c = new Stats(cowUs);
+            Map<String, Object> m = new LinkedHashMap<>();
+            m.put("name", "fork.parent_write_after_fork");
+            m.put("unit", "us_per_page");
+            m.put("n", n);
+            m.put("p50", p.median());
+            m.put("p99", p.percentile(99));
+            m.put("plain_cow_p50", c.median());
+            m.put("ratio", p.median() / c.median());
+            m.put("faults_served_p50", new Stats(faults).median());
+            m.put("memory_mib", mib);
+            m.put("pages", mib << 8);
+            print(m);
+            stopForker(parent);
+        } finally {
+            stopParent(parent);
+        }
+    }
+
+    private static Map<String, Object> sizeFields(int mib, String state, int dirtyMib, int readMib) {
         Map<String, Object> m = new LinkedHashMap<>();
         m.put("guest", FORKER);
         m.put("memory_mib", mib);
+        m.put("state", state);
         m.put("ram_mib", forkerRamMib(mib));
         m.put("dirty_mib", dirtyMib);
         m.put("read_mib", readMib);
@@ -587,6 +689,14 @@ final class ForkBench {
         }
     }
 
+    /** A forker child's announcement, whoever its parent: "child index=0 id=<its id> ...". */
+    private void awaitAnnouncementOf(VirtualMachine child) {
+        String got = announcements.await(child);
+        if (!got.startsWith("child index=0 id=" + child.id() + " ")) {
+            throw new IllegalStateException(child + " announced '" + got + "'");
+        }
+    }
+
     /** Ends a forker (or its child) the guest's way: "stop", "bye", exit code 0. */
     private void stopForker(VirtualMachine child) {
         expect(child, "stop", "bye");
@@ -627,6 +737,14 @@ final class ForkBench {
         if (!got.equals(want)) {
             throw new IllegalStateException(vm + " answered '" + request + "' with '" + got + "', expected '" + want
                     + "'");
+        }
+    }
+
+    private static void expectPrefix(VirtualMachine vm, String request, String prefix) {
+        String got = ask(vm, request);
+        if (!got.startsWith(prefix)) {
+            throw new IllegalStateException(vm + " answered '" + request + "' with '" + got + "', expected '" + prefix
+                    + "...'");
         }
     }
 

@@ -84,7 +84,8 @@ public final class Main {
                       stops once process PID is gone (tools that start nodes use it).
                   bench launch|fork|cluster|capsule|clone [--json] [--runs N]
                       Cold-launch benchmarks: launch.cold, launch.cold_warm_worker. Fork benchmarks:
-                      fork.local, fork.fanout_local, fork.parent_blocked, fork.vs_cold, fork.memory_per_child.
+                      fork.c_floor, fork.local, fork.fanout_local, fork.parent_blocked,
+                      fork.parent_write_after_fork, fork.vs_cold, fork.memory_per_child, capsule.size.
                       Cluster benchmarks (two node JVMs started on this machine, killed after):
                       cluster.placement, cluster.placement_throughput, cluster.launch_remote,
                       cluster.fork_parent_blocked. Capsule benchmark: capsule.compression (LZ4 on

@@ -44,6 +44,8 @@ final class ForkPath {
     private final VirtualMachine vm;
     private final ReentrantLock lock = new ReentrantLock();
     private volatile ForkRecord lastFork;
+    /** The kernel's per-page work in the last capture (see ForkRecord#pageWorkNanos). */
+    private long lastPageWorkNanos;
 
     ForkPath(VirtualMachine vm) {
         this.vm = vm;
@@ -150,7 +152,7 @@ final class ForkPath {
             regs.rax = result;
             caller.kvm.setRegs(regs);
             caller.inRestartableHypercall = false;
-            lastFork = new ForkRecord(exitNanos, System.nanoTime(), launched);
+            lastFork = new ForkRecord(exitNanos, System.nanoTime(), launched, lastPageWorkNanos);
         } catch (RuntimeException | Error e) {
             if (remote != null) {
                 remote.close();
@@ -289,6 +291,7 @@ final class ForkPath {
         GuestMemory memory = vm.memory();
         KvmVm kvmVm = vm.kvmVm();
         BitSet guestDirty = new BitSet();
+        long t0 = System.nanoTime();
         if (memory.isPrivate()) {
             long pages = memory.size() / GuestMemory.PAGE_SIZE;
             Memory bitmap = new Memory(((pages + 63) / 64) * 8);
@@ -296,13 +299,17 @@ final class ForkPath {
             kvmVm.getDirtyLog(0, bitmap);
             guestDirty = GuestMemory.bitmapToPages(bitmap, pages);
         }
+        long tLogged = System.nanoTime();
         GuestMemory.Freeze f = memory.freeze(guestDirty, vm.vmm().settings().pagesCopiedPaused());
+        long pageWork = (tLogged - t0) + f.protectNanos();
         try {
             if (f.viewChanged()) {
                 // Ordering requirements: the new view is mapped before the slot moves to it,
                 // and the old one is unmapped only after KVM has let go of it.
+                long tSlot = System.nanoTime();
                 kvmVm.setUserMemoryRegion(0, 0, 0, 0, 0);
                 kvmVm.setUserMemoryRegion(0, KvmVm.MEM_LOG_DIRTY_PAGES, 0, memory.size(), memory.hostAddress());
+                pageWork += System.nanoTime() - tSlot;
                 memory.retireOldView();
             }
             List<VcpuState> states = new ArrayList<>();
@@ -325,6 +332,7 @@ final class ForkPath {
                     vm.channel().isClosed(), vm.isReady());
             MachineState ms = new MachineState(vm.identity(), memory.size(), vm.cpuid().entryBytes(),
                     kvmVm.getClock().clock, states, devices);
+            lastPageWorkNanos = pageWork;
             return new Snapshot(ms, f.image());
         } catch (RuntimeException e) {
             f.image().release();

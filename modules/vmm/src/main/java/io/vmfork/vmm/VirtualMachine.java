@@ -585,7 +585,13 @@ public final class VirtualMachine {
     // ---- fork, snapshot --------------------------------------------------------------
 
     /** Timing of one fork hypercall: when the caller exited to the VMM and when it was let go. */
-    public record ForkRecord(long exitNanos, long resumedNanos, List<VirtualMachine> children) {
+    /**
+     * {@code pageWorkNanos}: the part of the pause the kernel spent on work that grows with
+     * the pages the parent touched or wrote: reading (and so re-protecting) KVM's dirty log,
+     * write-protecting pages whose copy is deferred, and swapping the memory slot at a VM's
+     * first fork (KVM drops its mappings of every touched page).
+     */
+    public record ForkRecord(long exitNanos, long resumedNanos, List<VirtualMachine> children, long pageWorkNanos) {
     }
 
     /**

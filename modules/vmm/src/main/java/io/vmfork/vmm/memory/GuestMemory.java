@@ -126,7 +126,11 @@ public final class GuestMemory implements AutoCloseable {
      * The outcome of a freeze: {@code pagesCopied} while the VM was paused,
      * {@code pagesDeferred} write-protected and copied after it resumes.
      */
-    public record Freeze(RuntimeImage image, boolean viewChanged, int pagesCopied, int pagesDeferred) {
+    public record Freeze(RuntimeImage image, boolean viewChanged, int pagesCopied, int pagesDeferred,
+            long protectNanos) {
+        Freeze(RuntimeImage image, boolean viewChanged, int pagesCopied, int pagesDeferred) {
+            this(image, viewChanged, pagesCopied, pagesDeferred, 0);
+        }
     }
 
     /** Figures of a finished background copy, for logs and benchmarks. */
@@ -195,7 +199,7 @@ public final class GuestMemory implements AutoCloseable {
             next.release();
             next = compact;
         }
-        image.release();
+        releaseLater(image);
         image = next;
         vmmDirty.clear();
         return new Freeze(image.retain(), false, pages, 0);
@@ -231,8 +235,10 @@ public final class GuestMemory implements AutoCloseable {
             layer.close();
             throw e;
         }
+        long t0 = System.nanoTime();
         try {
             HostHelper.uffdProtectRuns(uffd, view.address(), flat);
+            lastProtectNanos = System.nanoTime() - t0;
         } catch (RuntimeException e) {
             layer.close();
             LibC.closeQuietly(stopFd);
@@ -244,10 +250,10 @@ public final class GuestMemory implements AutoCloseable {
         WriteProtectCopy job = new WriteProtectCopy(this, next.retain(), layer.fd(), stopFd, flat, filled);
         copying = job;
         COPIERS.execute(job);
-        image.release();
+        releaseLater(image);
         image = next;
         vmmDirty.clear();
-        return new Freeze(image.retain(), false, 0, pages);
+        return new Freeze(image.retain(), false, 0, pages, lastProtectNanos);
     }
 
     /** Waits for the background copy of the previous freeze, if one still runs. */
@@ -260,11 +266,20 @@ public final class GuestMemory implements AutoCloseable {
     }
 
     /** Figures of the last background copy once it has finished, else null. */
-    public synchronized CopyStats lastCopy() {
+    public CopyStats lastCopy() {
         return lastCopyStats;
     }
 
     private volatile CopyStats lastCopyStats;
+    private volatile long lastProtectNanos;
+
+    /**
+     * How long the kernel took to write-protect the pages of the last freeze that deferred
+     * its copy (UFFDIO_WRITEPROTECT, inside the VM's pause); 0 before any.
+     */
+    public long lastProtectNanos() {
+        return lastProtectNanos;
+    }
 
     /**
      * One background copy: runs {@link HostHelper#wpCopy} on a copier thread, then
@@ -326,6 +341,16 @@ public final class GuestMemory implements AutoCloseable {
     }
 
     private Mapping pendingOld;
+
+    /**
+     * Drops this object's reference to an image it has replaced, in the background: when it
+     * is the last one, its layers' memfds close, and freeing a layer of 1 GiB takes a
+     * quarter of a second, which must not happen while the VM is paused. close() waits.
+     */
+    private void releaseLater(RuntimeImage old) {
+        retiring.removeIf(CompletableFuture::isDone);
+        retiring.add(CompletableFuture.runAsync(old::release, RETIRER));
+    }
 
     /** Unmaps the view a freeze replaced, in the background; close() waits for it. */
     public synchronized void retireOldView() {
