@@ -373,14 +373,25 @@ final class ForkPath {
         }
         // Then the launches, on this thread and, for a fan-out, the VMM's launch threads too
         // (each child's launch is independent: its own KVM VM, vCPU, mapping and thread).
+        vm.vmm().expectLaunches(local.size());
         VirtualMachine[] made = new VirtualMachine[local.size()];
         java.util.concurrent.atomic.AtomicInteger next = new java.util.concurrent.atomic.AtomicInteger();
+        // A fan-out's children start together once the last is launched: started one by one,
+        // their first runs would take the CPU from the launches still to come.
+        java.util.concurrent.CompletableFuture<Void> hold = made.length >= s.startTogetherFrom()
+                ? new java.util.concurrent.CompletableFuture<>() : null;
         Runnable worker = () -> {
             for (int k = next.getAndIncrement(); k < made.length; k = next.getAndIncrement()) {
-                made[k] = launchChild(state, image, childIds.get(k), local.get(k), errors, caller, block);
+                made[k] = launchChild(state, image, childIds.get(k), local.get(k), errors, caller, block, hold);
             }
         };
-        vm.vmm().runParallel(worker, made.length);
+        try {
+            vm.vmm().runParallel(worker, made.length);
+        } finally {
+            if (hold != null) {
+                hold.complete(null);
+            }
+        }
         List<VirtualMachine> launched = new ArrayList<>();
         for (int k = 0; k < made.length; k++) {
             if (made[k] != null) {
@@ -393,7 +404,7 @@ final class ForkPath {
 
     /** Launches copy {@code index} (its slot reserved), or sets its error and gives the slot back. */
     private VirtualMachine launchChild(MachineState state, RuntimeImage image, VmIdentity childId, int index,
-            long[] errors, Vcpu caller, long block) {
+            long[] errors, Vcpu caller, long block, java.util.concurrent.CompletableFuture<Void> hold) {
         try {
             VirtualMachine child = VirtualMachine.restore(vm.vmm(), state, image, childId, vm.imageName(),
                     vm.listener(), vm, false, c -> {
@@ -402,7 +413,7 @@ final class ForkPath {
                             c.memory().writeInt(block + 36, index);
                             c.memory().writeLong(block + 40, c.id());
                         }
-                    });
+                    }, hold);
             vm.listener().onForked(vm, child);
             return child;
         } catch (NativeCallException e) {

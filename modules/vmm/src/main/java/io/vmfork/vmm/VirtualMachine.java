@@ -151,6 +151,18 @@ public final class VirtualMachine {
     static VirtualMachine restore(Vmm vmm, MachineState state, RuntimeImage image, VmIdentity identity,
             String imageName, VmListener listener, VirtualMachine parent, boolean withQueuedRequests,
             java.util.function.Consumer<VirtualMachine> beforeStart) {
+        return restore(vmm, state, image, identity, imageName, listener, parent, withQueuedRequests, beforeStart,
+                null);
+    }
+
+    /**
+     * As above; with {@code hold}, the VM's vCPUs start only once it completes (a fan-out
+     * starts its children together, after the last is launched, so that they do not take
+     * the CPU from the launches).
+     */
+    static VirtualMachine restore(Vmm vmm, MachineState state, RuntimeImage image, VmIdentity identity,
+            String imageName, VmListener listener, VirtualMachine parent, boolean withQueuedRequests,
+            java.util.function.Consumer<VirtualMachine> beforeStart, CompletableFuture<Void> hold) {
         long start = System.nanoTime();
         VmmSettings s = vmm.settings();
         GuestMemory memory = GuestMemory.fromImage("vmfork-" + Long.toHexString(identity.vmId()), image,
@@ -215,17 +227,19 @@ public final class VirtualMachine {
             if (d.ready()) {
                 vm.ready.complete(start);
             }
-            if (!image.isReady()) {
-                // The image's newest pages are still being copied (a fork of a VM that wrote
-                // much since its previous fork): the child exists but must not touch its
-                // memory, nor have it patched, before they are all there.
+            // The image's newest pages may still be being copied (a fork of a VM that wrote
+            // much since its previous fork): then the child exists but must not touch its
+            // memory, nor have it patched, before they are all there.
+            CompletableFuture<Void> gate = image.isReady() ? hold
+                    : hold == null ? image.whenReady() : CompletableFuture.allOf(hold, image.whenReady());
+            if (gate != null) {
                 vm.started = new CompletableFuture<>();
                 vmm.register(vm);
                 if (parent != null) {
                     parent.children.add(vm);
                 }
                 VirtualMachine child = vm;
-                image.whenReady().whenComplete((ok, failure) -> child.startWhenMemoryReady(failure, beforeStart));
+                gate.whenComplete((ok, failure) -> child.startWhenReleased(failure, beforeStart));
                 return vm;
             }
             if (beforeStart != null) {
@@ -458,12 +472,17 @@ public final class VirtualMachine {
     private volatile CompletableFuture<Void> started = STARTED;
     private static final CompletableFuture<Void> STARTED = CompletableFuture.completedFuture(null);
 
-    /** The deferred start of a child whose image was being filled; on the copier's thread. */
-    private void startWhenMemoryReady(Throwable failure, java.util.function.Consumer<VirtualMachine> beforeStart) {
+    /**
+     * The deferred start of a VM held back (its image being filled, or a fan-out's), on
+     * the thread that released it.
+     */
+    private void startWhenReleased(Throwable failure, java.util.function.Consumer<VirtualMachine> beforeStart) {
         CompletableFuture<Void> gate = started;
         try {
             if (failure != null) {
-                releaseUnstarted(VmExit.crashed("its memory image could not be completed: " + failure.getMessage()));
+                Throwable why = failure instanceof java.util.concurrent.CompletionException && failure.getCause() != null
+                        ? failure.getCause() : failure;
+                releaseUnstarted(VmExit.crashed("it could not start: " + why.getMessage()));
             } else if (ending.get()) {
                 releaseUnstarted(exit != null ? exit : VmExit.stopped("stopped before it started"));
             } else {

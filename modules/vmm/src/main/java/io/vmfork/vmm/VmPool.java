@@ -6,6 +6,8 @@ import io.vmfork.kvm.KvmVm;
 import io.vmfork.kvm.x86.Cpuid;
 import java.time.Duration;
 import java.util.ArrayDeque;
+import java.util.ArrayList;
+import java.util.List;
 import java.util.concurrent.TimeUnit;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -14,7 +16,9 @@ import org.slf4j.LoggerFactory;
  * KVM VMs made ahead of need: each an empty KVM VM with vCPU 0 created, its kvm_run
  * mapped and the host's CPUID ({@link Vmm#cpuid()}) set, and a started thread parked to run that vCPU: what
  * every launch on this host starts with. A daemon
- * thread keeps {@code vmfork.vmm.pool.size} of them ready and makes a new one once no VM
+ * thread keeps {@code vmfork.vmm.pool.size} of them ready (more, up to {@code max-size},
+ * after a fork made that many children at once: {@link #expect}; back to {@code size}
+ * after {@code shrink-after} without such a fork) and makes a new one once no VM
  * was taken for {@code vmfork.vmm.pool.refill-after}; {@link #take} never waits for it (an empty pool answers null and the
  * launch creates its VM inline, as without a pool). {@link #close} stops the thread and
  * releases every VM, vCPU fd, mapping and parked thread the pool still holds.
@@ -40,6 +44,12 @@ final class VmPool implements AutoCloseable {
     private final Kvm kvm;
     private final Cpuid cpuid;
     private final int size;
+    private final int maxSize;
+    private final long shrinkAfterNanos;
+    /** How many the filler keeps ready now: size, or more after a fan-out. */
+    private int target;
+    /** System.nanoTime() of the last fan-out that raised or held the target. */
+    private long lastDemand;
     private final Duration retryAfter;
     private final long refillAfterNanos;
     /** System.nanoTime() of the last take. */
@@ -49,10 +59,14 @@ final class VmPool implements AutoCloseable {
     private boolean closed;
     private long made;
 
-    private VmPool(Kvm kvm, Cpuid cpuid, int size, Duration retryAfter, Duration refillAfter) {
+    private VmPool(Kvm kvm, Cpuid cpuid, int size, int maxSize, Duration shrinkAfter, Duration retryAfter,
+            Duration refillAfter) {
         this.kvm = kvm;
         this.cpuid = cpuid;
         this.size = size;
+        this.maxSize = Math.max(size, maxSize);
+        this.shrinkAfterNanos = shrinkAfter.toNanos();
+        this.target = size;
         this.retryAfter = retryAfter;
         this.refillAfterNanos = refillAfter.toNanos();
         this.filler = new Thread(this::fill, "vmfork-vm-pool");
@@ -61,10 +75,16 @@ final class VmPool implements AutoCloseable {
 
     /** A pool of {@code size} VMs, filling from now on; {@code size} must be at least 1. */
     static VmPool start(Kvm kvm, Cpuid cpuid, int size, Duration retryAfter, Duration refillAfter) {
+        return start(kvm, cpuid, size, size, Duration.ofMinutes(1), retryAfter, refillAfter);
+    }
+
+    /** As above, growing to up to {@code maxSize} after fan-outs, for {@code shrinkAfter}. */
+    static VmPool start(Kvm kvm, Cpuid cpuid, int size, int maxSize, Duration shrinkAfter, Duration retryAfter,
+            Duration refillAfter) {
         if (size < 1) {
             throw new IllegalArgumentException("a VM pool holds at least 1 VM, got " + size);
         }
-        VmPool p = new VmPool(kvm, cpuid, size, retryAfter, refillAfter);
+        VmPool p = new VmPool(kvm, cpuid, size, maxSize, shrinkAfter, retryAfter, refillAfter);
         p.filler.start();
         return p;
     }
@@ -74,11 +94,31 @@ final class VmPool implements AutoCloseable {
         synchronized (this) {
             Entry e = closed ? null : ready.pollFirst();
             if (e != null) {
+                taken++;
                 lastTake = System.nanoTime();
                 notifyAll(); // the filler makes its replacement, once launches are quiet
             }
             return e;
         }
+    }
+
+    /**
+     * A fork is about to launch {@code n} VMs at once: from now on the filler keeps up to
+     * that many ready (at most max-size), so that the next such fan-out finds them made.
+     */
+    synchronized void expect(int n) {
+        if (n > size && !closed) {
+            lastDemand = System.nanoTime();
+            if (n > target) {
+                target = Math.min(maxSize, n);
+                notifyAll();
+            }
+        }
+    }
+
+    /** How many VMs the pool keeps ready now. */
+    synchronized int target() {
+        return target;
     }
 
     /** VMs ready now. */
@@ -89,7 +129,7 @@ final class VmPool implements AutoCloseable {
     /** Waits until the pool is full (tests count resources at a quiet point); false on timeout. */
     synchronized boolean awaitFull(Duration timeout) throws InterruptedException {
         long deadline = System.nanoTime() + timeout.toNanos();
-        while (!closed && ready.size() < size) {
+        while (!closed && ready.size() < target) {
             long left = deadline - System.nanoTime();
             if (left <= 0) {
                 return false;
@@ -102,10 +142,25 @@ final class VmPool implements AutoCloseable {
     private void fill() {
         try {
             while (true) {
+                List<Entry> surplus = new ArrayList<>();
                 synchronized (this) {
                     while (!closed) {
-                        if (ready.size() >= size) {
-                            wait();
+                        if (target > size && System.nanoTime() - lastDemand >= shrinkAfterNanos) {
+                            target = size; // no fan-out for a while: give the extra VMs back
+                        }
+                        while (ready.size() > target) {
+                            surplus.add(ready.pollLast());
+                        }
+                        if (!surplus.isEmpty()) {
+                            break;
+                        }
+                        if (ready.size() >= target) {
+                            if (target > size) {
+                                TimeUnit.NANOSECONDS.timedWait(this,
+                                        Math.max(1, shrinkAfterNanos - (System.nanoTime() - lastDemand)));
+                            } else {
+                                wait();
+                            }
                             continue;
                         }
                         // Not while a launch runs: on a small host the refill would take the
@@ -121,6 +176,12 @@ final class VmPool implements AutoCloseable {
                     if (closed) {
                         return;
                     }
+                }
+                if (!surplus.isEmpty()) {
+                    for (Entry x : surplus) {
+                        x.close();
+                    }
+                    continue;
                 }
                 Entry e;
                 try {
@@ -165,6 +226,13 @@ final class VmPool implements AutoCloseable {
             throw e;
         }
     }
+
+    /** VMs taken since the start (tests). */
+    synchronized long taken() {
+        return taken;
+    }
+
+    private long taken;
 
     /** VMs made since the start (tests). */
     synchronized long made() {

@@ -49,8 +49,8 @@ public final class Vmm implements AutoCloseable {
         this.cpuid = kvm.supportedCpuid();
         this.cpuidEntries = cpuid.entryBytes();
         this.caps = hostCaps(kvm, cpuid);
-        this.pool = settings.poolSize() > 0 ? VmPool.start(kvm, cpuid, settings.poolSize(), settings.poolRetryAfter(),
-                settings.poolRefillAfter())
+        this.pool = settings.poolSize() > 0 ? VmPool.start(kvm, cpuid, settings.poolSize(), settings.poolMaxSize(),
+                settings.poolShrinkAfter(), settings.poolRetryAfter(), settings.poolRefillAfter())
                 : null;
     }
 
@@ -130,6 +130,14 @@ public final class Vmm implements AutoCloseable {
     VmPool.Entry takePooledVm() {
         VmPool p = pool;
         return p == null ? null : p.take();
+    }
+
+    /** A fork is about to launch {@code n} VMs here at once (the pool grows for the next). */
+    void expectLaunches(int n) {
+        VmPool p = pool;
+        if (p != null) {
+            p.expect(n);
+        }
     }
 
     /** The CPUID every VM booted here gets (and every pooled vCPU has); shared, never changed. */

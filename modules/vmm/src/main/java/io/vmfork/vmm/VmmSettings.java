@@ -29,7 +29,10 @@ public record VmmSettings(
         int maxImageExtents,
         long copyAfterResumeAbove,
         int forkLaunchThreads,
+        int forkStartTogetherFrom,
         int poolSize,
+        int poolMaxSize,
+        Duration poolShrinkAfter,
         Duration poolRetryAfter,
         Duration poolRefillAfter,
         io.vmfork.vmm.capsule.CapsuleLimits capsuleLimits) {
@@ -49,8 +52,16 @@ public record VmmSettings(
             throw new IllegalArgumentException("vmfork.vmm.fork.copy-after-resume-above must not be negative, got "
                     + copyAfterResumeAbove);
         }
+        if (forkStartTogetherFrom < 0) {
+            throw new IllegalArgumentException("vmfork.vmm.fork.start-together-from must be 0 (never) or more, got "
+                    + forkStartTogetherFrom);
+        }
         if (poolSize < 0) {
             throw new IllegalArgumentException("vmfork.vmm.pool.size must be 0 (no pool) or more, got " + poolSize);
+        }
+        if (poolMaxSize < poolSize) {
+            throw new IllegalArgumentException("vmfork.vmm.pool.max-size (" + poolMaxSize + ") must be at least"
+                    + " vmfork.vmm.pool.size (" + poolSize + ")");
         }
         if (poolRefillAfter.isNegative()) {
             throw new IllegalArgumentException("vmfork.vmm.pool.refill-after must not be negative, got " + poolRefillAfter);
@@ -85,7 +96,10 @@ public record VmmSettings(
                 c.getIsNull("fork.copy-after-resume-above") ? Long.MAX_VALUE
                         : c.getBytes("fork.copy-after-resume-above"),
                 c.getInt("fork.launch-threads"),
+                c.getInt("fork.start-together-from"),
                 c.getInt("pool.size"),
+                c.getInt("pool.max-size"),
+                c.getDuration("pool.shrink-after"),
                 c.getDuration("pool.retry-after"),
                 c.getDuration("pool.refill-after"),
                 io.vmfork.vmm.capsule.CapsuleLimits.create(root));
@@ -95,6 +109,11 @@ public record VmmSettings(
      * Most pages a fork copies while the VM is paused; more are copied after it resumes,
      * under write protection.
      */
+    /** Children from which a fork starts them together (never when configured 0). */
+    public int startTogetherFrom() {
+        return forkStartTogetherFrom == 0 ? Integer.MAX_VALUE : forkStartTogetherFrom;
+    }
+
     public int pagesCopiedPaused() {
         return (int) Math.min(Integer.MAX_VALUE, copyAfterResumeAbove / 4096);
     }

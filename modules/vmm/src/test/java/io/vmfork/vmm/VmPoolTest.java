@@ -64,6 +64,45 @@ class VmPoolTest {
     }
 
     @Test
+    void aFanOutGrowsThePoolForTheNextOneWhichShrinksBackAndLeavesNothing() throws Exception {
+        try (Vmm vmm = Vmm.open(VmmSettings.create(ConfigFactory.parseString(
+                "vmfork.vmm.pool { size = 2, max-size = 12, shrink-after = 3s }").withFallback(ConfigFactory.load())))) {
+            VmmTesting.quiesce(vmm);
+            int vmFds = VmmTesting.vmFds();
+            int mappings = VmmTesting.vmMappings();
+            ForkTest.Announcements a = new ForkTest.Announcements();
+            VirtualMachine parent = vmm.launch(VmSpec.of(Guests.shipped("forker"), 64L << 20).withListener(a));
+            parent.ready().get(30, TimeUnit.SECONDS);
+            String r = ForkTest.ask(parent, "fork 16");
+            assertTrue(r.startsWith("parent launched=16 "), r);
+            assertEquals(12, vmm.pool().target(), "a fan-out of 16 grows the pool to its max-size");
+            for (VirtualMachine c : parent.children()) {
+                c.stop();
+            }
+            VmmTesting.quiesce(vmm);
+            assertEquals(12, VmmTesting.pooled(vmm));
+            long taken = vmm.pool().taken();
+            r = ForkTest.ask(parent, "fork 10");
+            assertTrue(r.startsWith("parent launched=10 "), r);
+            assertEquals(taken + 10, vmm.pool().taken(), "the second fan-out found all its VMs made");
+            for (VirtualMachine c : parent.children()) {
+                c.stop();
+            }
+            parent.stop();
+            // No fan-out for shrink-after: back to 2, the extra VMs closed.
+            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(15);
+            while ((vmm.pool().target() != 2 || VmmTesting.pooled(vmm) != 2) && System.nanoTime() < deadline) {
+                Thread.sleep(50);
+            }
+            assertEquals(2, vmm.pool().target());
+            assertEquals(2, VmmTesting.pooled(vmm));
+            assertEquals(vmFds, VmmTesting.settle(VmmTesting::vmFds, vmFds), "VM fds of the shrunk pool left");
+            assertEquals(mappings, VmmTesting.settle(VmmTesting::vmMappings, mappings), "kvm_run mappings left");
+        }
+        VmmTesting.assertNothingLeftAfterClose();
+    }
+
+    @Test
     void aRestoreThatFailsAfterTakingAPooledVmReleasesIt() throws Exception {
         try (Vmm vmm = vmmWithPool(2)) {
             VirtualMachine parent = vmm.launch(VmSpec.of(Guests.shipped("forker"), 16L << 20));
