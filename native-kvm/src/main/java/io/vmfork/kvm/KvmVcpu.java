@@ -219,6 +219,32 @@ public final class KvmVcpu implements AutoCloseable {
         return x;
     }
 
+    /** struct kvm_xcrs: nr_xcrs u32, flags u32, 16 x {xcr u32, reserved u32, value u64}, padding u64[16]. */
+    private static final int XCRS_SIZE = 8 + 16 * 16 + 16 * 8;
+
+    /** XCR0 from KVM_GET_XCRS, or 0 if KVM reports none (raw: on every fork's capture). */
+    public long getXcr0() {
+        Memory m = new Memory(XCRS_SIZE);
+        m.clear();
+        LibC.ioctl(fd, Ioctls.KVM_GET_XCRS, m, "KVM_GET_XCRS");
+        int n = Math.min(16, m.getInt(0));
+        for (int i = 0; i < n; i++) {
+            if (m.getInt(8 + 16L * i) == 0) {
+                return m.getLong(8 + 16L * i + 8);
+            }
+        }
+        return 0;
+    }
+
+    /** KVM_SET_XCRS with XCR0 only (raw: on every fork child's launch). */
+    public void setXcr0(long value) {
+        Memory m = new Memory(XCRS_SIZE);
+        m.clear();
+        m.setInt(0, 1);
+        m.setLong(16, value);
+        LibC.ioctl(fd, Ioctls.KVM_SET_XCRS, m, "KVM_SET_XCRS");
+    }
+
     public void setXcrs(KvmXcrs x) {
         x.write();
         LibC.ioctl(fd, Ioctls.KVM_SET_XCRS, x.getPointer(), "KVM_SET_XCRS");

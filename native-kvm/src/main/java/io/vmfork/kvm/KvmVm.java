@@ -72,11 +72,26 @@ public final class KvmVm implements AutoCloseable {
         return c;
     }
 
+    /** struct kvm_clock_data: clock u64, flags u32, pad0 u32, realtime u64, host_tsc u64, pad u32[4]. */
+    private static final int CLOCK_DATA_SIZE = 48;
+
+    /**
+     * KVM_SET_CLOCK with flags 0: the VM's kvmclock reads {@code clockNs} now. Through a raw
+     * buffer, not the Structure: it is on every fork child's launch.
+     */
     public void setClock(long clockNs) {
-        KvmClockData c = new KvmClockData();
-        c.clock = clockNs;
-        c.write();
-        LibC.ioctl(fd, Ioctls.KVM_SET_CLOCK, c.getPointer(), "KVM_SET_CLOCK");
+        com.sun.jna.Memory m = new com.sun.jna.Memory(CLOCK_DATA_SIZE);
+        m.clear();
+        m.setLong(0, clockNs);
+        LibC.ioctl(fd, Ioctls.KVM_SET_CLOCK, m, "KVM_SET_CLOCK");
+    }
+
+    /** KVM_GET_CLOCK's clock field, in ns (raw, as {@link #setClock}: on every fork's capture). */
+    public long getClockNs() {
+        com.sun.jna.Memory m = new com.sun.jna.Memory(CLOCK_DATA_SIZE);
+        m.clear();
+        LibC.ioctl(fd, Ioctls.KVM_GET_CLOCK, m, "KVM_GET_CLOCK");
+        return m.getLong(0);
     }
 
     @Override

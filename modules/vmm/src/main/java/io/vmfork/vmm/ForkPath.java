@@ -331,7 +331,7 @@ final class ForkPath {
             DeviceState devices = new DeviceState(vm.console().bytesWritten(), vm.channel().queuedRequests(),
                     vm.channel().isClosed(), vm.isReady());
             MachineState ms = new MachineState(vm.identity(), memory.size(), vm.cpuid().entryBytes(),
-                    kvmVm.getClock().clock, states, devices);
+                    kvmVm.getClockNs(), states, devices);
             lastPageWorkNanos = pageWork;
             return new Snapshot(ms, f.image());
         } catch (RuntimeException e) {

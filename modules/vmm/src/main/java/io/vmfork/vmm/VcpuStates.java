@@ -5,7 +5,6 @@ import io.vmfork.kvm.x86.KvmFpu;
 import io.vmfork.kvm.x86.KvmSegment;
 import io.vmfork.kvm.x86.KvmSregs;
 import io.vmfork.kvm.x86.KvmVcpuEvents;
-import io.vmfork.kvm.x86.KvmXcrs;
 import io.vmfork.vmm.state.SegmentState;
 import io.vmfork.vmm.state.SregsState;
 import io.vmfork.vmm.state.VcpuState;
@@ -40,15 +39,7 @@ final class VcpuStates {
             format = VcpuState.FpuFormat.FXSAVE;
             fpu = v.getFpu().bytes;
         }
-        long xcr0 = 0;
-        if (caps.xcrs()) {
-            KvmXcrs x = v.getXcrs();
-            for (int i = 0; i < x.nrXcrs; i++) {
-                if (x.xcrs[i].xcr == 0) {
-                    xcr0 = x.xcrs[i].value;
-                }
-            }
-        }
+        long xcr0 = caps.xcrs() ? v.getXcr0() : 0;
         int[] msrs = caps.msrIndices();
         long[] values = v.getMsrs(msrs);
         byte[] events = v.getVcpuEventsBytes();
@@ -67,11 +58,7 @@ final class VcpuStates {
         v.setSregsBytes(toBytes(s.sregs()));
         v.setRegsArray(s.regs());
         if (caps.xcrs() && s.xcr0() != 0) {
-            KvmXcrs x = new KvmXcrs();
-            x.nrXcrs = 1;
-            x.xcrs[0].xcr = 0;
-            x.xcrs[0].value = s.xcr0();
-            v.setXcrs(x);
+            v.setXcr0(s.xcr0());
         }
         switch (s.fpuFormat()) {
             case XSAVE -> {

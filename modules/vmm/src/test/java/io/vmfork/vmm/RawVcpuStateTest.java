@@ -84,4 +84,31 @@ class RawVcpuStateTest {
         assertEquals(a.idtLimit(), b.idtLimit());
         assertTrue(Arrays.equals(a.interruptBitmap(), b.interruptBitmap()));
     }
+
+    @Test
+    void rawXcr0AndClockAgreeWithTheStructures() {
+        try (Vmm vmm = VmmTesting.openVmm(); KvmVm vm = vmm.kvm().createVm(); KvmVcpu v = vm.createVcpu(0)) {
+            v.setCpuid(vmm.cpuid());
+            CpuSetup.setLongModeUser(v, vmm.cpuid());
+            io.vmfork.kvm.x86.KvmXcrs x = v.getXcrs();
+            long viaStructure = 0;
+            for (int i = 0; i < x.nrXcrs; i++) {
+                if (x.xcrs[i].xcr == 0) {
+                    viaStructure = x.xcrs[i].value;
+                }
+            }
+            assertNotEquals(0, viaStructure, "a long-mode vCPU has XCR0 set");
+            assertEquals(viaStructure, v.getXcr0());
+            v.setXcr0(0x3); // x87 and SSE only
+            assertEquals(0x3, v.getXcr0());
+            v.setXcr0(viaStructure);
+            assertEquals(viaStructure, v.getXcr0());
+
+            vm.setClock(123_456_789_000L);
+            long raw = vm.getClockNs();
+            long viaClockStructure = vm.getClock().clock;
+            assertTrue(raw >= 123_456_789_000L && raw < 123_456_789_000L + 1_000_000_000L, "clock " + raw);
+            assertTrue(viaClockStructure >= raw && viaClockStructure < raw + 1_000_000_000L, viaClockStructure + " vs " + raw);
+        }
+    }
 }
