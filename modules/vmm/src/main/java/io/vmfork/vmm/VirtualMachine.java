@@ -107,11 +107,16 @@ public final class VirtualMachine {
             PageTables.build(memory);
             long heapStart = (image.endAddress() + GuestLayout.PAGE - 1) & ~(GuestLayout.PAGE - 1);
             writeBootInfo(memory, size, heapStart, heapEnd, stackTop);
-            VmPool.Entry pooled = vmm.takePooledVm();
+            VmPool.Entry pooled = vmm.takePooledVm(0);
             if (pooled != null) {
                 kvmVm = pooled.vm();
                 spare = pooled.vcpu0(); // has the host's CPUID already
                 spareThread = pooled.thread();
+                if (pooled.reserved() != null) {
+                    // A booted VM runs on its own RAM file, shared: not the pooled slot's range.
+                    kvmVm.setUserMemoryRegion(0, 0, 0, 0, 0);
+                    pooled.reserved().close();
+                }
             } else {
                 kvmVm = vmm.kvm().createVm();
             }
@@ -165,22 +170,37 @@ public final class VirtualMachine {
             java.util.function.Consumer<VirtualMachine> beforeStart, CompletableFuture<Void> hold) {
         long start = System.nanoTime();
         VmmSettings s = vmm.settings();
-        GuestMemory memory = GuestMemory.fromImage("vmfork-" + Long.toHexString(identity.vmId()), image,
-                s.maxImageExtents());
+        GuestMemory memory = null;
         KvmVm kvmVm = null;
         KvmVcpu spare = null;
         ParkedThread spareThread = null;
         VirtualMachine vm = null;
+        io.vmfork.kvm.memory.Mapping reserved = null;
         try {
-            VmPool.Entry pooled = vmm.takePooledVm();
+            VmPool.Entry pooled = vmm.takePooledVm(image.size());
             if (pooled != null) {
                 kvmVm = pooled.vm();
                 spare = pooled.vcpu0();
                 spareThread = pooled.thread();
+                reserved = pooled.reserved();
+                if (reserved != null && pooled.slotSize() != image.size()) {
+                    // Made for another RAM size: its memory slot goes, and the range with it.
+                    kvmVm.setUserMemoryRegion(0, 0, 0, 0, 0);
+                    reserved.close();
+                    reserved = null;
+                }
             } else {
                 kvmVm = vmm.kvm().createVm();
             }
-            kvmVm.setUserMemoryRegion(0, KvmVm.MEM_LOG_DIRTY_PAGES, 0, memory.size(), memory.hostAddress());
+            // A pooled VM of this size has its memory slot (dirty-logged) over a reserved
+            // range already: the view is mapped into that range, and KVM needs no new slot.
+            io.vmfork.kvm.memory.Mapping into = reserved;
+            reserved = null; // the view owns it from here, also if mapping fails
+            memory = GuestMemory.fromImage("vmfork-" + Long.toHexString(identity.vmId()), image,
+                    s.maxImageExtents(), into);
+            if (into == null) {
+                kvmVm.setUserMemoryRegion(0, KvmVm.MEM_LOG_DIRTY_PAGES, 0, memory.size(), memory.hostAddress());
+            }
             kvmVm.setClock(state.clockNs());
             byte[] cpuidEntries = state.cpuidEntries();
             // A fork child of a VM booted here has the host's CPUID: share the VMM's (no copy).
@@ -253,6 +273,9 @@ public final class VirtualMachine {
             return vm;
         } catch (RuntimeException e) {
             releaseFailedLaunch(vm, kvmVm, spare, spareThread, memory);
+            if (reserved != null) {
+                reserved.close();
+            }
             throw e;
         }
     }
@@ -276,7 +299,9 @@ public final class VirtualMachine {
         if (kvmVm != null) {
             kvmVm.close();
         }
-        memory.close();
+        if (memory != null) {
+            memory.close();
+        }
     }
 
     /** The boot info page as GuestModel defines it, the same bytes a capsule restore checks and rebuilds. */

@@ -125,11 +125,13 @@ public final class Vmm implements AutoCloseable {
 
     /**
      * A ready KVM VM from the pool, or null (no pool, or it is empty, or the VMM is
-     * closing): the caller then creates one inline.
+     * closing): the caller then creates one inline. {@code memorySize}: the RAM of the VM
+     * it becomes if that is a fork child or clone (its memory slot may be set already:
+     * {@link VmPool.Entry#reserved}), 0 for a booted VM.
      */
-    VmPool.Entry takePooledVm() {
+    VmPool.Entry takePooledVm(long memorySize) {
         VmPool p = pool;
-        return p == null ? null : p.take();
+        return p == null ? null : p.take(memorySize);
     }
 
     /** A fork is about to launch {@code n} VMs here at once (the pool grows for the next). */

@@ -102,6 +102,82 @@ class VmPoolTest {
         VmmTesting.assertNothingLeftAfterClose();
     }
 
+    static List<VirtualMachine> forkVia(Vmm vmm, VirtualMachine parent, int n) throws Exception {
+        String r = ForkTest.ask(parent, "fork " + n);
+        assertTrue(r.startsWith("parent launched=" + n + " "), r);
+        List<VirtualMachine> kids = new java.util.ArrayList<>();
+        for (String id : r.replaceAll(".*ids=([0-9,]+).*", "$1").split(",")) {
+            VirtualMachine c = vmm.vm(Long.parseLong(id));
+            assertNotNull(c, "child " + id + " is not alive");
+            kids.add(c);
+        }
+        return kids;
+    }
+
+    /** This process's mapped address space, bytes (VmSize). */
+    static long addressSpace() {
+        try {
+            for (String l : java.nio.file.Files.readAllLines(java.nio.file.Path.of("/proc/self/status"))) {
+                if (l.startsWith("VmSize:")) {
+                    return Long.parseLong(l.replaceAll("[^0-9]", "")) << 10;
+                }
+            }
+        } catch (java.io.IOException e) {
+            throw new IllegalStateException(e);
+        }
+        throw new IllegalStateException("no VmSize in /proc/self/status");
+    }
+
+    @Test
+    void pooledVmsGetTheirMemorySlotForTheSizeOfTheLastChildAndReleaseItsRange() throws Exception {
+        long ram = 72L << 20;
+        long before;
+        try (Vmm vmm = vmmWithPool(3)) {
+            ForkTest.Announcements a = new ForkTest.Announcements();
+            VirtualMachine parent = vmm.launch(VmSpec.of(Guests.shipped("forker"), ram).withListener(a));
+            parent.ready().get(30, TimeUnit.SECONDS);
+            String sum = ForkTest.ask(parent, "sum");
+            VmmTesting.quiesce(vmm);
+            assertEquals(0, vmm.pool().withSlotFor(ram), "no child launched yet: no slot made for its size");
+            // The first child tells the pool the size; the VMs made after it come with a slot for it.
+            for (VirtualMachine c : forkVia(vmm, parent, 1)) {
+                a.next(c); // its announcement first: the channel has no request ids
+                assertEquals(sum, ForkTest.ask(c, "sum"));
+                c.stop();
+            }
+            VmmTesting.quiesce(vmm);
+            assertEquals(1, vmm.pool().withSlotFor(ram), "the replacement VM has its slot's range reserved");
+            // Children that take those VMs map their memory into the range: they see their parent's.
+            for (int round = 0; round < 3; round++) {
+                List<VirtualMachine> kids = forkVia(vmm, parent, 3);
+                for (VirtualMachine c : kids) {
+                    a.next(c);
+                    assertEquals(sum, ForkTest.ask(c, "sum"));
+                    assertEquals("ok", ForkTest.ask(c, "write 3 " + c.id()));
+                }
+                for (VirtualMachine c : kids) {
+                    assertEquals(String.valueOf(c.id()), ForkTest.ask(c, "read 3"), "children are apart");
+                    c.stop();
+                }
+                VmmTesting.quiesce(vmm);
+            }
+            assertEquals(3, vmm.pool().withSlotFor(ram), "every pooled VM has its slot's range");
+            // A booted VM takes a pooled VM too: its slot and range go.
+            VirtualMachine booted = vmm.launch(VmSpec.of(Guests.shipped("forker"), 16L << 20));
+            booted.ready().get(30, TimeUnit.SECONDS);
+            assertTrue(ForkTest.ask(booted, "sum").startsWith("sum="));
+            booted.stop();
+            parent.stop();
+            VmmTesting.quiesce(vmm);
+            assertEquals(3, vmm.pool().withSlotFor(ram));
+            before = addressSpace();
+        }
+        long freed = before - addressSpace();
+        assertTrue(freed >= 3 * ram, "closing the pool freed " + (freed >> 20) + " MiB of address space, less than its"
+                + " three reserved ranges of " + (ram >> 20) + " MiB");
+        VmmTesting.assertNothingLeftAfterClose();
+    }
+
     @Test
     void aRestoreThatFailsAfterTakingAPooledVmReleasesIt() throws Exception {
         try (Vmm vmm = vmmWithPool(2)) {
@@ -140,7 +216,7 @@ class VmPoolTest {
             try {
                 // Drain it as it fills, so that close() finds the thread making VMs.
                 for (int i = 0; i < 3; i++) {
-                    VmPool.Entry e = vmm.takePooledVm();
+                    VmPool.Entry e = vmm.takePooledVm(0);
                     if (e != null) {
                         e.close();
                     }
@@ -148,7 +224,7 @@ class VmPoolTest {
             } finally {
                 vmm.close();
             }
-            assertNull(vmm.takePooledVm(), "a closed pool hands out nothing");
+            assertNull(vmm.takePooledVm(0), "a closed pool hands out nothing");
             VmmTesting.assertNothingLeftAfterClose();
         }
     }

@@ -96,8 +96,16 @@ public final class GuestMemory implements AutoCloseable {
 
     /** A private copy-on-write view of {@code image}; takes a reference to it. */
     public static GuestMemory fromImage(String name, RuntimeImage image, int maxExtents) {
+        return fromImage(name, image, maxExtents, null);
+    }
+
+    /**
+     * As above, placed over {@code reserved} when not null (an address range of the image's
+     * size that a KVM memory slot may already point at), which it takes ownership of.
+     */
+    public static GuestMemory fromImage(String name, RuntimeImage image, int maxExtents, Mapping reserved) {
         GuestMemory m = new GuestMemory(name, image.size(), maxExtents);
-        Mapping v = image.mapPrivate(name);
+        Mapping v = reserved == null ? image.mapPrivate(name) : image.mapPrivateAt(reserved, name);
         m.image = image.retain();
         m.setView(v);
         return m;

@@ -361,7 +361,18 @@ public final class RuntimeImage implements MemorySource {
      * then each overlay extent mapped over it in place. No page is copied.
      */
     public Mapping mapPrivate(String what) {
-        Mapping m = base.file.map(false, what);
+        return overlayExtents(base.file.map(false, what));
+    }
+
+    /**
+     * As {@link #mapPrivate}, placed over {@code reserved} (an address range of the image's
+     * size, e.g. one a KVM memory slot already points at); takes ownership of it.
+     */
+    public Mapping mapPrivateAt(Mapping reserved, String what) {
+        return overlayExtents(Mapping.privateAt(base.file, reserved, what));
+    }
+
+    private Mapping overlayExtents(Mapping m) {
         try {
             for (Extent e : extents.values()) {
                 m.remapPrivate(e.layer().file, e.offset(), e.length());
