@@ -1,0 +1,203 @@
+package io.vmfork.vmm;
+
+import static org.junit.jupiter.api.Assertions.*;
+
+import io.vmfork.vmm.guest.Guests;
+import io.vmfork.vmm.state.VcpuState;
+import java.io.ByteArrayInputStream;
+import java.io.ByteArrayOutputStream;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.TimeUnit;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
+import org.junit.jupiter.api.Test;
+
+/**
+ * Guests with several vCPUs (docs/hypercalls.md, "Several vCPUs"), on real VMs, with the
+ * test guest tests/smp.c: secondaries count in their own lanes of shared memory, checking
+ * at every turn that memory and their registers agree (see smp.c).
+ */
+class SmpTest extends VmmTestBase {
+    private static final int VCPUS = 4;
+    private static final int FORKS = 10;
+    private static final Pattern PARENT = Pattern.compile(
+            "parent rc=1 id=(\\d+) pre=([\\d,]+) post=([\\d,]+) progress=ok errors=0");
+    private static final Pattern CHILD = Pattern.compile(
+            "child id=(\\d+) start=([\\d,]+) pre=([\\d,]+) first=([\\d,]+) mine=ok ring=ok errors=0 progress=ok");
+
+    static VirtualMachine smp(int vcpus, VmListener listener) throws Exception {
+        VirtualMachine vm = vmm.launch(new VmSpec(Guests.shipped("smp"), 64L << 20, vcpus, 0, listener));
+        vm.ready().get(30, TimeUnit.SECONDS);
+        return vm;
+    }
+
+    private static long[] longs(String csv) {
+        String[] p = csv.split(",");
+        long[] out = new long[p.length];
+        for (int i = 0; i < p.length; i++) {
+            out[i] = Long.parseLong(p[i]);
+        }
+        return out;
+    }
+
+    @Test
+    void vcpuZeroForksTenTimesWhileTheOthersCountAndEveryCopyStartsFromOneInstant() throws Exception {
+        ForkTest.Announcements a = new ForkTest.Announcements();
+        VirtualMachine parent = smp(VCPUS, a);
+        List<VirtualMachine> kids = new ArrayList<>();
+        try {
+            assertEquals("vcpus=4 identity=4 index=0", ForkTest.ask(parent, "info"));
+            assertEquals("started 14", ForkTest.ask(parent, "start 4"), "vCPUs 1, 2 and 3 run");
+            assertEquals("progress ok", ForkTest.ask(parent, "progress"));
+            for (int f = 0; f < FORKS; f++) {
+                String r = ForkTest.ask(parent, "fork");
+                Matcher pm = PARENT.matcher(r);
+                assertTrue(pm.matches(), "fork " + f + ": " + r);
+                VirtualMachine child = vmm.vm(Long.parseLong(pm.group(1)));
+                assertNotNull(child, "fork " + f + ": the child is not alive");
+                kids.add(child);
+                long[] pre = longs(pm.group(2));
+                long[] post = longs(pm.group(3));
+                String c = a.next(child);
+                Matcher cm = CHILD.matcher(c);
+                assertTrue(cm.matches(), "fork " + f + " child: " + c);
+                assertEquals(child.id(), Long.parseLong(cm.group(1)));
+                assertArrayEquals(pre, longs(cm.group(3)), "the child's memory holds what its parent read before FORK");
+                long[] start = new long[VCPUS]; // the child reports lanes 1..3
+                System.arraycopy(longs(cm.group(2)), 0, start, 1, VCPUS - 1);
+                long[] first = longs(cm.group(4));
+                for (int i = 1; i < VCPUS; i++) {
+                    // The capture's instant T lies between the parent's two readings; the
+                    // child's secondary starts at the top of its first turn, at T's count or
+                    // one further (it was paused inside a turn and finishes it).
+                    assertTrue(pre[i] <= start[i] && start[i] <= post[i] + 1, "fork " + f + " vCPU " + i
+                            + ": the child starts at " + start[i] + ", outside the parent's [" + pre[i] + ", "
+                            + post[i] + "] around the fork");
+                    assertTrue(pre[i] <= first[i], "fork " + f + " vCPU " + i + ": the child's vCPU 0 read "
+                            + first[i] + " first, behind the parent's " + pre[i] + " before the fork");
+                }
+                assertEquals(4, child.vcpuCount());
+            }
+            assertEquals(FORKS, kids.stream().map(VirtualMachine::id).distinct().count());
+            // The parent kept its four vCPUs running through every fork; now it stops its
+            // secondaries and writes its marker, as each child did.
+            assertEquals("errors=0 running=14", ForkTest.ask(parent, "errors"));
+            assertTrue(ForkTest.ask(parent, "stop").startsWith("stopped lanes="));
+            // Isolation: every VM still sees its own marker and its own frozen lanes, none
+            // of what its parent or siblings wrote at the same addresses.
+            assertEquals("check ok", ForkTest.ask(parent, "check"));
+            for (VirtualMachine k : kids) {
+                assertEquals("check ok", ForkTest.ask(k, "check"), "child " + k);
+            }
+            // The children restart their secondaries (VCPU_START after VCPU_STOP) and count on.
+            for (VirtualMachine k : kids.subList(0, 2)) {
+                assertEquals("started 14", ForkTest.ask(k, "start 4"));
+                assertEquals("progress ok", ForkTest.ask(k, "progress"));
+                assertEquals("errors=0 running=14", ForkTest.ask(k, "errors"));
+            }
+        } finally {
+            for (VirtualMachine k : kids) {
+                k.stop();
+            }
+            parent.stop();
+        }
+    }
+
+    @Test
+    void anExternalForkResumesEveryVcpuAndOneNeverStartedStaysSo() throws Exception {
+        VirtualMachine parent = smp(VCPUS, VmListener.NONE);
+        VirtualMachine child = null;
+        try {
+            assertEquals("started 6", ForkTest.ask(parent, "start 3"), "vCPUs 1 and 2 run, 3 is not started");
+            VirtualMachine.ForkResult r = parent.fork(1, 0);
+            assertEquals(List.of(), r.errors());
+            child = r.children().get(0);
+            assertEquals("progress ok", ForkTest.ask(child, "progress"), "vCPUs 1 and 2 run on in the child");
+            assertEquals("errors=0 running=6", ForkTest.ask(child, "errors"));
+            assertEquals("progress ok", ForkTest.ask(parent, "progress"));
+            // vCPU 3 was not started in the child either: VCPU_START succeeds there, and
+            // fails (EINVAL) on vCPU 1, which runs.
+            assertEquals("probe -1", ForkTest.ask(child, "probe 1"));
+            assertEquals("probe 0", ForkTest.ask(child, "probe 3"));
+            assertEquals("progress ok", ForkTest.ask(child, "progress"));
+            assertEquals("errors=0 running=14", ForkTest.ask(child, "errors"));
+            assertEquals("probe 0", ForkTest.ask(parent, "probe 3"), "the child's start is not the parent's");
+        } finally {
+            if (child != null) {
+                child.stop();
+            }
+            parent.stop();
+        }
+    }
+
+    @Test
+    void aCapsuleCarriesEveryVcpuAndWhetherItWasStarted() throws Exception {
+        VirtualMachine original = smp(VCPUS, VmListener.NONE);
+        VirtualMachine clone = null;
+        try {
+            assertEquals("started 6", ForkTest.ask(original, "start 3"));
+            byte[] capsule;
+            try (VirtualMachine.Snapshot s = original.snapshot()) {
+                assertEquals(VCPUS, s.state().vcpus().size());
+                assertEquals(List.of(true, true, true, false),
+                        s.state().vcpus().stream().map(VcpuState::started).toList());
+                ByteArrayOutputStream out = new ByteArrayOutputStream();
+                vmm.writeCapsule(s, out);
+                capsule = out.toByteArray();
+            }
+            clone = vmm.restoreCapsule(new ByteArrayInputStream(capsule), VmListener.NONE);
+            assertEquals(VCPUS, clone.vcpuCount());
+            assertEquals("vcpus=4 identity=4 index=0", ForkTest.ask(clone, "info"));
+            assertEquals("progress ok", ForkTest.ask(clone, "progress"), "vCPUs 1 and 2 run on in the clone");
+            assertEquals("errors=0 running=6", ForkTest.ask(clone, "errors"));
+            assertEquals("probe 0", ForkTest.ask(clone, "probe 3"), "vCPU 3 arrives not started");
+            assertEquals("progress ok", ForkTest.ask(clone, "progress"));
+            assertEquals("errors=0 running=14", ForkTest.ask(clone, "errors"));
+        } finally {
+            if (clone != null) {
+                clone.stop();
+            }
+            original.stop();
+        }
+    }
+
+    @Test
+    void vcpuStartRefusesBadRequestsInTheDocumentedOrder() throws Exception {
+        VirtualMachine vm = smp(VCPUS, VmListener.NONE);
+        try {
+            assertEquals("started 2", ForkTest.ask(vm, "start 2"));
+            // vCPU 0, no such vCPU (4, 2^32-1), flags; entry outside RAM (twice); stack top
+            // outside RAM, below 0x200000 and at 8; a misaligned stack top; the block outside
+            // RAM; vCPU 1 already running; VCPU_STOP on vCPU 0; VCPU_INDEX on vCPU 0.
+            assertEquals("rc -1 -1 -1 -1 -2 -2 -2 -2 -2 -1 -2 -1 -1 0", ForkTest.ask(vm, "badstart"));
+            assertEquals("progress ok", ForkTest.ask(vm, "progress"), "vCPU 1 runs on, undisturbed");
+            assertEquals("errors=0 running=2", ForkTest.ask(vm, "errors"));
+        } finally {
+            vm.stop();
+        }
+    }
+
+    @Test
+    void theVmEndsWhenAnyVcpuExitsAndVcpuCountsAreChecked() throws Exception {
+        VirtualMachine vm = smp(VCPUS, VmListener.NONE);
+        assertEquals("started 14", ForkTest.ask(vm, "start 4"));
+        vm.channel().send("exit".getBytes());
+        VmExit e = vm.awaitTermination(VmmTesting.TIMEOUT);
+        assertEquals(VmExit.Kind.EXITED, e.kind(), e.toString());
+        assertEquals(0, e.exitCode());
+
+        VirtualMachine w = smp(2, VmListener.NONE);
+        w.channel().send("wexit".getBytes());
+        VmExit we = w.awaitTermination(VmmTesting.TIMEOUT);
+        assertEquals(VmExit.Kind.EXITED, we.kind(), we.toString());
+        assertEquals(7, we.exitCode(), "a secondary's EXIT ends the VM with its code");
+
+        int max = vmm.settings().maxVcpus();
+        VirtualMachine big = smp(max, VmListener.NONE);
+        assertEquals("vcpus=" + max + " identity=" + max + " index=0", ForkTest.ask(big, "info"));
+        big.stop();
+        assertThrows(LaunchException.class,
+                () -> vmm.launch(new VmSpec(Guests.shipped("smp"), 64L << 20, max + 1, 0, VmListener.NONE)));
+    }
+}
