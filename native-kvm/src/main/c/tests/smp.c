@@ -38,6 +38,17 @@
  *   badstart      VCPU_START / VCPU_STOP / VCPU_INDEX misuse from vCPU 0, one result per
  *                 case (see the array below): "rc <r0> <r1> ..."
  *   info          "vcpus=<boot info vcpu_count> identity=<IDENTITY vcpu_count> index=<VCPU_INDEX>"
+ *   hammer R      (send it, do not request it: the guest's SENDs are all unsolicited then)
+ *                 starts every secondary, and every vCPU, 0 too, does R rounds of
+ *                 CONSOLE_WRITE "h<i>.<k>\n", IDENTITY, ENTROPY, CLOCK, SEND "h<i>.<k>",
+ *                 an atomic add, an increment under a CAS spin lock and a barrier of
+ *                 all vCPUs; vCPU 0 then sends "hammer ok total=<n>" or "hammer bad ..."
+ *   sfork         vCPU nvcpus-1 calls FORK (one copy) while vCPU 0 spins: in the parent
+ *                 "sfork rc=<rc> role=p id=<child>", in the child (unsolicited)
+ *                 "sfork rc=0 role=c id=<its id>"
+ *   dfork         vCPUs 1 and 2 meet at a barrier and both call FORK (one copy each) at
+ *                 once; vCPU 0 waits for both and answers "dfork <r1><r2> id=<vm>",
+ *                 r = p or c, each VM (children unsolicited)
  *   exit          exits 0 from vCPU 0 while the secondaries run
  *   wexit         a secondary calls EXIT(7) (the VM ends, every vCPU with it)
  */
@@ -313,6 +324,125 @@ static void bad_start(void)
     reply(out);
 }
 
+/* ---- hammer: every hypercall from every vCPU at once ----------------------------- */
+
+static struct vmf_barrier bar_all, bar_two;
+static uint64_t hammer_rounds, hammer_total, hammer_locked, hammer_lock, hammer_bad;
+static uint64_t hammer_id;
+
+static void hammer_vcpu(uint32_t i)
+{
+    char line[64];
+    int64_t last = 0;
+    for (uint64_t k = 0; k < hammer_rounds; k++) {
+        int n = vmf_snprintf(line, sizeof line, "h%u.%lu\n", i, (unsigned long)k);
+        if (vmf_console_write(line, (size_t)n) != n)
+            vmf_atomic_add(&hammer_bad, 1);
+        struct vmf_identity id;
+        if (vmf_identity(&id) != 0 || id.vm_id != hammer_id || id.vcpu_count != nvcpus)
+            vmf_atomic_add(&hammer_bad, 1);
+        uint64_t r[2] = { 0, 0 };
+        if (vmf_entropy(r, sizeof r) != sizeof r || (r[0] == 0 && r[1] == 0))
+            vmf_atomic_add(&hammer_bad, 1);
+        struct vmf_clock c;
+        if (vmf_clock(&c) != 0 || c.monotonic_ns < last)
+            vmf_atomic_add(&hammer_bad, 1);
+        last = c.monotonic_ns;
+        if (vmf_send(line, (size_t)n - 1) != n - 1)
+            vmf_atomic_add(&hammer_bad, 1);
+        vmf_atomic_add(&hammer_total, 1);
+        uint64_t unlocked = 0;
+        while (!vmf_atomic_cas(&hammer_lock, &unlocked, 1)) {
+            unlocked = 0;
+            vmf_cpu_relax();
+        }
+        hammer_locked = hammer_locked + 1; /* plain: the lock orders it */
+        vmf_atomic_store(&hammer_lock, 0);
+        vmf_barrier_wait(&bar_all);
+    }
+}
+
+static void hammer_worker(void *arg)
+{
+    uint32_t i = (uint32_t)(uintptr_t)arg;
+    hammer_vcpu(i);
+    vmf_atomic_store(&ctl.done[i], 1);
+}
+
+static void hammer(uint64_t rounds)
+{
+    struct vmf_identity id;
+    vmf_identity(&id);
+    hammer_id = id.vm_id;
+    hammer_rounds = rounds;
+    hammer_total = hammer_locked = hammer_lock = hammer_bad = 0;
+    vmf_barrier_init(&bar_all, nvcpus);
+    for (uint32_t i = 1; i < nvcpus; i++) {
+        vmf_atomic_store(&ctl.done[i], 0);
+        if (vmf_vcpu_start(i, hammer_worker, (void *)(uintptr_t)i, stack_of(i), STACK_BYTES) != 0)
+            vmf_atomic_add(&hammer_bad, 1000);
+    }
+    hammer_vcpu(0);
+    for (uint32_t i = 1; i < nvcpus; i++)
+        while (!vmf_atomic_load(&ctl.done[i]))
+            vmf_cpu_relax();
+    uint64_t want = rounds * nvcpus;
+    if (hammer_bad == 0 && hammer_total == want && hammer_locked == want)
+        vmf_snprintf(out, sizeof out, "hammer ok total=%lu", (unsigned long)want);
+    else
+        vmf_snprintf(out, sizeof out, "hammer bad=%lu total=%lu locked=%lu want=%lu", (unsigned long)hammer_bad,
+                     (unsigned long)hammer_total, (unsigned long)hammer_locked, (unsigned long)want);
+    reply(out);
+}
+
+/* ---- FORK from secondary vCPUs ------------------------------------------------------ */
+
+static struct vmf_fork sfb[MAXV];
+static uint64_t sf_ids[MAXV];
+static int64_t sf_errs[MAXV];
+static int64_t sf_rc[MAXV];
+
+static void fork_worker(void *arg)
+{
+    uint32_t i = (uint32_t)(uintptr_t)arg;
+    if (i == 1 || i == 2)
+        vmf_barrier_wait(&bar_two);
+    sfb[i] = (struct vmf_fork){ .count = 1, .ids = (uint64_t)(uintptr_t)&sf_ids[i],
+                                .errors = (uint64_t)(uintptr_t)&sf_errs[i] };
+    sf_rc[i] = vmf_fork(&sfb[i]);
+    vmf_atomic_store(&ctl.done[i], 1);
+}
+
+static char role_of(uint32_t i)
+{
+    return sf_rc[i] >= 0 && sfb[i].role == VMF_FORK_CHILD ? 'c' : 'p';
+}
+
+static void secondary_forks(int two)
+{
+    uint32_t first = two ? 1 : nvcpus - 1, last = two ? 2 : nvcpus - 1;
+    vmf_barrier_init(&bar_two, 2);
+    for (uint32_t i = first; i <= last; i++) {
+        vmf_atomic_store(&ctl.done[i], 0);
+        if (vmf_vcpu_start(i, fork_worker, (void *)(uintptr_t)i, stack_of(i), STACK_BYTES) != 0) {
+            reply("fork worker did not start");
+            return;
+        }
+    }
+    /* vCPU 0 keeps running through the fork(s); in a copy it resumes right here. */
+    for (uint32_t i = first; i <= last; i++)
+        while (!vmf_atomic_load(&ctl.done[i]))
+            vmf_cpu_relax();
+    struct vmf_identity id;
+    vmf_identity(&id);
+    if (two)
+        vmf_snprintf(out, sizeof out, "dfork %c%c id=%lu", role_of(1), role_of(2), (unsigned long)id.vm_id);
+    else
+        vmf_snprintf(out, sizeof out, "sfork rc=%ld role=%c id=%lu", (long)sf_rc[last], role_of(last),
+                     (unsigned long)(role_of(last) == 'p' ? sf_ids[last] : id.vm_id));
+    reply(out);
+}
+
 static void exit_worker(void *arg)
 {
     (void)arg;
@@ -386,6 +516,14 @@ int main(void)
             vmf_snprintf(out, sizeof out, "vcpus=%u identity=%u index=%u", vmf_boot->vcpu_count, id.vcpu_count,
                          vmf_vcpu_index());
             reply(out);
+        } else if (len > 7 && strncmp(req, "hammer ", 7) == 0) {
+            int ok;
+            uint64_t rounds = vmf_parse_u64(req + 7, len - 7, &ok);
+            hammer(ok ? rounds : 0);
+        } else if (len == 5 && strncmp(req, "sfork", 5) == 0) {
+            secondary_forks(0);
+        } else if (len == 5 && strncmp(req, "dfork", 5) == 0) {
+            secondary_forks(1);
         } else if (len == 4 && strncmp(req, "exit", 4) == 0) {
             return 0;
         } else if (len == 5 && strncmp(req, "wexit", 5) == 0) {

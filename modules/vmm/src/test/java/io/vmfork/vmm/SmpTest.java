@@ -200,4 +200,114 @@ class SmpTest extends VmmTestBase {
         assertThrows(LaunchException.class,
                 () -> vmm.launch(new VmSpec(Guests.shipped("smp"), 64L << 20, max + 1, 0, VmListener.NONE)));
     }
+
+    /** Collects a VM's console as its listener saw it, and its unsolicited messages. */
+    static final class Collector implements VmListener {
+        final StringBuilder console = new StringBuilder();
+        final java.util.concurrent.BlockingQueue<String> messages = new java.util.concurrent.LinkedBlockingQueue<>();
+
+        @Override
+        public synchronized void onConsole(VirtualMachine vm, byte[] bytes) {
+            console.append(new String(bytes, java.nio.charset.StandardCharsets.UTF_8));
+        }
+
+        @Override
+        public void onUnsolicitedMessage(VirtualMachine vm, byte[] message) {
+            messages.add(new String(message, java.nio.charset.StandardCharsets.UTF_8));
+        }
+
+        synchronized String console() {
+            return console.toString();
+        }
+    }
+
+    @Test
+    void hypercallsFromEveryVcpuAtOnceAreEachServedWhole() throws Exception {
+        Collector c = new Collector();
+        VirtualMachine vm = smp(VCPUS, c);
+        int rounds = 200;
+        try {
+            vm.channel().send(("hammer " + rounds).getBytes());
+            java.util.Set<String> sent = new java.util.HashSet<>();
+            String last;
+            while (true) {
+                last = c.messages.poll(60, TimeUnit.SECONDS);
+                assertNotNull(last, "the guest did not finish; it sent " + sent.size());
+                if (last.startsWith("hammer")) {
+                    break;
+                }
+                assertTrue(last.matches("h[0-3]\\.\\d+"), "a SEND arrives whole: " + last);
+                assertTrue(sent.add(last), "once: " + last);
+            }
+            assertEquals("hammer ok total=" + VCPUS * rounds, last, "IDENTITY, ENTROPY, CLOCK, the atomics and the"
+                    + " CAS lock held on every vCPU");
+            assertEquals(VCPUS * rounds, sent.size());
+            String console = vm.console().text();
+            assertEquals(c.console(), console, "the console buffer and the listener saw the writes in one order");
+            java.util.Set<String> lines = new java.util.HashSet<>(List.of(console.split("\n")));
+            assertEquals(sent, lines, "every console write arrived whole, once");
+            assertEquals(VCPUS * rounds, console.split("\n").length);
+            assertEquals("errors=0 running=0", ForkTest.ask(vm, "errors"));
+        } finally {
+            vm.stop();
+        }
+    }
+
+    private static final Pattern SFORK = Pattern.compile("sfork rc=1 role=p id=(\\d+)");
+
+    @Test
+    void aSecondaryVcpuForksAndOnlyItSeesTheChildRole() throws Exception {
+        ForkTest.Announcements a = new ForkTest.Announcements();
+        VirtualMachine parent = smp(VCPUS, a);
+        VirtualMachine child = null;
+        try {
+            Matcher m = SFORK.matcher(ForkTest.ask(parent, "sfork"));
+            assertTrue(m.matches(), m.toString());
+            child = vmm.vm(Long.parseLong(m.group(1)));
+            assertNotNull(child);
+            // vCPU 0 spun through the fork in both; in the child, vCPU 3 returns from FORK as the child.
+            assertEquals("sfork rc=0 role=c id=" + child.id(), a.next(child));
+            // vCPU 3 stopped after its fork in both, vCPUs 1 and 2 were never started: all start now.
+            for (VirtualMachine v : List.of(parent, child)) {
+                assertEquals("started 14", ForkTest.ask(v, "start 4"), v.toString());
+                assertEquals("progress ok", ForkTest.ask(v, "progress"), v.toString());
+            }
+        } finally {
+            if (child != null) {
+                child.stop();
+            }
+            parent.stop();
+        }
+    }
+
+    @Test
+    void twoVcpusForkingAtOnceAreServedOneAfterTheOther() throws Exception {
+        ForkTest.Announcements a = new ForkTest.Announcements();
+        VirtualMachine parent = smp(VCPUS, a);
+        List<VirtualMachine> made = new ArrayList<>();
+        try {
+            assertEquals("dfork pp id=" + parent.id(), ForkTest.ask(parent, "dfork"));
+            // One fork runs first (say vCPU 1's): its copy A has vCPU 1 as the child and vCPU 2
+            // not yet forked, which forks in A (A's copy: both children). The second fork's copy B
+            // has vCPU 1 returned as the parent and vCPU 2 as the child.
+            List<String> roles = new ArrayList<>();
+            for (int k = 0; k < 3; k++) {
+                VirtualMachine v = a.forked.poll(30, TimeUnit.SECONDS);
+                assertNotNull(v, "copy " + k + " of 3");
+                made.add(v);
+                String s = a.next(v);
+                assertTrue(s.endsWith(" id=" + v.id()), s);
+                roles.add(s.substring("dfork ".length(), "dfork ".length() + 2));
+            }
+            java.util.Collections.sort(roles);
+            assertEquals(List.of("cc", "cp", "pc"), roles);
+            assertEquals(2, parent.children().size(), "the parent forked twice");
+            assertNull(a.forked.poll(200, TimeUnit.MILLISECONDS), "no other copy");
+        } finally {
+            for (VirtualMachine v : made) {
+                v.stop();
+            }
+            parent.stop();
+        }
+    }
 }
