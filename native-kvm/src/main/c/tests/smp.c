@@ -49,6 +49,10 @@
  *   dfork         vCPUs 1 and 2 meet at a barrier and both call FORK (one copy each) at
  *                 once; vCPU 0 waits for both and answers "dfork <r1><r2> id=<vm>",
  *                 r = p or c, each VM (children unsolicited)
+ *   regs I        starts vCPU I (not running) at an assembly entry that saves every
+ *                 general register and RFLAGS as VCPU_START left them, then stops:
+ *                 "regs rdi=.. rsi=.. rsp=.. arg=.. top=.. others=<OR of the other
+ *                 GPRs> rflags=.."
  *   exit          exits 0 from vCPU 0 while the secondaries run
  *   wexit         a secondary calls EXIT(7) (the VM ends, every vCPU with it)
  */
@@ -443,6 +447,66 @@ static void secondary_forks(int two)
     reply(out);
 }
 
+/* ---- the registers VCPU_START gives --------------------------------------------- */
+
+/* rax rbx rcx rdx rsi rdi rsp rbp r8..r15 rflags, as the vCPU began; then done = 1. */
+uint64_t vmf_test_regs[18];
+uint64_t vmf_test_regs_done;
+void regs_entry(void);
+__asm__(".text\n"
+        ".globl regs_entry\n"
+        "regs_entry:\n"
+        "  movq %rax, vmf_test_regs+0(%rip)\n"
+        "  movq %rbx, vmf_test_regs+8(%rip)\n"
+        "  movq %rcx, vmf_test_regs+16(%rip)\n"
+        "  movq %rdx, vmf_test_regs+24(%rip)\n"
+        "  movq %rsi, vmf_test_regs+32(%rip)\n"
+        "  movq %rdi, vmf_test_regs+40(%rip)\n"
+        "  movq %rsp, vmf_test_regs+48(%rip)\n"
+        "  movq %rbp, vmf_test_regs+56(%rip)\n"
+        "  movq %r8, vmf_test_regs+64(%rip)\n"
+        "  movq %r9, vmf_test_regs+72(%rip)\n"
+        "  movq %r10, vmf_test_regs+80(%rip)\n"
+        "  movq %r11, vmf_test_regs+88(%rip)\n"
+        "  movq %r12, vmf_test_regs+96(%rip)\n"
+        "  movq %r13, vmf_test_regs+104(%rip)\n"
+        "  movq %r14, vmf_test_regs+112(%rip)\n"
+        "  movq %r15, vmf_test_regs+120(%rip)\n"
+        "  pushfq\n"
+        "  popq vmf_test_regs+128(%rip)\n"
+        "  movq $1, vmf_test_regs_done(%rip)\n"
+        "  movl $12, %eax\n"          /* VMF_HC_VCPU_STOP */
+        "  movw $0x7f0, %dx\n"
+        "1: outl %eax, (%dx)\n"
+        "  jmp 1b\n");
+
+static void start_regs(uint32_t i)
+{
+    uint64_t top = (uint64_t)(uintptr_t)stack_of(i) + STACK_BYTES;
+    uint64_t arg = 0x1234567890abcdefull;
+    vmf_atomic_store(&vmf_test_regs_done, 0);
+    /* Junk in this vCPU's registers that must not reach the started one. */
+    __asm__ volatile("" ::: "rbx", "r12", "r13", "r14", "r15");
+    struct vmf_vcpu_start st = { .index = i, .entry = (uint64_t)(uintptr_t)regs_entry, .stack_top = top,
+                                 .arg = arg };
+    int64_t rc = vmf_hypercall(VMF_HC_VCPU_START, (uint64_t)(uintptr_t)&st);
+    if (rc != 0) {
+        vmf_snprintf(out, sizeof out, "regs rc=%ld", (long)rc);
+        reply(out);
+        return;
+    }
+    while (!vmf_atomic_load(&vmf_test_regs_done))
+        vmf_cpu_relax();
+    uint64_t others = 0;
+    for (int k = 0; k < 16; k++)
+        if (k != 4 && k != 5 && k != 6)
+            others |= vmf_test_regs[k];
+    vmf_snprintf(out, sizeof out, "regs rdi=%lx rsi=%lu rsp=%lx arg=%lx top=%lx others=%lx rflags=%lx",
+                 (unsigned long)vmf_test_regs[5], (unsigned long)vmf_test_regs[4], (unsigned long)vmf_test_regs[6],
+                 (unsigned long)arg, (unsigned long)top, (unsigned long)others, (unsigned long)vmf_test_regs[16]);
+    reply(out);
+}
+
 static void exit_worker(void *arg)
 {
     (void)arg;
@@ -524,6 +588,13 @@ int main(void)
             secondary_forks(0);
         } else if (len == 5 && strncmp(req, "dfork", 5) == 0) {
             secondary_forks(1);
+        } else if (len > 5 && strncmp(req, "regs ", 5) == 0) {
+            int ok;
+            uint64_t i = vmf_parse_u64(req + 5, len - 5, &ok);
+            if (ok && i > 0 && i < nvcpus)
+                start_regs((uint32_t)i);
+            else
+                reply("regs bad index");
         } else if (len == 4 && strncmp(req, "exit", 4) == 0) {
             return 0;
         } else if (len == 5 && strncmp(req, "wexit", 5) == 0) {

@@ -34,6 +34,19 @@ class SmpLeakTest {
                     c.stop();
                 }
                 vm.stop();
+                // A guest that exits from vCPU 0 while its secondaries count, and one that
+                // exits from a secondary.
+                VirtualMachine exits = own.launch(new VmSpec(Guests.shipped("smp"), 64L << 20, VCPUS, 0,
+                        VmListener.NONE));
+                exits.ready().get(30, TimeUnit.SECONDS);
+                assertEquals("started 14", ask(exits, "start 4"));
+                exits.channel().send("exit".getBytes());
+                assertEquals(VmExit.Kind.EXITED, exits.awaitTermination(VmmTesting.TIMEOUT).kind());
+                VirtualMachine wexit = own.launch(new VmSpec(Guests.shipped("smp"), 64L << 20, VCPUS, 0,
+                        VmListener.NONE));
+                wexit.ready().get(30, TimeUnit.SECONDS);
+                wexit.channel().send("wexit".getBytes());
+                assertEquals(7, wexit.awaitTermination(VmmTesting.TIMEOUT).exitCode());
             }
             assertEquals(0, own.liveCount());
             VmmTesting.quiesce(own);

@@ -310,4 +310,61 @@ class SmpTest extends VmmTestBase {
             parent.stop();
         }
     }
+
+    @Test
+    void aStartedVcpuBeginsWithTheDocumentedRegisters() throws Exception {
+        VirtualMachine vm = smp(VCPUS, VmListener.NONE);
+        try {
+            Matcher m = Pattern.compile("regs rdi=(\\w+) rsi=(\\d+) rsp=(\\w+) arg=(\\w+) top=(\\w+) others=(\\w+)"
+                    + " rflags=(\\w+)").matcher(ForkTest.ask(vm, "regs 2"));
+            assertTrue(m.matches(), m.toString());
+            assertEquals(m.group(4), m.group(1), "RDI = arg");
+            assertEquals("2", m.group(2), "RSI = the index");
+            assertEquals(m.group(5), m.group(3), "RSP = stack_top");
+            assertEquals("0", m.group(6), "every other general register is 0");
+            // RFLAGS as vCPU 0 observes its own at boot (docs/hypercalls.md, "Initial state"):
+            // 0x3002 where the VMM's flags show, the host's user-mode 0x202 under PVM.
+            long rflags = Long.parseLong(m.group(7), 16);
+            assertTrue(rflags == 0x3002 || rflags == 0x202, "RFLAGS 0x" + m.group(7));
+            // It stopped itself (VCPU_STOP from assembly): it starts again, once.
+            assertTrue(ForkTest.ask(vm, "regs 2").startsWith("regs rdi="));
+        } finally {
+            vm.stop();
+        }
+    }
+
+    @Test
+    void snapshotRestoreSnapshotOfAnSmpVmGivesTheFirstSnapshotBack() throws Exception {
+        VirtualMachine original = smp(VCPUS, VmListener.NONE);
+        try {
+            // vCPUs 1 and 2 ran and stopped, 3 never ran, vCPU 0 waits in RECV: a still VM.
+            assertEquals("started 6", ForkTest.ask(original, "start 3"));
+            assertTrue(ForkTest.ask(original, "stop").startsWith("stopped"));
+            SnapshotContractTest.idle(original);
+            try (VirtualMachine.Snapshot first = original.snapshot()) {
+                assertEquals(List.of(true, false, false, false),
+                        first.state().vcpus().stream().map(VcpuState::started).toList());
+                VirtualMachine clone = vmm.restore(first.state(), first.image(), VmListener.NONE);
+                try {
+                    SnapshotContractTest.idle(clone);
+                    try (VirtualMachine.Snapshot second = clone.snapshot()) {
+                        assertEquals(VCPUS, second.state().vcpus().size());
+                        for (int i = 0; i < VCPUS; i++) {
+                            assertEquals(SnapshotContractTest.withoutTsc(first.state().vcpus().get(i)),
+                                    SnapshotContractTest.withoutTsc(second.state().vcpus().get(i)), "vCPU " + i);
+                        }
+                        assertArrayEquals(SnapshotContractTest.memoryDigest(first.image()),
+                                SnapshotContractTest.memoryDigest(second.image()), "guest RAM");
+                    }
+                    assertEquals("check ok", ForkTest.ask(original, "check"));
+                    assertEquals("started 14", ForkTest.ask(clone, "start 4"));
+                    assertEquals("progress ok", ForkTest.ask(clone, "progress"));
+                } finally {
+                    clone.stop();
+                }
+            }
+        } finally {
+            original.stop();
+        }
+    }
 }
