@@ -4,7 +4,9 @@ import static io.vmfork.vmm.hypercall.Hypercalls.*;
 
 import io.vmfork.kvm.x86.KvmRegs;
 import io.vmfork.vmm.memory.GuestMemory;
+import io.vmfork.vmm.x86.CpuSetup;
 import io.vmfork.vmm.x86.GuestLayout;
+import java.util.List;
 
 /**
  * Serves the hypercalls of one VM (docs/hypercalls.md). Every pointer the guest passes is
@@ -277,7 +279,7 @@ final class HypercallDispatcher {
         if (flags != 0) {
             return EINVAL;
         }
-        java.util.List<Vcpu> all = vm.vcpuList();
+        List<Vcpu> all = vm.vcpuList();
         if (index == 0 || index >= all.size()) {
             return EINVAL;
         }
@@ -296,7 +298,7 @@ final class HypercallDispatcher {
         r.rsp = stackTop;
         r.rdi = arg;
         r.rsi = index;
-        r.rflags = io.vmfork.vmm.x86.CpuSetup.RFLAGS_INITIAL;
+        r.rflags = CpuSetup.RFLAGS_INITIAL;
         return vm.control().startVcpu(target, () -> target.kvm.setRegs(r)) ? OK : EINVAL;
     }
 

@@ -164,7 +164,8 @@ public final class CapsuleWriter {
                 .addAllObservedCpuid(StateCodec.encodeCpuid(observedCpuid))
                 .setObservedXcr0(observedXcr0);
         if (delta) {
-            hb.setFlags(hb.getFlags() | CapsuleFormat.FLAG_DELTA).setBaseImage(com.google.protobuf.ByteString.copyFrom(baseKey));
+            hb.setFlags(hb.getFlags() | CapsuleFormat.FLAG_DELTA)
+                    .setBaseImage(com.google.protobuf.ByteString.copyFrom(baseKey));
         }
         CapsuleHeader header = hb.build();
         CapsuleFrame headerFrame = CapsuleFrame.newBuilder().setHeader(header).build();
