@@ -155,6 +155,9 @@ public final class VirtualMachine {
             String imageName, VmListener listener, VirtualMachine parent, boolean withQueuedRequests,
             java.util.function.Consumer<VirtualMachine> beforeStart) {
         long start = System.nanoTime();
+        if (state.vcpus().isEmpty() || !state.vcpus().get(0).started()) {
+            throw new LaunchException("the captured VM has no running vCPU 0; a vmfork guest's vCPU 0 always runs");
+        }
         VmmSettings s = vmm.settings();
         GuestMemory memory = GuestMemory.fromImage("vmfork-" + Long.toHexString(identity.vmId()), image,
                 s.maxImageExtents());

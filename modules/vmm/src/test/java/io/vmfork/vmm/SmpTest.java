@@ -344,6 +344,17 @@ class SmpTest extends VmmTestBase {
             try (VirtualMachine.Snapshot first = original.snapshot()) {
                 assertEquals(List.of(true, false, false, false),
                         first.state().vcpus().stream().map(VcpuState::started).toList());
+                // A state whose vCPU 0 does not run is no vmfork guest's, and starts nothing.
+                List<VcpuState> idle0 = new ArrayList<>(first.state().vcpus());
+                idle0.set(0, idle0.get(0).withStarted(false));
+                io.vmfork.vmm.state.MachineState bad = new io.vmfork.vmm.state.MachineState(
+                        first.state().identity(), first.state().memorySize(), first.state().cpuidEntries(),
+                        first.state().clockNs(), idle0, first.state().devices());
+                int live = vmm.liveCount();
+                LaunchException e = assertThrows(LaunchException.class,
+                        () -> vmm.restore(bad, first.image(), VmListener.NONE));
+                assertTrue(e.getMessage().contains("vCPU 0"), e.getMessage());
+                assertEquals(live, vmm.liveCount());
                 VirtualMachine clone = vmm.restore(first.state(), first.image(), VmListener.NONE);
                 try {
                     SnapshotContractTest.idle(clone);
