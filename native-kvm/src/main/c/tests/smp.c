@@ -42,7 +42,9 @@
  *                 starts every secondary, and every vCPU, 0 too, does R rounds of
  *                 CONSOLE_WRITE "h<i>.<k>\n", IDENTITY, ENTROPY, CLOCK, SEND "h<i>.<k>",
  *                 an atomic add, an increment under a CAS spin lock and a barrier of
- *                 all vCPUs; vCPU 0 then sends "hammer ok total=<n>" or "hammer bad ..."
+ *                 all vCPUs (after which every vCPU's add of the round must be seen, and
+ *                 which returns 1 in exactly one vCPU a round); vCPU 0 then sends
+ *                 "hammer ok total=<n>" or "hammer bad ..."
  *   sfork         vCPU nvcpus-1 calls FORK (one copy) while vCPU 0 spins: in the parent
  *                 "sfork rc=<rc> role=p id=<child>", in the child (unsolicited)
  *                 "sfork rc=0 role=c id=<its id>"
@@ -331,7 +333,7 @@ static void bad_start(void)
 /* ---- hammer: every hypercall from every vCPU at once ----------------------------- */
 
 static struct vmf_barrier bar_all, bar_two;
-static uint64_t hammer_rounds, hammer_total, hammer_locked, hammer_lock, hammer_bad;
+static uint64_t hammer_rounds, hammer_total, hammer_locked, hammer_lock, hammer_bad, hammer_serial;
 static uint64_t hammer_id;
 
 static void hammer_vcpu(uint32_t i)
@@ -362,7 +364,11 @@ static void hammer_vcpu(uint32_t i)
         }
         hammer_locked = hammer_locked + 1; /* plain: the lock orders it */
         vmf_atomic_store(&hammer_lock, 0);
-        vmf_barrier_wait(&bar_all);
+        if (vmf_barrier_wait(&bar_all))
+            vmf_atomic_add(&hammer_serial, 1);
+        /* Nobody leaves round k before every vCPU has counted it. */
+        if (vmf_atomic_load(&hammer_total) < (k + 1) * nvcpus)
+            vmf_atomic_add(&hammer_bad, 1);
     }
 }
 
@@ -379,7 +385,7 @@ static void hammer(uint64_t rounds)
     vmf_identity(&id);
     hammer_id = id.vm_id;
     hammer_rounds = rounds;
-    hammer_total = hammer_locked = hammer_lock = hammer_bad = 0;
+    hammer_total = hammer_locked = hammer_lock = hammer_bad = hammer_serial = 0;
     vmf_barrier_init(&bar_all, nvcpus);
     for (uint32_t i = 1; i < nvcpus; i++) {
         vmf_atomic_store(&ctl.done[i], 0);
@@ -391,11 +397,12 @@ static void hammer(uint64_t rounds)
         while (!vmf_atomic_load(&ctl.done[i]))
             vmf_cpu_relax();
     uint64_t want = rounds * nvcpus;
-    if (hammer_bad == 0 && hammer_total == want && hammer_locked == want)
+    if (hammer_bad == 0 && hammer_total == want && hammer_locked == want && hammer_serial == rounds)
         vmf_snprintf(out, sizeof out, "hammer ok total=%lu", (unsigned long)want);
     else
-        vmf_snprintf(out, sizeof out, "hammer bad=%lu total=%lu locked=%lu want=%lu", (unsigned long)hammer_bad,
-                     (unsigned long)hammer_total, (unsigned long)hammer_locked, (unsigned long)want);
+        vmf_snprintf(out, sizeof out, "hammer bad=%lu total=%lu locked=%lu serial=%lu want=%lu",
+                     (unsigned long)hammer_bad, (unsigned long)hammer_total, (unsigned long)hammer_locked,
+                     (unsigned long)hammer_serial, (unsigned long)want);
     reply(out);
 }
 

@@ -239,7 +239,7 @@ class SmpTest extends VmmTestBase {
                 assertTrue(last.matches("h[0-3]\\.\\d+"), "a SEND arrives whole: " + last);
                 assertTrue(sent.add(last), "once: " + last);
             }
-            assertEquals("hammer ok total=" + VCPUS * rounds, last, "IDENTITY, ENTROPY, CLOCK, the atomics and the"
+            assertEquals("hammer ok total=" + VCPUS * rounds, last, "IDENTITY, ENTROPY, CLOCK, the atomics, the barrier and the"
                     + " CAS lock held on every vCPU");
             assertEquals(VCPUS * rounds, sent.size());
             String console = vm.console().text();
