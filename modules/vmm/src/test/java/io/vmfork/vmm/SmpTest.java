@@ -239,8 +239,8 @@ class SmpTest extends VmmTestBase {
                 assertTrue(last.matches("h[0-3]\\.\\d+"), "a SEND arrives whole: " + last);
                 assertTrue(sent.add(last), "once: " + last);
             }
-            assertEquals("hammer ok total=" + VCPUS * rounds, last, "IDENTITY, ENTROPY, CLOCK, the atomics, the barrier and the"
-                    + " CAS lock held on every vCPU");
+            assertEquals("hammer ok total=" + VCPUS * rounds, last,
+                    "IDENTITY, ENTROPY, CLOCK, the atomics, the barrier and the CAS lock held on every vCPU");
             assertEquals(VCPUS * rounds, sent.size());
             String console = vm.console().text();
             assertEquals(c.console(), console, "the console buffer and the listener saw the writes in one order");
