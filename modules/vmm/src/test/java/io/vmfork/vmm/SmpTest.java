@@ -315,8 +315,12 @@ class SmpTest extends VmmTestBase {
     void aStartedVcpuBeginsWithTheDocumentedRegisters() throws Exception {
         VirtualMachine vm = smp(VCPUS, VmListener.NONE);
         try {
+            // Twice: the second start follows the vCPU's own VCPU_STOP (an `out` the VMM never
+            // re-entered KVM_RUN after), and must begin exactly at the entry all the same.
+            String first = ForkTest.ask(vm, "regs 2");
+            assertEquals(first, ForkTest.ask(vm, "regs 2"));
             Matcher m = Pattern.compile("regs rdi=(\\w+) rsi=(\\d+) rsp=(\\w+) arg=(\\w+) top=(\\w+) others=(\\w+)"
-                    + " rflags=(\\w+)").matcher(ForkTest.ask(vm, "regs 2"));
+                    + " rflags=(\\w+)").matcher(first);
             assertTrue(m.matches(), m.toString());
             assertEquals(m.group(4), m.group(1), "RDI = arg");
             assertEquals("2", m.group(2), "RSI = the index");
@@ -326,8 +330,6 @@ class SmpTest extends VmmTestBase {
             // 0x3002 where the VMM's flags show, the host's user-mode 0x202 under PVM.
             long rflags = Long.parseLong(m.group(7), 16);
             assertTrue(rflags == 0x3002 || rflags == 0x202, "RFLAGS 0x" + m.group(7));
-            // It stopped itself (VCPU_STOP from assembly): it starts again, once.
-            assertTrue(ForkTest.ask(vm, "regs 2").startsWith("regs rdi="));
         } finally {
             vm.stop();
         }
