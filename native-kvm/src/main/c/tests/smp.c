@@ -51,6 +51,9 @@
  *   dfork         vCPUs 1 and 2 meet at a barrier and both call FORK (one copy each) at
  *                 once; vCPU 0 waits for both and answers "dfork <r1><r2> id=<vm>",
  *                 r = p or c, each VM (children unsolicited)
+ *   recvers       (send it) starts every secondary in a loop of RECV, each message M
+ *                 answered by SEND "r<i> M" (unsolicited), until it receives "quit";
+ *                 vCPU 0 spins meanwhile, then sends "recvers done"
  *   regs I        starts vCPU I (not running) at an assembly entry that saves every
  *                 general register and RFLAGS as VCPU_START left them, then stops:
  *                 "regs rdi=.. rsi=.. rsp=.. arg=.. top=.. others=<OR of the other
@@ -454,6 +457,38 @@ static void secondary_forks(int two)
     reply(out);
 }
 
+/* ---- RECV on several vCPUs ---------------------------------------------------------- */
+
+static void recv_worker(void *arg)
+{
+    uint32_t i = (uint32_t)(uintptr_t)arg;
+    char buf[256];
+    char msg[300];
+    for (;;) {
+        size_t len = 0;
+        if (vmf_recv(buf, sizeof buf - 1, 0, &len) < 0)
+            break;
+        buf[len] = 0;
+        if (len == 4 && strncmp(buf, "quit", 4) == 0)
+            break;
+        int n = vmf_snprintf(msg, sizeof msg, "r%u %s", i, buf);
+        vmf_send(msg, (size_t)n);
+    }
+    vmf_atomic_store(&ctl.done[i], 1);
+}
+
+static void recvers(void)
+{
+    for (uint32_t i = 1; i < nvcpus; i++) {
+        vmf_atomic_store(&ctl.done[i], 0);
+        vmf_vcpu_start(i, recv_worker, (void *)(uintptr_t)i, stack_of(i), STACK_BYTES);
+    }
+    for (uint32_t i = 1; i < nvcpus; i++)
+        while (!vmf_atomic_load(&ctl.done[i]))
+            vmf_cpu_relax();
+    reply("recvers done");
+}
+
 /* ---- the registers VCPU_START gives --------------------------------------------- */
 
 /* rax rbx rcx rdx rsi rdi rsp rbp r8..r15 rflags, as the vCPU began; then done = 1. */
@@ -595,6 +630,8 @@ int main(void)
             secondary_forks(0);
         } else if (len == 5 && strncmp(req, "dfork", 5) == 0) {
             secondary_forks(1);
+        } else if (len == 7 && strncmp(req, "recvers", 7) == 0) {
+            recvers();
         } else if (len > 5 && strncmp(req, "regs ", 5) == 0) {
             int ok;
             uint64_t i = vmf_parse_u64(req + 5, len - 5, &ok);

@@ -380,4 +380,52 @@ class SmpTest extends VmmTestBase {
             original.stop();
         }
     }
+
+    /** Sends {@code prefix + k} for k in [from, to) and collects the answers "r<i> <message>" of {@code vm}. */
+    private static java.util.Set<String> exchange(VirtualMachine vm, ForkTest.Announcements a, String prefix, int from,
+            int to) throws Exception {
+        for (int k = from; k < to; k++) {
+            vm.channel().send((prefix + k).getBytes());
+        }
+        java.util.Set<String> got = new java.util.HashSet<>();
+        for (int n = from; n < to; n++) {
+            String r = a.next(vm);
+            assertTrue(r.matches("r[1-3] " + prefix + "\\d+"), vm + ": " + r);
+            assertTrue(got.add(r.substring(3)), vm + ": a message taken twice: " + r);
+        }
+        java.util.Set<String> want = new java.util.HashSet<>();
+        for (int k = from; k < to; k++) {
+            want.add(prefix + k);
+        }
+        assertEquals(want, got, vm + ": every message taken by exactly one vCPU");
+        return got;
+    }
+
+    @Test
+    void eachMessageGoesToOneVcpuWaitingInRecvAndAForkRestartsEveryWaitingRecv() throws Exception {
+        ForkTest.Announcements a = new ForkTest.Announcements();
+        VirtualMachine parent = smp(VCPUS, a);
+        VirtualMachine child = null;
+        try {
+            parent.channel().send("recvers".getBytes());
+            exchange(parent, a, "m", 0, 300);
+            // The secondaries wait in RECV (or are about to): a fork captures each back on its
+            // `out`, and in the child each re-issues the call on an empty channel of its own.
+            child = parent.fork(1, 0).children().get(0);
+            exchange(parent, a, "p", 0, 60);
+            exchange(child, a, "c", 0, 60);
+            for (VirtualMachine v : List.of(parent, child)) {
+                for (int q = 1; q < VCPUS; q++) {
+                    v.channel().send("quit".getBytes());
+                }
+                assertEquals("recvers done", a.next(v), v.toString());
+                assertEquals("errors=0 running=0", ForkTest.ask(v, "errors"), "vCPU 0 serves requests again");
+            }
+        } finally {
+            if (child != null) {
+                child.stop();
+            }
+            parent.stop();
+        }
+    }
 }
