@@ -14,13 +14,14 @@
  * The VMM (in Java) reads and writes these blocks at fixed offsets: pin their
  * layout so that a change to vmfork.h cannot silently break the ABI.
  */
-_Static_assert(sizeof(struct vmf_boot_info) == 48, "vmf_boot_info layout");
+_Static_assert(sizeof(struct vmf_boot_info) == 56, "vmf_boot_info layout");
 _Static_assert(sizeof(struct vmf_buf) == 16, "vmf_buf layout");
 _Static_assert(sizeof(struct vmf_identity) == 40, "vmf_identity layout");
 _Static_assert(sizeof(struct vmf_clock) == 16, "vmf_clock layout");
 _Static_assert(sizeof(struct vmf_recv) == 32, "vmf_recv layout");
 _Static_assert(sizeof(struct vmf_fork) == 48, "vmf_fork layout");
 _Static_assert(sizeof(struct vmf_fork_status) == 32, "vmf_fork_status layout");
+_Static_assert(sizeof(struct vmf_vcpu_start) == 32, "vmf_vcpu_start layout");
 
 /* Set by _start (start.S) before main runs. */
 const struct vmf_boot_info *vmf_boot;
@@ -101,6 +102,81 @@ int64_t vmf_fork(struct vmf_fork *f)
 int64_t vmf_fork_status(struct vmf_fork_status *s)
 {
     return vmf_hypercall(VMF_HC_FORK_STATUS, gpa(s));
+}
+
+/* ---- several vCPUs ------------------------------------------------------------ */
+
+/* start.S: where a vCPU started by vmf_vcpu_start begins; calls vmf__vcpu_main(frame). */
+void vmf__vcpu_entry(void);
+
+/*
+ * What vmf_vcpu_start leaves at the top of the new vCPU's stack, where its entry finds
+ * it (RDI points to it): the function and its argument.
+ */
+struct vcpu_frame {
+    void (*fn)(void *);
+    void *arg;
+};
+
+__attribute__((noreturn, used)) void vmf__vcpu_main(struct vcpu_frame *frame);
+
+void vmf__vcpu_main(struct vcpu_frame *frame)
+{
+    frame->fn(frame->arg);
+    /* The VMM never returns from VCPU_STOP on a secondary vCPU; a later VCPU_START
+     * begins it afresh. Loop in case a VMM resumes it anyway. */
+    for (;;)
+        vmf_hypercall(VMF_HC_VCPU_STOP, 0);
+}
+
+int64_t vmf_vcpu_start(uint32_t index, void (*fn)(void *), void *arg, void *stack, size_t stack_size)
+{
+    if (!fn || !stack || stack_size < 64)
+        return VMF_EINVAL;
+    uint64_t top = (gpa(stack) + stack_size) & ~15ull;
+    top -= sizeof(struct vcpu_frame);
+    struct vcpu_frame *frame = (struct vcpu_frame *)(uintptr_t)top;
+    frame->fn = fn;
+    frame->arg = arg;
+    /* The frame stays above the new vCPU's RSP, so its first call does not overwrite it. */
+    struct vmf_vcpu_start s = { .index = index, .entry = (uint64_t)(uintptr_t)vmf__vcpu_entry,
+                                .stack_top = top, .arg = top };
+    return vmf_hypercall(VMF_HC_VCPU_START, gpa(&s));
+}
+
+int64_t vmf_vcpu_stop(void)
+{
+    return vmf_hypercall(VMF_HC_VCPU_STOP, 0);
+}
+
+uint32_t vmf_vcpu_index(void)
+{
+    return (uint32_t)vmf_hypercall(VMF_HC_VCPU_INDEX, 0);
+}
+
+void vmf_barrier_init(struct vmf_barrier *b, uint32_t count)
+{
+    b->count = count;
+    b->reserved = 0;
+    __atomic_store_n(&b->sense, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&b->waiting, 0, __ATOMIC_RELEASE);
+}
+
+int vmf_barrier_wait(struct vmf_barrier *b)
+{
+    /* The sense is read before arriving: the last to arrive flips it, and everyone
+     * else waits for it to differ from what they read. A vCPU that runs ahead to the
+     * next round reads the flipped sense and finds `waiting` already reset, since the
+     * reset is stored before the flip is released. */
+    uint32_t sense = __atomic_load_n(&b->sense, __ATOMIC_ACQUIRE);
+    if (__atomic_add_fetch(&b->waiting, 1, __ATOMIC_ACQ_REL) == b->count) {
+        __atomic_store_n(&b->waiting, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&b->sense, sense ^ 1u, __ATOMIC_RELEASE);
+        return 1;
+    }
+    while (__atomic_load_n(&b->sense, __ATOMIC_ACQUIRE) == sense)
+        vmf_cpu_relax();
+    return 0;
 }
 
 /* ---- memory and strings ------------------------------------------------------ */

@@ -25,4 +25,19 @@ _start:
 	jmp	1b
 	.size	_start, . - _start
 
+/*
+ * Where a vCPU started by vmf_vcpu_start begins (VCPU_START's entry): RSP = the
+ * 16-byte aligned stack top the SDK chose, RDI = the frame just above it with the
+ * function and its argument. Like _start, it is jumped to: the call below gives
+ * vmf__vcpu_main the RSP % 16 == 8 the SysV ABI expects. It never returns.
+ */
+	.globl	vmf__vcpu_entry
+	.type	vmf__vcpu_entry, @function
+vmf__vcpu_entry:
+	xorl	%ebp, %ebp
+	call	vmf__vcpu_main		/* noreturn */
+1:	ud2
+	jmp	1b
+	.size	vmf__vcpu_entry, . - vmf__vcpu_entry
+
 	.section .note.GNU-stack, "", @progbits

@@ -37,6 +37,9 @@
 #define VMF_HC_READY         8u  /* arg: none.            ret: 0                         */
 #define VMF_HC_FORK          9u  /* arg: vmf_fork*.       ret: copies launched or accepted (parent), 0 (child) */
 #define VMF_HC_FORK_STATUS  10u  /* arg: vmf_fork_status*. ret: 0                        */
+#define VMF_HC_VCPU_START   11u  /* arg: vmf_vcpu_start*. ret: 0                         */
+#define VMF_HC_VCPU_STOP    12u  /* arg: none. Does not return on a secondary vCPU; VMF_EINVAL on vCPU 0 */
+#define VMF_HC_VCPU_INDEX   13u  /* arg: none.            ret: the calling vCPU's index  */
 
 /* Status codes (RAX). */
 #define VMF_OK       0
@@ -65,6 +68,8 @@ struct vmf_boot_info {
     uint64_t heap_start;    /* first free byte after the loaded image (4 KiB aligned) */
     uint64_t heap_end;      /* end of the heap == lowest byte of the stack    */
     uint64_t stack_top;     /* initial RSP                                    */
+    uint32_t vcpu_count;    /* vCPUs of the VM, 1..vmfork.vmm.max-vcpus       */
+    uint32_t reserved;      /* 0                                              */
 };
 
 struct vmf_buf {
@@ -133,6 +138,20 @@ struct vmf_fork_status {
     uint64_t vm_id;     /* out: the clone's VM id once started, else 0                   */
 };
 
+/*
+ * VCPU_START: secondary vCPU `index` (1 .. vcpu_count - 1, not running) begins at `entry`
+ * at CPL3 with RSP = stack_top (16-byte aligned: the entry is jumped to, not called, as
+ * _start is), RDI = arg, RSI = index, the other general registers 0. vCPU 0 starts at the
+ * ELF entry; the others run nothing until started. vmf_vcpu_start() below wraps it.
+ */
+struct vmf_vcpu_start {
+    uint32_t index;      /* in: the vCPU to start                                         */
+    uint32_t flags;      /* in: 0                                                         */
+    uint64_t entry;      /* in: where it begins                                           */
+    uint64_t stack_top;  /* in: its initial RSP; [stack_top - 16, stack_top) writable     */
+    uint64_t arg;        /* in: its initial RDI                                           */
+};
+
 static inline int64_t vmf_hypercall(uint32_t nr, uint64_t arg)
 {
     int64_t ret;
@@ -154,6 +173,64 @@ int64_t vmf_send(const void *buf, size_t len);
 int64_t vmf_ready(void);
 int64_t vmf_fork(struct vmf_fork *f);
 int64_t vmf_fork_status(struct vmf_fork_status *s);
+
+/*
+ * Several vCPUs (docs/hypercalls.md, "Several vCPUs"). The VM has vmf_boot->vcpu_count
+ * of them; main runs on vCPU 0. vmf_vcpu_start runs fn(arg) on secondary vCPU `index`
+ * with the stack [stack, stack + stack_size) (memory the guest owns, e.g. from its heap;
+ * at least 64 bytes); when fn returns, that vCPU stops (VCPU_STOP) and may be started
+ * again. Returns 0 or a VMF_E* code. vmf_vcpu_stop stops the calling secondary vCPU at
+ * once (it returns only on vCPU 0, with VMF_EINVAL: the VM ends when a vCPU calls EXIT).
+ * There are no interrupts and no IPIs: vCPUs meet through memory, with the atomics and
+ * the spin barrier below.
+ */
+int64_t vmf_vcpu_start(uint32_t index, void (*fn)(void *), void *arg, void *stack, size_t stack_size);
+int64_t vmf_vcpu_stop(void);
+uint32_t vmf_vcpu_index(void);  /* a hypercall: cache it rather than call it in a loop */
+
+/* Atomics on 64-bit words shared between vCPUs (GCC builtins; lock-prefixed where needed). */
+static inline uint64_t vmf_atomic_load(const volatile uint64_t *p)
+{
+    return __atomic_load_n(p, __ATOMIC_ACQUIRE);
+}
+
+static inline void vmf_atomic_store(volatile uint64_t *p, uint64_t v)
+{
+    __atomic_store_n(p, v, __ATOMIC_RELEASE);
+}
+
+/* Adds v, returns the new value. */
+static inline uint64_t vmf_atomic_add(volatile uint64_t *p, uint64_t v)
+{
+    return __atomic_add_fetch(p, v, __ATOMIC_SEQ_CST);
+}
+
+/* If *p == *expected, stores desired and returns 1; else copies *p to *expected and returns 0. */
+static inline int vmf_atomic_cas(volatile uint64_t *p, uint64_t *expected, uint64_t desired)
+{
+    return __atomic_compare_exchange_n(p, expected, desired, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+}
+
+/* In a spin loop: `pause`, which spares the sibling hyperthread and the host. */
+static inline void vmf_cpu_relax(void)
+{
+    __asm__ volatile("pause" ::: "memory");
+}
+
+/*
+ * A sense-reversing spin barrier for `count` vCPUs, reusable: vmf_barrier_wait returns
+ * once `count` callers have arrived, 1 in the last to arrive and 0 in the others. It
+ * spins with `pause` (there is nothing to sleep on); a vCPU that never arrives keeps the
+ * others spinning. Initialise with vmf_barrier_init before any vCPU uses it.
+ */
+struct vmf_barrier {
+    uint32_t count;
+    uint32_t waiting;
+    uint32_t sense;
+    uint32_t reserved;
+};
+void vmf_barrier_init(struct vmf_barrier *b, uint32_t count);
+int vmf_barrier_wait(struct vmf_barrier *b);
 
 /* A small freestanding runtime: what gcc may emit calls to, and console output. */
 void *memcpy(void *dst, const void *src, size_t n);

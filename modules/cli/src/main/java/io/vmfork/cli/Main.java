@@ -64,7 +64,7 @@ public final class Main {
                       node key). Exits 69 if /dev/kvm is missing or a node cannot start (its
                       log's last lines are shown), 70 if a step failed or a worker ended
                       during the burst.
-                  run GUEST [--memory SIZE] [--timeout DURATION] [--vm-type N] [--request TEXT]...
+                  run GUEST [--memory SIZE] [--vcpus N] [--timeout DURATION] [--vm-type N] [--request TEXT]...
                       Boot GUEST (a shipped example: hello, warm-worker; or a path to an ELF)
                       in a KVM VM. Its console streams to stdout. Requests for its message
                       channel come from --request (repeatable) or, without any, one per line

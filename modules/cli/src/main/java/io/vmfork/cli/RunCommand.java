@@ -18,12 +18,17 @@ final class RunCommand {
     }
 
     static int run(Args args) {
-        args.allowOnly("memory", "timeout", "request", "vm-type");
+        args.allowOnly("memory", "timeout", "request", "vm-type", "vcpus");
         String guest = args.positional(0, "GUEST (hello, warm-worker, or a path to an ELF)");
         VmmSettings settings = VmmSettings.load();
         long memory = args.option("memory") == null ? settings.defaultMemory() : Args.bytes("memory", args.option("memory"));
         Duration timeout = args.option("timeout") == null ? null : Args.duration("timeout", args.option("timeout"));
         int vmType = args.intOption("vm-type", 0);
+        int vcpus = args.intOption("vcpus", 1);
+        if (vcpus < 1) {
+            System.err.println("vmfork run: --vcpus: a VM has at least one vCPU, not " + vcpus);
+            return Main.EX_USAGE;
+        }
         List<String> requests = args.all("request");
 
         ElfImage image;
@@ -35,7 +40,7 @@ final class RunCommand {
         }
         VmSession session = new VmSession();
         try (Vmm vmm = Vmm.open(settings)) {
-            VirtualMachine vm = vmm.launch(new VmSpec(image, memory, 1, vmType, session.listener()));
+            VirtualMachine vm = vmm.launch(new VmSpec(image, memory, vcpus, vmType, session.listener()));
             return session.attach(vm, requests, timeout, guest);
         } catch (KvmException e) {
             System.err.println("vmfork run: " + e.getMessage());

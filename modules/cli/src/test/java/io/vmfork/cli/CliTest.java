@@ -64,6 +64,20 @@ class CliTest {
         assertEquals(Main.EX_USAGE, mem.code());
         assertTrue(mem.err().contains("multiple of 2 MiB"), mem.err());
         assertEquals(Main.EX_USAGE, vmfork("run", "hello", "--bogus", "1").code());
+        assertEquals(Main.EX_USAGE, vmfork("run", "hello", "--vcpus", "0").code());
+        Result many = vmfork("run", "hello", "--vcpus", "10000");
+        assertEquals(Main.EX_USAGE, many.code());
+        assertTrue(many.err().contains("vmfork.vmm.max-vcpus"), many.err());
+    }
+
+    @Test
+    void runGivesTheGuestTheVcpusAskedFor() {
+        Result r = vmfork("run", "smp", "--vcpus", "4", "--request", "info", "--request", "start 4",
+                "--request", "progress", "--request", "stop");
+        assertEquals(0, r.code(), r.err());
+        assertTrue(r.out().contains("vcpus=4 identity=4 index=0"), r.out());
+        assertTrue(r.out().contains("started 14"), r.out());
+        assertTrue(r.out().contains("progress ok"), r.out());
     }
 
     /** A static x86-64 ELF whose only instruction is `jmp .`: it never ends on its own. */

@@ -314,7 +314,8 @@ final class ForkPath {
             }
             List<VcpuState> states = new ArrayList<>();
             for (Vcpu v : vm.vcpuList()) {
-                VcpuState st = VcpuStates.capture(v.kvm, vm.vmm().caps());
+                // Paused: only a vCPU serving a hypercall starts or stops a vCPU, and none is.
+                VcpuState st = VcpuStates.capture(v.kvm, vm.vmm().caps()).withStarted(v.started);
                 if (v != caller && v.inRestartableHypercall) {
                     long[] regs = st.regs();
                     long rip = regs[VcpuState.RIP];

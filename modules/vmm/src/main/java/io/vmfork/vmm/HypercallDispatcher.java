@@ -4,7 +4,9 @@ import static io.vmfork.vmm.hypercall.Hypercalls.*;
 
 import io.vmfork.kvm.x86.KvmRegs;
 import io.vmfork.vmm.memory.GuestMemory;
+import io.vmfork.vmm.x86.CpuSetup;
 import io.vmfork.vmm.x86.GuestLayout;
+import java.util.List;
 
 /**
  * Serves the hypercalls of one VM (docs/hypercalls.md). Every pointer the guest passes is
@@ -18,6 +20,9 @@ final class HypercallDispatcher {
     private static final int BUF_SIZE = 16;
     private static final int RECV_SIZE = 32;
     private static final int FORK_STATUS_SIZE = 32;
+    private static final int VCPU_START_SIZE = 32;
+    /** VCPU_START: bytes below the new stack top that must be writable, and its alignment. */
+    private static final int START_STACK_BYTES = 16;
 
     private final VirtualMachine vm;
 
@@ -62,6 +67,21 @@ final class HypercallDispatcher {
                 vm.markReady();
                 status = OK;
             }
+            case VCPU_START -> status = vcpuStart(arg);
+            case VCPU_STOP -> {
+                if (vcpu.index() == 0) {
+                    status = EINVAL;
+                    break;
+                }
+                // Ordering requirements: the registers are final (RAX = 0, RIP past the `out`)
+                // before the vCPU counts as stopped, since a VCPU_START from another vCPU may
+                // set them from then on.
+                regs.rax = OK;
+                vcpu.kvm.setRegs(regs);
+                vm.control().stopVcpu(vcpu);
+                return true;
+            }
+            case VCPU_INDEX -> status = vcpu.index();
             default -> status = extension(vcpu, (int) nr, arg);
         }
         if (status == STOP_VCPU) {
@@ -241,6 +261,45 @@ final class HypercallDispatcher {
         mem().writeLong(block + 16, st.status());
         mem().writeLong(block + 24, st.vmId());
         return OK;
+    }
+
+    /**
+     * VCPU_START: sets the registers of a secondary vCPU that does not run and starts it.
+     * Checks in the order of docs/hypercalls.md.
+     */
+    private long vcpuStart(long block) {
+        if (!mem().contains(block, VCPU_START_SIZE)) {
+            return EFAULT;
+        }
+        long index = mem().readInt(block) & 0xffffffffL;
+        int flags = mem().readInt(block + 4);
+        long entry = mem().readLong(block + 8);
+        long stackTop = mem().readLong(block + 16);
+        long arg = mem().readLong(block + 24);
+        if (flags != 0) {
+            return EINVAL;
+        }
+        List<Vcpu> all = vm.vcpuList();
+        if (index == 0 || index >= all.size()) {
+            return EINVAL;
+        }
+        if (!mem().contains(entry, 1)) {
+            return EFAULT;
+        }
+        if (stackTop < START_STACK_BYTES || !writable(stackTop - START_STACK_BYTES, START_STACK_BYTES)) {
+            return EFAULT;
+        }
+        if (stackTop % START_STACK_BYTES != 0) {
+            return EINVAL;
+        }
+        Vcpu target = all.get((int) index);
+        KvmRegs r = new KvmRegs();
+        r.rip = entry;
+        r.rsp = stackTop;
+        r.rdi = arg;
+        r.rsi = index;
+        r.rflags = CpuSetup.RFLAGS_INITIAL;
+        return vm.control().startVcpu(target, () -> target.kvm.setRegs(r)) ? OK : EINVAL;
     }
 
     private long send(long block) {

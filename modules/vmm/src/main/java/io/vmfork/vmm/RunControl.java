@@ -9,7 +9,8 @@ import java.util.concurrent.TimeUnit;
  * its controllers (pause, resume, stop) synchronise on.
  *
  * <p>A vCPU is in one of four places. RUNNING: in or around KVM_RUN, handling an exit.
- * PARKED: stopped at the top of its run loop because a pause was asked for. BLOCKED:
+ * PARKED: stopped at the top of its run loop because a pause was asked for, or because
+ * it is a secondary vCPU the guest has not started (VCPU_START) or has stopped. BLOCKED:
  * waiting inside a blocking hypercall (RECV) that is restartable, so its state is
  * stable too. ENDED: its thread has left the loop. A pause completes when no vCPU is
  * RUNNING; vCPUs inside KVM_RUN are kicked out by signal (see {@link Vcpu#kick()}).
@@ -36,11 +37,11 @@ final class RunControl {
     }
 
     /**
-     * Called by a vCPU thread before each KVM_RUN: parks while a pause is asked for.
-     * Returns false when the vCPU must end.
+     * Called by a vCPU thread before each KVM_RUN: parks while a pause is asked for or the
+     * vCPU is not started. Returns false when the vCPU must end.
      */
     synchronized boolean mayEnterGuest(Vcpu v) throws InterruptedException {
-        while (pauseRequested && !stopRequested) {
+        while ((pauseRequested || !v.started) && !stopRequested) {
             moveTo(v, Place.PARKED);
             wait();
         }
@@ -110,6 +111,33 @@ final class RunControl {
         if (interrupted) {
             Thread.currentThread().interrupt();
         }
+    }
+
+    /**
+     * VCPU_START: starts {@code target} if it is not running, with {@code setRegs} run
+     * first. Under this monitor, so a pause sees the vCPU either not started or started
+     * with its new registers; its thread waits in {@link #mayEnterGuest} meanwhile and is
+     * not in KVM_RUN, so another thread may set its registers. Returns false if it runs.
+     */
+    synchronized boolean startVcpu(Vcpu target, Runnable setRegs) {
+        if (stopRequested) {
+            return true; // the VM is ending: nothing runs again, and the caller does not see the result
+        }
+        if (target.started) {
+            return false;
+        }
+        setRegs.run();
+        target.started = true;
+        notifyAll();
+        return true;
+    }
+
+    /**
+     * VCPU_STOP, by the vCPU's own thread once its registers are final (a VCPU_START of it
+     * may set them as soon as this returns): it parks at the top of its loop until started.
+     */
+    synchronized void stopVcpu(Vcpu v) {
+        v.started = false;
     }
 
     synchronized void ended(Vcpu v) {

@@ -26,6 +26,13 @@ final class Vcpu implements Runnable {
     private volatile long pthread;
     /** Guarded by the RunControl monitor. */
     RunControl.Place place = RunControl.Place.RUNNING;
+    /**
+     * Whether the vCPU runs guest code (docs/hypercalls.md, "Several vCPUs"): vCPU 0 from
+     * launch; a secondary once VCPU_START started it, until VCPU_STOP. A vCPU that is not
+     * started waits in {@link RunControl#mayEnterGuest} and counts as stopped for a pause.
+     * Written under the RunControl monitor; set before the thread starts at launch.
+     */
+    volatile boolean started;
     /** Set while the thread waits in a restartable blocking hypercall: a snapshot rewinds RIP. */
     volatile boolean inRestartableHypercall;
     /** System.nanoTime() when KVM_RUN last returned. */

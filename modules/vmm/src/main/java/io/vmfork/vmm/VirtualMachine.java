@@ -106,7 +106,7 @@ public final class VirtualMachine {
             }
             PageTables.build(memory);
             long heapStart = (image.endAddress() + GuestLayout.PAGE - 1) & ~(GuestLayout.PAGE - 1);
-            writeBootInfo(memory, size, heapStart, heapEnd, stackTop);
+            writeBootInfo(memory, size, heapStart, heapEnd, stackTop, spec.vcpus());
             VmPool.Entry pooled = vmm.takePooledVm(0);
             if (pooled != null) {
                 kvmVm = pooled.vm();
@@ -136,8 +136,11 @@ public final class VirtualMachine {
                     CpuSetup.setCpuid(kv, vmm.cpuid());
                 }
                 CpuSetup.setLongModeUser(kv, vmm.cpuid());
+                // Every vCPU gets the boot registers, so that a capture of one not yet
+                // started is a state the guest model accepts; only vCPU 0 runs from them.
                 CpuSetup.setEntry(kv, image.entry(), stackTop, GuestLayout.BOOT_INFO);
             }
+            vm.vcpus.get(0).started = true;
             vmm.register(vm);
             vm.start();
             return vm;
@@ -169,6 +172,9 @@ public final class VirtualMachine {
             String imageName, VmListener listener, VirtualMachine parent, boolean withQueuedRequests,
             java.util.function.Consumer<VirtualMachine> beforeStart, CompletableFuture<Void> hold) {
         long start = System.nanoTime();
+        if (state.vcpus().isEmpty() || !state.vcpus().get(0).started()) {
+            throw new LaunchException("the captured VM has no running vCPU 0; a vmfork guest's vCPU 0 always runs");
+        }
         VmmSettings s = vmm.settings();
         GuestMemory memory = null;
         KvmVm kvmVm = null;
@@ -211,6 +217,10 @@ public final class VirtualMachine {
             boolean spareHasCpuid = spare != null && hostCpuid;
             vm = new VirtualMachine(vmm, identity, imageName, memory, kvmVm, listener, start, parent, cpuid);
             for (VcpuState vs : state.vcpus()) {
+                if (vs.index() != vm.vcpus.size()) {
+                    throw new LaunchException("the captured vCPUs are not in index order 0..n-1: vCPU " + vs.index()
+                            + " at position " + vm.vcpus.size());
+                }
                 KvmVcpu kv;
                 boolean cpuidSet = false;
                 if (vs.index() == 0 && spare != null) {
@@ -227,6 +237,7 @@ public final class VirtualMachine {
                     kv.setCpuid(cpuid);
                 }
                 VcpuStates.restore(kv, vs, vmm.caps());
+                vm.vcpus.get(vm.vcpus.size() - 1).started = vs.started();
             }
             if (spare != null) {
                 // The captured VM has no vCPU 0 (a capsule the guest model would refuse): not used.
@@ -305,9 +316,10 @@ public final class VirtualMachine {
     }
 
     /** The boot info page as GuestModel defines it, the same bytes a capsule restore checks and rebuilds. */
-    private static void writeBootInfo(GuestMemory m, long size, long heapStart, long heapEnd, long stackTop) {
+    private static void writeBootInfo(GuestMemory m, long size, long heapStart, long heapEnd, long stackTop,
+            int vcpus) {
         m.write(GuestLayout.BOOT_INFO, io.vmfork.vmm.x86.GuestModel.bootInfoPage(
-                new io.vmfork.vmm.x86.GuestModel.BootInfo(size, heapStart, heapEnd, stackTop)));
+                new io.vmfork.vmm.x86.GuestModel.BootInfo(size, heapStart, heapEnd, stackTop, vcpus)));
     }
 
     /** {@code parked}: a pooled thread to run it, or null for a thread of its own. */
@@ -352,14 +364,21 @@ public final class VirtualMachine {
         return List.copyOf(children);
     }
 
-    /** True while every vCPU waits in RECV for a request: the guest is idle and its state is still. */
+    /**
+     * True while every started vCPU waits in RECV for a request (vCPUs the guest has not
+     * started run nothing): the guest is idle and its state is still.
+     */
     public boolean awaitingRequest() {
+        boolean any = false;
         for (Vcpu v : vcpus) {
-            if (!v.inRestartableHypercall) {
-                return false;
+            if (v.started) {
+                if (!v.inRestartableHypercall) {
+                    return false;
+                }
+                any = true;
             }
         }
-        return !vcpus.isEmpty();
+        return any;
     }
 
     /** Timing of the last fork hypercall this VM made, or null. */
@@ -570,9 +589,12 @@ public final class VirtualMachine {
         }
     }
 
+    /** Several vCPUs may write at once: each write is whole, and the buffer and the listener see one order. */
     void consoleOutput(byte[] bytes) {
-        console.append(bytes);
-        listener.onConsole(this, bytes);
+        synchronized (console) {
+            console.append(bytes);
+            listener.onConsole(this, bytes);
+        }
     }
 
     void guestMessage(byte[] message) {

@@ -4,7 +4,9 @@ import io.vmfork.vmm.guest.ElfImage;
 
 /**
  * What to launch: a guest image, its RAM, vCPUs and type. The vm type is carried on every
- * VM and its copies; the cluster's placement groups hosts by it.
+ * VM and its copies; the cluster's placement groups hosts by it. Of the {@code vcpus}
+ * (1 to {@code vmfork.vmm.max-vcpus}), vCPU 0 runs the image from its entry; the others
+ * run nothing until the guest starts them (docs/hypercalls.md, "Several vCPUs").
  */
 public record VmSpec(ElfImage image, long memoryBytes, int vcpus, int vmType, VmListener listener) {
     public VmSpec {
@@ -25,6 +27,10 @@ public record VmSpec(ElfImage image, long memoryBytes, int vcpus, int vmType, Vm
 
     public VmSpec withListener(VmListener l) {
         return new VmSpec(image, memoryBytes, vcpus, vmType, l);
+    }
+
+    public VmSpec withVcpus(int n) {
+        return new VmSpec(image, memoryBytes, n, vmType, listener);
     }
 
     public VmSpec withVmType(int type) {

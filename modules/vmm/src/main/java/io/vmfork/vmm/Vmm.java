@@ -164,10 +164,6 @@ public final class Vmm implements AutoCloseable {
             throw new LaunchException("a VM may have at most " + settings.maxVcpus() + " vCPUs (vmfork.vmm.max-vcpus), got "
                     + spec.vcpus());
         }
-        if (spec.vcpus() != io.vmfork.vmm.x86.GuestModel.MAX_VCPUS) {
-            throw new LaunchException("guests with more than one vCPU are not implemented yet (asked for "
-                    + spec.vcpus() + ")");
-        }
         reserveSlot();
         try {
             VmIdentity id = new VmIdentity(newVmId(), 0, settings.hostId(), 0, spec.vmType());

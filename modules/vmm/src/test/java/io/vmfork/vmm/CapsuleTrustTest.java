@@ -10,6 +10,7 @@ import io.vmfork.proto.MemoryChunk;
 import io.vmfork.proto.Msr;
 import io.vmfork.proto.Segment;
 import io.vmfork.vmm.capsule.CapsuleException;
+import io.vmfork.vmm.capsule.CapsuleFormat;
 import io.vmfork.vmm.capsule.CapsuleFormatException;
 import io.vmfork.vmm.capsule.CapsuleIncompatibleException;
 import io.vmfork.vmm.guest.Guests;
@@ -134,13 +135,29 @@ class CapsuleTrustTest extends VmmTestBase {
     }
 
     @Test
-    void aGuestGetsNoMoreVcpusThanAVmforkGuestHas() throws Exception {
+    void aGuestGetsNoMoreVcpusThanTheHostAllowsAndEachIsOneAVmforkGuestCanHave() throws Exception {
+        // A second vCPU is an application processor, not a copy of the bootstrap one.
         byte[] two = assemble(List.of(
                 CapsuleFrame.newBuilder().setHeader(frames.get(0).getHeader().toBuilder().setVcpuCount(2)).build(),
                 CapsuleFrame.newBuilder().setState(frames.get(1).getState().toBuilder()
                         .addVcpus(frames.get(1).getState().getVcpus(0).toBuilder().setIndex(1))).build(),
                 frames.get(frames.size() - 1)));
-        refused(vmm, two, CapsuleFormatException.class, "vcpus", "a vmfork guest has 1");
+        refused(vmm, two, CapsuleFormatException.class, "vcpus[1].sregs.apic_base", "0xfee00800");
+        // vCPU 0 always runs; the header's NOT_STARTED flag says exactly whether a vCPU does not.
+        var header = frames.get(0).getHeader().toBuilder();
+        var idle = frames.get(1).getState().toBuilder()
+                .setVcpus(0, frames.get(1).getState().getVcpus(0).toBuilder().setNotStarted(true));
+        byte[] vcpu0Idle = assemble(List.of(
+                CapsuleFrame.newBuilder().setHeader(header.clone().setFlags(CapsuleFormat.FLAG_NOT_STARTED)).build(),
+                CapsuleFrame.newBuilder().setState(idle).build(), frames.get(frames.size() - 1)));
+        refused(vmm, vcpu0Idle, CapsuleFormatException.class, "vcpus[0].not_started", "always runs");
+        byte[] noFlag = assemble(List.of(CapsuleFrame.newBuilder().setHeader(header.clone()).build(),
+                CapsuleFrame.newBuilder().setState(idle).build(), frames.get(frames.size() - 1)));
+        refused(vmm, noFlag, CapsuleFormatException.class, "lacks the NOT_STARTED flag");
+        byte[] flagOnly = assemble(List.of(
+                CapsuleFrame.newBuilder().setHeader(header.clone().setFlags(CapsuleFormat.FLAG_NOT_STARTED)).build(),
+                frames.get(1), frames.get(frames.size() - 1)));
+        refused(vmm, flagOnly, CapsuleFormatException.class, "NOT_STARTED flag but every vCPU is started");
         int max = vmm.settings().maxVcpus();
         var state = frames.get(1).getState().toBuilder();
         for (int i = 1; i <= max; i++) {

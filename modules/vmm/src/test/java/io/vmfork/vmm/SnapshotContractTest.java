@@ -28,7 +28,7 @@ class SnapshotContractTest extends VmmTestBase {
             }
         }
         return new VcpuState(s.index(), s.regs(), s.sregs(), s.fpuFormat(), s.fpu(), s.xcr0(), idx, val, s.events(),
-                s.mpState());
+                s.mpState(), s.started());
     }
 
     static byte[] memoryDigest(MemorySource m) throws Exception {

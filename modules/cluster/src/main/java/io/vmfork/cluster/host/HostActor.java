@@ -562,7 +562,7 @@ public final class HostActor extends AbstractBehavior<HostActor.Command> {
 
     private Behavior<Command> onLaunch(Launch m) {
         long memory = m.memory() == 0 ? vmm.settings().defaultMemory() : m.memory();
-        int vcpus = io.vmfork.vmm.x86.GuestModel.MAX_VCPUS;
+        int vcpus = 1; // VmSpec.of below: the cluster launches one-vCPU VMs
         boolean admitted = ledger.admit(m.reservationId(), memory, vcpus);
         reporter.tell(LoadReporter.ReportNow.INSTANCE);
         if (!admitted) {

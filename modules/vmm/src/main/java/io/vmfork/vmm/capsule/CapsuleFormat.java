@@ -21,12 +21,18 @@ public final class CapsuleFormat {
     public static final int DELTA_VERSION = 3;
     /** Header flag: the chunks are the pages changed since the header's base_image. */
     public static final long FLAG_DELTA = 1;
+    /**
+     * Header flag, added within version 3: some vCPU is not started (VcpuState.not_started).
+     * Set exactly then, so that a reader unaware of that field refuses the capsule (an
+     * unknown flag) rather than run the vCPU; every other capsule stays readable by it.
+     */
+    public static final long FLAG_NOT_STARTED = 2;
     /** Most bytes of a delta's base image key. */
     public static final int MAX_BASE_KEY_BYTES = 64;
     /** The oldest version this code reads: the rule is "accept the current and the previous one". */
     public static final int OLDEST_READABLE_VERSION = Math.max(1, CURRENT_VERSION - 1);
     /** Header flag bits this version understands; a reader refuses any other bit. */
-    public static final long KNOWN_FLAGS = FLAG_DELTA;
+    public static final long KNOWN_FLAGS = FLAG_DELTA | FLAG_NOT_STARTED;
     /** Granularity of chunks and of zero-page elision. */
     public static final int PAGE_SIZE = 4096;
     /** Bytes of one kvm_cpuid_entry2. */

@@ -557,7 +557,9 @@ public final class CapsuleReader {
                 throw fail("state's cpuid differs from the header's required cpuid");
             }
             Set<Integer> indices = new HashSet<>();
+            boolean notStarted = false;
             for (io.vmfork.proto.VcpuState v : p.getVcpusList()) {
+                notStarted |= v.getNotStarted();
                 if (v.getFpuFormat() != header.getFpuFormat()) {
                     throw fail("vCPU " + Integer.toUnsignedString(v.getIndex()) + " has FPU format "
                             + v.getFpuFormat() + ", header says " + header.getFpuFormat());
@@ -566,6 +568,10 @@ public final class CapsuleReader {
                     throw fail("vCPU index " + Integer.toUnsignedString(v.getIndex()) + " is repeated or not below "
                             + "the vCPU count " + header.getVcpuCount());
                 }
+            }
+            if (notStarted != ((header.getFlags() & CapsuleFormat.FLAG_NOT_STARTED) != 0)) {
+                throw fail(notStarted ? "a vCPU is not started but the header lacks the NOT_STARTED flag"
+                        : "the header has the NOT_STARTED flag but every vCPU is started");
             }
             try {
                 state = StateCodec.decode(p);
@@ -752,7 +758,7 @@ public final class CapsuleReader {
         private void writeVmmArea() throws IOException {
             long mem = header.getMemorySize();
             List<GuestModel.Violation> v = new ArrayList<>();
-            GuestModel.BootInfo info = GuestModel.checkBootInfo(bootInfoPage, mem, v);
+            GuestModel.BootInfo info = GuestModel.checkBootInfo(bootInfoPage, mem, header.getVcpuCount(), v);
             frameIndex--; // the trailer's, where the whole capsule was known
             frameKind = "trailer";
             refuse(v, "");

@@ -164,7 +164,8 @@ public final class CapsuleWriter {
                 .addAllObservedCpuid(StateCodec.encodeCpuid(observedCpuid))
                 .setObservedXcr0(observedXcr0);
         if (delta) {
-            hb.setFlags(CapsuleFormat.FLAG_DELTA).setBaseImage(com.google.protobuf.ByteString.copyFrom(baseKey));
+            hb.setFlags(hb.getFlags() | CapsuleFormat.FLAG_DELTA)
+                    .setBaseImage(com.google.protobuf.ByteString.copyFrom(baseKey));
         }
         CapsuleHeader header = hb.build();
         CapsuleFrame headerFrame = CapsuleFrame.newBuilder().setHeader(header).build();
@@ -219,7 +220,8 @@ public final class CapsuleWriter {
                 .setVcpuCount(state.vcpus().size())
                 .addAllRequiredCpuid(cpuid)
                 .setFpuFormat(StateCodec.encode(state.vcpus().get(0).fpuFormat()))
-                .setFlags(0) // a full capsule; writeDelta sets DELTA
+                // a full capsule; writeDelta adds DELTA
+                .setFlags(state.vcpus().stream().allMatch(VcpuState::started) ? 0 : CapsuleFormat.FLAG_NOT_STARTED)
                 .setMaxChunkBytes(limits.maxChunkBytes());
         String release = CapsuleWriter.class.getPackage().getImplementationVersion();
         if (release != null) {

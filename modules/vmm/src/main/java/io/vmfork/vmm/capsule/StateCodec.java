@@ -147,7 +147,8 @@ public final class StateCodec {
                 .setFpu(ByteString.copyFrom(fpu))
                 .setXcr0(v.xcr0())
                 .setEvents(encodeEvents(v.events()))
-                .setMpState(v.mpState());
+                .setMpState(v.mpState())
+                .setNotStarted(!v.started());
         int[] idx = v.msrIndices();
         long[] val = v.msrValues();
         for (int i = 0; i < idx.length; i++) {
@@ -177,7 +178,7 @@ public final class StateCodec {
         }
         return new VcpuState(p.getIndex(), decodeRegs(p.getRegs()), decodeSregs(p.getSregs(), where + ".sregs"),
                 format, p.getFpu().toByteArray(), p.getXcr0(), idx, val,
-                decodeEvents(p.getEvents(), where + ".events"), p.getMpState());
+                decodeEvents(p.getEvents(), where + ".events"), p.getMpState(), !p.getNotStarted());
     }
 
     /** XSAVE: the 4 KiB kvm_xsave or the larger KVM_GET_XSAVE2 area; FXSAVE: exactly a kvm_fpu. */

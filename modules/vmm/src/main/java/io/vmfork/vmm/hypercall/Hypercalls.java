@@ -22,6 +22,9 @@ public final class Hypercalls {
     public static final int READY = 8;
     public static final int FORK = 9;
     public static final int FORK_STATUS = 10;
+    public static final int VCPU_START = 11;
+    public static final int VCPU_STOP = 12;
+    public static final int VCPU_INDEX = 13;
 
     public static final long OK = 0;
     public static final long EINVAL = -1;
@@ -84,6 +87,9 @@ public final class Hypercalls {
             case READY -> "READY";
             case FORK -> "FORK";
             case FORK_STATUS -> "FORK_STATUS";
+            case VCPU_START -> "VCPU_START";
+            case VCPU_STOP -> "VCPU_STOP";
+            case VCPU_INDEX -> "VCPU_INDEX";
             default -> "hypercall " + nr;
         };
     }

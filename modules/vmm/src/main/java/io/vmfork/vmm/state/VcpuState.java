@@ -13,15 +13,24 @@ import java.util.Arrays;
  * @param xcr0       XCR0, or 0 where the host has no XCRs
  * @param msrIndices MSR numbers, and {@code msrValues} their values in the same order
  * @param events     the 64 raw bytes of kvm_vcpu_events
+ * @param started    whether the vCPU runs guest code: vCPU 0 always; a secondary vCPU once the guest started
+ *                   it (VCPU_START), until it stops (VCPU_STOP). A vCPU that is not started keeps its
+ *                   registers but is not entered until the guest starts it, which sets them anew.
  */
 public record VcpuState(int index, long[] regs, SregsState sregs, FpuFormat fpuFormat, byte[] fpu, long xcr0,
-        int[] msrIndices, long[] msrValues, byte[] events, int mpState) {
+        int[] msrIndices, long[] msrValues, byte[] events, int mpState, boolean started) {
 
     public enum FpuFormat { XSAVE, FXSAVE }
 
     public static final int REGS = 18;
     public static final int RIP = 16;
     public static final int RAX = 0;
+
+    /** A running vCPU's state (every vCPU of a one-vCPU VM). */
+    public VcpuState(int index, long[] regs, SregsState sregs, FpuFormat fpuFormat, byte[] fpu, long xcr0,
+            int[] msrIndices, long[] msrValues, byte[] events, int mpState) {
+        this(index, regs, sregs, fpuFormat, fpu, xcr0, msrIndices, msrValues, events, mpState, true);
+    }
 
     public VcpuState {
         if (regs.length != REGS) {
@@ -68,7 +77,13 @@ public record VcpuState(int index, long[] regs, SregsState sregs, FpuFormat fpuF
 
     /** The same state with some registers changed (a fork child's RAX, a rewound RIP). */
     public VcpuState withRegs(long[] newRegs) {
-        return new VcpuState(index, newRegs, sregs, fpuFormat, fpu, xcr0, msrIndices, msrValues, events, mpState);
+        return new VcpuState(index, newRegs, sregs, fpuFormat, fpu, xcr0, msrIndices, msrValues, events, mpState,
+                started);
+    }
+
+    /** The same state, started or not. */
+    public VcpuState withStarted(boolean s) {
+        return new VcpuState(index, regs, sregs, fpuFormat, fpu, xcr0, msrIndices, msrValues, events, mpState, s);
     }
 
     @Override
@@ -76,7 +91,7 @@ public record VcpuState(int index, long[] regs, SregsState sregs, FpuFormat fpuF
         return o instanceof VcpuState x && index == x.index && Arrays.equals(regs, x.regs) && sregs.equals(x.sregs)
                 && fpuFormat == x.fpuFormat && Arrays.equals(fpu, x.fpu) && xcr0 == x.xcr0
                 && Arrays.equals(msrIndices, x.msrIndices) && Arrays.equals(msrValues, x.msrValues)
-                && Arrays.equals(events, x.events) && mpState == x.mpState;
+                && Arrays.equals(events, x.events) && mpState == x.mpState && started == x.started;
     }
 
     @Override
@@ -86,6 +101,7 @@ public record VcpuState(int index, long[] regs, SregsState sregs, FpuFormat fpuF
 
     @Override
     public String toString() {
-        return String.format("VcpuState[%d rip=0x%x rsp=0x%x cr3=0x%x]", index, regs[RIP], regs[6], sregs.cr3());
+        return String.format("VcpuState[%d%s rip=0x%x rsp=0x%x cr3=0x%x]", index, started ? "" : " not started",
+                regs[RIP], regs[6], sregs.cr3());
     }
 }

@@ -45,6 +45,8 @@ public final class GuestModel {
     public static final long CR3 = GuestLayout.PML4;
     /** IA32_APIC_BASE that KVM gives vCPU 0 (the bootstrap processor): 0xfee00000, enabled, BSP. */
     public static final long APIC_BASE_BSP = 0xfee0_0900L;
+    /** IA32_APIC_BASE that KVM gives every other vCPU (an application processor): enabled, not BSP. */
+    public static final long APIC_BASE_AP = 0xfee0_0800L;
     public static final int USER_CS = 0x33, USER_DS = 0x2b;
     /** 64-bit user code: selector 0x33, type 11 (execute/read, accessed), DPL 3, L. */
     public static final SegmentState USER_CODE = new SegmentState(0, 0xffffffff, USER_CS, 11, 1, 3, 0, 1, 1, 1, 0, 0);
@@ -55,8 +57,6 @@ public final class GuestModel {
     public static final SegmentState RESET_LDT = new SegmentState(0, 0xffff, 0, 2, 1, 0, 0, 0, 0, 0, 0, 0);
     /** GDTR and IDTR limit at reset, base 0: a vmfork guest has no descriptor tables of its own. */
     public static final int RESET_TABLE_LIMIT = 0xffff;
-    /** vCPUs a vmfork guest has in ABI version 1 (docs/hypercalls.md: vcpu_index is always 0). */
-    public static final int MAX_VCPUS = 1;
     /** KVM_MP_STATE_RUNNABLE: a CPL3 guest cannot HLT, so it is never anything else. */
     public static final int MP_STATE_RUNNABLE = 0;
     /** Most MSRs a vCPU state may list: the guest-visible list. */
@@ -78,7 +78,9 @@ public final class GuestModel {
     private static final int FXSAVE_MXCSR = 408, XSAVE_MXCSR = 24, XSAVE_HEADER = 512, XSAVE_HEADER_END = 576;
     private static final long MXCSR_ALLOWED = 0xffff;
     /** Bytes of the boot info structure (docs/hypercalls.md, "Boot info"). */
-    public static final int BOOT_INFO_BYTES = 48;
+    public static final int BOOT_INFO_BYTES = 56;
+    /** Offset of the boot info's vcpu_count, appended to the first 48-byte form. */
+    static final int BOOT_INFO_VCPU_COUNT = 48;
     /** End of the page-table area: the PML4, PDPT, low PT and up to {@link GuestLayout#MAX_PDS} PDs. */
     public static final long PAGE_TABLES_END = GuestLayout.PD_BASE + GuestLayout.MAX_PDS * GuestLayout.PAGE;
     private static final int CANONICAL_BITS = 48;
@@ -157,8 +159,10 @@ public final class GuestModel {
             out.add(new Violation("vcpus", "has " + n + " vCPUs; this host allows " + rules.maxVcpus()
                     + " (vmfork.vmm.max-vcpus)", true));
         }
-        if (n != MAX_VCPUS) {
-            out.add(new Violation("vcpus", "has " + n + " vCPUs; a vmfork guest has " + MAX_VCPUS, false));
+        if (n < 1) {
+            out.add(new Violation("vcpus", "is empty; a vmfork guest has at least vCPU 0", false));
+        } else if (!s.vcpus().get(0).started()) {
+            out.add(new Violation("vcpus[0].not_started", "is set; vCPU 0 of a vmfork guest always runs", false));
         }
         long cpuidXcr0 = cpuidXcr0(s.cpuidEntries());
         boolean xsave = (cpuidRegister(s.cpuidEntries(), 1, 0, 2) & (1 << 26)) != 0;
@@ -189,7 +193,7 @@ public final class GuestModel {
             out.add(new Violation(w + ".regs.rflags", String.format("= 0x%x has bits 0x%x that CPL3 code cannot set",
                     rflags, rflags & ~RFLAGS_ALLOWED), false));
         }
-        checkSregs(v.sregs(), w + ".sregs", xsave, fsgsbase, out);
+        checkSregs(v.sregs(), w + ".sregs", position == 0 ? APIC_BASE_BSP : APIC_BASE_AP, xsave, fsgsbase, out);
         checkFpu(v, w, cpuidXcr0, maxXsaveBytes, out);
         checkMsrs(v, w, hostMsrs, out);
         checkEvents(v.events(), w + ".events", out);
@@ -199,7 +203,8 @@ public final class GuestModel {
         }
     }
 
-    private static void checkSregs(SregsState s, String w, boolean xsave, boolean fsgsbase, List<Violation> out) {
+    private static void checkSregs(SregsState s, String w, long apicBase, boolean xsave, boolean fsgsbase,
+            List<Violation> out) {
         List<SegmentState> seg = s.segments();
         expectSegment(seg.get(0), USER_CODE, w + ".cs", out);
         expectSegment(seg.get(5), USER_DATA, w + ".ss", out);
@@ -234,7 +239,7 @@ public final class GuestModel {
         }
         expect(s.cr8(), 0, w + ".cr8", out);
         expect(s.efer(), EFER, w + ".efer", out);
-        expect(s.apicBase(), APIC_BASE_BSP, w + ".apic_base", out);
+        expect(s.apicBase(), apicBase, w + ".apic_base", out);
         for (long word : s.interruptBitmap()) {
             if (word != 0) {
                 out.add(new Violation(w + ".interrupt_bitmap", "is not empty: a vmfork guest gets no interrupts",
@@ -373,15 +378,17 @@ public final class GuestModel {
     // ---------------------------------------------------------------- VMM-owned memory
 
     /** The boot info a vmfork guest was started with (docs/hypercalls.md, "Boot info"). */
-    public record BootInfo(long memorySize, long heapStart, long heapEnd, long stackTop) {
+    public record BootInfo(long memorySize, long heapStart, long heapEnd, long stackTop, int vcpuCount) {
     }
 
     /**
      * Reads and checks the boot info page of a capsule for a guest of {@code memorySize}
-     * bytes: every field must be what a boot of such a guest writes, and the rest of the
-     * page zero. Adds what is wrong to {@code out}; returns the boot info if nothing is.
+     * bytes and {@code vcpuCount} vCPUs: every field must be what a boot of such a guest
+     * writes, and the rest of the page zero. A vcpu_count of 0 is taken for 1: writers
+     * before the field was appended left it zero, and they wrote one-vCPU guests only.
+     * Adds what is wrong to {@code out}; returns the boot info if nothing is.
      */
-    public static BootInfo checkBootInfo(byte[] page, long memorySize, List<Violation> out) {
+    public static BootInfo checkBootInfo(byte[] page, long memorySize, int vcpuCount, List<Violation> out) {
         String w = "memory[0x" + Long.toHexString(GuestLayout.BOOT_INFO) + "] (boot info)";
         int before = out.size();
         if (page == null) {
@@ -401,6 +408,14 @@ public final class GuestModel {
         if (b.getInt(12) != 0) {
             out.add(new Violation(w + ".vcpu_index", "= " + b.getInt(12) + ", not 0", false));
         }
+        int count = b.getInt(BOOT_INFO_VCPU_COUNT);
+        if (count != vcpuCount && !(count == 0 && vcpuCount == 1)) {
+            out.add(new Violation(w + ".vcpu_count", "= " + Integer.toUnsignedString(count) + ", the capsule has "
+                    + vcpuCount + " vCPUs", false));
+        }
+        if (b.getInt(BOOT_INFO_VCPU_COUNT + 4) != 0) {
+            out.add(new Violation(w + ".reserved", "= " + b.getInt(BOOT_INFO_VCPU_COUNT + 4) + ", not 0", false));
+        }
         if (b.getLong(16) != memorySize) {
             out.add(new Violation(w + ".memory_size", "= " + b.getLong(16) + ", the capsule's is " + memorySize, false));
         }
@@ -418,7 +433,7 @@ public final class GuestModel {
                 break;
             }
         }
-        return out.size() == before ? new BootInfo(memorySize, heapStart, heapEnd, stackTop) : null;
+        return out.size() == before ? new BootInfo(memorySize, heapStart, heapEnd, stackTop, vcpuCount) : null;
     }
 
     /** The boot info page (4 KiB) a boot writes for {@code info}. */
@@ -426,7 +441,7 @@ public final class GuestModel {
         ByteBuffer b = ByteBuffer.allocate((int) GuestLayout.PAGE).order(ByteOrder.LITTLE_ENDIAN);
         b.putLong(0, Hypercalls.BOOT_INFO_MAGIC).putInt(8, Hypercalls.ABI_VERSION).putInt(12, 0)
                 .putLong(16, info.memorySize()).putLong(24, info.heapStart()).putLong(32, info.heapEnd())
-                .putLong(40, info.stackTop());
+                .putLong(40, info.stackTop()).putInt(BOOT_INFO_VCPU_COUNT, info.vcpuCount());
         return b.array();
     }
 

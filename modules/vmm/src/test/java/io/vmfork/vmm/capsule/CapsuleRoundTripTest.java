@@ -72,6 +72,27 @@ class CapsuleRoundTripTest {
     }
 
     @Test
+    void vcpusNotStartedRoundTripAndOnlyTheyFlagTheHeader() throws Exception {
+        long size = 4 * MIB;
+        SyntheticMemory mem = new SyntheticMemory(size, List.of(new Run(0, MIB)), p -> false);
+        MachineState all = state(size, 4, VcpuState.FpuFormat.XSAVE);
+        List<VcpuState> vs = new java.util.ArrayList<>(all.vcpus());
+        vs.set(2, vs.get(2).withStarted(false));
+        MachineState some = new MachineState(all.identity(), all.memorySize(), all.cpuidEntries(), all.clockNs(), vs,
+                all.devices());
+        assertNotEquals(all, some, "whether a vCPU is started is part of its state");
+
+        CapsuleContents got = read(write(some, mem, limits()), new PageSink(), limits(), null);
+        assertEquals(some, got.state());
+        assertEquals(List.of(true, true, false, true), got.state().vcpus().stream().map(VcpuState::started).toList());
+        assertEquals(CapsuleFormat.FLAG_NOT_STARTED, got.header().getFlags());
+
+        CapsuleContents running = read(write(all, mem, limits()), new PageSink(), limits(), null);
+        assertEquals(all, running.state());
+        assertEquals(0, running.header().getFlags(), "a capsule whose vCPUs all run is what older readers take");
+    }
+
+    @Test
     void aSparseGibCostsOnlyItsDataAndHolesAreNeverRead() throws Exception {
         long size = GIB;
         SyntheticMemory mem = new SyntheticMemory(size, List.of(new Run(0, 64 * 1024),
