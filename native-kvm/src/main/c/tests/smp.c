@@ -60,6 +60,13 @@
  *                 GPRs> rflags=.."
  *   exit          exits 0 from vCPU 0 while the secondaries run
  *   wexit         a secondary calls EXIT(7) (the VM ends, every vCPU with it)
+ *   sweep MIB     (before "start") lane 1 also writes its count n into the first word of
+ *                 page n % P of a MIB MiB region after the stacks (P pages), before its
+ *                 lane words: every page it sweeps is dirty again at every fork, so a fork
+ *                 write-protects them and copies them while lane 1 goes on writing. A child
+ *                 then checks at its start n that every page holds the last count written
+ *                 there up to n, no older and no newer, and adds " sweep=<ok|bad <pages>>"
+ *                 to its announcement: "sweeping <P>"
  */
 #include <vmfork.h>
 
@@ -90,6 +97,9 @@ static struct {
 } __attribute__((aligned(4096))) ctl;
 
 static struct vmf_fork fb; /* the FORK block: secondaries read its role */
+static uint64_t *sweep_buf;   /* lane 1's swept region ("sweep"), or none        */
+static uint64_t sweep_pages;
+static uint64_t sweep_bad;    /* pages a child found not as they were at its start */
 static uint64_t fork_ids[1];
 static int64_t fork_errs[1];
 static uint32_t nvcpus;
@@ -119,6 +129,8 @@ static inline uint64_t turn(uint32_t i, uint64_t n)
     }
     n++;
     vmf_atomic_store(&ring[i][n % RING], n);
+    if (i == 1 && sweep_pages)
+        vmf_atomic_store(&sweep_buf[(n % sweep_pages) * 512], n);
     vmf_atomic_store(&lane_a.v[i], n);
     vmf_atomic_store(&lane_b.v[i], n);
     return n;
@@ -133,6 +145,16 @@ static void record_start(uint32_t i, uint64_t n)
             bad++;
     if (n > 0 && vmf_atomic_load(&ring[i][n % RING]) != n)
         bad++;
+    if (i == 1 && sweep_pages) {
+        /* Page p holds the largest m <= n with m % P == p (0 if none): the sweep up to n. */
+        uint64_t wrong = 0;
+        for (uint64_t p = 0; p < sweep_pages; p++) {
+            uint64_t want = n >= p ? n - (n - p) % sweep_pages : 0;
+            if (vmf_atomic_load(&sweep_buf[p * 512]) != want)
+                wrong++;
+        }
+        sweep_bad = wrong;
+    }
     ctl.start[i] = n;
     ctl.ring_bad[i] = bad;
     vmf_atomic_store(&ctl.recorded[i], 1);
@@ -267,8 +289,15 @@ static void child_after_fork(uint64_t mine, const uint64_t *pre)
     o = put_list(o, "start", ctl.start, 1);
     o = put_list(o, "pre", pre, 0);
     o = put_list(o, "first", first, 0);
-    vmf_snprintf(out + o, sizeof out - o, " mine=%s ring=%s errors=%lu progress=%s", mine_ok ? "ok" : "bad",
-                 recorded && ring_bad == 0 ? "ok" : "bad", (unsigned long)errors, progressed ? "ok" : "stuck");
+    o += (size_t)vmf_snprintf(out + o, sizeof out - o, " mine=%s ring=%s errors=%lu progress=%s",
+                               mine_ok ? "ok" : "bad", recorded && ring_bad == 0 ? "ok" : "bad", (unsigned long)errors,
+                               progressed ? "ok" : "stuck");
+    if (sweep_pages) {
+        if (recorded && sweep_bad == 0)
+            vmf_snprintf(out + o, sizeof out - o, " sweep=ok");
+        else
+            vmf_snprintf(out + o, sizeof out - o, " sweep=bad %lu", (unsigned long)sweep_bad);
+    }
     reply(out);
 }
 
@@ -589,6 +618,18 @@ int main(void)
             uint64_t i = vmf_parse_u64(req + 6, len - 6, &ok);
             vmf_atomic_store(&ctl.run, 1);
             vmf_snprintf(out, sizeof out, "probe %ld", (long)(ok && i < MAXV ? start_one((uint32_t)i) : -100));
+            reply(out);
+        } else if (len > 6 && strncmp(req, "sweep ", 6) == 0) {
+            int ok;
+            uint64_t mib = vmf_parse_u64(req + 6, len - 6, &ok);
+            uint64_t at = vmf_boot->heap_start + (uint64_t)nvcpus * STACK_BYTES;
+            if (!ok || running_mask() != 0 || at + (mib << 20) > vmf_boot->heap_end) {
+                reply("error: sweep needs MIB that fit after the stacks, before start");
+                continue;
+            }
+            sweep_buf = (uint64_t *)(uintptr_t)at;
+            sweep_pages = mib << 8;
+            vmf_snprintf(out, sizeof out, "sweeping %lu", (unsigned long)sweep_pages);
             reply(out);
         } else if (len == 4 && strncmp(req, "fork", 4) == 0) {
             do_fork();

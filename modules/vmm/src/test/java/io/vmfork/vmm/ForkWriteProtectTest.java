@@ -130,4 +130,84 @@ class ForkWriteProtectTest extends VmmTestBase {
             parent.stop();
         }
     }
+
+    @Test
+    void aWriterVcpuRacingTheForkLeaksNothingIntoTheChildren() throws Exception {
+        // smp: vCPUs 1-3 count in their lanes; lane 1 also sweeps a 32 MiB region, one page a
+        // turn, so that at every fork 8,192 pages are dirty again: they are write-protected
+        // and copied while lane 1 keeps writing them. Each child checks, at its start count
+        // n, that every page holds the last value written there up to n: none older (a page
+        // copied too early), none newer (a write of the parent's after the fork).
+        Announcements a = new Announcements();
+        VirtualMachine parent = vmm.launch(new VmSpec(Guests.shipped("smp"), 96L << 20, 4, 0, a));
+        List<VirtualMachine> kids = new java.util.ArrayList<>();
+        try {
+            parent.ready().get(30, TimeUnit.SECONDS);
+            assertEquals("sweeping 8192", ForkTest.ask(parent, "sweep 32"));
+            assertEquals("started 14", ForkTest.ask(parent, "start 4"));
+            assertEquals("progress ok", ForkTest.ask(parent, "progress"));
+            java.util.regex.Pattern parentLine = java.util.regex.Pattern.compile(
+                    "parent rc=1 id=(\\d+) pre=[\\d,]+ post=[\\d,]+ progress=ok errors=0");
+            long faults = 0;
+            for (int f = 0; f < 10; f++) {
+                String r = ForkTest.ask(parent, "fork");
+                java.util.regex.Matcher m = parentLine.matcher(r);
+                assertTrue(m.matches(), "fork " + f + ": " + r);
+                VirtualMachine child = vmm.vm(Long.parseLong(m.group(1)));
+                assertNotNull(child, "fork " + f + ": the child is not alive");
+                kids.add(child);
+                String c = a.next(child);
+                assertTrue(c.matches("child id=" + child.id()
+                        + " start=[\\d,]+ pre=[\\d,]+ first=[\\d,]+ mine=ok ring=ok errors=0 progress=ok sweep=ok"),
+                        "fork " + f + " child: " + c);
+                if (f == 0) {
+                    continue; // the first fork turns the RAM file into the image: no copy
+                }
+                GuestMemory.CopyStats copy = parent.memory().lastCopy();
+                assertNotNull(copy, "fork " + f + " copied nothing after the parent resumed");
+                assertTrue(copy.pages() >= 8192, "fork " + f + " copied " + copy.pages() + " pages");
+                faults += copy.faults();
+            }
+            assertTrue(faults > 0, "the writer never met a write-protected page: no race tested");
+            assertEquals("errors=0 running=14", ForkTest.ask(parent, "errors"));
+            assertTrue(ForkTest.ask(parent, "stop").startsWith("stopped lanes="));
+            assertEquals("check ok", ForkTest.ask(parent, "check"));
+            for (VirtualMachine k : kids) {
+                assertEquals("check ok", ForkTest.ask(k, "check"), "child " + k);
+            }
+        } finally {
+            for (VirtualMachine k : kids) {
+                k.stop();
+            }
+            parent.stop();
+        }
+    }
+
+    @Test
+    void aOneGibParentThatRewritesEverythingBetweenTenForksGivesEachChildItsInstant() throws Exception {
+        Announcements a = new Announcements();
+        int mib = 1024;
+        VirtualMachine parent = forker(a, mib);
+        try {
+            ForkTest.forkVia(parent, 1, a).get(0).stop();
+            String previous = null;
+            for (int round = 0; round < 10; round++) {
+                // Fresh random words in every page, then a fork whose parent at once adds 1 to
+                // a word of every page (last page first, meeting pages the copy has not reached).
+                assertEquals("filled " + mib, ForkTest.ask(parent, "fill " + mib));
+                String before = readall(parent, mib);
+                assertNotEquals(previous, before);
+                VirtualMachine child = forkw(parent, mib);
+                assertEquals(before, readall(child, mib), "round " + round + ": the child's sampled pages (a word of"
+                        + " each) are not its parent's at the fork");
+                assertNotEquals(before, readall(parent, mib));
+                GuestMemory.CopyStats copy = parent.memory().lastCopy();
+                assertTrue(copy != null && copy.pages() >= (mib << 8), "round " + round + ": " + copy);
+                child.stop();
+                previous = before;
+            }
+        } finally {
+            parent.stop();
+        }
+    }
 }
