@@ -4,7 +4,6 @@ import com.sun.jna.Memory;
 import io.vmfork.kvm.KvmVm;
 import io.vmfork.kvm.sys.Errno;
 import io.vmfork.kvm.sys.NativeCallException;
-import io.vmfork.kvm.x86.KvmRegs;
 import io.vmfork.vmm.VirtualMachine.ForkRecord;
 import io.vmfork.vmm.VirtualMachine.ForkResult;
 import io.vmfork.vmm.VirtualMachine.Snapshot;
@@ -148,9 +147,9 @@ final class ForkPath {
             m.writeInt(block + 36, 0);
             m.writeLong(block + 40, vm.id());
             result = launched.size() + (remote == null ? 0 : remote.copies().size());
-            KvmRegs regs = caller.kvm.getRegs();
-            regs.rax = result;
-            caller.kvm.setRegs(regs);
+            long[] regs = caller.kvm.getRegsArray();
+            regs[VcpuState.RAX] = result;
+            caller.kvm.setRegsArray(regs);
             caller.inRestartableHypercall = false;
             lastFork = new ForkRecord(exitNanos, System.nanoTime(), launched, lastPageWorkNanos);
         } catch (RuntimeException | Error e) {

@@ -31,12 +31,13 @@ final class HypercallDispatcher {
     }
 
     /**
-     * Serves the hypercall the vCPU exited on; {@code regs} holds its registers. Returns
+     * Serves the hypercall the vCPU exited on; {@code regs} holds its registers (raw
+     * struct kvm_regs order, {@link io.vmfork.vmm.state.VcpuState#RAX} etc.). Returns
      * false when the vCPU must stop running (the guest exited, or the VM is stopping).
      */
-    boolean dispatch(Vcpu vcpu, KvmRegs regs) {
-        long nr = regs.rax & 0xffffffffL;
-        long arg = regs.rdi;
+    boolean dispatch(Vcpu vcpu, long[] regs) {
+        long nr = regs[io.vmfork.vmm.state.VcpuState.RAX] & 0xffffffffL;
+        long arg = regs[RDI];
         long status;
         switch ((int) nr) {
             case ABI_VERSION_CALL -> status = ABI_VERSION;
@@ -76,8 +77,8 @@ final class HypercallDispatcher {
                 // Ordering requirements: the registers are final (RAX = 0, RIP past the `out`)
                 // before the vCPU counts as stopped, since a VCPU_START from another vCPU may
                 // set them from then on.
-                regs.rax = OK;
-                vcpu.kvm.setRegs(regs);
+                regs[io.vmfork.vmm.state.VcpuState.RAX] = OK;
+                vcpu.kvm.setRegsArray(regs);
                 vm.control().stopVcpu(vcpu);
                 return true;
             }
@@ -87,10 +88,13 @@ final class HypercallDispatcher {
         if (status == STOP_VCPU) {
             return false;
         }
-        regs.rax = status;
-        vcpu.kvm.setRegs(regs);
+        regs[io.vmfork.vmm.state.VcpuState.RAX] = status;
+        vcpu.kvm.setRegsArray(regs);
         return true;
     }
+
+    /** RDI's index in struct kvm_regs (rax rbx rcx rdx rsi rdi ...). */
+    private static final int RDI = 5;
 
     /** Marker: the vCPU must leave its loop without returning to the guest. */
     static final long STOP_VCPU = Long.MIN_VALUE;

@@ -160,7 +160,11 @@ final class RunControl {
                 return false;
             }
             pauseRequested = true;
-            toKick = List.copyOf(vcpus);
+            // Only a vCPU that may be in KVM_RUN needs a kick; the others (parked, blocked in
+            // or stable around a hypercall, such as a FORK's caller) check pauseRequested
+            // before they move on. Kicking the caller itself would cost it a signal now and an
+            // empty KVM_RUN after.
+            toKick = vcpus.stream().filter(v -> v.place == Place.RUNNING).toList();
         }
         for (Vcpu v : toKick) {
             v.kick();

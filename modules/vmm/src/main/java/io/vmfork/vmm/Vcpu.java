@@ -156,12 +156,13 @@ final class Vcpu implements Runnable {
                                 ripText(), Hypercalls.PORT)));
                         return;
                     }
-                    KvmRegs regs = kvm.getRegs();
-                    if (!vm.isHypercallInstruction(regs.rip)) {
+                    long[] regs = kvm.getRegsArray();
+                    long rip = regs[io.vmfork.vmm.state.VcpuState.RIP];
+                    if (!vm.isHypercallInstruction(rip)) {
                         vm.end(VmExit.crashed(String.format(
                                 "bad hypercall: port I/O out port 0x%x by a string instruction (outs) at rip=0x%x"
                                         + " (hypercalls are a 32-bit out %%eax to 0x%x)",
-                                run.ioPort(), regs.rip, Hypercalls.PORT)));
+                                run.ioPort(), rip, Hypercalls.PORT)));
                         return;
                     }
                     if (!dispatcher.dispatch(this, regs)) {

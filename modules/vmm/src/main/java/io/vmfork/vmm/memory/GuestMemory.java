@@ -202,13 +202,15 @@ public final class GuestMemory implements AutoCloseable {
             layer.close();
             throw e;
         }
-        if (next.extentCount() > maxExtents) {
+        boolean compacted = next.extentCount() > maxExtents;
+        if (compacted) {
             RuntimeImage compact = next.compact(name + "-compact");
             next.release();
             next = compact;
         }
         releaseLater(image);
         image = next;
+        topLayerPages = compacted ? Long.MAX_VALUE : pages;
         vmmDirty.clear();
         return new Freeze(image.retain(), false, pages, 0);
     }
@@ -260,6 +262,7 @@ public final class GuestMemory implements AutoCloseable {
         COPIERS.execute(job);
         releaseLater(image);
         image = next;
+        topLayerPages = pages;
         vmmDirty.clear();
         return new Freeze(image.retain(), false, 0, pages, lastProtectNanos);
     }
@@ -356,9 +359,20 @@ public final class GuestMemory implements AutoCloseable {
      * quarter of a second, which must not happen while the VM is paused. close() waits.
      */
     private void releaseLater(RuntimeImage old) {
+        long layerPages = topLayerPages;
+        if (layerPages <= RELEASE_INLINE_PAGES) {
+            // What this can free is at most the last freeze's few pages: quicker here than
+            // waking another thread (which would then compete with the copies being launched).
+            old.release();
+            return;
+        }
         retiring.removeIf(CompletableFuture::isDone);
         retiring.add(CompletableFuture.runAsync(old::release, RETIRER));
     }
+
+    /** Pages in the image's newest layer (those a replacement may free); the base counts as large. */
+    private long topLayerPages = Long.MAX_VALUE;
+    private static final long RELEASE_INLINE_PAGES = 256;
 
     /** Unmaps the view a freeze replaced, in the background; close() waits for it. */
     public synchronized void retireOldView() {
