@@ -164,6 +164,7 @@ final class ForkPath {
         }
         // 6. ship the remote copies, the parent's result written
         ship(placement, remote);
+        prepareNextFreeze(m);
         return result;
     }
 
@@ -516,6 +517,15 @@ final class ForkPath {
      * Asks placement where each copy goes. A placement that breaks its contract (throws,
      * or answers the wrong number of targets) refuses every copy rather than the fork.
      */
+    /** Off the pause: the next freeze's layer file, made now. */
+    private void prepareNextFreeze(GuestMemory m) {
+        try {
+            m.prepareLayerFile();
+        } catch (RuntimeException e) {
+            log.debug("{}: no layer file made ahead ({}); the next fork makes its own", vm, e.getMessage());
+        }
+    }
+
     private List<CopyTarget> placeCopies(CopyPlacement placement, int vmType, int count) {
         try {
             List<CopyTarget> t = placement.place(vm.identity(), vmType, count);
