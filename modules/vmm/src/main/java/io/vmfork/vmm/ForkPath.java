@@ -138,6 +138,7 @@ final class ForkPath {
             } finally {
                 // 5. unblock
                 vm.control().resume();
+                vm.memory().resumed(); // the copy, unmap and release the freeze left for after the pause
             }
             for (int i = 0; i < count; i++) {
                 m.writeLong(ids + 8L * i, childIds[i]);
@@ -200,6 +201,7 @@ final class ForkPath {
                 }
             } finally {
                 vm.control().resume();
+                vm.memory().resumed(); // the copy, unmap and release the freeze left for after the pause
                 pausedFor = System.nanoTime() - t0;
             }
             List<String> errs = new ArrayList<>();
@@ -241,6 +243,7 @@ final class ForkPath {
                 return capture(null);
             } finally {
                 vm.control().resume();
+                vm.memory().resumed(); // the copy, unmap and release the freeze left for after the pause
             }
         } finally {
             lock.unlock();
@@ -309,8 +312,7 @@ final class ForkPath {
                 long tSlot = System.nanoTime();
                 kvmVm.setUserMemoryRegion(0, 0, 0, 0, 0);
                 kvmVm.setUserMemoryRegion(0, KvmVm.MEM_LOG_DIRTY_PAGES, 0, memory.size(), memory.hostAddress());
-                pageWork += System.nanoTime() - tSlot;
-                memory.retireOldView();
+                pageWork += System.nanoTime() - tSlot; // the old view goes in memory.resumed()
             }
             List<VcpuState> states = new ArrayList<>();
             for (Vcpu v : vm.vcpuList()) {

@@ -151,7 +151,7 @@ public final class GuestMemory implements AutoCloseable {
      * pages the guest wrote since the last freeze (KVM's dirty log), ignored on the first.
      * Returns the image with a reference for the caller. When {@code viewChanged}, the
      * caller must point KVM's memory slot at {@link #hostAddress()} and then call
-     * {@link #retireOldView}.
+     * {@link #resumed} once the VM runs again.
      */
     public synchronized Freeze freeze(BitSet guestDirty) {
         return freeze(guestDirty, Integer.MAX_VALUE);
@@ -208,8 +208,7 @@ public final class GuestMemory implements AutoCloseable {
             next.release();
             next = compact;
         }
-        releaseLater(image);
-        image = next;
+        replace(next);
         topLayerPages = compacted ? Long.MAX_VALUE : pages;
         vmmDirty.clear();
         return new Freeze(image.retain(), false, pages, 0);
@@ -258,10 +257,8 @@ public final class GuestMemory implements AutoCloseable {
         CompletableFuture<Void> filled = new CompletableFuture<>();
         RuntimeImage next = image.overlay(layer, runs, filled);
         WriteProtectCopy job = new WriteProtectCopy(this, next.retain(), layer.fd(), stopFd, flat, filled);
-        copying = job;
-        COPIERS.execute(job);
-        releaseLater(image);
-        image = next;
+        copying = job; // started by resumed(), or by whoever must wait for it
+        replace(next);
         topLayerPages = pages;
         vmmDirty.clear();
         return new Freeze(image.retain(), false, 0, pages, lastProtectNanos);
@@ -287,10 +284,43 @@ public final class GuestMemory implements AutoCloseable {
 
     private Memfd spareLayer;
 
+    /** The image becomes {@code next}; the one it replaces is released by {@link #resumed}. */
+    private void replace(RuntimeImage next) {
+        if (replaced != null) {
+            releaseLater(replaced); // resumed() was not called after the previous freeze
+        }
+        replaced = image;
+        image = next;
+    }
+
+    /** An image a freeze replaced, still to be released once the VM runs again. */
+    private RuntimeImage replaced;
+
+    /**
+     * The VM runs again after a freeze (and its copies are launched): starts the background
+     * copy of a write-protect freeze (until it runs, a write of the VM's to a protected page
+     * waits), unmaps the view a first freeze replaced and releases the image a freeze
+     * replaced. Each competes for the CPU and the memory map lock with the pause and the
+     * launches, so none happens before. Idempotent; the fork path calls it right after it
+     * resumes the VM, on every path.
+     */
+    public synchronized void resumed() {
+        WriteProtectCopy job = copying;
+        if (job != null) {
+            job.start();
+        }
+        retireOldView();
+        if (replaced != null) {
+            releaseLater(replaced);
+            replaced = null;
+        }
+    }
+
     /** Waits for the background copy of the previous freeze, if one still runs. */
     private void awaitCopy() {
         WriteProtectCopy job = copying;
         if (job != null) {
+            job.start();
             job.finish();
             copying = null;
         }
@@ -357,6 +387,15 @@ public final class GuestMemory implements AutoCloseable {
             }
             image.release();
             done.complete(null);
+        }
+
+        private final java.util.concurrent.atomic.AtomicBoolean started = new java.util.concurrent.atomic.AtomicBoolean();
+
+        /** Starts the copy on a copier thread (once). */
+        void start() {
+            if (started.compareAndSet(false, true)) {
+                COPIERS.execute(this);
+            }
         }
 
         /** Asks the copy to stop early; the stop fd stays open until {@link #finish}. */
@@ -504,6 +543,7 @@ public final class GuestMemory implements AutoCloseable {
         }
         if (job != null) {
             // The copier reads this view: it must have stopped (every page writable again) first.
+            job.start(); // if never started: it sees the stop at once and lifts the protection
             job.stop();
             job.finish();
         }
@@ -536,6 +576,10 @@ public final class GuestMemory implements AutoCloseable {
                 if (spareLayer != null) {
                     spareLayer.close();
                     spareLayer = null;
+                }
+                if (replaced != null) {
+                    replaced.release();
+                    replaced = null;
                 }
             }
         }
