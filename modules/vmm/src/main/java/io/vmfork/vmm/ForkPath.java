@@ -43,6 +43,13 @@ final class ForkPath {
     private final VirtualMachine vm;
     private final ReentrantLock lock = new ReentrantLock();
     private volatile ForkRecord lastFork;
+    /**
+     * Pages the FORK being served writes its result to right after the parent resumes (its
+     * block, ids and errors): the next capture copies them during the pause (else those
+     * writes would wait for a write-protect copy). Under the fork lock.
+     */
+    private BitSet resultPages = new BitSet();
+
     /** The kernel's per-page work in the last capture (see ForkRecord#pageWorkNanos). */
     private long lastPageWorkNanos;
 
@@ -116,6 +123,7 @@ final class ForkPath {
                 List<CopyTarget> targets = placeCopies(placement, vmType, (int) count);
                 long tPlaced = System.nanoTime();
                 // 3. capture
+                resultPages = pagesOf(block, FORK_BLOCK_SIZE, ids, count * 8, errors, count * 8);
                 Snapshot snap = capture(caller);
                 long tCaptured = System.nanoTime();
                 try {
@@ -303,7 +311,8 @@ final class ForkPath {
             guestDirty = GuestMemory.bitmapToPages(bitmap, pages);
         }
         long tLogged = System.nanoTime();
-        GuestMemory.Freeze f = memory.freeze(guestDirty, vm.vmm().settings().pagesCopiedPaused());
+        GuestMemory.Freeze f = memory.freeze(guestDirty, vm.vmm().settings().pagesCopiedPaused(), resultPages);
+        resultPages = new BitSet();
         long pageWork = (tLogged - t0) + f.protectNanos();
         try {
             if (f.viewChanged()) {
@@ -519,6 +528,18 @@ final class ForkPath {
      * Asks placement where each copy goes. A placement that breaks its contract (throws,
      * or answers the wrong number of targets) refuses every copy rather than the fork.
      */
+    /** The guest pages that the ranges (address, length pairs, inside guest RAM) touch. */
+    private static BitSet pagesOf(long... ranges) {
+        BitSet b = new BitSet();
+        for (int i = 0; i + 1 < ranges.length; i += 2) {
+            if (ranges[i + 1] > 0) {
+                b.set((int) (ranges[i] / GuestMemory.PAGE_SIZE),
+                        (int) ((ranges[i] + ranges[i + 1] - 1) / GuestMemory.PAGE_SIZE) + 1);
+            }
+        }
+        return b;
+    }
+
     /** Off the pause: the next freeze's layer file, made now. */
     private void prepareNextFreeze(GuestMemory m) {
         try {

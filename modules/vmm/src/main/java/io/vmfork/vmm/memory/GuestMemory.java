@@ -163,6 +163,15 @@ public final class GuestMemory implements AutoCloseable {
      * (see the class comment), and the image returned is ready once they are.
      */
     public synchronized Freeze freeze(BitSet guestDirty, int backgroundPages) {
+        return freeze(guestDirty, backgroundPages, new BitSet());
+    }
+
+    /**
+     * As above; {@code copyNow}: pages the caller will write right after the VM resumes
+     * (a FORK's result): copied during the pause even when the rest is deferred, so that
+     * those writes do not wait for the copier.
+     */
+    public synchronized Freeze freeze(BitSet guestDirty, int backgroundPages, BitSet copyNow) {
         checkOpen();
         awaitCopy();
         if (image == null) {
@@ -187,7 +196,7 @@ public final class GuestMemory implements AutoCloseable {
         }
         int pages = dirty.cardinality();
         if (pages > backgroundPages) {
-            Freeze f = freezeInBackground(dirty, pages);
+            Freeze f = freezeInBackground(dirty, pages, copyNow);
             if (f != null) {
                 return f;
             }
@@ -224,16 +233,21 @@ public final class GuestMemory implements AutoCloseable {
      * The write-protect freeze, or null when the image would need compaction (too many
      * extents: that copies every overlay page, so it stays on the paused path).
      */
-    private Freeze freezeInBackground(BitSet dirty, int pages) {
+    private Freeze freezeInBackground(BitSet dirty, int pages, BitSet copyNow) {
         List<Run> runs = runsOf(dirty);
         // Extents after this freeze: at most the current ones, split by the new runs, plus them.
         if (image.extentCount() + 2L * runs.size() > maxExtents) {
             return null;
         }
-        long[] flat = new long[runs.size() * 2];
-        for (int i = 0; i < runs.size(); i++) {
-            flat[2 * i] = runs.get(i).offset();
-            flat[2 * i + 1] = runs.get(i).length();
+        BitSet now = (BitSet) dirty.clone();
+        now.and(copyNow);
+        BitSet later = (BitSet) dirty.clone();
+        later.andNot(now);
+        List<Run> deferred = runsOf(later);
+        long[] flat = new long[deferred.size() * 2];
+        for (int i = 0; i < deferred.size(); i++) {
+            flat[2 * i] = deferred.get(i).offset();
+            flat[2 * i + 1] = deferred.get(i).length();
         }
         if (uffd < 0) {
             uffd = HostHelper.uffdOpen();
@@ -245,6 +259,9 @@ public final class GuestMemory implements AutoCloseable {
         Memfd layer = takeLayerFile();
         int stopFd;
         try {
+            for (Run r : runsOf(now)) {
+                LibC.pwriteFully(layer.fd(), base.share(r.offset()), r.length(), r.offset(), name + " layer");
+            }
             stopFd = HostHelper.stopFd();
         } catch (RuntimeException e) {
             layer.close();
@@ -267,7 +284,7 @@ public final class GuestMemory implements AutoCloseable {
         replace(next);
         topLayerPages = pages;
         vmmDirty.clear();
-        return new Freeze(image.retain(), false, 0, pages, lastProtectNanos);
+        return new Freeze(image.retain(), false, now.cardinality(), later.cardinality(), lastProtectNanos);
     }
 
     /** An empty file for a new overlay layer: the one made ahead ({@link #prepareLayerFile}), or a new one. */
