@@ -23,6 +23,11 @@ class ForkWriteProtectTest extends VmmTestBase {
         return vm;
     }
 
+    /** The parent's first fork (its RAM file becomes the image: nothing to copy), its child stopped. */
+    static void firstFork(VirtualMachine parent, Announcements a) throws Exception {
+        ForkTest.forkVia(parent, 1, a).get(0).stop();
+    }
+
     static String readall(VirtualMachine vm, int mib) throws Exception {
         String r = ForkTest.ask(vm, "readall " + mib);
         assertTrue(r.startsWith("read " + mib + " "), r);
@@ -44,7 +49,7 @@ class ForkWriteProtectTest extends VmmTestBase {
         int mib = 64;
         VirtualMachine parent = forker(a, mib);
         try {
-            ForkTest.forkVia(parent, 1, a).get(0).stop(); // the first fork: the RAM file becomes the image
+            firstFork(parent, a);
             for (int round = 0; round < 3; round++) {
                 assertEquals("filled " + mib, ForkTest.ask(parent, "fill " + mib));
                 assertEquals("ok", ForkTest.ask(parent, "write 5 " + (1000 + round)));
@@ -114,7 +119,7 @@ class ForkWriteProtectTest extends VmmTestBase {
         int mib = 128;
         VirtualMachine parent = forker(a, mib);
         try {
-            ForkTest.forkVia(parent, 1, a).get(0).stop();
+            firstFork(parent, a);
             assertEquals("filled " + mib, ForkTest.ask(parent, "fill " + mib));
             String before = readall(parent, mib);
             // A fork from outside: the copy runs after the parent resumes; the child starts
@@ -189,7 +194,7 @@ class ForkWriteProtectTest extends VmmTestBase {
         int mib = 1024;
         VirtualMachine parent = forker(a, mib);
         try {
-            ForkTest.forkVia(parent, 1, a).get(0).stop();
+            firstFork(parent, a);
             String previous = null;
             for (int round = 0; round < 10; round++) {
                 // Fresh random words in every page, then a fork whose parent at once adds 1 to

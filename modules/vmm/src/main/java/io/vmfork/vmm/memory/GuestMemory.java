@@ -209,9 +209,7 @@ public final class GuestMemory implements AutoCloseable {
         Memfd layer = takeLayerFile();
         RuntimeImage next;
         try {
-            for (Run r : runs) {
-                LibC.pwriteFully(layer.fd(), base.share(r.offset()), r.length(), r.offset(), name + " layer");
-            }
+            copyInto(layer, runs);
             next = image.overlay(layer, runs);
         } catch (RuntimeException e) {
             layer.close();
@@ -259,9 +257,7 @@ public final class GuestMemory implements AutoCloseable {
         Memfd layer = takeLayerFile();
         int stopFd;
         try {
-            for (Run r : runsOf(now)) {
-                LibC.pwriteFully(layer.fd(), base.share(r.offset()), r.length(), r.offset(), name + " layer");
-            }
+            copyInto(layer, runsOf(now));
             stopFd = HostHelper.stopFd();
         } catch (RuntimeException e) {
             layer.close();
@@ -285,6 +281,13 @@ public final class GuestMemory implements AutoCloseable {
         topLayerPages = pages;
         vmmDirty.clear();
         return new Freeze(image.retain(), false, now.cardinality(), later.cardinality(), lastProtectNanos);
+    }
+
+    /** Copies {@code runs} of the current view into {@code layer}, at the same offsets. */
+    private void copyInto(Memfd layer, List<Run> runs) {
+        for (Run r : runs) {
+            LibC.pwriteFully(layer.fd(), base.share(r.offset()), r.length(), r.offset(), name + " layer");
+        }
     }
 
     /** An empty file for a new overlay layer: the one made ahead ({@link #prepareLayerFile}), or a new one. */
