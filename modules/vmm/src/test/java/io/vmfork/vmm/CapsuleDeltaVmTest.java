@@ -29,6 +29,8 @@ import java.util.List;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
 import org.junit.jupiter.api.Test;
+import io.vmfork.vmm.platform.HostPlatforms;
+import org.junit.jupiter.api.condition.EnabledIf;
 
 /**
  * Incremental images with a real VM (issue 8): a full capsule of snapshot A, received and
@@ -37,6 +39,7 @@ import org.junit.jupiter.api.Test;
  * of A, from which a clone runs with B's memory. And a host configured to lack a CPU
  * feature the guest could observe refuses the guest's capsule naming it.
  */
+@EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#kvmUsable", disabledReason = HostPlatforms.KVM_ONLY)
 class CapsuleDeltaVmTest extends VmmTestBase {
     private static final long MEMORY = 64L << 20;
     private static final byte[] KEY = "vm/a".getBytes(StandardCharsets.UTF_8);

@@ -22,6 +22,8 @@ import java.util.List;
 import java.util.Random;
 import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.Test;
+import io.vmfork.vmm.platform.HostPlatforms;
+import org.junit.jupiter.api.condition.EnabledIf;
 
 /**
  * A structure-aware capsule fuzzer: each case edits a real guest's capsule through the
@@ -40,6 +42,7 @@ import org.junit.jupiter.api.Test;
  * <p>{@code -Dvmfork.fuzz.cases=N} (300 by default, half as many deltas) and {@code -Dvmfork.fuzz.seed=S} (a
  * fixed seed by default) choose the run; a failure names the seed, the case and the edits.
  */
+@EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#kvmUsable", disabledReason = HostPlatforms.KVM_ONLY)
 class CapsuleFuzzTest extends VmmTestBase {
     private static final long MEMORY = 16L << 20;
     private static final long DEFAULT_SEED = 0x6361_7073_756c_6521L;

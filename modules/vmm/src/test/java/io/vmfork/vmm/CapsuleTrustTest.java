@@ -24,6 +24,8 @@ import java.util.List;
 import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
+import io.vmfork.vmm.platform.HostPlatforms;
+import org.junit.jupiter.api.condition.EnabledIf;
 
 /**
  * A capsule is untrusted input: its checksums prove nothing about where it came from.
@@ -31,6 +33,7 @@ import org.junit.jupiter.api.Test;
  * area, only the MSRs a fork saves, within this host's limits; anything else is refused
  * with a capsule exception before a VM exists (issue 6, items 8 and 9).
  */
+@EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#kvmUsable", disabledReason = HostPlatforms.KVM_ONLY)
 class CapsuleTrustTest extends VmmTestBase {
     private static final long MEMORY = 16L << 20;
     private static byte[] capsule;

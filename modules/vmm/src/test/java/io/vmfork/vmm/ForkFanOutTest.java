@@ -11,6 +11,8 @@ import java.util.Set;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.Test;
+import io.vmfork.vmm.platform.HostPlatforms;
+import org.junit.jupiter.api.condition.EnabledIf;
 
 /**
  * A fan-out with launch threads ({@code vmfork.vmm.fork.launch-threads}): every child of
@@ -18,6 +20,7 @@ import org.junit.jupiter.api.Test;
  * index, id and slot, sees the parent's memory and keeps its writes; closing the VMM
  * leaves no launch thread.
  */
+@EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#kvmUsable", disabledReason = HostPlatforms.KVM_ONLY)
 class ForkFanOutTest {
     private static final int CHILDREN = 32;
 

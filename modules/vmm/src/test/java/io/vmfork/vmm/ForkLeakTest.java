@@ -5,11 +5,14 @@ import static org.junit.jupiter.api.Assertions.*;
 import io.vmfork.vmm.guest.Guests;
 import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.Test;
+import io.vmfork.vmm.platform.HostPlatforms;
+import org.junit.jupiter.api.condition.EnabledIf;
 
 /**
  * A few hundred forks, through both paths, leave no fd, memfd, mapping or thread behind
  * beyond the VM pool's (checked full at both ends); and once the VMM is closed, nothing at all.
  */
+@EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#kvmUsable", disabledReason = HostPlatforms.KVM_ONLY)
 class ForkLeakTest {
     @Test
     void threeHundredForksLeaveNothingBehind() throws Exception {

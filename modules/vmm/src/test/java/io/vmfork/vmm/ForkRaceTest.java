@@ -11,6 +11,8 @@ import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.Test;
+import io.vmfork.vmm.platform.HostPlatforms;
+import org.junit.jupiter.api.condition.EnabledIf;
 
 /**
  * The two kinds of fork at once: a guest forks in a loop while the host forks it from
@@ -18,6 +20,7 @@ import org.junit.jupiter.api.Test;
  * checks each FORK result it sees and exits 98 (child) or 99 (parent or outside copy)
  * when a result is impossible.
  */
+@EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#kvmUsable", disabledReason = HostPlatforms.KVM_ONLY)
 class ForkRaceTest extends VmmTestBase {
     @Test
     void externalForksRacingForkHypercallsGiveEveryCopyAPossibleState() throws Exception {

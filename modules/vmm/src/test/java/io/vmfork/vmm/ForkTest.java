@@ -12,8 +12,11 @@ import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.LinkedBlockingQueue;
 import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.Test;
+import io.vmfork.vmm.platform.HostPlatforms;
+import org.junit.jupiter.api.condition.EnabledIf;
 
 /** Fork on one host, for real: children share their parent's memory copy-on-write. */
+@EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#kvmUsable", disabledReason = HostPlatforms.KVM_ONLY)
 class ForkTest extends VmmTestBase {
     /** Collects what children announce (unsolicited messages), per VM. */
     static class Announcements implements VmListener {

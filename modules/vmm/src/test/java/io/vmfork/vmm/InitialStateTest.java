@@ -27,12 +27,15 @@ import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
+import io.vmfork.vmm.platform.HostPlatforms;
+import org.junit.jupiter.api.condition.EnabledIf;
 
 /**
  * Every row of docs/hypercalls.md's "Initial state" table, as the cpuview guest observes it
  * at entry (and, for what CPL3 code cannot see, as KVM holds it), on hardware KVM or PVM;
  * and the capsule of that guest records the CPU it could observe.
  */
+@EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#kvmUsable", disabledReason = HostPlatforms.KVM_ONLY)
 class InitialStateTest {
     private static final long MEMORY = 16L << 20;
     /** PVM's module: a guest at CPL3 runs in host user mode there. */

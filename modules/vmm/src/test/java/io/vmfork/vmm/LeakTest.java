@@ -7,11 +7,14 @@ import io.vmfork.vmm.guest.Guests;
 import java.util.ArrayList;
 import java.util.List;
 import org.junit.jupiter.api.Test;
+import io.vmfork.vmm.platform.HostPlatforms;
+import org.junit.jupiter.api.condition.EnabledIf;
 
 /**
  * Every fd, memfd, mapping and thread of a VM is released when it ends, whichever way it
  * ends: exit, crash, stop, and a launch that fails half-way.
  */
+@EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#kvmUsable", disabledReason = HostPlatforms.KVM_ONLY)
 class LeakTest {
     private static final int VMS = 200;
 

@@ -29,6 +29,8 @@ import java.util.regex.Pattern;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
+import io.vmfork.vmm.platform.HostPlatforms;
+import org.junit.jupiter.api.condition.EnabledIf;
 
 /**
  * Remote clones between two VMMs in one JVM standing for two hosts (ids 1 and 2): the
@@ -36,6 +38,7 @@ import org.junit.jupiter.api.Test;
  * each fork to B through a real clone capsule (written from the RemoteFork's state and
  * image, read back into a fresh image) and launches the clones there.
  */
+@EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#kvmUsable", disabledReason = HostPlatforms.KVM_ONLY)
 class RemoteCloneTest {
     private static final long HOST_A = 1;
     private static final long HOST_B = 2;

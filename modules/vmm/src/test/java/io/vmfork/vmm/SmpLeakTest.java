@@ -5,11 +5,14 @@ import static org.junit.jupiter.api.Assertions.*;
 import io.vmfork.vmm.guest.Guests;
 import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.Test;
+import io.vmfork.vmm.platform.HostPlatforms;
+import org.junit.jupiter.api.condition.EnabledIf;
 
 /**
  * A VM with several vCPUs, started and not started, and its fork children leave no vCPU
  * thread, fd, memfd or mapping behind; a VMM of its own, so that nothing else is open.
  */
+@EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#kvmUsable", disabledReason = HostPlatforms.KVM_ONLY)
 class SmpLeakTest {
     private static final int VCPUS = 4;
 

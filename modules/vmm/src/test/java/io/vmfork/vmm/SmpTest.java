@@ -12,12 +12,15 @@ import java.util.concurrent.TimeUnit;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 import org.junit.jupiter.api.Test;
+import io.vmfork.vmm.platform.HostPlatforms;
+import org.junit.jupiter.api.condition.EnabledIf;
 
 /**
  * Guests with several vCPUs (docs/hypercalls.md, "Several vCPUs"), on real VMs, with the
  * test guest tests/smp.c: secondaries count in their own lanes of shared memory, checking
  * at every turn that memory and their registers agree (see smp.c).
  */
+@EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#kvmUsable", disabledReason = HostPlatforms.KVM_ONLY)
 class SmpTest extends VmmTestBase {
     private static final int VCPUS = 4;
     private static final int FORKS = 10;

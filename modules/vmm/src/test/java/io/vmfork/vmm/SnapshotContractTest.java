@@ -11,12 +11,15 @@ import java.security.MessageDigest;
 import java.util.Arrays;
 import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.Test;
+import io.vmfork.vmm.platform.HostPlatforms;
+import org.junit.jupiter.api.condition.EnabledIf;
 
 /**
  * The contract every snapshottable component keeps, on a real VM: snapshot, restore,
  * snapshot gives back the first snapshot; a change changes it; snapshots can be taken
  * again and again.
  */
+@EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#kvmUsable", disabledReason = HostPlatforms.KVM_ONLY)
 class SnapshotContractTest extends VmmTestBase {
     /** A vCPU state with the TSC left out: it counts host time, so it moves between captures by design. */
     static VcpuState withoutTsc(VcpuState s) {

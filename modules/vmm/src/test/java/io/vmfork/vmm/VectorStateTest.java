@@ -9,6 +9,8 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.Test;
+import io.vmfork.vmm.platform.HostPlatforms;
+import org.junit.jupiter.api.condition.EnabledIf;
 
 /**
  * The x87, SSE, AVX and AVX-512 state a guest can observe survives a fork, an external
@@ -16,6 +18,7 @@ import org.junit.jupiter.api.Test;
  * decides for itself (CPUID, XGETBV) which registers exist, fills them all, and checks
  * them after the VMM took it apart and put it back together.
  */
+@EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#kvmUsable", disabledReason = HostPlatforms.KVM_ONLY)
 class VectorStateTest extends VmmTestBase {
     private static VirtualMachine xstate(VmListener listener) throws Exception {
         VirtualMachine vm = vmm.launch(VmSpec.of(Guests.shipped("xstate"), 16L << 20).withListener(listener));

@@ -21,6 +21,8 @@ import org.apache.pekko.cluster.MemberStatus;
 import org.apache.pekko.cluster.typed.Cluster;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
+import io.vmfork.vmm.platform.HostPlatforms;
+import org.junit.jupiter.api.condition.EnabledIf;
 
 /** Nodes started by {@link VmforkNode#start}, several in this JVM on loopback ports. */
 class VmforkNodeTest {
@@ -60,6 +62,7 @@ class VmforkNodeTest {
         }
     }
 
+    @EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#kvmUsable", disabledReason = HostPlatforms.KVM_ONLY)
     @Test
     void aNodeWithoutSeedsFormsAClusterAndPlacesOnItsHostWithinItsCapacity() throws Exception {
         VmforkNode n = start(11, null);
@@ -88,6 +91,7 @@ class VmforkNodeTest {
         assertEquals("no capacity for 6 of " + (slots + 5) + " VMs", rest.shortfall());
     }
 
+    @EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#kvmUsable", disabledReason = HostPlatforms.KVM_ONLY)
     @Test
     void aSecondNodeWithAHostIdAlreadyInTheClusterIsRefused() throws Exception {
         VmforkNode first = start(5, null);
@@ -106,6 +110,7 @@ class VmforkNodeTest {
         assertTrue(other.shutdownReason().isEmpty());
     }
 
+    @EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#kvmUsable", disabledReason = HostPlatforms.KVM_ONLY)
     @Test
     void aHostRestartedAtItsAddressAfterACrashRejoinsWithItsId() throws Exception {
         VmforkNode first = start(8, null);
