@@ -156,9 +156,9 @@ final class ForkPath {
             m.writeInt(block + 36, 0);
             m.writeLong(block + 40, vm.id());
             result = launched.size() + (remote == null ? 0 : remote.copies().size());
-            long[] regs = caller.kvm.getRegsArray();
+            long[] regs = caller.regs();
             regs[VcpuState.RAX] = result;
-            caller.kvm.setRegsArray(regs);
+            caller.setRegs(regs);
             caller.inRestartableHypercall = false;
             lastFork = new ForkRecord(exitNanos, System.nanoTime(), launched, lastPageWorkNanos);
         } catch (RuntimeException | Error e) {

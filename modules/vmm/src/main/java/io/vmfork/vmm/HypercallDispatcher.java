@@ -2,7 +2,6 @@ package io.vmfork.vmm;
 
 import static io.vmfork.vmm.hypercall.Hypercalls.*;
 
-import io.vmfork.kvm.x86.KvmRegs;
 import io.vmfork.vmm.memory.GuestMemory;
 import io.vmfork.vmm.x86.CpuSetup;
 import io.vmfork.vmm.x86.GuestLayout;
@@ -78,7 +77,7 @@ final class HypercallDispatcher {
                 // before the vCPU counts as stopped, since a VCPU_START from another vCPU may
                 // set them from then on.
                 regs[io.vmfork.vmm.state.VcpuState.RAX] = OK;
-                vcpu.kvm.setRegsArray(regs);
+                vcpu.setRegs(regs);
                 vm.control().stopVcpu(vcpu);
                 return true;
             }
@@ -89,12 +88,13 @@ final class HypercallDispatcher {
             return false;
         }
         regs[io.vmfork.vmm.state.VcpuState.RAX] = status;
-        vcpu.kvm.setRegsArray(regs);
+        vcpu.setRegs(regs);
         return true;
     }
 
-    /** RDI's index in struct kvm_regs (rax rbx rcx rdx rsi rdi ...). */
-    private static final int RDI = 5;
+    private static final int RDI = io.vmfork.vmm.state.VcpuState.RDI;
+    private static final int RSI = io.vmfork.vmm.state.VcpuState.RSI;
+    private static final int RSP = io.vmfork.vmm.state.VcpuState.RSP;
 
     /** Marker: the vCPU must leave its loop without returning to the guest. */
     static final long STOP_VCPU = Long.MIN_VALUE;
@@ -297,13 +297,13 @@ final class HypercallDispatcher {
             return EINVAL;
         }
         Vcpu target = all.get((int) index);
-        KvmRegs r = new KvmRegs();
-        r.rip = entry;
-        r.rsp = stackTop;
-        r.rdi = arg;
-        r.rsi = index;
-        r.rflags = CpuSetup.RFLAGS_INITIAL;
-        return vm.control().startVcpu(target, () -> target.kvm.setRegs(r)) ? OK : EINVAL;
+        long[] r = new long[io.vmfork.vmm.state.VcpuState.REGS];
+        r[io.vmfork.vmm.state.VcpuState.RIP] = entry;
+        r[RSP] = stackTop;
+        r[RDI] = arg;
+        r[RSI] = index;
+        r[io.vmfork.vmm.state.VcpuState.RFLAGS] = CpuSetup.RFLAGS_INITIAL;
+        return vm.control().startVcpu(target, () -> target.setRegs(r)) ? OK : EINVAL;
     }
 
     private long send(long block) {

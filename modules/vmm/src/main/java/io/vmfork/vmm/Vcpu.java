@@ -1,29 +1,27 @@
 package io.vmfork.vmm;
 
-import io.vmfork.kvm.KvmRun;
 import io.vmfork.kvm.KvmVcpu;
-import io.vmfork.kvm.sys.Errno;
-import io.vmfork.kvm.sys.HostHelper;
-import io.vmfork.kvm.x86.KvmRegs;
-import io.vmfork.vmm.hypercall.Hypercalls;
+import io.vmfork.vmm.platform.ExecContext;
+import io.vmfork.vmm.platform.Trap;
+import io.vmfork.vmm.platform.kvm.KvmExecContext;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 /**
- * One vCPU and the thread that runs it: the KVM_RUN loop and its exits. The thread is
- * the only one that enters the guest; others touch the vCPU only while it is parked.
+ * One vCPU and the thread that runs it: enter the guest, serve what it trapped on, on
+ * whichever platform its {@link ExecContext} is. The thread is the only one that enters
+ * the guest; others touch the vCPU only while it is parked.
  */
 final class Vcpu implements Runnable {
     private static final Logger log = LoggerFactory.getLogger(Vcpu.class);
 
+    /** The KVM vCPU (its full state for the fork path), or null on another platform. */
     final KvmVcpu kvm;
+    private final ExecContext context;
     private final VirtualMachine vm;
     private final RunControl control;
     private final HypercallDispatcher dispatcher;
-    private final int kickSignal;
     private final Thread thread;
-    /** pthread_t of the vCPU thread, 0 until it has started. */
-    private volatile long pthread;
     /** Guarded by the RunControl monitor. */
     RunControl.Place place = RunControl.Place.RUNNING;
     /**
@@ -43,15 +41,15 @@ final class Vcpu implements Runnable {
     private final String name;
 
     /** {@code parked}: a thread started ahead (from the VM pool) to run this vCPU, or null for a new one. */
-    Vcpu(VirtualMachine vm, KvmVcpu kvm, RunControl control, HypercallDispatcher dispatcher, int kickSignal,
+    Vcpu(VirtualMachine vm, ExecContext context, RunControl control, HypercallDispatcher dispatcher,
             ParkedThread parked) {
         this.vm = vm;
-        this.kvm = kvm;
+        this.context = context;
+        this.kvm = context instanceof KvmExecContext k ? k.kvm() : null;
         this.control = control;
         this.dispatcher = dispatcher;
-        this.kickSignal = kickSignal;
         this.parked = parked;
-        this.name = "vcpu-" + Long.toHexString(vm.id()) + "-" + kvm.index();
+        this.name = "vcpu-" + Long.toHexString(vm.id()) + "-" + context.index();
         if (parked != null) {
             this.thread = parked.thread();
         } else {
@@ -61,7 +59,17 @@ final class Vcpu implements Runnable {
     }
 
     int index() {
-        return kvm.index();
+        return context.index();
+    }
+
+    /** The registers in struct kvm_regs order; the vCPU must not be in the guest. */
+    long[] regs() {
+        return context.regs();
+    }
+
+    /** Sets the registers it resumes with; from its own thread, or while it is held out of the guest. */
+    void setRegs(long[] regs) {
+        context.setRegs(regs);
     }
 
     void start() {
@@ -85,37 +93,23 @@ final class Vcpu implements Runnable {
         return thread;
     }
 
-    /**
-     * Makes the vCPU leave KVM_RUN soon: immediate_exit covers the window before the
-     * thread enters KVM_RUN, the signal the time inside it (KVM_RUN returns EINTR).
-     */
-    synchronized void kick() {
-        if (kvmClosed) {
-            return; // the thread has ended and unmapped kvm_run: nothing to kick
-        }
-        kvm.run().setImmediateExit(true);
-        long t = pthread;
-        if (t != 0 && thread.isAlive()) {
-            HostHelper.kick(t, kickSignal);
-        }
+    /** Makes the vCPU leave the guest soon (see {@link ExecContext#kick}). */
+    void kick() {
+        context.kick();
     }
 
-    private boolean kvmClosed;
-
-    /** Closes the vCPU fd and unmaps kvm_run; after this, kicks do nothing. */
-    synchronized void closeKvm() {
-        kvmClosed = true;
-        kvm.close();
+    /** Releases the vCPU's platform context; after this, kicks do nothing. */
+    void closeContext() {
+        context.close();
     }
 
     /** Called by the vCPU thread itself, under the control monitor, before it re-enters. */
     void clearKick() {
-        kvm.run().setImmediateExit(false);
+        context.clearKick();
     }
 
     @Override
     public void run() {
-        pthread = HostHelper.selfThread();
         try {
             loop();
         } catch (InterruptedException e) {
@@ -130,107 +124,25 @@ final class Vcpu implements Runnable {
     }
 
     private void loop() throws InterruptedException {
-        KvmRun run = kvm.run();
         while (control.mayEnterGuest(this)) {
-            int rc = kvm.runOnce();
+            Trap trap = context.run();
             lastExitNanos = System.nanoTime();
-            if (rc == -Errno.EINTR) {
-                continue;
-            }
-            if (rc < 0) {
-                vm.end(VmExit.crashed("KVM_RUN failed: " + Errno.name(-rc) + " at " + ripText()));
-                return;
-            }
-            int reason = run.exitReason();
-            vm.noteExit(lastExitNanos);
-            if (log.isTraceEnabled()) {
-                log.trace("vCPU {} exit {} {}", index(), KvmRun.exitName(reason), ripText());
-            }
-            switch (reason) {
-                case KvmRun.EXIT_IO -> {
-                    if (run.ioPort() != Hypercalls.PORT || run.ioDirection() != KvmRun.IO_OUT || run.ioSize() != 4
-                            || run.ioCount() != 1) {
-                        vm.end(VmExit.crashed(String.format(
-                                "bad hypercall: port I/O %s port 0x%x size %d at %s (hypercalls are a 32-bit out to 0x%x)",
-                                run.ioDirection() == KvmRun.IO_OUT ? "out" : "in", run.ioPort(), run.ioSize(),
-                                ripText(), Hypercalls.PORT)));
-                        return;
-                    }
-                    long[] regs = kvm.getRegsArray();
-                    long rip = regs[io.vmfork.vmm.state.VcpuState.RIP];
-                    if (!vm.isHypercallInstruction(rip)) {
-                        vm.end(VmExit.crashed(String.format(
-                                "bad hypercall: port I/O out port 0x%x by a string instruction (outs) at rip=0x%x"
-                                        + " (hypercalls are a 32-bit out %%eax to 0x%x)",
-                                run.ioPort(), rip, Hypercalls.PORT)));
-                        return;
-                    }
-                    if (!dispatcher.dispatch(this, regs)) {
-                        return;
-                    }
-                }
-                case KvmRun.EXIT_SHUTDOWN -> {
-                    vm.end(VmExit.crashed(shutdownReason()));
-                    return;
-                }
-                case KvmRun.EXIT_HLT -> {
-                    vm.end(VmExit.crashed("guest halted (HLT) at " + ripText()));
-                    return;
-                }
-                case KvmRun.EXIT_MMIO -> {
-                    vm.end(VmExit.crashed(String.format(
-                            "guest crashed: access to guest-physical 0x%x, outside RAM, at %s", run.mmioPhysAddr(),
-                            ripText())));
-                    return;
-                }
-                case KvmRun.EXIT_FAIL_ENTRY -> {
-                    vm.end(VmExit.crashed(String.format("KVM_EXIT_FAIL_ENTRY, hardware reason 0x%x at %s",
-                            run.failEntryReason(), ripText())));
-                    return;
-                }
-                case KvmRun.EXIT_INTERNAL_ERROR -> {
-                    vm.end(VmExit.crashed("KVM_EXIT_INTERNAL_ERROR, suberror " + run.internalSuberror() + " at "
-                            + ripText()));
-                    return;
-                }
-                case KvmRun.EXIT_INTR -> {
+            switch (trap.kind()) {
+                case INTERRUPTED -> {
                     // Kicked: loop back to the pause/stop check.
                 }
-                default -> {
-                    vm.end(VmExit.crashed("unexpected " + KvmRun.exitName(reason) + " at " + ripText()));
+                case HYPERCALL -> {
+                    vm.noteExit(lastExitNanos);
+                    if (!dispatcher.dispatch(this, trap.regs())) {
+                        return;
+                    }
+                }
+                case CRASHED -> {
+                    vm.noteExit(lastExitNanos);
+                    vm.end(VmExit.crashed(trap.reason()));
                     return;
                 }
             }
-        }
-    }
-
-    /**
-     * Why the guest triple-faulted, naming the instruction. A `syscall` (EFER.SCE is clear
-     * in a vmfork guest) is delivered by PVM to MSR_LSTAR, 0, where the guest faults with
-     * RIP 0 and RCX holding the address after the `syscall`: name that instruction instead.
-     */
-    private String shutdownReason() {
-        try {
-            KvmRegs r = kvm.getRegs();
-            long at = r.rcx - SYSCALL_LENGTH;
-            if (r.rip == 0 && vm.isSyscallInstruction(at)) {
-                return String.format("guest crashed: syscall at rip=0x%x (a vmfork guest makes no system calls;"
-                        + " triple fault, KVM_EXIT_SHUTDOWN)", at);
-            }
-            return String.format("guest crashed: triple fault (KVM_EXIT_SHUTDOWN) at rip=0x%x", r.rip);
-        } catch (RuntimeException e) {
-            return "guest crashed: triple fault (KVM_EXIT_SHUTDOWN) at " + ripText();
-        }
-    }
-
-    private static final int SYSCALL_LENGTH = 2;
-
-    /** "rip=0x..." of this vCPU, for crash reasons; never throws. */
-    String ripText() {
-        try {
-            return String.format("rip=0x%x", kvm.getRegs().rip);
-        } catch (RuntimeException e) {
-            return "rip unknown (" + e.getMessage() + ")";
         }
     }
 }

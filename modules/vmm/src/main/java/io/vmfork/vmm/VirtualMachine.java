@@ -324,7 +324,11 @@ public final class VirtualMachine {
 
     /** {@code parked}: a pooled thread to run it, or null for a thread of its own. */
     private void addVcpu(KvmVcpu kv, ParkedThread parked) {
-        Vcpu v = new Vcpu(this, kv, control, dispatcher, vmm.settings().kickSignal(), parked);
+        addVcpu(new io.vmfork.vmm.platform.kvm.KvmExecContext(kv, memory, vmm.settings().kickSignal()), parked);
+    }
+
+    private void addVcpu(io.vmfork.vmm.platform.ExecContext context, ParkedThread parked) {
+        Vcpu v = new Vcpu(this, context, control, dispatcher, parked);
         vcpus.add(v);
         control.register(v);
     }
@@ -474,7 +478,7 @@ public final class VirtualMachine {
     /** Called by each vCPU thread as it leaves; the last one releases the VM. */
     void vcpuFinished(Vcpu v) {
         try {
-            v.closeKvm();
+            v.closeContext();
         } catch (RuntimeException e) {
             log.warn("closing vCPU {} of VM {}", v.index(), Long.toHexString(id()), e);
         }
@@ -498,7 +502,7 @@ public final class VirtualMachine {
         ending.set(true);
         for (Vcpu v : vcpus) {
             v.abandonThread();
-            v.closeKvm();
+            v.closeContext();
         }
         exit = why;
         release();
@@ -608,37 +612,6 @@ public final class VirtualMachine {
             listener.onReady(this);
         }
     }
-
-    /**
-     * Whether the port-I/O exit at {@code rip} came from the one instruction a hypercall
-     * is: `out %eax,(%dx)`, after which KVM leaves RIP past it. String I/O (`rep outsl`)
-     * to the port exits with RIP still on the `outs` (once per element) and is not one.
-     */
-    boolean isHypercallInstruction(long rip) {
-        if (rip < 1 || !memory.contains(rip - 1, 2) || memory.readByte(rip - 1) != Hypercalls.OUT_EAX_DX) {
-            return false;
-        }
-        // RIP on an `outs` (prefixes, then 0x6e/0x6f) is string I/O whatever byte precedes it.
-        for (long p = rip; p < rip + MAX_PREFIXES && memory.contains(p, 1); p++) {
-            int b = memory.readByte(p) & 0xff;
-            if (b == OUTS_BYTE || b == OUTS_DWORD) {
-                return false;
-            }
-            if (!(b == 0x66 || b == 0x67 || b == 0xf2 || b == 0xf3 || (b >= 0x40 && b <= 0x4f))) {
-                break;
-            }
-        }
-        return true;
-    }
-
-    /** Whether guest memory at {@code gva} holds `syscall` (0f 05); guest virtual is guest physical. */
-    boolean isSyscallInstruction(long gva) {
-        return gva >= 0 && memory.contains(gva, 2) && memory.readByte(gva) == 0x0f && memory.readByte(gva + 1) == 0x05;
-    }
-
-    private static final int MAX_PREFIXES = 15;
-    private static final int OUTS_BYTE = 0x6e;
-    private static final int OUTS_DWORD = 0x6f;
 
     /** Hypercalls beyond the base set. */
     long extensionHypercall(Vcpu vcpu, int nr, long arg) {

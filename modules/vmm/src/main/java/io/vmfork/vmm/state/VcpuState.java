@@ -23,8 +23,9 @@ public record VcpuState(int index, long[] regs, SregsState sregs, FpuFormat fpuF
     public enum FpuFormat { XSAVE, FXSAVE }
 
     public static final int REGS = 18;
-    public static final int RIP = 16;
-    public static final int RAX = 0;
+    /** Indices of the 18 registers (struct kvm_regs order: rax rbx rcx rdx rsi rdi rsp rbp r8..r15 rip rflags). */
+    public static final int RAX = 0, RBX = 1, RCX = 2, RDX = 3, RSI = 4, RDI = 5, RSP = 6, RBP = 7, R8 = 8, R9 = 9,
+            R10 = 10, R11 = 11, R12 = 12, R13 = 13, R14 = 14, R15 = 15, RIP = 16, RFLAGS = 17;
 
     /** A running vCPU's state (every vCPU of a one-vCPU VM). */
     public VcpuState(int index, long[] regs, SregsState sregs, FpuFormat fpuFormat, byte[] fpu, long xcr0,
