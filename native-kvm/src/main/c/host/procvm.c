@@ -411,12 +411,40 @@ int vmfork_proc_go(int sock)
 
 /* ======================================================================== tracing */
 
+/*
+ * The threads this tracer thread has seized and not yet seen stop. A seized thread keeps
+ * running (into GO's int3), so the first run for it must wait rather than PTRACE_CONT:
+ * had the int3 stop already happened, a CONT would suppress the SIGTRAP and run the
+ * stub's ud2 after it (seen in testing). Tracer state is per thread, like ptrace's own.
+ */
+#define MAX_FRESH 16
+static __thread int fresh[MAX_FRESH];
+
+static int take_fresh(int tid)
+{
+    for (int i = 0; i < MAX_FRESH; i++)
+        if (fresh[i] == tid) {
+            fresh[i] = 0;
+            return 1;
+        }
+    return 0;
+}
+
 /* PTRACE_SEIZE tid from the calling thread, which becomes its tracer (and must make
    every later request for it). PTRACE_O_EXITKILL: the guest gets SIGKILL if this thread
-   exits. The thread keeps running: its first stop is GO's int3, collected by run(NULL). */
+   exits. The thread keeps running: its first stop is GO's int3, which the first
+   vmfork_proc_run for tid waits for (with regs_in NULL it returns that stop). */
 int vmfork_proc_seize(int tid)
 {
-    return ptrace(PTRACE_SEIZE, tid, 0, (void *)(long)PTRACE_O_EXITKILL) == 0 ? 0 : -errno;
+    if (ptrace(PTRACE_SEIZE, tid, 0, (void *)(long)PTRACE_O_EXITKILL) != 0)
+        return -errno;
+    take_fresh(tid);
+    for (int i = 0; i < MAX_FRESH; i++)
+        if (fresh[i] == 0) {
+            fresh[i] = tid;
+            break;
+        }
+    return 0;
 }
 
 enum { RUN_SIGNAL = 1, RUN_SYSCALL = 2, RUN_EXITED = 3, RUN_KILLED = 4 };
@@ -483,13 +511,19 @@ static int wait_stop(int tid, long *regs_out, long *info)
  * (6 longs): SIGNAL {signo, si_code, si_addr}; SYSCALL {SIGSYS, si_code, call address,
  * syscall number, audit arch, filter data}; EXITED {status}; KILLED {signal}.
  *
- * If the thread is not in a stop (just seized, or killed while stopped), CONT fails with
- * ESRCH and run waits instead: with regs_in NULL it returns that stop (the int3 after GO);
- * with regs_in it sets them at that stop and continues (a death is returned as such).
+ * The first run after vmfork_proc_seize does not continue: it waits for the thread's
+ * first stop (GO's int3) and, with regs_in NULL, returns it; with regs_in it sets them
+ * there and continues. Likewise when the thread is not in a stop for another reason
+ * (killed while stopped: SETREGS/CONT fail with ESRCH), run waits and returns its end.
  */
 int vmfork_proc_run(int tid, const long *regs_in, int deliver, long *regs_out, long *info)
 {
     (void)deliver;
+    if (take_fresh(tid)) {
+        int k = wait_stop(tid, regs_out, info);
+        if (k < 0 || !regs_in || k == RUN_EXITED || k == RUN_KILLED)
+            return k;
+    }
     for (;;) {
         if ((regs_in && ptrace(PTRACE_SETREGS, tid, 0, regs_in) != 0)
             || ptrace(PTRACE_CONT, tid, 0, 0) != 0) {
@@ -511,6 +545,7 @@ int vmfork_proc_run(int tid, const long *regs_in, int deliver, long *regs_out, l
 /* Waits for tid's next interesting stop without continuing it (see run). */
 int vmfork_proc_wait(int tid, long *regs_out, long *info)
 {
+    take_fresh(tid);
     return wait_stop(tid, regs_out, info);
 }
 
