@@ -23,6 +23,23 @@
  * process but run() always waits for its own tid.
  *
  * Functions return 0 (or a count) on success and -errno on failure unless stated.
+ *
+ * Measured on the development VM (Linux 6.18, 2 vCPUs, no /dev/kvm, as root):
+ *   - spawn obtains all six namespaces (user, pid, net, ipc, uts, mount); the guest
+ *     shows Seccomp 2, NoNewPrivs 1, CapEff/CapPrm 0, /proc/<pid>/fd empty, root = an
+ *     empty read-only tmpfs, maps = guest RAM + the stub's two mappings + [vsyscall];
+ *   - guest page 0 cannot be mapped (mmap_min_addr 4096; the stub has left the initial
+ *     user namespace): an extent at 0 fails the launch with -EPERM; RAM starts at 0x1000
+ *     and a read of page 0 is SIGSEGV SEGV_MAPERR;
+ *   - hypercall round trip (bench/proc_floor.c, 20,000 calls): p50 ~24 us, p99 ~46 us;
+ *   - every `syscall` (and the vsyscall page, emulated by the kernel through the filter)
+ *     gives SYSCALL with its number; int $0x80 gives SIGSEGV SI_KERNEL (this kernel has no
+ *     IA-32 emulation: the gate is absent, so it never reaches the filter); sysenter
+ *     SIGILL ILL_ILLOPN; in/out to any port, cli, hlt, mov %cr3, wrmsr SIGSEGV SI_KERNEL
+ *     (the Java side tells `out` from those by the byte at RIP and DX); a jump into the
+ *     stub's code runs it until its next system call, which traps like any other.
+ *   - after a SIGKILL every tracer's run returns KILLED once and that wait has reaped
+ *     its thread; nothing is left (the leader is reported after the other threads).
  */
 #define _GNU_SOURCE
 #include <cpuid.h>
@@ -539,6 +556,28 @@ int vmfork_proc_run(int tid, const long *regs_in, int deliver, long *regs_out, l
             continue;
         }
         return wait_stop(tid, regs_out, info);
+    }
+}
+
+/*
+ * Reaps the guest process pid when no tracer will: after its tracer thread exited
+ * (PTRACE_O_EXITKILL killed it and detached it, so it is a plain zombie child of this
+ * process again) or when it died before being seized (PR_SET_PDEATHSIG, a failed launch).
+ * One waitpid(pid, __WALL) reaps it, from any thread. nohang: do not wait. Returns the
+ * wait status (>= 0), -EAGAIN if nohang and it has not ended, or -errno (-ECHILD: already
+ * reaped, e.g. by its tracer's run returning EXITED/KILLED for the main thread).
+ */
+int vmfork_proc_reap(int pid, int nohang)
+{
+    int st;
+    for (;;) {
+        pid_t r = waitpid(pid, &st, __WALL | (nohang ? WNOHANG : 0));
+        if (r == pid)
+            return st & 0x7fffffff;
+        if (r == 0)
+            return -EAGAIN;
+        if (errno != EINTR)
+            return -errno;
     }
 }
 
