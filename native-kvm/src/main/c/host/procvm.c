@@ -28,6 +28,10 @@
  *   - spawn obtains all six namespaces (user, pid, net, ipc, uts, mount); the guest
  *     shows Seccomp 2, NoNewPrivs 1, CapEff/CapPrm 0, /proc/<pid>/fd empty, root = an
  *     empty read-only tmpfs, maps = guest RAM + the stub's two mappings + [vsyscall];
+ *     with CLONE_NEWUSER refused (tested under a seccomp filter that fails such clones
+ *     with EPERM) it falls back to the other five and the stub runs as uid 65534; with
+ *     every namespace refused, no namespace and no chroot, uid 65534; both still Seccomp
+ *     2, NoNewPrivs 1, CapEff 0, and the probes below give the same stops;
  *   - guest page 0 cannot be mapped (mmap_min_addr 4096; the stub has left the initial
  *     user namespace): an extent at 0 fails the launch with -EPERM; RAM starts at 0x1000
  *     and a read of page 0 is SIGSEGV SEGV_MAPERR;
