@@ -1,0 +1,51 @@
+/*
+ * The messages between the VMM (host/procvm.c) and vmfork-stub (stub/stub.c) over the
+ * stub's fd 3, one end of an AF_UNIX SOCK_SEQPACKET socketpair. Both sides are built
+ * from this tree at once, so there is no versioning beyond the magic numbers.
+ *
+ *   VMM -> stub  LAUNCH: struct stub_launch, then nextents extents of 5 int64 (guest
+ *                address, length, index into the SCM_RIGHTS fds, file offset, shared 1 /
+ *                private 0), then nunmaps ranges of 2 int64 (address, length); the memory
+ *                fds ride along as SCM_RIGHTS.
+ *   stub -> VMM  REPLY: struct stub_reply, then vcpus int32 thread ids as the stub sees
+ *                them (ids in its own PID namespace; index 0 is the main thread). The VMM
+ *                receives it with SO_PASSCRED, so the kernel adds the stub's host pid,
+ *                from which procvm.c translates the ids through /proc/<pid>/task/<t>/status.
+ *   VMM -> stub  GO: one byte, STUB_GO.
+ */
+#ifndef VMFORK_STUB_PROTO_H
+#define VMFORK_STUB_PROTO_H
+
+#include <stdint.h>
+
+#define STUB_LAUNCH_MAGIC 0x484e55414c465056ull /* "VPFLAUNH" */
+#define STUB_REPLY_MAGIC 0x594c504552465056ull  /* "VPFREPLY" */
+#define STUB_GO 'G'
+
+#define STUB_MAX_FDS 250        /* below the kernel's SCM_MAX_FD (253) */
+#define STUB_MAX_EXTENTS 1024
+#define STUB_MAX_UNMAPS 256
+#define STUB_MAX_VCPUS 256
+
+struct stub_launch {
+    uint64_t magic;
+    uint32_t vcpus;
+    uint32_t nfds;
+    uint32_t nextents;
+    uint32_t nunmaps;
+};
+
+struct stub_reply {
+    uint64_t magic;
+    int32_t status;             /* 0, or -errno of the failed step */
+    int32_t index;              /* the failed extent or unmap, or -1 */
+    int32_t step;               /* STUB_STEP_*: what failed */
+    int32_t ntids;
+};
+
+enum { STUB_STEP_OK, STUB_STEP_MESSAGE, STUB_STEP_MMAP, STUB_STEP_UNMAP, STUB_STEP_THREAD };
+
+#define STUB_LAUNCH_MAX_BYTES (sizeof(struct stub_launch) \
+    + STUB_MAX_EXTENTS * 5 * sizeof(int64_t) + STUB_MAX_UNMAPS * 2 * sizeof(int64_t))
+
+#endif
