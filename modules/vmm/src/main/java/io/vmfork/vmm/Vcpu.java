@@ -111,6 +111,7 @@ final class Vcpu implements Runnable {
     @Override
     public void run() {
         try {
+            context.begin();
             loop();
         } catch (InterruptedException e) {
             vm.end(VmExit.stopped("vCPU " + index() + " thread interrupted"));

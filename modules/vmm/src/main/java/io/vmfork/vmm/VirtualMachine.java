@@ -37,7 +37,10 @@ public final class VirtualMachine {
     private final VmIdentity identity;
     private final String imageName;
     private final GuestMemory memory;
+    /** The KVM VM, or null on the process platform. */
     private final KvmVm kvmVm;
+    /** The guest process, or null on the KVM platform. */
+    private final io.vmfork.vmm.platform.process.GuestProcess process;
     private final List<Vcpu> vcpus = new ArrayList<>();
     private final RunControl control = new RunControl();
     private final RemoteTickets remoteTickets = new RemoteTickets(control);
@@ -61,6 +64,13 @@ public final class VirtualMachine {
 
     private VirtualMachine(Vmm vmm, VmIdentity identity, String imageName, GuestMemory memory, KvmVm kvmVm,
             VmListener listener, long launchStartNanos, VirtualMachine parent, Cpuid cpuid) {
+        this(vmm, identity, imageName, memory, kvmVm, null, listener, launchStartNanos, parent, cpuid);
+    }
+
+    private VirtualMachine(Vmm vmm, VmIdentity identity, String imageName, GuestMemory memory, KvmVm kvmVm,
+            io.vmfork.vmm.platform.process.GuestProcess process, VmListener listener, long launchStartNanos,
+            VirtualMachine parent, Cpuid cpuid) {
+        this.process = process;
         this.vmm = vmm;
         this.parent = parent;
         this.cpuid = cpuid;
@@ -107,6 +117,13 @@ public final class VirtualMachine {
             PageTables.build(memory);
             long heapStart = (image.endAddress() + GuestLayout.PAGE - 1) & ~(GuestLayout.PAGE - 1);
             writeBootInfo(memory, size, heapStart, heapEnd, stackTop, spec.vcpus());
+            if (vmm.processPlatform() != null) {
+                vm = bootProcess(vmm, spec, identity, image, memory, launchStartNanos);
+                vm.vcpus.get(0).started = true;
+                vmm.register(vm);
+                vm.start();
+                return vm;
+            }
             VmPool.Entry pooled = vmm.takePooledVm(0);
             if (pooled != null) {
                 kvmVm = pooled.vm();
@@ -148,6 +165,32 @@ public final class VirtualMachine {
             releaseFailedLaunch(vm, kvmVm, spare, spareThread, memory);
             throw e;
         }
+    }
+
+    /**
+     * The process platform's part of a boot: a guest process that maps the VM's RAM file
+     * shared (the VMM reads and writes the same pages), one thread per vCPU, each vCPU's
+     * boot registers. On failure the process is released, the memory left to the caller.
+     */
+    private static VirtualMachine bootProcess(Vmm vmm, VmSpec spec, VmIdentity identity, ElfImage image,
+            GuestMemory memory, long launchStartNanos) {
+        io.vmfork.vmm.platform.process.GuestProcess p = vmm.processPlatform().spawn();
+        VirtualMachine vm;
+        try {
+            p.launch(memory.sharedFileDescriptor(), memory.size(), true, spec.vcpus());
+            vm = new VirtualMachine(vmm, identity, image.name(), memory, null, p, spec.listener(), launchStartNanos,
+                    null, null);
+        } catch (RuntimeException e) {
+            p.release();
+            throw e;
+        }
+        for (int i = 0; i < spec.vcpus(); i++) {
+            var context = new io.vmfork.vmm.platform.process.ProcessExecContext(p, i, memory);
+            // Every vCPU gets the boot registers, as on KVM; only vCPU 0 runs from them.
+            context.setRegs(CpuSetup.entryRegs(image.entry(), memory.size(), GuestLayout.BOOT_INFO));
+            vm.addVcpu(context, null);
+        }
+        return vm;
     }
 
     /**
@@ -558,7 +601,12 @@ public final class VirtualMachine {
             return;
         }
         try {
-            kvmVm.close();
+            if (kvmVm != null) {
+                kvmVm.close();
+            }
+            if (process != null) {
+                process.release();
+            }
         } finally {
             try {
                 memory.close();

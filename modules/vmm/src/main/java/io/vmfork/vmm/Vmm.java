@@ -43,8 +43,27 @@ public final class Vmm implements AutoCloseable {
     /** KVM VMs made ahead of need, or null (vmfork.vmm.pool.size = 0). */
     private final VmPool pool;
 
-    private Vmm(VmmSettings settings, Kvm kvm) {
+    /** The process platform, or null when guests run on KVM. */
+    private final io.vmfork.vmm.platform.process.ProcessPlatform processPlatform;
+    private final io.vmfork.vmm.platform.PlatformChoice platform;
+
+    /** A VMM on the process platform: no KVM, no pool of KVM VMs. */
+    private Vmm(VmmSettings settings, io.vmfork.vmm.platform.process.ProcessPlatform processPlatform,
+            io.vmfork.vmm.platform.PlatformChoice platform) {
         this.settings = settings;
+        this.kvm = null;
+        this.cpuid = null;
+        this.cpuidEntries = new byte[0];
+        this.caps = null;
+        this.pool = null;
+        this.processPlatform = processPlatform;
+        this.platform = platform;
+    }
+
+    private Vmm(VmmSettings settings, Kvm kvm, io.vmfork.vmm.platform.PlatformChoice platform) {
+        this.settings = settings;
+        this.processPlatform = null;
+        this.platform = platform;
         this.kvm = kvm;
         this.cpuid = kvm.supportedCpuid();
         this.cpuidEntries = cpuid.entryBytes();
@@ -76,10 +95,25 @@ public final class Vmm implements AutoCloseable {
         return new VcpuStates.HostCaps(xsave, xsaveSize, xsave2Size > 0, xcrs, msrs);
     }
 
+    /**
+     * Opens the VMM on the platform {@code vmfork.vmm.platform} names, or for "auto" on KVM
+     * where the KVM device opens read-write and on the process platform otherwise. The
+     * choice and its reason are logged and kept ({@link #platform()}).
+     */
     public static Vmm open(VmmSettings settings) {
         if (settings.hostId() < 0 || settings.hostId() >= (1L << (63 - HOST_ID_SHIFT))) {
             throw new IllegalArgumentException("vmfork.host.id must be in [0, 2^23), got " + settings.hostId());
         }
+        io.vmfork.vmm.platform.PlatformChoice choice = io.vmfork.vmm.platform.PlatformChoice.decide(settings.platform(),
+                settings.kvmDevice());
+        log.info("platform: {}", choice);
+        if (choice.isProcess()) {
+            return new Vmm(settings, io.vmfork.vmm.platform.process.ProcessPlatform.open(), choice);
+        }
+        return openKvm(settings, choice);
+    }
+
+    private static Vmm openKvm(VmmSettings settings, io.vmfork.vmm.platform.PlatformChoice choice) {
         Kvm kvm = Kvm.open(settings.kvmDevice());
         try {
             if (SIGNAL_INSTALLED.compareAndSet(false, true)) {
@@ -87,7 +121,7 @@ public final class Vmm implements AutoCloseable {
                 // Before any vCPU of this process exists; false where there is no AMX.
                 HostHelper.requestGuestXstate(XFEATURE_XTILEDATA);
             }
-            return new Vmm(settings, kvm);
+            return new Vmm(settings, kvm, choice);
         } catch (RuntimeException e) {
             kvm.close();
             throw e;
@@ -108,6 +142,16 @@ public final class Vmm implements AutoCloseable {
      */
     public void useCopyPlacement(io.vmfork.vmm.fork.CopyPlacement p) {
         placement = java.util.Objects.requireNonNull(p, "placement");
+    }
+
+    /** Which platform guests run on here, and why it was chosen. */
+    public io.vmfork.vmm.platform.PlatformChoice platform() {
+        return platform;
+    }
+
+    /** The process platform, or null on KVM. */
+    io.vmfork.vmm.platform.process.ProcessPlatform processPlatform() {
+        return processPlatform;
     }
 
     io.vmfork.vmm.fork.CopyPlacement copyPlacement() {
@@ -499,7 +543,12 @@ public final class Vmm implements AutoCloseable {
                 log.warn("closing /dev/kvm with {} VM slots still taken", live.get());
             }
             stopLaunchers();
-            kvm.close();
+            if (kvm != null) {
+                kvm.close();
+            }
+            if (processPlatform != null) {
+                processPlatform.close();
+            }
         }
     }
 }

@@ -9,6 +9,7 @@ import java.time.Duration;
  * module's reference.conf; docs/configuration.md describes every key).
  */
 public record VmmSettings(
+        String platform,
         String kvmDevice,
         long hostId,
         String hostName,
@@ -37,7 +38,14 @@ public record VmmSettings(
         Duration poolRefillAfter,
         io.vmfork.vmm.capsule.CapsuleLimits capsuleLimits) {
 
+    /** The values {@code vmfork.vmm.platform} takes. */
+    public static final java.util.List<String> PLATFORMS = java.util.List.of("auto", "kvm", "process");
+
     public VmmSettings {
+        if (!PLATFORMS.contains(platform)) {
+            throw new IllegalArgumentException("vmfork.vmm.platform must be one of " + String.join(", ", PLATFORMS)
+                    + ", got \"" + platform + "\"");
+        }
         if (consoleBufferBytes < 1) {
             throw new IllegalArgumentException("vmfork.vmm.console.buffer must be at least 1 byte");
         }
@@ -75,6 +83,7 @@ public record VmmSettings(
         Config host = root.getConfig("vmfork.host");
         Config c = root.getConfig("vmfork.vmm");
         return new VmmSettings(
+                c.getString("platform"),
                 c.getString("kvm-device"),
                 host.getLong("id"),
                 host.getString("name"),

@@ -22,6 +22,10 @@ public final class Errno {
     public static final int E2BIG = 7;
     public static final int ENXIO = 6;
     public static final int ESRCH = 3;
+    public static final int ECHILD = 10;
+    public static final int ETIMEDOUT = 110;
+    public static final int EPROTO = 71;
+    public static final int EPIPE = 32;
     public static final int ENOSYS = 38;
     public static final int EOPNOTSUPP = 95;
 
@@ -33,6 +37,10 @@ public final class Errno {
             case EPERM -> "EPERM";
             case ENOENT -> "ENOENT";
             case ESRCH -> "ESRCH";
+            case ECHILD -> "ECHILD";
+            case ETIMEDOUT -> "ETIMEDOUT";
+            case EPROTO -> "EPROTO";
+            case EPIPE -> "EPIPE";
             case EINTR -> "EINTR";
             case EIO -> "EIO";
             case ENXIO -> "ENXIO";

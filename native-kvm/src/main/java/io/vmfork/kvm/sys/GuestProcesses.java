@@ -57,6 +57,12 @@ public final class GuestProcesses {
 
     private static native int vmfork_proc_kick(int pid, int tid);
 
+    private static native int vmfork_proc_unmaps(int pid, long[] ranges, int max);
+
+    private static native int vmfork_proc_reap(int pid, int nohang);
+
+    private static native int vmfork_proc_wait(int tid, long[] regsOut, long[] info);
+
     private static native long vmfork_proc_readv(int pid, long remote, Pointer local, long len);
 
     private static native long vmfork_proc_writev(int pid, long remote, Pointer local, long len);
@@ -90,6 +96,28 @@ public final class GuestProcesses {
         check(vmfork_proc_launch(sock, fds, fds.length, extents, extents.length / 5, unmaps, unmaps.length / 2, vcpus,
                 tids), "guest process launch");
         return tids;
+    }
+
+    /** What the stub must unmap before the guest runs ([stack], [vdso], [vvar]): address, length pairs. */
+    public static long[] unmaps(int pid) {
+        long[] r = new long[2 * 64];
+        int n = check(vmfork_proc_unmaps(pid, r, 64), "reading /proc/" + pid + "/maps");
+        return java.util.Arrays.copyOf(r, 2 * n);
+    }
+
+    /** Waits for a guest process no tracer will reap (its tracer gone, or never seized); false if there was none. */
+    public static boolean reap(int pid) {
+        int rc = vmfork_proc_reap(pid, 0);
+        if (rc == -Errno.ECHILD) {
+            return false;
+        }
+        check(rc, "waitpid");
+        return true;
+    }
+
+    /** Waits for the traced thread's next stop without resuming it; a STOP_ kind as {@link #run}. */
+    public static int await(int tid, long[] regsOut, long[] info) {
+        return check(vmfork_proc_wait(tid, regsOut, info), "waitpid (ptrace)");
     }
 
     /** Lets the stub confine itself (seccomp) and stop every thread for its tracer. */

@@ -67,7 +67,25 @@ public final class LibC {
 
     private static native long pwrite(int fd, Pointer buf, long count, long offset) throws LastErrorException;
 
+    private static native int kill(int pid, int sig) throws LastErrorException;
+
     // ---- checked wrappers -------------------------------------------------------------
+
+    public static final int SIGKILL = 9;
+
+    /** Sends {@code sig} to process {@code pid}; false when it no longer exists. */
+    public static boolean sendSignal(int pid, int sig) {
+        try {
+            kill(pid, sig);
+            return true;
+        } catch (LastErrorException e) {
+            if (e.getErrorCode() == Errno.ESRCH) {
+                return false;
+            }
+            throw new NativeCallException("kill(" + pid + ")", e.getErrorCode());
+        }
+    }
+
 
     public static int checkedOpen(String path, int flags) {
         try {

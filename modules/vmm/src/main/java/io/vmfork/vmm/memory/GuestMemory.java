@@ -120,6 +120,11 @@ public final class GuestMemory implements AutoCloseable {
         return size;
     }
 
+    /** The RAM file while the view is still shared (a booted VM before its first freeze); -1 after. */
+    public synchronized int sharedFileDescriptor() {
+        return own != null ? own.fd() : -1;
+    }
+
     /** Host virtual address of guest-physical 0, for KVM_SET_USER_MEMORY_REGION. */
     public long hostAddress() {
         return view.address();

@@ -12,6 +12,13 @@ package io.vmfork.vmm.platform;
 public interface ExecContext {
     int index();
 
+    /**
+     * Called once on the vCPU's own thread before anything else (the process platform
+     * attaches its tracer there).
+     */
+    default void begin() {
+    }
+
     /** Enters the guest until it traps. Only the vCPU's own thread calls it. */
     Trap run();
 

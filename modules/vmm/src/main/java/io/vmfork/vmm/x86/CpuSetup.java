@@ -56,6 +56,16 @@ public final class CpuSetup {
                 g.unusable());
     }
 
+    /** The 18 registers (kvm_regs order) a vCPU starts with at {@code rip}: others 0. */
+    public static long[] entryRegs(long rip, long rsp, long rdi) {
+        long[] r = new long[io.vmfork.vmm.state.VcpuState.REGS];
+        r[io.vmfork.vmm.state.VcpuState.RIP] = rip;
+        r[io.vmfork.vmm.state.VcpuState.RSP] = rsp;
+        r[io.vmfork.vmm.state.VcpuState.RDI] = rdi;
+        r[io.vmfork.vmm.state.VcpuState.RFLAGS] = RFLAGS_INITIAL;
+        return r;
+    }
+
     public static void setEntry(KvmVcpu vcpu, long rip, long rsp, long rdi) {
         KvmRegs r = new KvmRegs();
         r.rip = rip;

@@ -1,0 +1,138 @@
+package io.vmfork.vmm.platform.process;
+
+import io.vmfork.kvm.sys.GuestProcesses;
+import io.vmfork.kvm.sys.LibC;
+import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.atomic.AtomicBoolean;
+
+/**
+ * One guest process: the stub, spawned confined, given the guest's RAM and one thread per
+ * vCPU, and then traced, each thread by its vCPU's own thread.
+ *
+ * <p>Ordering requirements: {@link #launch} (RAM mapped, threads made) before any vCPU
+ * thread {@linkplain #seized seizes} its guest thread; every guest thread seized before
+ * the stub is let go (an untraced stub thread that reaches the int3 would kill the
+ * process); the stub confines itself (seccomp, every thread) before it stops for its
+ * tracers, so that no guest instruction runs before the filter is in force.
+ */
+public final class GuestProcess {
+    /**
+     * Guest RAM starts here in the process: page 0 cannot be mapped (vm.mmap_min_addr is
+     * 4096, and the stub has left the initial user namespace, where CAP_SYS_RAWIO would be
+     * needed). A guest's access to page 0 faults; on KVM it reads zero.
+     */
+    public static final long LOWEST_MAPPED = 0x1000;
+
+    private final int pid;
+    private final int sock;
+    private final int namespaces;
+    private int[] tids;
+    private CountDownLatch toSeize;
+    private final AtomicBoolean went = new AtomicBoolean();
+    private final AtomicBoolean killed = new AtomicBoolean();
+    private volatile boolean sockClosed;
+
+    GuestProcess(GuestProcesses.Spawned s) {
+        this.pid = s.pid();
+        this.sock = s.sock();
+        this.namespaces = s.namespaces();
+    }
+
+    public int pid() {
+        return pid;
+    }
+
+    /** The CLONE_NEW* flags of the namespaces the process got. */
+    public int namespaces() {
+        return namespaces;
+    }
+
+    /**
+     * Maps guest RAM {@code [LOWEST_MAPPED, size)} from {@code memfd} (at the same
+     * offsets), shared with the VMM or private to the guest, unmaps what the kernel put in
+     * the process that the guest could use (vDSO, vvar, the initial stack) and makes one
+     * thread per vCPU.
+     */
+    public synchronized void launch(int memfd, long size, boolean shared, int vcpus) {
+        long[] extents = {LOWEST_MAPPED, size - LOWEST_MAPPED, 0, LOWEST_MAPPED, shared ? 1 : 0};
+        launch(new int[] {memfd}, extents, vcpus);
+    }
+
+    /** As above, from extents (guest address, length, fd index, file offset, shared: five longs each). */
+    public synchronized void launch(int[] fds, long[] extents, int vcpus) {
+        long[] unmaps = GuestProcesses.unmaps(pid);
+        tids = GuestProcesses.launch(sock, fds, extents, unmaps, vcpus);
+        toSeize = new CountDownLatch(vcpus);
+    }
+
+    /** The host tid of vCPU {@code index}'s thread. */
+    public synchronized int tid(int index) {
+        return tids[index];
+    }
+
+    /**
+     * Called by each vCPU thread once it traces its guest thread; the last one lets the
+     * stub confine itself and stop every thread for its tracer.
+     */
+    void seized() {
+        CountDownLatch l;
+        synchronized (this) {
+            l = toSeize;
+        }
+        l.countDown();
+        if (l.getCount() == 0 && went.compareAndSet(false, true)) {
+            try {
+                GuestProcesses.go(sock);
+            } finally {
+                closeSocket();
+            }
+        }
+    }
+
+    private synchronized void closeSocket() {
+        if (!sockClosed) {
+            sockClosed = true;
+            LibC.closeQuietly(sock);
+        }
+    }
+
+    /** Kills the process (SIGKILL; idempotent). Its tracers see every thread end. */
+    public void kill() {
+        if (killed.compareAndSet(false, true)) {
+            LibC.sendSignal(pid, LibC.SIGKILL);
+        }
+        closeSocket();
+    }
+
+    public boolean isKilled() {
+        return killed.get();
+    }
+
+    private volatile boolean leaderReaped;
+
+    /** vCPU 0's tracer saw its thread end: that wait reaped the process. */
+    void leaderReaped() {
+        leaderReaped = true;
+    }
+
+    /**
+     * After every vCPU thread has closed its context: kills the process if it still runs
+     * and reaps it when no tracer did.
+     */
+    public void release() {
+        kill();
+        if (!leaderReaped) {
+            reapUntraced();
+        }
+    }
+
+    /** Reaps the process when no tracer will (it was never seized, or its tracers are gone). */
+    void reapUntraced() {
+        GuestProcesses.reap(pid);
+    }
+
+    @Override
+    public String toString() {
+        return "guest process " + pid;
+    }
+}

@@ -1,0 +1,132 @@
+package io.vmfork.vmm.platform.process;
+
+import com.sun.jna.Memory;
+import io.vmfork.kvm.memory.Memfd;
+import io.vmfork.kvm.sys.GuestProcesses;
+import io.vmfork.kvm.sys.LibC;
+import io.vmfork.kvm.sys.NativeCallException;
+import java.io.IOException;
+import java.io.InputStream;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.Future;
+
+/**
+ * The process platform of one VMM: guests run natively, at CPL3, each in a confined host
+ * process of its own (the stub executable, src/main/c/stub in native-kvm) that its vCPU
+ * threads trace with ptrace. For hosts without /dev/kvm; docs/platforms.md says what its
+ * isolation is and is not.
+ *
+ * <p>Every guest process is spawned by one thread of this object, which lives as long as
+ * the VMM: a guest process has that thread as its parent and dies with it
+ * (PR_SET_PDEATHSIG), so no guest outlives its VMM, even when the JVM is killed.
+ */
+public final class ProcessPlatform implements AutoCloseable {
+    /** The stub executable inside the native-kvm jar. */
+    static final String STUB_RESOURCE = "/io/vmfork/platform/vmfork-stub";
+
+    private final Memfd stub;
+    private final ExecutorService spawner;
+    private final int xstateSize;
+    private volatile boolean closed;
+
+    private ProcessPlatform(Memfd stub) {
+        this.stub = stub;
+        this.spawner = Executors.newSingleThreadExecutor(r -> {
+            Thread t = new Thread(r, "vmfork-guest-spawner");
+            t.setDaemon(true);
+            return t;
+        });
+        this.xstateSize = GuestProcesses.xstateSize();
+    }
+
+    /**
+     * Opens the platform: loads the stub into an executable memfd (nothing is written to
+     * disk) and checks that a guest process can be made and confined here, so that a host
+     * that cannot (ptrace or seccomp refused) says so at start, not at the first launch.
+     */
+    public static ProcessPlatform open() {
+        Memfd stub = loadStub();
+        ProcessPlatform p;
+        try {
+            p = new ProcessPlatform(stub);
+        } catch (RuntimeException | Error e) {
+            stub.close();
+            throw e;
+        }
+        try {
+            p.selfTest();
+            return p;
+        } catch (RuntimeException e) {
+            p.close();
+            throw e;
+        }
+    }
+
+    private static Memfd loadStub() {
+        byte[] bytes;
+        try (InputStream in = ProcessPlatform.class.getResourceAsStream(STUB_RESOURCE)) {
+            if (in == null) {
+                throw new ProcessPlatformException("the guest stub " + STUB_RESOURCE
+                        + " is not on the class path (native-kvm was built without it)");
+            }
+            bytes = in.readAllBytes();
+        } catch (IOException e) {
+            throw new ProcessPlatformException("reading the guest stub " + STUB_RESOURCE + ": " + e.getMessage());
+        }
+        Memfd fd = Memfd.create("vmfork-stub", bytes.length);
+        try (Memory m = new Memory(bytes.length)) {
+            m.write(0, bytes, 0, bytes.length);
+            LibC.pwriteFully(fd.fd(), m, bytes.length, 0, "guest stub");
+            return fd;
+        } catch (RuntimeException e) {
+            fd.close();
+            throw e;
+        }
+    }
+
+    /**
+     * Spawns one guest process and ends it: ptrace, seccomp and the namespaces are all
+     * exercised once, so that what the host refuses is named now.
+     */
+    private void selfTest() {
+        GuestProcess g = spawn();
+        g.kill();
+        g.reapUntraced();
+    }
+
+    /** Bytes of a guest thread's XSAVE area here (CPUID 0xD). */
+    public int xstateSize() {
+        return xstateSize;
+    }
+
+    /** A new guest process, waiting for its launch. */
+    public GuestProcess spawn() {
+        if (closed) {
+            throw new ProcessPlatformException("the process platform is closed");
+        }
+        Future<GuestProcesses.Spawned> f = spawner.submit(() -> GuestProcesses.spawn(stub.fd()));
+        try {
+            return new GuestProcess(f.get());
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new ProcessPlatformException("interrupted while spawning a guest process");
+        } catch (ExecutionException e) {
+            Throwable c = e.getCause();
+            if (c instanceof NativeCallException n) {
+                throw new ProcessPlatformException("a guest process cannot be made on this host: " + n.getMessage()
+                        + " (the process platform needs clone, ptrace and seccomp filters; see docs/platforms.md)");
+            }
+            throw new ProcessPlatformException("spawning a guest process: " + c);
+        }
+    }
+
+    /** Stops the spawner thread: every guest process it made is killed by the kernel (PDEATHSIG). */
+    @Override
+    public void close() {
+        closed = true;
+        spawner.shutdownNow();
+        stub.close();
+    }
+}
