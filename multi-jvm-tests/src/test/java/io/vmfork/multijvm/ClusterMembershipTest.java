@@ -20,7 +20,7 @@ import org.junit.jupiter.api.condition.EnabledIf;
  * forming, a late joiner, a node killed with SIGKILL, a duplicate host id.
  */
 @ExtendWith(MultiJvmExtension.class)
-@EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#kvmUsable", disabledReason = HostPlatforms.KVM_ONLY)
+@EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#vmmRunsOnKvm", disabledReason = HostPlatforms.KVM_ONLY)
 class ClusterMembershipTest {
     // JVM start, join and first report on two shared cores.
     private static final Duration FORM = Duration.ofSeconds(60);

@@ -54,7 +54,7 @@ import org.junit.jupiter.api.condition.EnabledIf;
  * the page in {@code target/cluster-page.png}.
  */
 @ExtendWith(MultiJvmExtension.class)
-@EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#kvmUsable", disabledReason = HostPlatforms.KVM_ONLY)
+@EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#vmmRunsOnKvm", disabledReason = HostPlatforms.KVM_ONLY)
 class ClusterPageTest {
     private static final Duration FORM = Duration.ofSeconds(60);
     private static final Duration WAIT = Duration.ofSeconds(60);

@@ -33,7 +33,7 @@ import org.junit.jupiter.api.condition.EnabledIf;
  * each vm_type has an entity (and a view) of its own.
  */
 @ExtendWith(MultiJvmExtension.class)
-@EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#kvmUsable", disabledReason = HostPlatforms.KVM_ONLY)
+@EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#vmmRunsOnKvm", disabledReason = HostPlatforms.KVM_ONLY)
 class PlacementAcrossProcessesTest {
     private static final Duration FORM = Duration.ofSeconds(60);
     private static final Duration DOWNED = Duration.ofSeconds(30);

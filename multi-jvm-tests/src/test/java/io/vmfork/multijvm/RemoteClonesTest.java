@@ -62,7 +62,7 @@ import org.junit.jupiter.api.condition.EnabledIf;
  * application.
  */
 @ExtendWith(MultiJvmExtension.class)
-@EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#kvmUsable", disabledReason = HostPlatforms.KVM_ONLY)
+@EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#vmmRunsOnKvm", disabledReason = HostPlatforms.KVM_ONLY)
 class RemoteClonesTest {
         private static final long MIB = 1L << 20;
 

@@ -58,7 +58,7 @@ import org.junit.jupiter.api.condition.EnabledIf;
  * is checked against what the API says.
  */
 @ExtendWith(MultiJvmExtension.class)
-@EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#kvmUsable", disabledReason = HostPlatforms.KVM_ONLY)
+@EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#vmmRunsOnKvm", disabledReason = HostPlatforms.KVM_ONLY)
 class VmsAcrossProcessesTest {
     private static final Duration DOWNED = Duration.ofSeconds(30);
     private static final long MIB = 1L << 20;

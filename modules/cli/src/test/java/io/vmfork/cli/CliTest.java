@@ -13,7 +13,7 @@ import io.vmfork.vmm.platform.HostPlatforms;
 import org.junit.jupiter.api.condition.EnabledIf;
 
 /** The vmfork command, in process, on real VMs. */
-@EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#kvmUsable", disabledReason = HostPlatforms.KVM_ONLY)
+@EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#vmmRunsOnKvm", disabledReason = HostPlatforms.KVM_ONLY)
 class CliTest {
     private record Result(int code, String out, String err) {
     }

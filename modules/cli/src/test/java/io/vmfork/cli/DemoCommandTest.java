@@ -99,7 +99,7 @@ class DemoCommandTest {
      * serves each node's status until it is stopped like Ctrl-C (SIGTERM). Neither leaves a
      * node JVM behind.
      */
-    @EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#kvmUsable", disabledReason = HostPlatforms.KVM_ONLY)
+    @EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#vmmRunsOnKvm", disabledReason = HostPlatforms.KVM_ONLY)
     @Test
     void twoDemosAtOnceShowChildrenAndClonesServeEveryRequestAndLeaveNoNodeBehind(@TempDir Path dir)
             throws Exception {
@@ -174,7 +174,7 @@ class DemoCommandTest {
      * A node that cannot start because its port is taken: the demo stops, names the port and
      * shows the last lines of the node's log, exits 69 and leaves no node running.
      */
-    @EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#kvmUsable", disabledReason = HostPlatforms.KVM_ONLY)
+    @EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#vmmRunsOnKvm", disabledReason = HostPlatforms.KVM_ONLY)
     @Test
     void aNodeWhosePortIsTakenFailsTheDemoWithItsLogAndLeavesNothing(@TempDir Path dir) throws Exception {
         try (ServerSocket taken = new ServerSocket(0, 50, InetAddress.getLoopbackAddress())) {

@@ -13,7 +13,7 @@ import org.junit.jupiter.api.condition.EnabledIf;
 
 /** fork.c_floor: the shipped C program is built with gcc, runs real KVM VMs, and leaves no temp files. */
 class ForkFloorTest {
-    @EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#kvmUsable", disabledReason = HostPlatforms.KVM_ONLY)
+    @EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#vmmRunsOnKvm", disabledReason = HostPlatforms.KVM_ONLY)
     @Test
     void theFloorProgramBuildsRunsAndCleansUp() throws IOException {
         Path tmp = Path.of(System.getProperty("java.io.tmpdir"));

@@ -19,7 +19,7 @@ import org.junit.jupiter.api.condition.EnabledIf;
  * {@code vmfork node} (as LocalCluster starts them for the demo and the benchmarks) and
  * through the node's own main class (as the multi-JVM tests may).
  */
-@EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#kvmUsable", disabledReason = HostPlatforms.KVM_ONLY)
+@EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#vmmRunsOnKvm", disabledReason = HostPlatforms.KVM_ONLY)
 class NodeParentWatchTest {
     @ParameterizedTest
     @ValueSource(strings = {"vmfork node", "VmforkNode"})

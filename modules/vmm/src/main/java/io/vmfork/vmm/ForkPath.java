@@ -72,6 +72,9 @@ final class ForkPath {
      * here, its registers stable (RIP already past the `out`).
      */
     long hypercall(Vcpu caller, long block) {
+        if (vm.onProcessPlatform()) {
+            return Hypercalls.ENOSYS; // not yet on the process platform (issue 15)
+        }
         long exitNanos = caller.lastExitNanos;
         GuestMemory m = vm.memory();
         if (!m.contains(block, FORK_BLOCK_SIZE) || block < GuestLayout.IMAGE_MIN) {
@@ -184,6 +187,7 @@ final class ForkPath {
      * parent was; a vCPU that was waiting in RECV re-issues the call in the child.
      */
     ForkResult fork(int count, int vmType) {
+        vm.requireKvm("fork");
         if (count < 1 || count > vm.vmm().settings().forkMaxCount()) {
             throw new IllegalArgumentException("fork count must be 1.." + vm.vmm().settings().forkMaxCount() + ", got "
                     + count);
@@ -243,6 +247,7 @@ final class ForkPath {
      * on. Close the snapshot to release the image.
      */
     Snapshot snapshot() {
+        vm.requireKvm("snapshot");
         awaitStarted();
         lock.lock();
         try {

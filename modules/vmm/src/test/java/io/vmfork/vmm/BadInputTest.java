@@ -12,7 +12,6 @@ import io.vmfork.vmm.platform.HostPlatforms;
 import org.junit.jupiter.api.condition.EnabledIf;
 
 /** Bad guests, bad images and bad sizes get clear errors; the host keeps running other VMs. */
-@EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#kvmUsable", disabledReason = HostPlatforms.KVM_ONLY)
 class BadInputTest extends VmmTestBase {
     @Test
     void badHypercallArgumentsGetErrorCodesAndTheGuestGoesOn() {

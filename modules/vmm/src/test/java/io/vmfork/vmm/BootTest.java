@@ -12,7 +12,6 @@ import io.vmfork.vmm.platform.HostPlatforms;
 import org.junit.jupiter.api.condition.EnabledIf;
 
 /** Guests boot on real KVM, talk through hypercalls and exit with their code. */
-@EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#kvmUsable", disabledReason = HostPlatforms.KVM_ONLY)
 class BootTest extends VmmTestBase {
     /** docs/hypercalls.md, IDENTITY: host id above bit 40, a sequence that grows by one, new after a restart. */
     @Test

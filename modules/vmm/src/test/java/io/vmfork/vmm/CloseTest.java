@@ -10,7 +10,6 @@ import io.vmfork.vmm.platform.HostPlatforms;
 import org.junit.jupiter.api.condition.EnabledIf;
 
 /** Closing a VMM ends every VM, including the ones being born, and returns only when all are released. */
-@EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#kvmUsable", disabledReason = HostPlatforms.KVM_ONLY)
 class CloseTest {
     @Test
     void closeWhileAGuestForksInALoopLeavesNothingRunning() throws Exception {

@@ -35,7 +35,6 @@ import org.junit.jupiter.api.condition.EnabledIf;
  * at entry (and, for what CPL3 code cannot see, as KVM holds it), on hardware KVM or PVM;
  * and the capsule of that guest records the CPU it could observe.
  */
-@EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#kvmUsable", disabledReason = HostPlatforms.KVM_ONLY)
 class InitialStateTest {
     private static final long MEMORY = 16L << 20;
     /** PVM's module: a guest at CPL3 runs in host user mode there. */

@@ -14,7 +14,6 @@ import org.junit.jupiter.api.condition.EnabledIf;
  * Every fd, memfd, mapping and thread of a VM is released when it ends, whichever way it
  * ends: exit, crash, stop, and a launch that fails half-way.
  */
-@EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#kvmUsable", disabledReason = HostPlatforms.KVM_ONLY)
 class LeakTest {
     private static final int VMS = 200;
 

@@ -12,7 +12,6 @@ import org.junit.jupiter.api.condition.EnabledIf;
  * A VM with several vCPUs, started and not started, and its fork children leave no vCPU
  * thread, fd, memfd or mapping behind; a VMM of its own, so that nothing else is open.
  */
-@EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#kvmUsable", disabledReason = HostPlatforms.KVM_ONLY)
 class SmpLeakTest {
     private static final int VCPUS = 4;
 

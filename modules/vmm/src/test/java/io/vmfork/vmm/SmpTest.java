@@ -20,7 +20,6 @@ import org.junit.jupiter.api.condition.EnabledIf;
  * test guest tests/smp.c: secondaries count in their own lanes of shared memory, checking
  * at every turn that memory and their registers agree (see smp.c).
  */
-@EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#kvmUsable", disabledReason = HostPlatforms.KVM_ONLY)
 class SmpTest extends VmmTestBase {
     private static final int VCPUS = 4;
     private static final int FORKS = 10;

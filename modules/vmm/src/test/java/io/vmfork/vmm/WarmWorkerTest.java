@@ -10,7 +10,6 @@ import io.vmfork.vmm.platform.HostPlatforms;
 import org.junit.jupiter.api.condition.EnabledIf;
 
 /** The warm worker builds its index, says it is ready, then answers requests correctly. */
-@EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#kvmUsable", disabledReason = HostPlatforms.KVM_ONLY)
 class WarmWorkerTest extends VmmTestBase {
     /** Mirrors examples/warm-worker.c. */
     static final int KEYS = 1 << 21;

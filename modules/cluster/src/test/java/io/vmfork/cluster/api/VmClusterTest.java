@@ -36,7 +36,7 @@ import org.junit.jupiter.api.condition.EnabledIf;
  * past capacity, errors for unknown, stopped and missing things, lifecycle events and
  * console output. After each test the node stops and its VMM holds no VM.
  */
-@EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#kvmUsable", disabledReason = HostPlatforms.KVM_ONLY)
+@EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#vmmRunsOnKvm", disabledReason = HostPlatforms.KVM_ONLY)
 class VmClusterTest {
     private static final Duration WAIT = Duration.ofSeconds(30);
     private final List<VmforkNode> nodes = new ArrayList<>();

@@ -13,7 +13,7 @@ import io.vmfork.vmm.platform.HostPlatforms;
 import org.junit.jupiter.api.condition.EnabledIf;
 
 /** The node-start warm-up writes and reads back a capsule the reader accepts, and leaves no VM or memfd. */
-@EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#kvmUsable", disabledReason = HostPlatforms.KVM_ONLY)
+@EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#vmmRunsOnKvm", disabledReason = HostPlatforms.KVM_ONLY)
 class CapsuleWarmupTest {
     @Test
     void theWarmUpsCapsulesAreAcceptedAndNothingIsLeft() throws Exception {

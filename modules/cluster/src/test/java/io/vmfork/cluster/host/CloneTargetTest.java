@@ -30,7 +30,7 @@ import org.junit.jupiter.api.condition.EnabledIf;
  * connection that names no offer, or a spent token, is refused, and a capsule cut short
  * frees the copies it had admitted.
  */
-@EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#kvmUsable", disabledReason = HostPlatforms.KVM_ONLY)
+@EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#vmmRunsOnKvm", disabledReason = HostPlatforms.KVM_ONLY)
 class CloneTargetTest {
     private static final long MIB = 1L << 20;
 

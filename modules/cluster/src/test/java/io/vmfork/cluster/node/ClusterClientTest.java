@@ -27,7 +27,7 @@ import org.junit.jupiter.api.condition.EnabledIf;
  * A client member joins a one-node cluster and drives a real VM on the node through the
  * application API, while placement never counts the client as a host.
  */
-@EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#kvmUsable", disabledReason = HostPlatforms.KVM_ONLY)
+@EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#vmmRunsOnKvm", disabledReason = HostPlatforms.KVM_ONLY)
 class ClusterClientTest {
     @Test
     void aClientJoinsLaunchesWherePlacementSaysAndIsNeverAHost() throws Exception {

@@ -62,7 +62,7 @@ class VmforkNodeTest {
         }
     }
 
-    @EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#kvmUsable", disabledReason = HostPlatforms.KVM_ONLY)
+    @EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#vmmRunsOnKvm", disabledReason = HostPlatforms.KVM_ONLY)
     @Test
     void aNodeWithoutSeedsFormsAClusterAndPlacesOnItsHostWithinItsCapacity() throws Exception {
         VmforkNode n = start(11, null);
@@ -91,7 +91,7 @@ class VmforkNodeTest {
         assertEquals("no capacity for 6 of " + (slots + 5) + " VMs", rest.shortfall());
     }
 
-    @EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#kvmUsable", disabledReason = HostPlatforms.KVM_ONLY)
+    @EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#vmmRunsOnKvm", disabledReason = HostPlatforms.KVM_ONLY)
     @Test
     void aSecondNodeWithAHostIdAlreadyInTheClusterIsRefused() throws Exception {
         VmforkNode first = start(5, null);
@@ -110,7 +110,7 @@ class VmforkNodeTest {
         assertTrue(other.shutdownReason().isEmpty());
     }
 
-    @EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#kvmUsable", disabledReason = HostPlatforms.KVM_ONLY)
+    @EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#vmmRunsOnKvm", disabledReason = HostPlatforms.KVM_ONLY)
     @Test
     void aHostRestartedAtItsAddressAfterACrashRejoinsWithItsId() throws Exception {
         VmforkNode first = start(8, null);

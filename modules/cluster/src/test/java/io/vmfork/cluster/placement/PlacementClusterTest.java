@@ -36,7 +36,7 @@ import org.junit.jupiter.api.condition.EnabledIf;
  * reporting its own host's load with its LoadReporter): an unreachable node stops being chosen at once, a
  * removed one is forgotten, a node that joins later receives VMs.
  */
-@EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#kvmUsable", disabledReason = HostPlatforms.KVM_ONLY)
+@EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#vmmRunsOnKvm", disabledReason = HostPlatforms.KVM_ONLY)
 class PlacementClusterTest {
     private static final int SPREAD = 2;
     private final List<VmforkNode> nodes = new ArrayList<>();

@@ -115,7 +115,7 @@ class ClusterPageServerTest {
         }
     }
 
-    @EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#kvmUsable", disabledReason = HostPlatforms.KVM_ONLY)
+    @EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#vmmRunsOnKvm", disabledReason = HostPlatforms.KVM_ONLY)
     @Test
     void servesThePageAndAFeedThatStartsWithASnapshotAndFollowsTheVms() throws Exception {
         node = VmforkNode.start(ConfigFactory.parseString("""
@@ -193,7 +193,7 @@ class ClusterPageServerTest {
         again.body().close();
     }
 
-    @EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#kvmUsable", disabledReason = HostPlatforms.KVM_ONLY)
+    @EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#vmmRunsOnKvm", disabledReason = HostPlatforms.KVM_ONLY)
     @Test
     void aBrowserThatReadsNothingHasItsFeedDroppedOnceItsBufferIsFull() throws Exception {
         node = VmforkNode.start(ConfigFactory.parseString("""

@@ -15,7 +15,8 @@ public final class HostPlatforms {
     public static final String DEFAULT_KVM_DEVICE = "/dev/kvm";
 
     /** The reason a KVM-only test gives when it is skipped. */
-    public static final String KVM_ONLY = "KVM-only: /dev/kvm is absent or not usable on this host";
+    public static final String KVM_ONLY = "KVM-only for now: this run's VMM is on the process platform"
+            + " (no usable /dev/kvm, or vmfork.vmm.platform = process)";
 
     private HostPlatforms() {
     }
@@ -23,6 +24,21 @@ public final class HostPlatforms {
     /** Whether {@value #DEFAULT_KVM_DEVICE} opens for reading and writing. */
     public static boolean kvmUsable() {
         return kvmUnusableReason(DEFAULT_KVM_DEVICE) == null;
+    }
+
+    /**
+     * Whether a VMM opened with this JVM's configuration runs on KVM: {@code
+     * vmfork.vmm.platform} (system property, else the VMFORK_PLATFORM environment
+     * variable, else "auto") is kvm, or auto with a usable {@value #DEFAULT_KVM_DEVICE}.
+     */
+    public static boolean vmmRunsOnKvm() {
+        String configured = System.getProperty("vmfork.vmm.platform", System.getenv().getOrDefault("VMFORK_PLATFORM",
+                "auto"));
+        return switch (configured) {
+            case "kvm" -> true;
+            case "process" -> false;
+            default -> kvmUsable();
+        };
     }
 
     /** Why {@code device} cannot serve as the KVM device, or null when it opens read-write. */
