@@ -72,9 +72,6 @@ final class ForkPath {
      * here, its registers stable (RIP already past the `out`).
      */
     long hypercall(Vcpu caller, long block) {
-        if (vm.onProcessPlatform()) {
-            return Hypercalls.ENOSYS; // not yet on the process platform (issue 15)
-        }
         long exitNanos = caller.lastExitNanos;
         GuestMemory m = vm.memory();
         if (!m.contains(block, FORK_BLOCK_SIZE) || block < GuestLayout.IMAGE_MIN) {
@@ -187,7 +184,6 @@ final class ForkPath {
      * parent was; a vCPU that was waiting in RECV re-issues the call in the child.
      */
     ForkResult fork(int count, int vmType) {
-        vm.requireKvm("fork");
         if (count < 1 || count > vm.vmm().settings().forkMaxCount()) {
             throw new IllegalArgumentException("fork count must be 1.." + vm.vmm().settings().forkMaxCount() + ", got "
                     + count);
@@ -247,7 +243,6 @@ final class ForkPath {
      * on. Close the snapshot to release the image.
      */
     Snapshot snapshot() {
-        vm.requireKvm("snapshot");
         awaitStarted();
         lock.lock();
         try {
@@ -304,6 +299,9 @@ final class ForkPath {
      * re-issues the call instead of seeing a result meant for the parent.
      */
     private Snapshot capture(Vcpu caller) {
+        if (vm.onProcessPlatform()) {
+            return captureProcess(caller);
+        }
         GuestMemory memory = vm.memory();
         KvmVm kvmVm = vm.kvmVm();
         BitSet guestDirty = new BitSet();
@@ -355,6 +353,133 @@ final class ForkPath {
             f.image().release();
             throw e;
         }
+    }
+
+    /**
+     * The process platform's capture. Ordering requirements: every vCPU's state first, each
+     * read by its own thread (ptrace), while the VM's RAM is still reachable through its
+     * process; then the runs that process wrote since it started (its anonymous pages, the
+     * process platform's dirty log), copied into the image; then, when the image changed,
+     * the VM moves to a new process that maps it privately, every vCPU at once (the new
+     * process confines itself only once all its threads are traced), before it resumes.
+     */
+    private Snapshot captureProcess(Vcpu caller) {
+        GuestMemory memory = vm.memory();
+        var platform = vm.vmm().processPlatform();
+        long t0 = System.nanoTime();
+        List<VcpuState> states = new ArrayList<>();
+        for (Vcpu v : vm.vcpuList()) {
+            var context = (io.vmfork.vmm.platform.process.ProcessExecContext) v.context();
+            VcpuState st = vm.control().runOn(v,
+                    () -> io.vmfork.vmm.platform.process.ProcessStates.capture(context, platform.xstateSize()))
+                    .withStarted(v.started);
+            states.add(rewound(v, caller, st, memory));
+        }
+        io.vmfork.vmm.platform.process.GuestProcess old = vm.process();
+        List<io.vmfork.vmm.state.MemorySource.Run> written = new ArrayList<>();
+        if (memory.isPrivate()) {
+            long[] r = io.vmfork.kvm.sys.GuestProcesses.writtenRanges(old.pid(), 0, memory.size());
+            for (int i = 0; i < r.length; i += 2) {
+                written.add(new io.vmfork.vmm.state.MemorySource.Run(r[i], r[i + 1] - r[i]));
+            }
+        }
+        long tScanned = System.nanoTime();
+        GuestMemory.Freeze f = memory.freezeProcess(written);
+        resultPages = new BitSet();
+        try {
+            if (f.viewChanged()) {
+                moveToNewProcess(f.image(), states, old, platform);
+            }
+            DeviceState devices = new DeviceState(vm.console().bytesWritten(), vm.channel().queuedRequests(),
+                    vm.channel().isClosed(), vm.isReady());
+            MachineState ms = new MachineState(vm.identity(), memory.size(), new byte[0], 0, states, devices);
+            lastPageWorkNanos = tScanned - t0;
+            return new Snapshot(ms, f.image());
+        } catch (RuntimeException e) {
+            f.image().release();
+            throw e;
+        }
+    }
+
+    /**
+     * The VM goes on from {@code image} in a new guest process: the old one is killed, and
+     * each vCPU's thread (this one inline, the others as they wait paused) attaches to its
+     * thread in the new process with the state it had.
+     */
+    private void moveToNewProcess(RuntimeImage image, List<VcpuState> states,
+            io.vmfork.vmm.platform.process.GuestProcess old,
+            io.vmfork.vmm.platform.process.ProcessPlatform platform) {
+        io.vmfork.vmm.platform.process.GuestProcess next = platform.spawn();
+        try {
+            RuntimeImage.ProcessMapping plan = image.processMapping(
+                    io.vmfork.vmm.platform.process.GuestProcess.LOWEST_MAPPED);
+            next.launch(plan.fds(), plan.extents(), states.size());
+        } catch (RuntimeException e) {
+            next.release();
+            throw e;
+        }
+        old.kill();
+        List<Vcpu> all = vm.vcpuList();
+        // Two rounds, each vCPU on its own thread: all trace their new threads (the last
+        // lets the new process confine itself and stop), then each takes up its state.
+        onEachVcpu(all, i -> {
+            var context = (io.vmfork.vmm.platform.process.ProcessExecContext) all.get(i).context();
+            context.beginMove(next);
+        });
+        onEachVcpu(all, i -> {
+            var context = (io.vmfork.vmm.platform.process.ProcessExecContext) all.get(i).context();
+            context.finishMove(old, states.get(i).fpu());
+        });
+        vm.moveToProcess(next);
+        old.release();
+    }
+
+    /** Runs {@code work} for every vCPU on that vCPU's own thread, all at once, and waits for them all. */
+    private void onEachVcpu(List<Vcpu> all, java.util.function.IntConsumer work) {
+        List<java.util.concurrent.Future<Void>> done = new ArrayList<>();
+        int self = -1;
+        for (int i = 0; i < all.size(); i++) {
+            int k = i;
+            if (all.get(i).thread() == Thread.currentThread()) {
+                self = i;
+            } else {
+                done.add(vm.control().post(all.get(i), () -> {
+                    work.accept(k);
+                    return null;
+                }));
+            }
+        }
+        if (self >= 0) {
+            work.accept(self);
+        }
+        for (java.util.concurrent.Future<Void> f : done) {
+            try {
+                f.get();
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                throw new IllegalStateException("interrupted waiting for the vCPUs of " + vm, e);
+            } catch (java.util.concurrent.ExecutionException e) {
+                throw e.getCause() instanceof RuntimeException r ? r : new IllegalStateException(e.getCause());
+            }
+        }
+    }
+
+    /**
+     * A vCPU other than the caller waiting in a restartable hypercall is captured with RIP
+     * back on its `out`, so that a copy re-issues the call.
+     */
+    private static VcpuState rewound(Vcpu v, Vcpu caller, VcpuState st, GuestMemory memory) {
+        if (v == caller || !v.inRestartableHypercall) {
+            return st;
+        }
+        long[] regs = st.regs();
+        long rip = regs[VcpuState.RIP];
+        if (memory.readByte(rip - 1) != Hypercalls.OUT_EAX_DX) {
+            throw new IllegalStateException(String.format(
+                    "vCPU %d waits in a hypercall but rip-1 (0x%x) is not its out instruction", v.index(), rip - 1));
+        }
+        regs[VcpuState.RIP] = rip - 1;
+        return st.withRegs(regs);
     }
 
     /**

@@ -43,6 +43,7 @@ final class RunControl {
     synchronized boolean mayEnterGuest(Vcpu v) throws InterruptedException {
         while ((pauseRequested || !v.started) && !stopRequested) {
             moveTo(v, Place.PARKED);
+            runTasks(v);
             wait();
         }
         moveTo(v, Place.RUNNING);
@@ -58,6 +59,7 @@ final class RunControl {
             throws InterruptedException {
         while (!stopRequested && (pauseRequested || !ready.getAsBoolean())) {
             moveTo(v, Place.BLOCKED);
+            runTasks(v);
             wait();
         }
         moveTo(v, Place.RUNNING);
@@ -78,6 +80,7 @@ final class RunControl {
                 break;
             }
             moveTo(v, Place.BLOCKED);
+            runTasks(v);
             if (pauseRequested || left <= 0) {
                 wait();
             } else {
@@ -101,6 +104,7 @@ final class RunControl {
     synchronized void leaveStable(Vcpu v) {
         boolean interrupted = false;
         while (pauseRequested && !stopRequested) {
+            runTasks(v);
             try {
                 wait();
             } catch (InterruptedException e) {
@@ -142,6 +146,67 @@ final class RunControl {
 
     synchronized void ended(Vcpu v) {
         moveTo(v, Place.ENDED);
+        runTasks(v); // whatever was left for it fails or completes now, so that no caller waits for ever
+    }
+
+    /**
+     * Runs {@code task} on {@code v}'s own thread and returns its result: at once if this is
+     * that thread, else as soon as the thread waits here (parked, blocked in a hypercall,
+     * stable in a fork), which it does while the VM is paused. For what only a vCPU's own
+     * thread may do (ptrace on the process platform). The caller must not hold this monitor.
+     */
+    <T> T runOn(Vcpu v, java.util.concurrent.Callable<T> task) {
+        if (Thread.currentThread() == v.thread()) {
+            try {
+                return task.call();
+            } catch (RuntimeException e) {
+                throw e;
+            } catch (Exception e) {
+                throw new IllegalStateException(e);
+            }
+        }
+        java.util.concurrent.FutureTask<T> f = new java.util.concurrent.FutureTask<>(task);
+        synchronized (this) {
+            if (v.place == Place.ENDED) {
+                throw new IllegalStateException("vCPU " + v.index() + " has ended");
+            }
+            v.tasks.add(f);
+            notifyAll();
+        }
+        try {
+            return f.get();
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new IllegalStateException("interrupted waiting for vCPU " + v.index(), e);
+        } catch (java.util.concurrent.ExecutionException e) {
+            if (e.getCause() instanceof RuntimeException r) {
+                throw r;
+            }
+            throw new IllegalStateException(e.getCause());
+        }
+    }
+
+    /**
+     * Leaves {@code task} for {@code v}'s own thread, which runs it as soon as it waits here,
+     * and returns at once; the vCPU must not be the calling thread's.
+     */
+    <T> java.util.concurrent.Future<T> post(Vcpu v, java.util.concurrent.Callable<T> task) {
+        java.util.concurrent.FutureTask<T> f = new java.util.concurrent.FutureTask<>(task);
+        synchronized (this) {
+            if (v.place == Place.ENDED) {
+                throw new IllegalStateException("vCPU " + v.index() + " has ended");
+            }
+            v.tasks.add(f);
+            notifyAll();
+        }
+        return f;
+    }
+
+    /** On v's own thread, under this monitor: what {@link #runOn} left for it. */
+    private void runTasks(Vcpu v) {
+        for (Runnable r = v.tasks.poll(); r != null; r = v.tasks.poll()) {
+            r.run();
+        }
     }
 
     /** Something a blocked vCPU may be waiting for has changed. */

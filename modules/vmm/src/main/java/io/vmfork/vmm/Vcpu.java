@@ -33,6 +33,8 @@ final class Vcpu implements Runnable {
     volatile boolean started;
     /** Set while the thread waits in a restartable blocking hypercall: a snapshot rewinds RIP. */
     volatile boolean inRestartableHypercall;
+    /** Work only this vCPU's thread may do, left by {@link RunControl#runOn}. */
+    final java.util.concurrent.ConcurrentLinkedQueue<Runnable> tasks = new java.util.concurrent.ConcurrentLinkedQueue<>();
     /** System.nanoTime() when KVM_RUN last returned. */
     long lastExitNanos;
 
@@ -60,6 +62,11 @@ final class Vcpu implements Runnable {
 
     int index() {
         return context.index();
+    }
+
+    /** The platform context of this vCPU. */
+    ExecContext context() {
+        return context;
     }
 
     /** The registers in struct kvm_regs order; the vCPU must not be in the guest. */

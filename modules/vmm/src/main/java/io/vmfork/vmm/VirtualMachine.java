@@ -39,8 +39,8 @@ public final class VirtualMachine {
     private final GuestMemory memory;
     /** The KVM VM, or null on the process platform. */
     private final KvmVm kvmVm;
-    /** The guest process, or null on the KVM platform. */
-    private final io.vmfork.vmm.platform.process.GuestProcess process;
+    /** The guest process, or null on the KVM platform; a fork moves the VM to a new one. */
+    private volatile io.vmfork.vmm.platform.process.GuestProcess process;
     private final List<Vcpu> vcpus = new ArrayList<>();
     private final RunControl control = new RunControl();
     private final RemoteTickets remoteTickets = new RemoteTickets(control);
@@ -218,6 +218,10 @@ public final class VirtualMachine {
         if (state.vcpus().isEmpty() || !state.vcpus().get(0).started()) {
             throw new LaunchException("the captured VM has no running vCPU 0; a vmfork guest's vCPU 0 always runs");
         }
+        if (vmm.processPlatform() != null) {
+            return restoreProcess(vmm, state, image, identity, imageName, listener, parent, withQueuedRequests,
+                    beforeStart, hold, start);
+        }
         VmmSettings s = vmm.settings();
         GuestMemory memory = null;
         KvmVm kvmVm = null;
@@ -289,46 +293,100 @@ public final class VirtualMachine {
                 spareThread.cancel();
                 spareThread = null;
             }
-            DeviceState d = state.devices();
-            if (withQueuedRequests) {
-                for (byte[] r : d.queuedRequests()) {
-                    vm.channel.send(r);
-                }
-                if (d.channelClosed()) {
-                    vm.channel.close();
-                }
-            }
-            if (d.ready()) {
-                vm.ready.complete(start);
-            }
-            // The image's newest pages may still be being copied (a fork of a VM that wrote
-            // much since its previous fork): then the child exists but must not touch its
-            // memory, nor have it patched, before they are all there.
-            CompletableFuture<Void> gate = image.isReady() ? hold
-                    : hold == null ? image.whenReady() : CompletableFuture.allOf(hold, image.whenReady());
-            if (gate != null) {
-                vm.started = new CompletableFuture<>();
-                vmm.register(vm);
-                if (parent != null) {
-                    parent.children.add(vm);
-                }
-                VirtualMachine child = vm;
-                gate.whenComplete((ok, failure) -> child.startWhenReleased(failure, beforeStart));
-                return vm;
-            }
-            if (beforeStart != null) {
-                beforeStart.accept(vm);
-            }
-            vmm.register(vm);
-            if (parent != null) {
-                parent.children.add(vm);
-            }
-            vm.start();
-            return vm;
+            return vm.finishRestore(state, image, parent, withQueuedRequests, beforeStart, hold, start);
         } catch (RuntimeException e) {
             releaseFailedLaunch(vm, kvmVm, spare, spareThread, memory);
             if (reserved != null) {
                 reserved.close();
+            }
+            throw e;
+        }
+    }
+
+    /**
+     * The platform-independent end of a restore: the device model's state, then the start,
+     * held back until {@code hold} and the image allow it.
+     */
+    private VirtualMachine finishRestore(MachineState state, RuntimeImage image, VirtualMachine parent,
+            boolean withQueuedRequests, java.util.function.Consumer<VirtualMachine> beforeStart,
+            CompletableFuture<Void> hold, long start) {
+        VirtualMachine vm = this;
+        DeviceState d = state.devices();
+        if (withQueuedRequests) {
+            for (byte[] r : d.queuedRequests()) {
+                vm.channel.send(r);
+            }
+            if (d.channelClosed()) {
+                vm.channel.close();
+            }
+        }
+        if (d.ready()) {
+            vm.ready.complete(start);
+        }
+        // The image's newest pages may still be being copied (a fork of a VM that wrote
+        // much since its previous fork): then the child exists but must not touch its
+        // memory, nor have it patched, before they are all there.
+        CompletableFuture<Void> gate = image.isReady() ? hold
+                : hold == null ? image.whenReady() : CompletableFuture.allOf(hold, image.whenReady());
+        if (gate != null) {
+            vm.started = new CompletableFuture<>();
+            vmm.register(vm);
+            if (parent != null) {
+                parent.children.add(vm);
+            }
+            VirtualMachine child = vm;
+            gate.whenComplete((ok, failure) -> child.startWhenReleased(failure, beforeStart));
+            return vm;
+        }
+        if (beforeStart != null) {
+            beforeStart.accept(vm);
+        }
+        vmm.register(vm);
+        if (parent != null) {
+            parent.children.add(vm);
+        }
+        vm.start();
+        return vm;
+    }
+
+    /**
+     * The process platform's restore: a guest process mapping the image privately (the VMM
+     * reaches its RAM through the process), one thread per captured vCPU, each with its
+     * registers, FS/GS bases and XSAVE area. On failure everything made is released.
+     */
+    private static VirtualMachine restoreProcess(Vmm vmm, MachineState state, RuntimeImage image, VmIdentity identity,
+            String imageName, VmListener listener, VirtualMachine parent, boolean withQueuedRequests,
+            java.util.function.Consumer<VirtualMachine> beforeStart, CompletableFuture<Void> hold, long start) {
+        GuestMemory memory = GuestMemory.forProcess("vmfork-" + Long.toHexString(identity.vmId()), image,
+                vmm.settings().maxImageExtents());
+        io.vmfork.vmm.platform.process.GuestProcess p = null;
+        VirtualMachine vm = null;
+        try {
+            image.awaitReady();
+            p = vmm.processPlatform().spawn();
+            RuntimeImage.ProcessMapping plan = image.processMapping(io.vmfork.vmm.platform.process.GuestProcess.LOWEST_MAPPED);
+            p.launch(plan.fds(), plan.extents(), state.vcpus().size());
+            memory.attachProcess(p.pid());
+            vm = new VirtualMachine(vmm, identity, imageName, memory, null, p, listener, start, parent, null);
+            for (VcpuState vs : state.vcpus()) {
+                if (vs.index() != vm.vcpus.size()) {
+                    throw new LaunchException("the captured vCPUs are not in index order 0..n-1: vCPU " + vs.index()
+                            + " at position " + vm.vcpus.size());
+                }
+                var context = new io.vmfork.vmm.platform.process.ProcessExecContext(p, vs.index(), memory);
+                io.vmfork.vmm.platform.process.ProcessStates.restore(context, vs, vmm.processPlatform().xstateSize());
+                vm.addVcpu(context, null);
+                vm.vcpus.get(vm.vcpus.size() - 1).started = vs.started();
+            }
+            return vm.finishRestore(state, image, parent, withQueuedRequests, beforeStart, hold, start);
+        } catch (RuntimeException e) {
+            if (vm != null) {
+                vm.releaseUnstarted();
+            } else {
+                if (p != null) {
+                    p.release();
+                }
+                memory.close();
             }
             throw e;
         }
@@ -659,6 +717,17 @@ public final class VirtualMachine {
         if (ready.complete(System.nanoTime())) {
             listener.onReady(this);
         }
+    }
+
+    /** The guest process the VM runs in now (process platform), else null. */
+    io.vmfork.vmm.platform.process.GuestProcess process() {
+        return process;
+    }
+
+    /** The VM goes on in {@code next} (a fork moved it); the caller releases the old one. */
+    void moveToProcess(io.vmfork.vmm.platform.process.GuestProcess next) {
+        process = next;
+        memory.attachProcess(next.pid());
     }
 
     /** Whether this VM runs in a guest process (the process platform) rather than in KVM. */

@@ -63,6 +63,8 @@ public final class GuestProcesses {
 
     private static native int vmfork_proc_wait(int tid, long[] regsOut, long[] info);
 
+    private static native int vmfork_proc_scan_written(int pagemapFd, long start, long end, long[] ranges, int max);
+
     private static native long vmfork_proc_readv(int pid, long remote, Pointer local, long len);
 
     private static native long vmfork_proc_writev(int pid, long remote, Pointer local, long len);
@@ -169,6 +171,27 @@ public final class GuestProcesses {
         }
         check(rc, "tgkill");
         return true;
+    }
+
+    /**
+     * The ranges of [start, end) that process {@code pid} wrote in its private file
+     * mappings (present anonymous pages, PAGEMAP_SCAN): start, end pairs, in order.
+     */
+    public static long[] writtenRanges(int pid, long start, long end) {
+        int fd = LibC.checkedOpen("/proc/" + pid + "/pagemap", 0);
+        try {
+            for (int max = 1024;; max *= 4) {
+                long[] r = new long[2 * max];
+                int n = vmfork_proc_scan_written(fd, start, end, r, max);
+                if (n == -28 /* ENOSPC */) {
+                    continue;
+                }
+                check(n, "PAGEMAP_SCAN of /proc/" + pid + "/pagemap");
+                return java.util.Arrays.copyOf(r, 2 * n);
+            }
+        } finally {
+            LibC.closeQuietly(fd);
+        }
     }
 
     /** Reads {@code len} bytes of the guest process at {@code remote} (process_vm_readv); returns the count. */

@@ -50,6 +50,12 @@ public final class GuestMemory implements AutoCloseable {
     private final int maxExtents;
     private volatile Mapping view;
     private volatile Pointer base;
+    /**
+     * On the process platform, once the guest's RAM is private to its process: that
+     * process's pid, through which the VMM reads and writes it (process_vm_readv/writev);
+     * 0 while the VMM's own view is the guest's RAM.
+     */
+    private volatile int processPid;
     /** The booted VM's own RAM file while it is still mapped shared; null once frozen. */
     private Memfd own;
     /** The image the current private view maps; null while the view is shared. */
@@ -109,6 +115,95 @@ public final class GuestMemory implements AutoCloseable {
         m.image = image.retain();
         m.setView(v);
         return m;
+    }
+
+    /**
+     * The process platform's RAM of a VM started from {@code image} (a fork child, a
+     * clone): private to the guest process, which maps the image itself; the VMM has no
+     * view and reaches the RAM through the process ({@link #attachProcess}). Takes a
+     * reference to the image.
+     */
+    public static GuestMemory forProcess(String name, RuntimeImage image, int maxExtents) {
+        GuestMemory m = new GuestMemory(name, image.size(), maxExtents);
+        m.image = image.retain();
+        return m;
+    }
+
+    /** From now on the VMM reads and writes this RAM in process {@code pid}, which maps it privately. */
+    public void attachProcess(int pid) {
+        processPid = pid;
+    }
+
+    /**
+     * The process platform's freeze: the VM is paused, its RAM private to its process (or
+     * still the shared RAM file, at its first freeze). {@code written}: the runs its
+     * process wrote since it started, which are copied into a new overlay layer. Returns
+     * the image; when {@code viewChanged}, the VM must go on in a new process mapping that
+     * image privately ({@link #attachProcess} it before the VM resumes).
+     */
+    public synchronized Freeze freezeProcess(List<Run> written) {
+        checkOpen();
+        if (image == null) {
+            // First freeze: the RAM file becomes the image, nothing is copied; the VMM's
+            // shared view of it goes once the VM runs again (resumed()).
+            image = RuntimeImage.ofBase(own);
+            own = null;
+            pendingOld = view;
+            view = null;
+            base = null;
+            return new Freeze(image.retain(), true, 0, 0);
+        }
+        if (written.isEmpty()) {
+            return new Freeze(image.retain(), false, 0, 0);
+        }
+        Memfd layer = takeLayerFile();
+        RuntimeImage next;
+        long pages = 0;
+        try {
+            Mapping target = layer.map(true, name + " layer");
+            try {
+                for (Run r : written) {
+                    readProcess(target.pointer().share(r.offset()), r.offset(), r.length());
+                    pages += r.length() / PAGE_SIZE;
+                }
+            } finally {
+                target.close();
+            }
+            next = image.overlay(layer, written);
+        } catch (RuntimeException e) {
+            layer.close();
+            throw e;
+        }
+        if (next.extentCount() > maxExtents) {
+            RuntimeImage compact = next.compact(name + "-compact");
+            next.release();
+            next = compact;
+        }
+        replace(next);
+        topLayerPages = pages;
+        return new Freeze(image.retain(), true, (int) pages, 0);
+    }
+
+    private void readProcess(Pointer dst, long gpa, long len) {
+        long done = 0;
+        while (done < len) {
+            long n = io.vmfork.kvm.sys.GuestProcesses.read(processPid, gpa + done, dst.share(done), len - done);
+            if (n <= 0) {
+                throw new GuestAccessException(gpa + done, len - done, size);
+            }
+            done += n;
+        }
+    }
+
+    private void writeProcess(long gpa, Pointer src, long len) {
+        long done = 0;
+        while (done < len) {
+            long n = io.vmfork.kvm.sys.GuestProcesses.write(processPid, gpa + done, src.share(done), len - done);
+            if (n <= 0) {
+                throw new GuestAccessException(gpa + done, len - done, size);
+            }
+            done += n;
+        }
     }
 
     private void setView(Mapping v) {
@@ -519,6 +614,15 @@ public final class GuestMemory implements AutoCloseable {
 
     public byte[] read(long gpa, int len) {
         check(gpa, len);
+        if (processPid != 0) {
+            if (len == 0) {
+                return new byte[0];
+            }
+            try (Memory m = new Memory(len)) {
+                readProcess(m, gpa, len);
+                return m.getByteArray(0, len);
+            }
+        }
         return base.getByteArray(gpa, len);
     }
 
@@ -528,34 +632,60 @@ public final class GuestMemory implements AutoCloseable {
 
     public void write(long gpa, byte[] data, int off, int len) {
         check(gpa, len);
+        if (processPid != 0) {
+            if (len > 0) {
+                try (Memory m = new Memory(len)) {
+                    m.write(0, data, off, len);
+                    writeProcess(gpa, m, len);
+                }
+            }
+            return; // the process's own written pages are its dirty log
+        }
         base.write(gpa, data, off, len);
         written(gpa, len);
     }
 
     public long readLong(long gpa) {
         check(gpa, 8);
+        if (processPid != 0) {
+            return java.nio.ByteBuffer.wrap(read(gpa, 8)).order(java.nio.ByteOrder.LITTLE_ENDIAN).getLong();
+        }
         return base.getLong(gpa);
     }
 
     public void writeLong(long gpa, long value) {
         check(gpa, 8);
+        if (processPid != 0) {
+            write(gpa, java.nio.ByteBuffer.allocate(8).order(java.nio.ByteOrder.LITTLE_ENDIAN).putLong(value).array());
+            return;
+        }
         base.setLong(gpa, value);
         written(gpa, 8);
     }
 
     public int readInt(long gpa) {
         check(gpa, 4);
+        if (processPid != 0) {
+            return java.nio.ByteBuffer.wrap(read(gpa, 4)).order(java.nio.ByteOrder.LITTLE_ENDIAN).getInt();
+        }
         return base.getInt(gpa);
     }
 
     public void writeInt(long gpa, int value) {
         check(gpa, 4);
+        if (processPid != 0) {
+            write(gpa, java.nio.ByteBuffer.allocate(4).order(java.nio.ByteOrder.LITTLE_ENDIAN).putInt(value).array());
+            return;
+        }
         base.setInt(gpa, value);
         written(gpa, 4);
     }
 
     public byte readByte(long gpa) {
         check(gpa, 1);
+        if (processPid != 0) {
+            return read(gpa, 1)[0];
+        }
         return base.getByte(gpa);
     }
 
@@ -589,7 +719,9 @@ public final class GuestMemory implements AutoCloseable {
             f.join();
         }
         try {
-            view.close();
+            if (view != null) {
+                view.close();
+            }
         } finally {
             synchronized (this) {
                 if (image != null) {

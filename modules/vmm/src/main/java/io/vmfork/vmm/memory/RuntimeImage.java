@@ -384,6 +384,41 @@ public final class RuntimeImage implements MemorySource {
         }
     }
 
+    /**
+     * How a guest process maps this image privately (the process platform): the layers'
+     * files and the extents to map in order, each five longs (guest address, length,
+     * index into the files, file offset, 0 for private), the base first, starting at
+     * {@code lowest}. The caller must not release the image before the process has mapped them.
+     */
+    public record ProcessMapping(int[] fds, long[] extents) {
+    }
+
+    public ProcessMapping processMapping(long lowest) {
+        List<Layer> files = new ArrayList<>();
+        files.add(base);
+        List<long[]> out = new ArrayList<>();
+        out.add(new long[] {lowest, size - lowest, 0, lowest, 0});
+        for (Extent e : extents.values()) {
+            long from = Math.max(e.offset(), lowest);
+            long end = e.offset() + e.length();
+            if (from >= end) {
+                continue;
+            }
+            int i = files.indexOf(e.layer());
+            if (i < 0) {
+                files.add(e.layer());
+                i = files.size() - 1;
+            }
+            out.add(new long[] {from, end - from, i, from, 0});
+        }
+        int[] fds = files.stream().mapToInt(l -> l.file.fd()).toArray();
+        long[] flat = new long[out.size() * 5];
+        for (int k = 0; k < out.size(); k++) {
+            System.arraycopy(out.get(k), 0, flat, 5 * k, 5);
+        }
+        return new ProcessMapping(fds, flat);
+    }
+
     @Override
     public List<Run> dataRuns() {
         List<Run> baseRuns = new ArrayList<>();

@@ -37,7 +37,8 @@ public final class ProcessExecContext implements ExecContext {
 
     private enum Phase { NEW, READY, GONE }
 
-    private final GuestProcess process;
+    /** The guest process this vCPU's thread is in; a fork moves a VM to a new one. Owner thread only. */
+    private GuestProcess process;
     private final int index;
     private final GuestMemory memory;
     /** The registers at the last stop (all of struct user_regs_struct). Tracer thread only, or under this. */
@@ -45,6 +46,10 @@ public final class ProcessExecContext implements ExecContext {
     private final long[] info = new long[INFO_WORDS];
     /** Registers to set at the next resume (kvm_regs order), or null. Guarded by this. */
     private long[] pending;
+    /** State to set once the thread stops in the stub (a restored or moved vCPU), or null. Guarded by this. */
+    private byte[] pendingXstate;
+    private long pendingFsBase, pendingGsBase;
+    private boolean pendingBases;
     private volatile Phase phase = Phase.NEW;
     private volatile String goneReason = "the guest process is gone";
     private volatile boolean closed;
@@ -67,22 +72,146 @@ public final class ProcessExecContext implements ExecContext {
      */
     @Override
     public void begin() {
+        attach(null);
+    }
+
+    /**
+     * Traces this vCPU's thread of {@link #process}, waits for the stub to stop it, then
+     * sets what a restore or move left pending: the XSAVE area and FS/GS bases at once,
+     * the general registers with the first resume. {@code carried}: the full registers of
+     * the thread this one replaces (a move), whose segment state it keeps; null for a new
+     * vCPU.
+     */
+    private void attach(long[] carried) {
         tid = process.tid(index);
         try {
             GuestProcesses.seize(tid);
         } finally {
             process.seized(); // also on failure: the others must not wait for this one
         }
+        stopped(carried);
+    }
+
+    /** Waits for the traced thread's stop in the stub, then sets what is pending. */
+    private void stopped(long[] carried) {
         long[] regs = new long[USER_REGS];
         int kind = GuestProcesses.run(tid, null, regs, info);
         synchronized (this) {
-            if (kind == STOP_SIGNAL && info[0] == SIGTRAP) {
-                System.arraycopy(regs, 0, user, 0, USER_REGS);
-                phase = Phase.READY;
-            } else {
+            if (kind != STOP_SIGNAL || info[0] != SIGTRAP) {
                 gone(kind);
+                return;
+            }
+            if (carried != null) {
+                regs[UR_FS_BASE] = carried[UR_FS_BASE];
+                regs[UR_GS_BASE] = carried[UR_GS_BASE];
+                regs[UR_EFLAGS] = carried[UR_EFLAGS];
+                if (pending == null) {
+                    pending = kvmRegs(carried);
+                }
+            }
+            boolean setRegs = carried != null || pendingBases;
+            if (pendingBases) {
+                regs[UR_FS_BASE] = pendingFsBase;
+                regs[UR_GS_BASE] = pendingGsBase;
+                pendingBases = false;
+            }
+            System.arraycopy(regs, 0, user, 0, USER_REGS);
+            if (setRegs) {
+                GuestProcesses.setRegs(tid, user);
+            }
+            if (pendingXstate != null) {
+                GuestProcesses.setXstate(tid, pendingXstate);
+                pendingXstate = null;
+            }
+            phase = Phase.READY;
+        }
+    }
+
+    /**
+     * Before the vCPU's thread starts: the state it resumes with (a fork child, a clone).
+     * The registers apply with its first resume, the rest once it has stopped in the stub.
+     */
+    public synchronized void restoreState(long[] regs, long fsBase, long gsBase, byte[] xstate) {
+        pending = regs.clone();
+        pendingFsBase = fsBase;
+        pendingGsBase = gsBase;
+        pendingBases = true;
+        pendingXstate = xstate == null ? null : xstate.clone();
+    }
+
+    /** The thread's XSAVE area now; on the vCPU's own thread, the vCPU out of the guest. */
+    public byte[] xstate(int size) {
+        return GuestProcesses.getXstate(tid, size);
+    }
+
+    /** FS and GS bases at the last stop. */
+    public synchronized long[] segmentBases() {
+        return new long[] {user[UR_FS_BASE], user[UR_GS_BASE]};
+    }
+
+    /**
+     * First half of a move to {@code next} (the VM was frozen and goes on from the image in
+     * a new process, the old one killed): reaps this vCPU's thread in the old process,
+     * except vCPU 0's (the kernel reports the leader only once every other thread is
+     * reaped, which the other vCPUs' threads do in this same step), then traces its thread
+     * in the new one. Nothing here waits for another vCPU's thread: it may run under the
+     * VM's run-control monitor. On the vCPU's own thread.
+     */
+    public void beginMove(GuestProcess next) {
+        GuestProcess old;
+        synchronized (this) {
+            old = process;
+            movedFrom = tid;
+            carried = user.clone();
+        }
+        if (index != 0 && phase == Phase.READY) {
+            awaitEnd(movedFrom, old);
+            movedFrom = 0;
+        }
+        synchronized (this) {
+            process = next;
+            phase = Phase.NEW;
+            tid = next.tid(index);
+        }
+        try {
+            GuestProcesses.seize(tid);
+        } finally {
+            next.seized();
+        }
+    }
+
+    /**
+     * Second half of a move, once every vCPU has begun it: reaps vCPU 0's old thread, waits
+     * for the new thread to stop in the stub and gives it the state it had, with {@code
+     * xstate}. On the vCPU's own thread.
+     */
+    public void finishMove(GuestProcess old, byte[] xstate) {
+        if (movedFrom != 0) {
+            awaitEnd(movedFrom, old);
+            movedFrom = 0;
+        }
+        synchronized (this) {
+            pendingXstate = xstate == null ? null : xstate.clone();
+        }
+        stopped(carried);
+    }
+
+    private int movedFrom;
+    private long[] carried;
+
+    /** Waits until this vCPU's thread has ended (after a kill), which reaps it. Owner thread. */
+    private void awaitEnd(int thread, GuestProcess of) {
+        long[] regs = new long[USER_REGS];
+        for (;;) {
+            int kind = GuestProcesses.await(thread, regs, info);
+            if (kind == STOP_EXITED || kind == STOP_KILLED) {
+                break;
             }
         }
+        if (index == 0) {
+            of.leaderReaped();
+        }
+        phase = Phase.GONE;
     }
 
     @Override
@@ -97,7 +226,15 @@ public final class ProcessExecContext implements ExecContext {
         }
         int kind = GuestProcesses.run(tid, in, user, info);
         return switch (kind) {
-            case STOP_SIGNAL -> signal((int) info[0], (int) info[1], info[2]);
+            case STOP_SIGNAL -> {
+                Trap t = signal((int) info[0], (int) info[1], info[2]);
+                if (t.kind() == Trap.Kind.HYPERCALL) {
+                    // As on KVM, a vCPU in a hypercall has RIP past the `out` (a capture
+                    // rewinds a restartable one onto it).
+                    user[UR_RIP] = t.regs()[VcpuState.RIP];
+                }
+                yield t;
+            }
             case STOP_SYSCALL -> Trap.crashed(syscallReason(info[2], info[3]));
             default -> {
                 gone(kind);
@@ -246,17 +383,12 @@ public final class ProcessExecContext implements ExecContext {
         closed = true;
         process.kill();
         if (phase == Phase.READY && tid != 0) {
-            long[] regs = new long[USER_REGS];
-            for (;;) {
-                int kind = GuestProcesses.await(tid, regs, info);
-                if (kind == STOP_EXITED || kind == STOP_KILLED) {
-                    break;
-                }
-            }
-            phase = Phase.GONE;
-            if (index == 0) {
-                process.leaderReaped();
-            }
+            awaitEnd(tid, process);
         }
+    }
+
+    /** The guest process this vCPU is in now. */
+    public GuestProcess process() {
+        return process;
     }
 }

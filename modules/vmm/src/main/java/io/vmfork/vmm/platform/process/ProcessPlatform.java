@@ -75,7 +75,7 @@ public final class ProcessPlatform implements AutoCloseable {
         } catch (IOException e) {
             throw new ProcessPlatformException("reading the guest stub " + STUB_RESOURCE + ": " + e.getMessage());
         }
-        Memfd fd = Memfd.create("vmfork-stub", bytes.length);
+        Memfd fd = Memfd.create("guest-stub", bytes.length);
         try (Memory m = new Memory(bytes.length)) {
             m.write(0, bytes, 0, bytes.length);
             LibC.pwriteFully(fd.fd(), m, bytes.length, 0, "guest stub");
