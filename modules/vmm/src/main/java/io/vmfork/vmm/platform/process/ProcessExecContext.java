@@ -145,6 +145,11 @@ public final class ProcessExecContext implements ExecContext {
         if (!inRam(rip) && !(signo == SIGSEGV && addr == rip)) { // (a fetch outside RAM is named below)
             return Trap.crashed(leftRam("signal " + signo + " (code " + code + ")", rip));
         }
+        if (signo == SIGSEGV && code == SEGV_MAPERR && addr >= 0 && addr < GuestProcess.LOWEST_MAPPED) {
+            // Page 0 is guest RAM (on KVM it reads zero), but the process platform cannot map it.
+            return Trap.crashed(String.format("guest crashed: access to 0x%x in page 0, which the process platform"
+                    + " cannot map (vm.mmap_min_addr), at rip=0x%x", addr, rip));
+        }
         return Trap.crashed(switch (signo) {
             case SIGSEGV -> String.format(code == SEGV_MAPERR && (addr >= memory.size() || addr < GuestProcess.LOWEST_MAPPED)
                     ? "guest crashed: access to guest-physical 0x%x, outside RAM, at rip=0x%x"
