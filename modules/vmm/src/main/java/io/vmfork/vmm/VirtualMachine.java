@@ -730,6 +730,11 @@ public final class VirtualMachine {
         memory.attachProcess(next.pid());
     }
 
+    /** The host pid of this VM's guest process (the process platform), or -1 on KVM. For tests. */
+    int guestPid() {
+        return process != null ? process.pid() : -1;
+    }
+
     /** Whether this VM runs in a guest process (the process platform) rather than in KVM. */
     boolean onProcessPlatform() {
         return process != null;

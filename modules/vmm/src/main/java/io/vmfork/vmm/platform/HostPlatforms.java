@@ -18,6 +18,9 @@ public final class HostPlatforms {
     public static final String KVM_ONLY = "KVM-only for now: this run's VMM is on the process platform"
             + " (no usable /dev/kvm, or vmfork.vmm.platform = process)";
 
+    /** The reason a process-platform-only test gives when it is skipped. */
+    public static final String PROCESS_ONLY = "process-platform-only: this run's VMM is on KVM";
+
     private HostPlatforms() {
     }
 
@@ -39,6 +42,11 @@ public final class HostPlatforms {
             case "process" -> false;
             default -> kvmUsable();
         };
+    }
+
+    /** Whether a VMM opened with this JVM's configuration runs on the process platform: not {@link #vmmRunsOnKvm}. */
+    public static boolean vmmRunsOnProcess() {
+        return !vmmRunsOnKvm();
     }
 
     /** Why {@code device} cannot serve as the KVM device, or null when it opens read-write. */

@@ -269,8 +269,23 @@ public final class ProcessExecContext implements ExecContext {
             if (io != null) {
                 return Trap.crashed(io);
             }
+            if (isInt80(rip)) { // no IA-32 emulation in this kernel: the gate is absent, so #GP
+                return Trap.crashed(String.format("guest crashed: int $0x80 at rip=0x%x (a vmfork guest makes no system"
+                        + " calls; the 32-bit system call gate, a general protection fault here)", rip));
+            }
+            if (!inRam(rip)) {
+                return Trap.crashed(leftRam("a general protection fault", rip));
+            }
             return Trap.crashed(String.format("guest crashed: general protection fault (#GP: a privileged instruction"
                     + " such as cli, hlt or a control-register move) at rip=0x%x", rip));
+        }
+        if (!inRam(rip) && !(signo == SIGSEGV && addr == rip)) { // (a fetch outside RAM is named below)
+            return Trap.crashed(leftRam("signal " + signo + " (code " + code + ")", rip));
+        }
+        if (signo == SIGSEGV && code == SEGV_MAPERR && addr >= 0 && addr < GuestProcess.LOWEST_MAPPED) {
+            // Page 0 is guest RAM (on KVM it reads zero), but the process platform cannot map it.
+            return Trap.crashed(String.format("guest crashed: access to 0x%x in page 0, which the process platform"
+                    + " cannot map (vm.mmap_min_addr), at rip=0x%x", addr, rip));
         }
         return Trap.crashed(switch (signo) {
             case SIGSEGV -> String.format(code == SEGV_MAPERR && (addr >= memory.size() || addr < GuestProcess.LOWEST_MAPPED)
@@ -322,12 +337,49 @@ public final class ProcessExecContext implements ExecContext {
         return memory.contains(rip, 2) && memory.readByte(rip) == 0x0f && memory.readByte(rip + 1) == 0x34;
     }
 
+    private boolean isInt80(long rip) {
+        return memory.contains(rip, 2) && (memory.readByte(rip) & 0xff) == 0xcd && (memory.readByte(rip + 1) & 0xff) == 0x80;
+    }
+
+    /** Whether {@code rip} lies in guest RAM (as mapped in the process: from {@link GuestProcess#LOWEST_MAPPED}). */
+    private boolean inRam(long rip) {
+        return rip >= GuestProcess.LOWEST_MAPPED && memory.contains(rip, 1);
+    }
+
+    /**
+     * A trap with RIP outside guest RAM that was not a fetch fault there: the guest jumped
+     * into code of the process that is not its own (the stub's, mapped at 0x600000000000
+     * and up) and that code ran until this trap. Named as such, not as the guest's own act.
+     */
+    private static String leftRam(String what, long rip) {
+        return String.format("guest crashed: execution left guest RAM and ran code outside RAM%s until %s at rip=0x%x",
+                rip >= STUB_BASE && rip < STUB_END ? " (the process platform's stub)" : "", what, rip);
+    }
+
+    /** Where stub/stub.ld links the stub, and a bound on its extent. */
+    private static final long STUB_BASE = 0x600000000000L, STUB_END = 0x600100000000L;
+    /** The legacy vsyscall page; a call into it is emulated by the kernel, through the seccomp filter. */
+    private static final long VSYSCALL_PAGE = 0xffffffffff600000L;
+
     /** si_call_addr is the address after the trapping instruction: name the `syscall` itself where it is one. */
     private String syscallReason(long callAddr, long nr) {
         long at = callAddr - 2;
         if (GuestCode.isSyscall(memory, at)) {
             return String.format("guest crashed: syscall at rip=0x%x (a vmfork guest makes no system calls;"
                     + " system call %d trapped by seccomp)", at, nr);
+        }
+        if (isInt80(at)) { // a kernel with IA-32 emulation: int $0x80 reaches the filter
+            return String.format("guest crashed: int $0x80 at rip=0x%x (a vmfork guest makes no system calls;"
+                    + " 32-bit system call %d trapped by seccomp)", at, nr);
+        }
+        if ((callAddr & ~0xfffL) == VSYSCALL_PAGE) {
+            // The kernel emulates the call and, the filter having refused it, its `ret`: RIP is the return address.
+            return String.format("guest crashed: syscall through the vsyscall page (system call %d), called from"
+                    + " the guest, return address rip=0x%x (a vmfork guest makes no system calls; trapped by seccomp)", nr,
+                    user[UR_RIP]);
+        }
+        if (!inRam(callAddr)) {
+            return leftRam("system call " + nr + " (trapped by seccomp)", callAddr);
         }
         return String.format("guest crashed: syscall at rip=0x%x (a vmfork guest makes no system calls;"
                 + " system call %d, through the vsyscall page or another gate, trapped by seccomp)", callAddr, nr);
