@@ -6,8 +6,10 @@
  * without libc (raw system calls), linked at 0x600000000000 (stub.ld), and does, in order:
  *
  *   1. wait for one LAUNCH message (proto.h) on fd 3;
- *   2. map each guest RAM extent at its guest address (MAP_FIXED_NOREPLACE, RWX, shared
- *      or private) from the memory fds that came with it, close those fds, and unmap the
+ *   2. map each guest RAM extent at its guest address (RWX, shared or private) from the
+ *      memory fds that came with it: the first (the whole of RAM) with
+ *      MAP_FIXED_NOREPLACE, each later one (an overlay layer of a runtime image) with
+ *      MAP_FIXED over the first and inside it; close those fds, and unmap the
  *      ranges the VMM lists (the kernel's [stack], [vdso], [vvar]: the stub runs on
  *      stacks in its own .bss, so nothing it needs is outside [__stub_start, __stub_end));
  *   3. create vcpus - 1 more threads, which wait in FUTEX_WAIT;
@@ -83,6 +85,7 @@ void *memcpy(void *d, const void *s, size_t n)
 #define PROT_RWX 7
 #define MAP_SHARED 0x01
 #define MAP_PRIVATE 0x02
+#define MAP_FIXED 0x10
 #define MAP_FIXED_NOREPLACE 0x100000
 #define PR_SET_PDEATHSIG 1
 #define PR_SET_NO_NEW_PRIVS 38
@@ -198,7 +201,11 @@ void stub_main(void)
         const int64_t *e = ext + 5 * i;
         if (e[2] < 0 || e[2] >= nfds)
             fail(-EINVAL, (int)i, STUB_STEP_MMAP);
-        long flags = (e[4] ? MAP_SHARED : MAP_PRIVATE) | MAP_FIXED_NOREPLACE;
+        /* Later extents replace part of the first, and must lie inside it: nothing the
+           VMM sends can map over the stub. */
+        if (i > 0 && (e[0] < ext[0] || e[1] <= 0 || e[0] + e[1] > ext[0] + ext[1]))
+            fail(-EINVAL, (int)i, STUB_STEP_MMAP);
+        long flags = (e[4] ? MAP_SHARED : MAP_PRIVATE) | (i == 0 ? MAP_FIXED_NOREPLACE : MAP_FIXED);
         long r = sys6(__NR_mmap, e[0], e[1], PROT_RWX, flags, fds[e[2]], e[3]);
         if (r != e[0])
             fail(r < 0 && r > -4096 ? (int)r : -EINVAL, (int)i, STUB_STEP_MMAP);

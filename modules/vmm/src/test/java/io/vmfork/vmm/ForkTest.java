@@ -16,7 +16,6 @@ import io.vmfork.vmm.platform.HostPlatforms;
 import org.junit.jupiter.api.condition.EnabledIf;
 
 /** Fork on one host, for real: children share their parent's memory copy-on-write. */
-@EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#vmmRunsOnKvm", disabledReason = HostPlatforms.KVM_ONLY)
 class ForkTest extends VmmTestBase {
     /** Collects what children announce (unsolicited messages), per VM. */
     static class Announcements implements VmListener {
