@@ -40,30 +40,42 @@ final class RunControl {
      * Called by a vCPU thread before each KVM_RUN: parks while a pause is asked for or the
      * vCPU is not started. Returns false when the vCPU must end.
      */
-    synchronized boolean mayEnterGuest(Vcpu v) throws InterruptedException {
-        while ((pauseRequested || !v.started) && !stopRequested) {
-            moveTo(v, Place.PARKED);
+    boolean mayEnterGuest(Vcpu v) throws InterruptedException {
+        for (;;) {
             runTasks(v);
-            wait();
+            synchronized (this) {
+                if (!((pauseRequested || !v.started) && !stopRequested)) {
+                    moveTo(v, Place.RUNNING);
+                    v.clearKick();
+                    return !stopRequested;
+                }
+                moveTo(v, Place.PARKED);
+                if (v.tasks.isEmpty()) {
+                    wait();
+                }
+            }
         }
-        moveTo(v, Place.RUNNING);
-        v.clearKick();
-        return !stopRequested;
     }
 
     /**
      * Called by a vCPU thread inside a blocking hypercall: waits until {@code ready} holds
      * and no pause is asked for, counting as stable meanwhile. Returns false on stop.
      */
-    synchronized boolean awaitInHypercall(Vcpu v, java.util.function.BooleanSupplier ready)
+    boolean awaitInHypercall(Vcpu v, java.util.function.BooleanSupplier ready)
             throws InterruptedException {
-        while (!stopRequested && (pauseRequested || !ready.getAsBoolean())) {
-            moveTo(v, Place.BLOCKED);
+        for (;;) {
             runTasks(v);
-            wait();
+            synchronized (this) {
+                if (stopRequested || (!pauseRequested && ready.getAsBoolean())) {
+                    moveTo(v, Place.RUNNING);
+                    return !stopRequested;
+                }
+                moveTo(v, Place.BLOCKED);
+                if (v.tasks.isEmpty()) {
+                    wait();
+                }
+            }
         }
-        moveTo(v, Place.RUNNING);
-        return !stopRequested;
     }
 
     /**
@@ -72,23 +84,27 @@ final class RunControl {
      * returns while a pause is in force. Returns false on stop; the caller checks
      * {@code ready} again.
      */
-    synchronized boolean awaitInHypercall(Vcpu v, java.util.function.BooleanSupplier ready, long deadlineNanos)
+    boolean awaitInHypercall(Vcpu v, java.util.function.BooleanSupplier ready, long deadlineNanos)
             throws InterruptedException {
-        while (!stopRequested) {
-            long left = deadlineNanos - System.nanoTime();
-            if (!pauseRequested && (left <= 0 || ready.getAsBoolean())) {
-                break;
-            }
-            moveTo(v, Place.BLOCKED);
+        for (;;) {
             runTasks(v);
-            if (pauseRequested || left <= 0) {
-                wait();
-            } else {
-                TimeUnit.NANOSECONDS.timedWait(this, left);
+            synchronized (this) {
+                long left = deadlineNanos - System.nanoTime();
+                if (stopRequested || (!pauseRequested && (left <= 0 || ready.getAsBoolean()))) {
+                    moveTo(v, Place.RUNNING);
+                    return !stopRequested;
+                }
+                moveTo(v, Place.BLOCKED);
+                if (!v.tasks.isEmpty()) {
+                    continue;
+                }
+                if (pauseRequested || left <= 0) {
+                    wait();
+                } else {
+                    TimeUnit.NANOSECONDS.timedWait(this, left);
+                }
             }
         }
-        moveTo(v, Place.RUNNING);
-        return !stopRequested;
     }
 
     /** The calling vCPU's thread is busy in the VMM (a fork) with its state stable: it does not hold up a pause. */
@@ -101,17 +117,24 @@ final class RunControl {
      * force, so that whoever paused the VM captures it either before the work or after
      * it, never in between.
      */
-    synchronized void leaveStable(Vcpu v) {
+    void leaveStable(Vcpu v) {
         boolean interrupted = false;
-        while (pauseRequested && !stopRequested) {
+        for (;;) {
             runTasks(v);
-            try {
-                wait();
-            } catch (InterruptedException e) {
-                interrupted = true;
+            synchronized (this) {
+                if (!pauseRequested || stopRequested) {
+                    moveTo(v, Place.RUNNING);
+                    break;
+                }
+                if (v.tasks.isEmpty()) {
+                    try {
+                        wait();
+                    } catch (InterruptedException e) {
+                        interrupted = true;
+                    }
+                }
             }
         }
-        moveTo(v, Place.RUNNING);
         if (interrupted) {
             Thread.currentThread().interrupt();
         }
@@ -146,7 +169,11 @@ final class RunControl {
 
     synchronized void ended(Vcpu v) {
         moveTo(v, Place.ENDED);
-        runTasks(v); // whatever was left for it fails or completes now, so that no caller waits for ever
+        // Whatever was left for it runs now, on this thread (and fails, if it needed the vCPU
+        // thread), so that no caller waits for ever.
+        for (Runnable r = v.tasks.poll(); r != null; r = v.tasks.poll()) {
+            r.run();
+        }
     }
 
     /**
@@ -202,7 +229,11 @@ final class RunControl {
         return f;
     }
 
-    /** On v's own thread, under this monitor: what {@link #runOn} left for it. */
+    /**
+     * On v's own thread, not holding this monitor (a task may wait for the kernel, and
+     * what it waits for may need another vCPU's thread to take this monitor): what
+     * {@link #runOn} and {@link #post} left for it. Its place stays what it was, stable.
+     */
     private void runTasks(Vcpu v) {
         for (Runnable r = v.tasks.poll(); r != null; r = v.tasks.poll()) {
             r.run();

@@ -740,14 +740,6 @@ public final class VirtualMachine {
         return process != null;
     }
 
-    /** Refuses {@code what} on a VM of the process platform, which does not have it yet. */
-    void requireKvm(String what) {
-        if (process != null) {
-            throw new UnsupportedOperationException(what + " is not available on the process platform yet (issue 15);"
-                    + " it needs /dev/kvm for now");
-        }
-    }
-
     /** Hypercalls beyond the base set. */
     long extensionHypercall(Vcpu vcpu, int nr, long arg) {
         if (nr == Hypercalls.FORK) {

@@ -144,13 +144,6 @@ public final class Vmm implements AutoCloseable {
         placement = java.util.Objects.requireNonNull(p, "placement");
     }
 
-    private void requireKvm(String what) {
-        if (processPlatform != null) {
-            throw new UnsupportedOperationException(what + " is not available on the process platform yet (issue 15);"
-                    + " it needs /dev/kvm for now");
-        }
-    }
-
     /** Which platform guests run on here, and why it was chosen. */
     public io.vmfork.vmm.platform.PlatformChoice platform() {
         return platform;
@@ -230,7 +223,6 @@ public final class Vmm implements AutoCloseable {
      * parent, the next fork generation; its message channel gets the captured requests.
      */
     public VirtualMachine restore(MachineState state, RuntimeImage image, VmListener listener) {
-        requireKvm("restoring a captured VM");
         checkMemorySize(state.memorySize());
         if (state.vcpus().size() > settings.maxVcpus()) {
             throw new LaunchException("the captured VM has " + state.vcpus().size() + " vCPUs; this host allows "
@@ -262,7 +254,6 @@ public final class Vmm implements AutoCloseable {
      * behind.
      */
     public VirtualMachine launchClone(MachineState state, RuntimeImage image, io.vmfork.vmm.fork.CloneSpec spec) {
-        requireKvm("restoring a captured VM");
         java.util.Objects.requireNonNull(state, "state");
         java.util.Objects.requireNonNull(image, "image");
         java.util.Objects.requireNonNull(spec, "spec");
@@ -316,7 +307,6 @@ public final class Vmm implements AutoCloseable {
      * state this host's KVM refuses after all (as {@link io.vmfork.vmm.capsule.CapsuleIncompatibleException}).
      */
     public VirtualMachine restoreCapsule(java.io.InputStream in, VmListener listener) throws java.io.IOException {
-        requireKvm("restoring a captured VM");
         io.vmfork.vmm.capsule.CapsuleLimits limits = capsuleLimits();
         io.vmfork.vmm.capsule.HostPlatform host = hostPlatform();
         try (io.vmfork.vmm.capsule.ImageSink sink = io.vmfork.vmm.capsule.ImageSink.create("vmfork-capsule",
@@ -464,7 +454,8 @@ public final class Vmm implements AutoCloseable {
 
     /** What this host offers a capsule: KVM API version, CPU features, limits. */
     public io.vmfork.vmm.capsule.HostPlatform hostPlatform() {
-        return io.vmfork.vmm.capsule.HostPlatform.of(kvm, settings);
+        return kvm == null ? io.vmfork.vmm.capsule.HostPlatform.ofProcess(settings)
+                : io.vmfork.vmm.capsule.HostPlatform.of(kvm, settings);
     }
 
     VcpuStates.HostCaps caps() {

@@ -39,7 +39,6 @@ import org.junit.jupiter.api.condition.EnabledIf;
  * of A, from which a clone runs with B's memory. And a host configured to lack a CPU
  * feature the guest could observe refuses the guest's capsule naming it.
  */
-@EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#vmmRunsOnKvm", disabledReason = HostPlatforms.KVM_ONLY)
 class CapsuleDeltaVmTest extends VmmTestBase {
     private static final long MEMORY = 64L << 20;
     private static final byte[] KEY = "vm/a".getBytes(StandardCharsets.UTF_8);

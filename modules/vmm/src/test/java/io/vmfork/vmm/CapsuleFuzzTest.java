@@ -42,7 +42,6 @@ import org.junit.jupiter.api.condition.EnabledIf;
  * <p>{@code -Dvmfork.fuzz.cases=N} (300 by default, half as many deltas) and {@code -Dvmfork.fuzz.seed=S} (a
  * fixed seed by default) choose the run; a failure names the seed, the case and the edits.
  */
-@EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#vmmRunsOnKvm", disabledReason = HostPlatforms.KVM_ONLY)
 class CapsuleFuzzTest extends VmmTestBase {
     private static final long MEMORY = 16L << 20;
     private static final long DEFAULT_SEED = 0x6361_7073_756c_6521L;

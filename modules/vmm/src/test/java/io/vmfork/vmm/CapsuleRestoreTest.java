@@ -15,7 +15,6 @@ import io.vmfork.vmm.platform.HostPlatforms;
 import org.junit.jupiter.api.condition.EnabledIf;
 
 /** A real VM through a capsule and back, on the same host; bad capsules start nothing. */
-@EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#vmmRunsOnKvm", disabledReason = HostPlatforms.KVM_ONLY)
 class CapsuleRestoreTest extends VmmTestBase {
     private static byte[] capsuleOf(VirtualMachine vm) throws Exception {
         ByteArrayOutputStream out = new ByteArrayOutputStream();

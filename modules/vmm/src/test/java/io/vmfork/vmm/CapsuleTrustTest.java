@@ -33,7 +33,6 @@ import org.junit.jupiter.api.condition.EnabledIf;
  * area, only the MSRs a fork saves, within this host's limits; anything else is refused
  * with a capsule exception before a VM exists (issue 6, items 8 and 9).
  */
-@EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#vmmRunsOnKvm", disabledReason = HostPlatforms.KVM_ONLY)
 class CapsuleTrustTest extends VmmTestBase {
     private static final long MEMORY = 16L << 20;
     private static byte[] capsule;

@@ -20,7 +20,6 @@ import org.junit.jupiter.api.condition.EnabledIf;
  * index, id and slot, sees the parent's memory and keeps its writes; closing the VMM
  * leaves no launch thread.
  */
-@EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#vmmRunsOnKvm", disabledReason = HostPlatforms.KVM_ONLY)
 class ForkFanOutTest {
     private static final int CHILDREN = 32;
 

@@ -12,7 +12,6 @@ import org.junit.jupiter.api.condition.EnabledIf;
  * A few hundred forks, through both paths, leave no fd, memfd, mapping or thread behind
  * beyond the VM pool's (checked full at both ends); and once the VMM is closed, nothing at all.
  */
-@EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#vmmRunsOnKvm", disabledReason = HostPlatforms.KVM_ONLY)
 class ForkLeakTest {
     @Test
     void threeHundredForksLeaveNothingBehind() throws Exception {

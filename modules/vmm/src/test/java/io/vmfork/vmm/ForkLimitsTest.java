@@ -11,7 +11,6 @@ import io.vmfork.vmm.platform.HostPlatforms;
 import org.junit.jupiter.api.condition.EnabledIf;
 
 /** A fork that cannot be satisfied gets an error code; a fork loop cannot take the host down. */
-@EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#vmmRunsOnKvm", disabledReason = HostPlatforms.KVM_ONLY)
 class ForkLimitsTest {
     private static Vmm vmmWith(String config) {
         return Vmm.open(VmmSettings.create(ConfigFactory.parseString(config).withFallback(ConfigFactory.load())));

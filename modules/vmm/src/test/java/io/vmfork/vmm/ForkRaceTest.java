@@ -20,7 +20,6 @@ import org.junit.jupiter.api.condition.EnabledIf;
  * checks each FORK result it sees and exits 98 (child) or 99 (parent or outside copy)
  * when a result is impossible.
  */
-@EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#vmmRunsOnKvm", disabledReason = HostPlatforms.KVM_ONLY)
 class ForkRaceTest extends VmmTestBase {
     @Test
     void externalForksRacingForkHypercallsGiveEveryCopyAPossibleState() throws Exception {

@@ -17,7 +17,6 @@ import org.junit.jupiter.api.condition.EnabledIf;
  * The parent races the copy by rewriting all its memory at once; children must see the
  * memory of the instant of the fork, never a page the parent wrote afterwards.
  */
-@EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#vmmRunsOnKvm", disabledReason = HostPlatforms.KVM_ONLY)
 class ForkWriteProtectTest extends VmmTestBase {
     static VirtualMachine forker(Announcements a, int heapMib) throws Exception {
         VirtualMachine vm = vmm.launch(VmSpec.of(Guests.shipped("forker"), (heapMib + 16L) << 20).withListener(a));

@@ -19,7 +19,6 @@ import org.junit.jupiter.api.condition.EnabledIf;
  * The fork path reads and writes kvm_sregs, kvm_regs, kvm_vcpu_events and kvm_mp_state
  * raw (no JNA Structure): on a real vCPU it must agree with the Structure path, both ways.
  */
-@EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#vmmRunsOnKvm", disabledReason = HostPlatforms.KVM_ONLY)
 class RawVcpuStateTest {
     @Test
     void rawSregsAgreeWithTheStructureBothWays() {

@@ -38,7 +38,6 @@ import org.junit.jupiter.api.condition.EnabledIf;
  * each fork to B through a real clone capsule (written from the RemoteFork's state and
  * image, read back into a fresh image) and launches the clones there.
  */
-@EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#vmmRunsOnKvm", disabledReason = HostPlatforms.KVM_ONLY)
 class RemoteCloneTest {
     private static final long HOST_A = 1;
     private static final long HOST_B = 2;

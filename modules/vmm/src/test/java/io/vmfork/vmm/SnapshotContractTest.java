@@ -19,7 +19,6 @@ import org.junit.jupiter.api.condition.EnabledIf;
  * snapshot gives back the first snapshot; a change changes it; snapshots can be taken
  * again and again.
  */
-@EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#vmmRunsOnKvm", disabledReason = HostPlatforms.KVM_ONLY)
 class SnapshotContractTest extends VmmTestBase {
     /** A vCPU state with the TSC left out: it counts host time, so it moves between captures by design. */
     static VcpuState withoutTsc(VcpuState s) {

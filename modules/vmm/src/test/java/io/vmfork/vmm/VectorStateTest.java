@@ -18,7 +18,6 @@ import org.junit.jupiter.api.condition.EnabledIf;
  * decides for itself (CPUID, XGETBV) which registers exist, fills them all, and checks
  * them after the VMM took it apart and put it back together.
  */
-@EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#vmmRunsOnKvm", disabledReason = HostPlatforms.KVM_ONLY)
 class VectorStateTest extends VmmTestBase {
     private static VirtualMachine xstate(VmListener listener) throws Exception {
         VirtualMachine vm = vmm.launch(VmSpec.of(Guests.shipped("xstate"), 16L << 20).withListener(listener));

@@ -17,7 +17,6 @@ import org.junit.jupiter.api.condition.EnabledIf;
  * refills; a launch that fails after taking one releases it; closing the VMM leaves no VM,
  * vCPU, fd, mapping or thread, even while the pool is refilling.
  */
-@EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#vmmRunsOnKvm", disabledReason = HostPlatforms.KVM_ONLY)
 class VmPoolTest {
     private static Vmm vmmWithPool(int size) {
         return Vmm.open(VmmSettings.create(ConfigFactory.parseString("vmfork.vmm.pool.size = " + size)

@@ -32,7 +32,10 @@ public final class CapsuleCompatibility {
     /** Every requirement of the capsule that {@code host} does not meet; empty if it can run it. */
     public static List<String> mismatches(CapsuleHeader header, HostPlatform host) {
         List<String> out = new ArrayList<>();
-        if (header.getKvmApiVersion() != host.kvmApiVersion()) {
+        // A KVM API version belongs to KVM hosts: a capsule taken on the process platform
+        // records 0, and a process-platform host has none to compare (what the guest could
+        // observe of the CPU is what decides between the two platforms).
+        if (header.getKvmApiVersion() != 0 && host.isKvm() && header.getKvmApiVersion() != host.kvmApiVersion()) {
             out.add("KVM API version " + Integer.toUnsignedString(header.getKvmApiVersion()) + ", host has "
                     + host.kvmApiVersion());
         }

@@ -91,6 +91,22 @@ public record HostPlatform(long hostId, String hostName, int kvmApiVersion, byte
                 io.vmfork.kvm.sys.HostHelper.hostXcr0()).hiding(settings.capsuleLimits().hiddenCpuFeatures());
     }
 
+    /**
+     * A process-platform host: its guests run at CPL3 on the host CPU and see its own CPUID
+     * and XCR0, which is also what it offers; no KVM (API version 0); XSAVE areas only.
+     */
+    public static HostPlatform ofProcess(VmmSettings settings) {
+        byte[] observed = CpuFeatures.hostObserved();
+        return new HostPlatform(settings.hostId(), settings.hostName(), 0, observed, settings.maxMemory(),
+                settings.maxVcpus(), EnumSet.of(VcpuState.FpuFormat.XSAVE), observed,
+                io.vmfork.kvm.sys.HostHelper.hostXcr0()).hiding(settings.capsuleLimits().hiddenCpuFeatures());
+    }
+
+    /** Whether this host runs guests in KVM (a KVM API version), rather than on the process platform. */
+    public boolean isKvm() {
+        return kvmApiVersion != 0;
+    }
+
     @Override
     public byte[] supportedCpuid() {
         return supportedCpuid.clone();

@@ -20,6 +20,11 @@ public final class ProcessStates {
     private static final int FS = 3, GS = 4;
     private static final int EVENTS_BYTES = 64;
     private static final long CPUID_OSXSAVE = 1L << 27;
+    /**
+     * The XSAVE area is stored at least this large: KVM's kvm_xsave region, the same
+     * standard-format layout padded to 4 KiB, which is what a capsule carries.
+     */
+    private static final int KVM_XSAVE_BYTES = 4096;
 
     private ProcessStates() {
     }
@@ -29,6 +34,9 @@ public final class ProcessStates {
         long[] regs = context.regs();
         long[] bases = context.segmentBases();
         byte[] xstate = context.xstate(xstateSize);
+        if (xstate.length < KVM_XSAVE_BYTES) {
+            xstate = Arrays.copyOf(xstate, KVM_XSAVE_BYTES);
+        }
         return new VcpuState(context.index(), regs, sregs(context.index(), bases[0], bases[1]),
                 VcpuState.FpuFormat.XSAVE, xstate, HostHelper.hostXcr0(), new int[0], new long[0],
                 new byte[EVENTS_BYTES], GuestModel.MP_STATE_RUNNABLE);
