@@ -154,7 +154,12 @@ final class DemoCommand {
         try {
             String extraConfig = nodeConfigText();
             Config merged = checkedConfig(extraConfig);
-            checkKvm(merged.getString("vmfork.vmm.kvm-device"));
+            io.vmfork.vmm.platform.PlatformChoice platform = io.vmfork.vmm.platform.PlatformChoice.decide(
+                    merged.getString("vmfork.vmm.platform"), merged.getString("vmfork.vmm.kvm-device"));
+            if (!platform.isProcess()) {
+                checkKvm(merged.getString("vmfork.vmm.kvm-device"));
+            }
+            System.err.println("vmfork demo: platform " + platform);
 
             progress.step("starting " + options.nodes() + " nodes (vmfork node, one JVM each)");
             long t0 = System.nanoTime();

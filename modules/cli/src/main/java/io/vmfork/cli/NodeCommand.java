@@ -41,6 +41,7 @@ final class NodeCommand {
             System.err.println("vmfork node: cannot start: " + e);
             return Main.EX_UNAVAILABLE;
         }
+        System.err.println("vmfork node: platform " + node.vmm().platform());
         System.err.println("vmfork node: host " + node.settings().hostId() + " (" + node.settings().hostName()
                 + ") at " + node.system().address() + ", seeds " + node.settings().seedNodes()
                 + node.statusServer().map(st -> ", status at http://" + node.settings().hostname() + ":" + st.port()

@@ -40,9 +40,10 @@ final class RunCommand {
         }
         VmSession session = new VmSession();
         try (Vmm vmm = Vmm.open(settings)) {
+            System.err.println("vmfork run: platform " + vmm.platform());
             VirtualMachine vm = vmm.launch(new VmSpec(image, memory, vcpus, vmType, session.listener()));
             return session.attach(vm, requests, timeout, guest);
-        } catch (KvmException e) {
+        } catch (KvmException | io.vmfork.vmm.platform.process.ProcessPlatformException e) {
             System.err.println("vmfork run: " + e.getMessage());
             return Main.EX_UNAVAILABLE;
         } catch (LaunchException e) {

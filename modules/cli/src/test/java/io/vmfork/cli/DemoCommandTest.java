@@ -199,11 +199,12 @@ class DemoCommandTest {
         }
     }
 
-    /** Without a KVM device the demo says so before it starts anything. */
+    /** Asked for KVM (vmfork.vmm.platform = kvm) without a KVM device, the demo says so before it starts anything. */
     @Test
     void withoutKvmTheDemoStartsNoNode(@TempDir Path dir) throws Exception {
         Path conf = dir.resolve("no-kvm.conf");
-        Files.writeString(conf, "vmfork.vmm.kvm-device = \"" + dir.resolve("no-kvm") + "\"\n");
+        Files.writeString(conf, "vmfork.vmm.platform = kvm\nvmfork.vmm.kvm-device = \"" + dir.resolve("no-kvm")
+                + "\"\n");
         Demo d = start(dir, "k", List.of(), "--node-config", conf.toString());
         assertEquals(Main.EX_UNAVAILABLE, d.await(), d.stdout() + d.stderr());
         assertTrue(d.stderr().contains(dir.resolve("no-kvm") + " does not exist: this machine offers no KVM"),

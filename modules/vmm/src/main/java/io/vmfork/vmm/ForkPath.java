@@ -103,7 +103,7 @@ final class ForkPath {
         // ever sees it half-way. Remote copies are shipped after all that, the parent running.
         caller.inRestartableHypercall = true;
         vm.control().enterStable(caller);
-        lock.lock();
+        lockServingTasks(caller);
         try {
             // 1. block
             boolean paused;
@@ -176,6 +176,24 @@ final class ForkPath {
         prepareNextFreeze(m);
         return result;
     }
+
+    /**
+     * Takes the fork lock for a FORK's caller, which is stable meanwhile: whoever holds the
+     * lock may be capturing this VM, and on the process platform that needs this vCPU's own
+     * thread (ptrace), so the wait serves what it is asked for.
+     */
+    private void lockServingTasks(Vcpu caller) {
+        try {
+            while (!lock.tryLock(LOCK_POLL_MICROS, java.util.concurrent.TimeUnit.MICROSECONDS)) {
+                vm.control().serveTasks(caller);
+            }
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            lock.lock();
+        }
+    }
+
+    private static final long LOCK_POLL_MICROS = 200;
 
     /**
      * Forks vm VM from outside: its vCPUs are kicked out of KVM_RUN (not waited for),
@@ -392,7 +410,8 @@ final class ForkPath {
             }
             DeviceState devices = new DeviceState(vm.console().bytesWritten(), vm.channel().queuedRequests(),
                     vm.channel().isClosed(), vm.isReady());
-            MachineState ms = new MachineState(vm.identity(), memory.size(), new byte[0], 0, states, devices);
+            MachineState ms = new MachineState(vm.identity(), memory.size(), vm.vmm().cpuidEntries(), 0, states,
+                    devices);
             lastPageWorkNanos = tScanned - t0;
             return new Snapshot(ms, f.image());
         } catch (RuntimeException e) {

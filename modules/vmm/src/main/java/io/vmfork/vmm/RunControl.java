@@ -229,6 +229,11 @@ final class RunControl {
         return f;
     }
 
+    /** On v's own thread, waiting for something other than this monitor: runs what was left for it. */
+    void serveTasks(Vcpu v) {
+        runTasks(v);
+    }
+
     /**
      * On v's own thread, not holding this monitor (a task may wait for the kernel, and
      * what it waits for may need another vCPU's thread to take this monitor): what

@@ -53,8 +53,12 @@ public final class Vmm implements AutoCloseable {
         this.settings = settings;
         this.kvm = null;
         this.cpuid = null;
-        this.cpuidEntries = new byte[0];
-        this.caps = null;
+        // The CPUID a guest here runs with is the host CPU's own (cpuid is not intercepted).
+        this.cpuidEntries = io.vmfork.vmm.capsule.CpuFeatures.hostObserved();
+        // What a capsule may carry here: the XSAVE area (as KVM's 4 KiB region), XCR0, and the
+        // MSRs a KVM capture lists (a process-platform vCPU keeps only the FS/GS bases of them).
+        this.caps = new VcpuStates.HostCaps(true, io.vmfork.kvm.KvmVcpu.XSAVE_SIZE, false, true,
+                io.vmfork.kvm.x86.Msr.GUEST_VISIBLE.clone());
         this.pool = null;
         this.processPlatform = processPlatform;
         this.platform = platform;
@@ -189,6 +193,11 @@ public final class Vmm implements AutoCloseable {
     /** The CPUID every VM booted here gets (and every pooled vCPU has); shared, never changed. */
     Cpuid cpuid() {
         return cpuid;
+    }
+
+    /** The CPUID entries (kvm_cpuid_entry2 layout) a VM booted here runs with. */
+    byte[] cpuidEntries() {
+        return cpuidEntries.clone();
     }
 
     /** Whether {@code entries} (a captured VM's CPUID) is this host's {@link #cpuid()}. */

@@ -56,6 +56,7 @@ import org.apache.pekko.management.javadsl.PekkoManagement;
  *   "load":    this host's load as its admission ledger counts it now
  *              { "vms", "memory_used", "memory_free", "vcpus_used", "vcpus_free", "free_slots",
  *                "capacity": { "guest_memory", "vm_slots", "vcpus" } },
+ *   (and in "host": "platform": { "name": "kvm" or "process", "reason" })
  *   "cluster": { "leader", "members": [ { "address", "status", "reachable", "roles",
  *                "host": the member's last replicated load report (with "host_id",
  *                "host_name", "sequence" and the fields of "load"), or null } ],
@@ -82,7 +83,8 @@ public final class NodeStatusServer {
     private final ClusterPage page;
 
     private NodeStatusServer(ActorSystem<?> system, NodeSettings settings, AdmissionLedger admission,
-                             int port, ClusterPage page) {
+                             int port, ClusterPage page, io.vmfork.vmm.platform.PlatformChoice platform) {
+        this.platform = platform;
         this.system = system;
         this.settings = settings;
         this.admission = admission;
@@ -114,9 +116,12 @@ public final class NodeStatusServer {
      * @throws IllegalStateException if the port cannot be bound
      */
     static NodeStatusServer start(ActorSystem<?> system, NodeSettings settings, AdmissionLedger admission,
-                                  int port, ClusterPage page) {
-        return new NodeStatusServer(system, settings, admission, port, page);
+                                  int port, ClusterPage page, io.vmfork.vmm.platform.PlatformChoice platform) {
+        return new NodeStatusServer(system, settings, admission, port, page, platform);
     }
+
+    /** Where this host's guests run and why (vmfork.vmm.platform). */
+    private final io.vmfork.vmm.platform.PlatformChoice platform;
 
     /** The cluster page it serves. */
     public ClusterPage page() {
@@ -193,6 +198,9 @@ public final class NodeStatusServer {
         host.put("address", self.address().toString());
         host.put("status", self.status().toString());
         host.put("reachable", !unreachable.contains(self));
+        ObjectNode p = host.putObject("platform");
+        p.put("name", platform.name());
+        p.put("reason", platform.reason());
 
         HostLoad mine = admission.current(settings.hostId(), settings.hostName(), self.address().toString());
         putLoad(root.putObject("load"), mine);

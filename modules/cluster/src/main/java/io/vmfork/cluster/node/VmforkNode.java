@@ -136,7 +136,8 @@ public final class VmforkNode implements AutoCloseable {
             Optional<NodeStatusServer> status = Optional.empty();
             if (settings.statusHttpPort() >= 0) {
                 NodeStatusServer server = NodeStatusServer.start(system, settings, admission,
-                        settings.statusHttpPort(), ClusterPage.create(system, cluster, settings.hostId(), pageSettings));
+                        settings.statusHttpPort(), ClusterPage.create(system, cluster, settings.hostId(), pageSettings),
+                        vmm.platform());
                 system.log().info("vmfork node: host {} serves its status at http://{}:{}/status and the cluster"
                         + " page at http://{}:{}/", settings.hostId(), settings.hostname(), server.port(),
                         settings.hostname(), server.port());
