@@ -12,15 +12,12 @@ import java.util.List;
 import java.util.Optional;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.extension.ExtendWith;
-import io.vmfork.vmm.platform.HostPlatforms;
-import org.junit.jupiter.api.condition.EnabledIf;
 
 /**
  * Membership of nodes that are separate JVMs, seen through each node's {@code GET /status}:
  * forming, a late joiner, a node killed with SIGKILL, a duplicate host id.
  */
 @ExtendWith(MultiJvmExtension.class)
-@EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#vmmRunsOnKvm", disabledReason = HostPlatforms.KVM_ONLY)
 class ClusterMembershipTest {
     // JVM start, join and first report on two shared cores.
     private static final Duration FORM = Duration.ofSeconds(60);

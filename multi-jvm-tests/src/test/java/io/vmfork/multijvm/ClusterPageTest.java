@@ -39,8 +39,6 @@ import org.openqa.selenium.chrome.ChromeDriver;
 import org.openqa.selenium.chrome.ChromeDriverService;
 import org.openqa.selenium.chrome.ChromeOptions;
 import org.openqa.selenium.support.ui.WebDriverWait;
-import io.vmfork.vmm.platform.HostPlatforms;
-import org.junit.jupiter.api.condition.EnabledIf;
 
 /**
  * The cluster page in a real headless browser (Debian's chromium, driven through its
@@ -54,7 +52,6 @@ import org.junit.jupiter.api.condition.EnabledIf;
  * the page in {@code target/cluster-page.png}.
  */
 @ExtendWith(MultiJvmExtension.class)
-@EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#vmmRunsOnKvm", disabledReason = HostPlatforms.KVM_ONLY)
 class ClusterPageTest {
     private static final Duration FORM = Duration.ofSeconds(60);
     private static final Duration WAIT = Duration.ofSeconds(60);

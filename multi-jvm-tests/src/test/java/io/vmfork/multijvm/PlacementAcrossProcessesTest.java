@@ -19,8 +19,6 @@ import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.extension.ExtendWith;
-import io.vmfork.vmm.platform.HostPlatforms;
-import org.junit.jupiter.api.condition.EnabledIf;
 
 /**
  * Placement with the hosts in three node JVMs and the test JVM as a member without
@@ -33,7 +31,6 @@ import org.junit.jupiter.api.condition.EnabledIf;
  * each vm_type has an entity (and a view) of its own.
  */
 @ExtendWith(MultiJvmExtension.class)
-@EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#vmmRunsOnKvm", disabledReason = HostPlatforms.KVM_ONLY)
 class PlacementAcrossProcessesTest {
     private static final Duration FORM = Duration.ofSeconds(60);
     private static final Duration DOWNED = Duration.ofSeconds(30);

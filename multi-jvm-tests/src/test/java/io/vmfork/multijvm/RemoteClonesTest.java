@@ -48,8 +48,6 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.extension.ExtendWith;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.ValueSource;
-import io.vmfork.vmm.platform.HostPlatforms;
-import org.junit.jupiter.api.condition.EnabledIf;
 
 /**
  * Remote clones between node JVMs, with real KVM VMs, driven through the application API
@@ -62,7 +60,6 @@ import org.junit.jupiter.api.condition.EnabledIf;
  * application.
  */
 @ExtendWith(MultiJvmExtension.class)
-@EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#vmmRunsOnKvm", disabledReason = HostPlatforms.KVM_ONLY)
 class RemoteClonesTest {
         private static final long MIB = 1L << 20;
 

@@ -45,8 +45,6 @@ import org.apache.pekko.actor.typed.Props;
 import org.apache.pekko.actor.typed.javadsl.Behaviors;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.extension.ExtendWith;
-import io.vmfork.vmm.platform.HostPlatforms;
-import org.junit.jupiter.api.condition.EnabledIf;
 
 /**
  * Real KVM VMs in node JVMs, driven through the application API ({@link VmCluster}) from
@@ -58,7 +56,6 @@ import org.junit.jupiter.api.condition.EnabledIf;
  * is checked against what the API says.
  */
 @ExtendWith(MultiJvmExtension.class)
-@EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#vmmRunsOnKvm", disabledReason = HostPlatforms.KVM_ONLY)
 class VmsAcrossProcessesTest {
     private static final Duration DOWNED = Duration.ofSeconds(30);
     private static final long MIB = 1L << 20;

@@ -9,11 +9,8 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
-import io.vmfork.vmm.platform.HostPlatforms;
-import org.junit.jupiter.api.condition.EnabledIf;
 
 /** The vmfork command, in process, on real VMs. */
-@EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#vmmRunsOnKvm", disabledReason = HostPlatforms.KVM_ONLY)
 class CliTest {
     private record Result(int code, String out, String err) {
     }
@@ -53,7 +50,9 @@ class CliTest {
     void aCrashIsReportedWithItsReason() {
         Result r = vmfork("run", "crash");
         assertEquals(Main.EX_SOFTWARE, r.code());
-        assertTrue(r.err().contains("VM crashed: guest crashed: triple fault"), r.err());
+        // KVM: a triple fault; the process platform names the page fault itself.
+        assertTrue(r.err().contains("VM crashed: guest crashed: triple fault")
+                || r.err().contains("VM crashed: guest crashed: access to guest-physical"), r.err());
         assertTrue(r.err().contains("rip=0x"), r.err());
     }
 

@@ -20,8 +20,6 @@ import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
-import io.vmfork.vmm.platform.HostPlatforms;
-import org.junit.jupiter.api.condition.EnabledIf;
 
 /**
  * {@code vmfork demo} as a person runs it: a JVM of its own ({@code java -cp <class path>
@@ -99,7 +97,6 @@ class DemoCommandTest {
      * serves each node's status until it is stopped like Ctrl-C (SIGTERM). Neither leaves a
      * node JVM behind.
      */
-    @EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#vmmRunsOnKvm", disabledReason = HostPlatforms.KVM_ONLY)
     @Test
     void twoDemosAtOnceShowChildrenAndClonesServeEveryRequestAndLeaveNoNodeBehind(@TempDir Path dir)
             throws Exception {
@@ -174,7 +171,6 @@ class DemoCommandTest {
      * A node that cannot start because its port is taken: the demo stops, names the port and
      * shows the last lines of the node's log, exits 69 and leaves no node running.
      */
-    @EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#vmmRunsOnKvm", disabledReason = HostPlatforms.KVM_ONLY)
     @Test
     void aNodeWhosePortIsTakenFailsTheDemoWithItsLogAndLeavesNothing(@TempDir Path dir) throws Exception {
         try (ServerSocket taken = new ServerSocket(0, 50, InetAddress.getLoopbackAddress())) {

@@ -11,15 +11,12 @@ import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.ValueSource;
-import io.vmfork.vmm.platform.HostPlatforms;
-import org.junit.jupiter.api.condition.EnabledIf;
 
 /**
  * A node started with --parent-pid ends when that process is SIGKILLed: through
  * {@code vmfork node} (as LocalCluster starts them for the demo and the benchmarks) and
  * through the node's own main class (as the multi-JVM tests may).
  */
-@EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#vmmRunsOnKvm", disabledReason = HostPlatforms.KVM_ONLY)
 class NodeParentWatchTest {
     @ParameterizedTest
     @ValueSource(strings = {"vmfork node", "VmforkNode"})

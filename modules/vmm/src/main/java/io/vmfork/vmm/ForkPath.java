@@ -438,6 +438,7 @@ final class ForkPath {
             throw e;
         }
         old.kill();
+        old.reapAll();
         List<Vcpu> all = vm.vcpuList();
         // Two rounds, each vCPU on its own thread: all trace their new threads (the last
         // lets the new process confine itself and stop), then each takes up its state.
@@ -447,7 +448,7 @@ final class ForkPath {
         });
         onEachVcpu(all, i -> {
             var context = (io.vmfork.vmm.platform.process.ProcessExecContext) all.get(i).context();
-            context.finishMove(old, states.get(i).fpu());
+            context.finishMove(states.get(i).fpu());
         });
         vm.moveToProcess(next);
         old.release();

@@ -22,8 +22,6 @@ import java.util.List;
 import java.util.Random;
 import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.Test;
-import io.vmfork.vmm.platform.HostPlatforms;
-import org.junit.jupiter.api.condition.EnabledIf;
 
 /**
  * A structure-aware capsule fuzzer: each case edits a real guest's capsule through the

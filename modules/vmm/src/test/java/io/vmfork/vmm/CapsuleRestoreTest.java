@@ -11,8 +11,6 @@ import java.io.ByteArrayOutputStream;
 import java.util.Arrays;
 import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.Test;
-import io.vmfork.vmm.platform.HostPlatforms;
-import org.junit.jupiter.api.condition.EnabledIf;
 
 /** A real VM through a capsule and back, on the same host; bad capsules start nothing. */
 class CapsuleRestoreTest extends VmmTestBase {

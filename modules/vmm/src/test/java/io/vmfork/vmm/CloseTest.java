@@ -6,8 +6,6 @@ import io.vmfork.vmm.guest.Guests;
 import java.nio.charset.StandardCharsets;
 import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.Test;
-import io.vmfork.vmm.platform.HostPlatforms;
-import org.junit.jupiter.api.condition.EnabledIf;
 
 /** Closing a VMM ends every VM, including the ones being born, and returns only when all are released. */
 class CloseTest {

@@ -7,8 +7,6 @@ import io.vmfork.vmm.guest.Guests;
 import java.util.List;
 import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.Test;
-import io.vmfork.vmm.platform.HostPlatforms;
-import org.junit.jupiter.api.condition.EnabledIf;
 
 /** A fork that cannot be satisfied gets an error code; a fork loop cannot take the host down. */
 class ForkLimitsTest {

@@ -8,8 +8,6 @@ import io.vmfork.vmm.memory.GuestMemory;
 import java.util.List;
 import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.Test;
-import io.vmfork.vmm.platform.HostPlatforms;
-import org.junit.jupiter.api.condition.EnabledIf;
 
 /**
  * A fork of a parent that wrote much since its previous fork copies those pages after the

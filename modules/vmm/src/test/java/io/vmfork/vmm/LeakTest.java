@@ -7,8 +7,6 @@ import io.vmfork.vmm.guest.Guests;
 import java.util.ArrayList;
 import java.util.List;
 import org.junit.jupiter.api.Test;
-import io.vmfork.vmm.platform.HostPlatforms;
-import org.junit.jupiter.api.condition.EnabledIf;
 
 /**
  * Every fd, memfd, mapping and thread of a VM is released when it ends, whichever way it

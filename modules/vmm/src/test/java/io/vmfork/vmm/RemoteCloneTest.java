@@ -29,8 +29,6 @@ import java.util.regex.Pattern;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
-import io.vmfork.vmm.platform.HostPlatforms;
-import org.junit.jupiter.api.condition.EnabledIf;
 
 /**
  * Remote clones between two VMMs in one JVM standing for two hosts (ids 1 and 2): the

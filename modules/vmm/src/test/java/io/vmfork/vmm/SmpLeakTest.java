@@ -5,8 +5,6 @@ import static org.junit.jupiter.api.Assertions.*;
 import io.vmfork.vmm.guest.Guests;
 import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.Test;
-import io.vmfork.vmm.platform.HostPlatforms;
-import org.junit.jupiter.api.condition.EnabledIf;
 
 /**
  * A VM with several vCPUs, started and not started, and its fork children leave no vCPU

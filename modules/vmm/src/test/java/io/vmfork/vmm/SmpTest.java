@@ -12,8 +12,6 @@ import java.util.concurrent.TimeUnit;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 import org.junit.jupiter.api.Test;
-import io.vmfork.vmm.platform.HostPlatforms;
-import org.junit.jupiter.api.condition.EnabledIf;
 
 /**
  * Guests with several vCPUs (docs/hypercalls.md, "Several vCPUs"), on real VMs, with the

@@ -9,8 +9,6 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.Test;
-import io.vmfork.vmm.platform.HostPlatforms;
-import org.junit.jupiter.api.condition.EnabledIf;
 
 /**
  * The x87, SSE, AVX and AVX-512 state a guest can observe survives a fork, an external

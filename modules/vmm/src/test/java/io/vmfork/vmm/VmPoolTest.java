@@ -9,8 +9,6 @@ import io.vmfork.vmm.state.VcpuState;
 import java.util.List;
 import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.Test;
-import io.vmfork.vmm.platform.HostPlatforms;
-import org.junit.jupiter.api.condition.EnabledIf;
 
 /**
  * The pool of ready KVM VMs: fork children, clones and launches take from it and it

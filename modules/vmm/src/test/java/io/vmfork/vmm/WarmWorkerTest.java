@@ -6,8 +6,6 @@ import io.vmfork.vmm.guest.Guests;
 import java.nio.charset.StandardCharsets;
 import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.Test;
-import io.vmfork.vmm.platform.HostPlatforms;
-import org.junit.jupiter.api.condition.EnabledIf;
 
 /** The warm worker builds its index, says it is ready, then answers requests correctly. */
 class WarmWorkerTest extends VmmTestBase {

@@ -117,6 +117,22 @@ public final class GuestProcesses {
         return true;
     }
 
+    /**
+     * Reaps {@code tid} (a thread of a killed guest process, or the process itself) if it
+     * has ended, without waiting: true when it is gone (reaped now, or before).
+     */
+    public static boolean reapIfEnded(int tid) {
+        int rc = vmfork_proc_reap(tid, 1);
+        if (rc == -Errno.ECHILD) {
+            return true;
+        }
+        if (rc == -Errno.EAGAIN) {
+            return false;
+        }
+        check(rc, "waitpid");
+        return (rc & 0xff) != 0x7f; // a stop reported late is not an end
+    }
+
     /** Waits for the traced thread's next stop without resuming it; a STOP_ kind as {@link #run}. */
     public static int await(int tid, long[] regsOut, long[] info) {
         return check(vmfork_proc_wait(tid, regsOut, info), "waitpid (ptrace)");

@@ -26,8 +26,6 @@ import org.apache.pekko.cluster.MemberStatus;
 import org.apache.pekko.cluster.typed.Cluster;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
-import io.vmfork.vmm.platform.HostPlatforms;
-import org.junit.jupiter.api.condition.EnabledIf;
 
 /**
  * The application API and the HostActor on a real node of its own cluster, running real
@@ -36,7 +34,6 @@ import org.junit.jupiter.api.condition.EnabledIf;
  * past capacity, errors for unknown, stopped and missing things, lifecycle events and
  * console output. After each test the node stops and its VMM holds no VM.
  */
-@EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#vmmRunsOnKvm", disabledReason = HostPlatforms.KVM_ONLY)
 class VmClusterTest {
     private static final Duration WAIT = Duration.ofSeconds(30);
     private final List<VmforkNode> nodes = new ArrayList<>();

@@ -9,11 +9,8 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.stream.Stream;
 import org.junit.jupiter.api.Test;
-import io.vmfork.vmm.platform.HostPlatforms;
-import org.junit.jupiter.api.condition.EnabledIf;
 
 /** The node-start warm-up writes and reads back a capsule the reader accepts, and leaves no VM or memfd. */
-@EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#vmmRunsOnKvm", disabledReason = HostPlatforms.KVM_ONLY)
 class CapsuleWarmupTest {
     @Test
     void theWarmUpsCapsulesAreAcceptedAndNothingIsLeft() throws Exception {

@@ -21,8 +21,6 @@ import java.util.List;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
-import io.vmfork.vmm.platform.HostPlatforms;
-import org.junit.jupiter.api.condition.EnabledIf;
 
 /**
  * The target's side of an offer, on a real VMM: a target that runs out of room admits what
@@ -30,7 +28,6 @@ import org.junit.jupiter.api.condition.EnabledIf;
  * connection that names no offer, or a spent token, is refused, and a capsule cut short
  * frees the copies it had admitted.
  */
-@EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#vmmRunsOnKvm", disabledReason = HostPlatforms.KVM_ONLY)
 class CloneTargetTest {
     private static final long MIB = 1L << 20;
 

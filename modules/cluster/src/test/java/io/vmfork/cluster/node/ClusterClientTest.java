@@ -20,14 +20,11 @@ import org.apache.pekko.cluster.ddata.LWWMap;
 import org.apache.pekko.cluster.ddata.typed.javadsl.DistributedData;
 import org.apache.pekko.cluster.ddata.typed.javadsl.Replicator;
 import org.junit.jupiter.api.Test;
-import io.vmfork.vmm.platform.HostPlatforms;
-import org.junit.jupiter.api.condition.EnabledIf;
 
 /**
  * A client member joins a one-node cluster and drives a real VM on the node through the
  * application API, while placement never counts the client as a host.
  */
-@EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#vmmRunsOnKvm", disabledReason = HostPlatforms.KVM_ONLY)
 class ClusterClientTest {
     @Test
     void aClientJoinsLaunchesWherePlacementSaysAndIsNeverAHost() throws Exception {

@@ -21,8 +21,6 @@ import org.apache.pekko.cluster.MemberStatus;
 import org.apache.pekko.cluster.typed.Cluster;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
-import io.vmfork.vmm.platform.HostPlatforms;
-import org.junit.jupiter.api.condition.EnabledIf;
 
 /** Nodes started by {@link VmforkNode#start}, several in this JVM on loopback ports. */
 class VmforkNodeTest {
@@ -62,7 +60,6 @@ class VmforkNodeTest {
         }
     }
 
-    @EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#vmmRunsOnKvm", disabledReason = HostPlatforms.KVM_ONLY)
     @Test
     void aNodeWithoutSeedsFormsAClusterAndPlacesOnItsHostWithinItsCapacity() throws Exception {
         VmforkNode n = start(11, null);
@@ -91,7 +88,6 @@ class VmforkNodeTest {
         assertEquals("no capacity for 6 of " + (slots + 5) + " VMs", rest.shortfall());
     }
 
-    @EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#vmmRunsOnKvm", disabledReason = HostPlatforms.KVM_ONLY)
     @Test
     void aSecondNodeWithAHostIdAlreadyInTheClusterIsRefused() throws Exception {
         VmforkNode first = start(5, null);
@@ -110,7 +106,6 @@ class VmforkNodeTest {
         assertTrue(other.shutdownReason().isEmpty());
     }
 
-    @EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#vmmRunsOnKvm", disabledReason = HostPlatforms.KVM_ONLY)
     @Test
     void aHostRestartedAtItsAddressAfterACrashRejoinsWithItsId() throws Exception {
         VmforkNode first = start(8, null);

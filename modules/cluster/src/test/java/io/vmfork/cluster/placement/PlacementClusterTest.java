@@ -28,15 +28,12 @@ import org.apache.pekko.actor.testkit.typed.javadsl.TestProbe;
 import org.apache.pekko.actor.testkit.typed.javadsl.ActorTestKit;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
-import io.vmfork.vmm.platform.HostPlatforms;
-import org.junit.jupiter.api.condition.EnabledIf;
 
 /**
  * Placement across real cluster members (several nodes in this JVM, on loopback, each
  * reporting its own host's load with its LoadReporter): an unreachable node stops being chosen at once, a
  * removed one is forgotten, a node that joins later receives VMs.
  */
-@EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#vmmRunsOnKvm", disabledReason = HostPlatforms.KVM_ONLY)
 class PlacementClusterTest {
     private static final int SPREAD = 2;
     private final List<VmforkNode> nodes = new ArrayList<>();

@@ -32,8 +32,6 @@ import java.util.concurrent.TimeUnit;
 import java.util.stream.Stream;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
-import io.vmfork.vmm.platform.HostPlatforms;
-import org.junit.jupiter.api.condition.EnabledIf;
 
 /**
  * The cluster page's HTTP side on one node (the browser side is the multi-JVM
@@ -115,7 +113,6 @@ class ClusterPageServerTest {
         }
     }
 
-    @EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#vmmRunsOnKvm", disabledReason = HostPlatforms.KVM_ONLY)
     @Test
     void servesThePageAndAFeedThatStartsWithASnapshotAndFollowsTheVms() throws Exception {
         node = VmforkNode.start(ConfigFactory.parseString("""
@@ -193,7 +190,6 @@ class ClusterPageServerTest {
         again.body().close();
     }
 
-    @EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#vmmRunsOnKvm", disabledReason = HostPlatforms.KVM_ONLY)
     @Test
     void aBrowserThatReadsNothingHasItsFeedDroppedOnceItsBufferIsFull() throws Exception {
         node = VmforkNode.start(ConfigFactory.parseString("""

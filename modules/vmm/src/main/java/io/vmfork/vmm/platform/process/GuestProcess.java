@@ -108,12 +108,6 @@ public final class GuestProcess {
         return killed.get();
     }
 
-    private volatile boolean leaderReaped;
-
-    /** vCPU 0's tracer saw its thread end: that wait reaped the process. */
-    void leaderReaped() {
-        leaderReaped = true;
-    }
 
     /**
      * After every vCPU thread has closed its context: kills the process if it still runs
@@ -121,10 +115,49 @@ public final class GuestProcess {
      */
     public void release() {
         kill();
-        if (!leaderReaped) {
-            reapUntraced();
+        reapAll();
+    }
+
+    /**
+     * Reaps every thread of the killed process, the leader last (the kernel reports it only
+     * once the others are reaped). Any thread of the VMM may do it: a wait covers the
+     * tracees of every thread of the waiter's process, so no vCPU thread has to. In a PID
+     * namespace the process's last thread waits, in the kernel, until every other is
+     * reaped: a vCPU thread that waited for its own would wait for the others.
+     */
+    public synchronized void reapAll() {
+        if (reaped) {
+            return;
+        }
+        java.util.List<Integer> left = new java.util.ArrayList<>();
+        if (tids != null) {
+            for (int i = 1; i < tids.length; i++) {
+                left.add(tids[i]);
+            }
+        }
+        // The threads end in an order the kernel decides (in a PID namespace the last one
+        // waits until every other is reaped), so each is reaped as it ends; the leader last.
+        long deadline = System.nanoTime() + REAP_WITHIN_NANOS;
+        while (!left.isEmpty() || !reaped) {
+            boolean progress = left.removeIf(GuestProcesses::reapIfEnded);
+            if (left.isEmpty() && GuestProcesses.reapIfEnded(pid)) {
+                reaped = true;
+                break;
+            }
+            if (!progress) {
+                if (System.nanoTime() > deadline) {
+                    throw new ProcessPlatformException("guest process " + pid + " did not end within "
+                            + REAP_WITHIN_NANOS / 1_000_000 + " ms of SIGKILL (threads " + left + " left)");
+                }
+                java.util.concurrent.locks.LockSupport.parkNanos(REAP_POLL_NANOS);
+            }
         }
     }
+
+    private boolean reaped;
+    /** A killed process's threads end within microseconds; this is a bound for a broken host, not a wait. */
+    private static final long REAP_WITHIN_NANOS = 10_000_000_000L;
+    private static final long REAP_POLL_NANOS = 50_000;
 
     /** Reaps the process when no tracer will (it was never seized, or its tracers are gone). */
     void reapUntraced() {

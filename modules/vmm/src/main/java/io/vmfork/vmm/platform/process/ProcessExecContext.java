@@ -151,24 +151,12 @@ public final class ProcessExecContext implements ExecContext {
 
     /**
      * First half of a move to {@code next} (the VM was frozen and goes on from the image in
-     * a new process, the old one killed): reaps this vCPU's thread in the old process,
-     * except vCPU 0's (the kernel reports the leader only once every other thread is
-     * reaped, which the other vCPUs' threads do in this same step), then traces its thread
-     * in the new one. Nothing here waits for another vCPU's thread: it may run under the
-     * VM's run-control monitor. On the vCPU's own thread.
+     * a new process; the old one is killed and reaped by the mover): traces this vCPU's
+     * thread in the new process. Waits for nothing. On the vCPU's own thread.
      */
     public void beginMove(GuestProcess next) {
-        GuestProcess old;
         synchronized (this) {
-            old = process;
-            movedFrom = tid;
             carried = user.clone();
-        }
-        if (index != 0 && phase == Phase.READY) {
-            awaitEnd(movedFrom, old);
-            movedFrom = 0;
-        }
-        synchronized (this) {
             process = next;
             phase = Phase.NEW;
             tid = next.tid(index);
@@ -181,38 +169,19 @@ public final class ProcessExecContext implements ExecContext {
     }
 
     /**
-     * Second half of a move, once every vCPU has begun it: reaps vCPU 0's old thread, waits
-     * for the new thread to stop in the stub and gives it the state it had, with {@code
-     * xstate}. On the vCPU's own thread.
+     * Second half of a move, once every vCPU has begun it (so the new process has been let
+     * go): waits for the new thread to stop in the stub and gives it the state it had, with
+     * {@code xstate}. On the vCPU's own thread.
      */
-    public void finishMove(GuestProcess old, byte[] xstate) {
-        if (movedFrom != 0) {
-            awaitEnd(movedFrom, old);
-            movedFrom = 0;
-        }
+    public void finishMove(byte[] xstate) {
         synchronized (this) {
             pendingXstate = xstate == null ? null : xstate.clone();
         }
         stopped(carried);
     }
 
-    private int movedFrom;
     private long[] carried;
 
-    /** Waits until this vCPU's thread has ended (after a kill), which reaps it. Owner thread. */
-    private void awaitEnd(int thread, GuestProcess of) {
-        long[] regs = new long[USER_REGS];
-        for (;;) {
-            int kind = GuestProcesses.await(thread, regs, info);
-            if (kind == STOP_EXITED || kind == STOP_KILLED) {
-                break;
-            }
-        }
-        if (index == 0) {
-            of.leaderReaped();
-        }
-        phase = Phase.GONE;
-    }
 
     @Override
     public Trap run() {
@@ -430,13 +399,14 @@ public final class ProcessExecContext implements ExecContext {
      * Kills the guest process (every vCPU of the VM ends with it) and, on the tracer
      * thread, waits until this vCPU's guest thread is gone, which reaps it.
      */
+    /**
+     * Kills the guest process (every vCPU of the VM ends with it); the VM reaps it once all
+     * its vCPU threads are done ({@link GuestProcess#release}).
+     */
     @Override
     public void close() {
         closed = true;
         process.kill();
-        if (phase == Phase.READY && tid != 0) {
-            awaitEnd(tid, process);
-        }
     }
 
     /** The guest process this vCPU is in now. */
