@@ -29,6 +29,8 @@ final class BenchCommand {
         }
         args.allowOnly("json", "runs");
         try (Vmm vmm = Vmm.open(VmmSettings.load())) {
+            Stats.platform = vmm.platform().name();
+            System.err.println("vmfork bench: platform " + vmm.platform());
             switch (scenario) {
                 case "launch" -> launch(vmm, args, json);
                 case "fork" -> ForkBench.run(vmm, args, json);
@@ -39,7 +41,7 @@ final class BenchCommand {
                         + "' (launch, fork, cluster, capsule, clone, transfer)");
             }
             return 0;
-        } catch (KvmException e) {
+        } catch (KvmException | io.vmfork.vmm.platform.process.ProcessPlatformException e) {
             System.err.println("vmfork bench: " + e.getMessage());
             return Main.EX_UNAVAILABLE;
         }

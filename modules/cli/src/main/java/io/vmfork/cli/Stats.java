@@ -38,9 +38,15 @@ final class Stats {
     }
 
     /** bench, n, p50_ms, p99_ms, min_ms, max_ms, then {@code extra}. */
+    /** The platform the VMs of this JVM's benches run on ("kvm", "process"), named in every figure; null for none. */
+    static volatile String platform;
+
     Map<String, Object> fields(String bench, Map<String, Object> extra) {
         Map<String, Object> m = new LinkedHashMap<>();
         m.put("bench", bench);
+        if (platform != null) {
+            m.put("platform", platform);
+        }
         m.put("n", n());
         m.put("p50_ms", median());
         m.put("p99_ms", percentile(99));

@@ -20,10 +20,13 @@ class ForkLeakTest {
             warm.awaitTermination(VmmTesting.TIMEOUT);
             VmmTesting.quiesce(vmm);
             int pooled = VmmTesting.pooled(vmm);
-            assertEquals(vmm.settings().poolSize(), pooled, "the pool is full");
+            // KVM keeps a pool of ready VMs; the process platform has none (yet).
+            assertEquals(vmm.pool() == null ? 0 : vmm.settings().poolSize(), pooled, "the pool is full");
             int fds = VmmTesting.openFds();
             int vmFds = VmmTesting.vmFds();
-            int threads = VmmTesting.threads();
+            // VMM threads by name (vCPU, pool, launch, copier): the process's task count also
+            // moves with lazily started singletons (the unmap thread, JNA's cleaner).
+            int threads = VmmTesting.vmmThreads();
 
             VirtualMachine parent = vmm.launch(VmSpec.of(Guests.shipped("forker"), 64L << 20));
             parent.ready().get(30, TimeUnit.SECONDS);
@@ -44,7 +47,8 @@ class ForkLeakTest {
             assertEquals(300, forks);
             parent.stop();
             assertEquals(0, vmm.liveCount());
-            assertTrue(VmmTesting.settle(VmmTesting::threads, threads) <= threads, "vCPU threads left behind");
+            assertTrue(VmmTesting.settle(VmmTesting::vmmThreads, threads) <= threads, () -> "vCPU threads left behind: "
+                    + Thread.getAllStackTraces().keySet().stream().map(Thread::getName).sorted().toList());
             VmmTesting.quiesce(vmm);
             VmmTesting.assertNoFdLeft(fds, vmFds);
             assertEquals(0, VmmTesting.memfds(), "memfds left behind");

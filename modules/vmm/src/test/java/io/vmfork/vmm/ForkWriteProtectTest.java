@@ -8,6 +8,7 @@ import io.vmfork.vmm.memory.GuestMemory;
 import java.util.List;
 import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.condition.EnabledIf;
 
 /**
  * A fork of a parent that wrote much since its previous fork copies those pages after the
@@ -15,6 +16,7 @@ import org.junit.jupiter.api.Test;
  * The parent races the copy by rewriting all its memory at once; children must see the
  * memory of the instant of the fork, never a page the parent wrote afterwards.
  */
+@EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#vmmRunsOnKvm", disabledReason = "KVM-only by nature: the KVM platform's write-protect copy after resume (the process platform copies in the pause)")
 class ForkWriteProtectTest extends VmmTestBase {
     static VirtualMachine forker(Announcements a, int heapMib) throws Exception {
         VirtualMachine vm = vmm.launch(VmSpec.of(Guests.shipped("forker"), (heapMib + 16L) << 20).withListener(a));

@@ -9,12 +9,14 @@ import io.vmfork.vmm.state.VcpuState;
 import java.util.List;
 import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.condition.EnabledIf;
 
 /**
  * The pool of ready KVM VMs: fork children, clones and launches take from it and it
  * refills; a launch that fails after taking one releases it; closing the VMM leaves no VM,
  * vCPU, fd, mapping or thread, even while the pool is refilling.
  */
+@EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#vmmRunsOnKvm", disabledReason = "KVM-only by nature: the pool of ready KVM VMs")
 class VmPoolTest {
     private static Vmm vmmWithPool(int size) {
         return Vmm.open(VmmSettings.create(ConfigFactory.parseString("vmfork.vmm.pool.size = " + size)

@@ -162,7 +162,8 @@ public final class CapsuleWriter {
         CapsuleHeader.Builder hb = header(state, stateProto.getCpuidList(), sourceHostId, sourceHostName,
                 kvmApiVersion).toBuilder()
                 .addAllObservedCpuid(StateCodec.encodeCpuid(observedCpuid))
-                .setObservedXcr0(observedXcr0);
+                .setObservedXcr0(observedXcr0)
+                .setSourcePlatform(kvmApiVersion == 0 ? "process" : "kvm");
         if (delta) {
             hb.setFlags(hb.getFlags() | CapsuleFormat.FLAG_DELTA)
                     .setBaseImage(com.google.protobuf.ByteString.copyFrom(baseKey));
