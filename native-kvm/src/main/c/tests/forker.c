@@ -24,6 +24,7 @@
  *                   copy that is not remote); children announce themselves as with fork,
  *                   followed by " t=<CLOCK monotonic_ns read first thing after FORK>"
  *   born            "born=<t>": an rfork copy's t (0 in any other VM)
+ *   hcloop N        makes N VCPU_INDEX hypercalls back to back, "looped <N>" (bench hypercall)
  *   fill MIB        rewrites the first MIB MiB of the heap with fresh pseudo-random words
  *                   (incompressible, different at every call), "filled <MIB>"
  *   forkw MIB       forks one copy; the parent at once adds 1 to one word per page of the
@@ -399,6 +400,16 @@ int main(void)
             size_t o = 0;
             for (int i = 0; i < 8; i++)
                 o += (size_t)vmf_snprintf(out + o, sizeof out - o, "%02x", b[i]);
+            reply(out);
+        } else if (len > 7 && strncmp(req, "hcloop ", 7) == 0) {
+            uint64_t w[1];
+            if (parse_words(req + 7, len - 7, w, 1) != 1) {
+                reply("error: hcloop N");
+                continue;
+            }
+            for (uint64_t i = 0; i < w[0]; i++)
+                vmf_hypercall(VMF_HC_VCPU_INDEX, 0);
+            vmf_snprintf(out, sizeof out, "looped %lu", (unsigned long)w[0]);
             reply(out);
         } else if (len == 4 && strncmp(req, "stop", 4) == 0) {
             reply("bye");

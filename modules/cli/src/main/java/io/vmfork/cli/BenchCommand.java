@@ -19,7 +19,7 @@ final class BenchCommand {
     }
 
     static int run(Args args) {
-        String scenario = args.positional(0, "SCENARIO (launch, fork, cluster, capsule, clone, transfer)");
+        String scenario = args.positional(0, "SCENARIO (launch, fork, hypercall, cluster, capsule, clone, transfer)");
         boolean json = args.flag("json");
         if (scenario.equals("transfer")) {
             // Two JVMs and sockets, no VM: no /dev/kvm needed.
@@ -34,11 +34,12 @@ final class BenchCommand {
             switch (scenario) {
                 case "launch" -> launch(vmm, args, json);
                 case "fork" -> ForkBench.run(vmm, args, json);
+                case "hypercall" -> HypercallBench.run(vmm, args, json);
                 case "cluster" -> ClusterBench.run(vmm, args, json);
                 case "capsule" -> CompressionBench.run(vmm, args, json);
                 case "clone" -> CloneBench.run(args, json);
                 default -> throw new Args.UsageException("unknown scenario '" + scenario
-                        + "' (launch, fork, cluster, capsule, clone, transfer)");
+                        + "' (launch, fork, hypercall, cluster, capsule, clone, transfer)");
             }
             return 0;
         } catch (KvmException | io.vmfork.vmm.platform.process.ProcessPlatformException e) {

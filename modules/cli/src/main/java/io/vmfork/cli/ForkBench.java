@@ -729,7 +729,7 @@ final class ForkBench {
 
     // ---- message channel ---------------------------------------------------------------
 
-    private static String ask(VirtualMachine vm, String request) {
+    static String ask(VirtualMachine vm, String request) {
         return await(vm, request, vm.channel().request(request.getBytes(StandardCharsets.UTF_8)));
     }
 

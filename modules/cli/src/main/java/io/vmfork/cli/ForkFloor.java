@@ -58,7 +58,7 @@ final class ForkFloor {
         }
     }
 
-    private static String run(List<String> cmd, long timeoutS, String name) throws IOException {
+    static String run(List<String> cmd, long timeoutS, String name) throws IOException {
         Process p;
         try {
             p = new ProcessBuilder(cmd).redirectErrorStream(true).start();
@@ -120,7 +120,7 @@ final class ForkFloor {
         return s.substring(1, s.length() - 1);
     }
 
-    private static void deleteTree(Path dir) {
+    static void deleteTree(Path dir) {
         try (Stream<Path> s = Files.walk(dir)) {
             for (Path p : s.sorted(Comparator.reverseOrder()).toList()) {
                 Files.deleteIfExists(p);

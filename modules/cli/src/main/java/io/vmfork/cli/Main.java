@@ -82,7 +82,7 @@ public final class Main {
                       names the key) or the cluster already has a node with its host id, 69 if
                       the node cannot start (e.g. its port is in use). With --parent-pid it
                       stops once process PID is gone (tools that start nodes use it).
-                  bench launch|fork|cluster|capsule|clone [--json] [--runs N]
+                  bench launch|fork|hypercall|cluster|capsule|clone [--json] [--runs N]
                       Cold-launch benchmarks: launch.cold, launch.cold_warm_worker. Fork benchmarks:
                       fork.c_floor, fork.local, fork.fanout_local, fork.parent_blocked,
                       fork.parent_write_after_fork, fork.vs_cold, fork.memory_per_child, capsule.size.

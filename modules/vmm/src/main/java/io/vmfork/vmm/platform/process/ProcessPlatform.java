@@ -30,8 +30,18 @@ public final class ProcessPlatform implements AutoCloseable {
     private final ExecutorService spawner;
     private final int xstateSize;
     private volatile boolean closed;
+    /**
+     * Guest processes spawned ahead, waiting for their launch (vmfork.vmm.pool.size of
+     * them): spawning (clone, six namespaces, a tmpfs root, exec) is the bulk of a cold
+     * launch here, and a launch that finds one ready skips it. Refilled by the spawner
+     * thread after each take.
+     */
+    private final java.util.concurrent.LinkedBlockingQueue<GuestProcess> ready =
+            new java.util.concurrent.LinkedBlockingQueue<>();
+    private final int poolSize;
 
-    private ProcessPlatform(Memfd stub) {
+    private ProcessPlatform(Memfd stub, int poolSize) {
+        this.poolSize = poolSize;
         this.stub = stub;
         this.spawner = Executors.newSingleThreadExecutor(r -> {
             Thread t = new Thread(r, "vmfork-guest-spawner");
@@ -46,17 +56,18 @@ public final class ProcessPlatform implements AutoCloseable {
      * disk) and checks that a guest process can be made and confined here, so that a host
      * that cannot (ptrace or seccomp refused) says so at start, not at the first launch.
      */
-    public static ProcessPlatform open() {
+    public static ProcessPlatform open(int poolSize) {
         Memfd stub = loadStub();
         ProcessPlatform p;
         try {
-            p = new ProcessPlatform(stub);
+            p = new ProcessPlatform(stub, poolSize);
         } catch (RuntimeException | Error e) {
             stub.close();
             throw e;
         }
         try {
             p.selfTest();
+            p.refill();
             return p;
         } catch (RuntimeException e) {
             p.close();
@@ -91,7 +102,7 @@ public final class ProcessPlatform implements AutoCloseable {
      * exercised once, so that what the host refuses is named now.
      */
     private void selfTest() {
-        GuestProcess g = spawn();
+        GuestProcess g = spawnNow();
         g.kill();
         g.reapUntraced();
     }
@@ -101,11 +112,40 @@ public final class ProcessPlatform implements AutoCloseable {
         return xstateSize;
     }
 
-    /** A new guest process, waiting for its launch. */
+    /** A new guest process, waiting for its launch: a ready one from the pool, else spawned now. */
     public GuestProcess spawn() {
         if (closed) {
             throw new ProcessPlatformException("the process platform is closed");
         }
+        GuestProcess g = ready.poll();
+        if (g != null) {
+            refill();
+            return g;
+        }
+        return spawnNow();
+    }
+
+    /** Tops the pool up to its size, on the spawner thread (whose death kills them all). */
+    private void refill() {
+        if (poolSize <= 0 || closed) {
+            return;
+        }
+        try {
+            spawner.execute(() -> {
+                while (!closed && ready.size() < poolSize) {
+                    try {
+                        ready.add(new GuestProcess(GuestProcesses.spawn(stub.fd())));
+                    } catch (RuntimeException e) {
+                        return; // the next take tries again; a launch spawns inline meanwhile
+                    }
+                }
+            });
+        } catch (java.util.concurrent.RejectedExecutionException e) {
+            // closing
+        }
+    }
+
+    private GuestProcess spawnNow() {
         Future<GuestProcesses.Spawned> f = spawner.submit(() -> GuestProcesses.spawn(stub.fd()));
         try {
             return new GuestProcess(f.get());
@@ -127,6 +167,15 @@ public final class ProcessPlatform implements AutoCloseable {
     public void close() {
         closed = true;
         spawner.shutdownNow();
+        try {
+            spawner.awaitTermination(5, java.util.concurrent.TimeUnit.SECONDS);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
+        for (GuestProcess g = ready.poll(); g != null; g = ready.poll()) {
+            g.kill();
+            g.reapUntraced();
+        }
         stub.close();
     }
 }
