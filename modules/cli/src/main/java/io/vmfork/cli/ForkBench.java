@@ -73,9 +73,15 @@ final class ForkBench {
             throw new Args.UsageException("--runs must be at least 1");
         }
         ForkBench b = new ForkBench(vmm, json, runs);
-        Map<String, Object> floor = ForkFloor.measure(runs, forkerRamMib(SMALL_MIB), SMALL_MIB);
-        b.print(floor);
-        double localP50 = b.local((Double) floor.get("p50_ms"));
+        // The C floor is a KVM program (a VM, a memory slot and a vCPU per child): on the
+        // process platform there is none yet, and fork.local has no ratio.
+        double floorP50 = Double.NaN;
+        if (!vmm.platform().isProcess()) {
+            Map<String, Object> floor = ForkFloor.measure(runs, forkerRamMib(SMALL_MIB), SMALL_MIB);
+            b.print(floor);
+            floorP50 = (Double) floor.get("p50_ms");
+        }
+        double localP50 = b.local(floorP50);
         b.fanoutLocal(localP50);
         b.parentBlocked();
         b.parentWriteAfterFork();
@@ -131,7 +137,9 @@ final class ForkBench {
             Stats b = new Stats(blocked);
             Stats c = new Stats(toChild);
             Map<String, Object> extra = new LinkedHashMap<>();
-            extra.put("ratio", c.median() / floorP50Ms);
+            if (!Double.isNaN(floorP50Ms)) {
+                extra.put("ratio", c.median() / floorP50Ms);
+            }
             extra.put("warmup_forks", warmup);
             extra.put("guest", FORKER);
             extra.put("memory_mib", SMALL_MIB);

@@ -8,9 +8,11 @@ import java.nio.file.Path;
 import java.util.Map;
 import java.util.stream.Stream;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.condition.EnabledIf;
 
 /** fork.c_floor: the shipped C program is built with gcc, runs real KVM VMs, and leaves no temp files. */
 class ForkFloorTest {
+    @EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#vmmRunsOnKvm", disabledReason = "KVM-only by nature: the floor program drives /dev/kvm")
     @Test
     void theFloorProgramBuildsRunsAndCleansUp() throws IOException {
         Path tmp = Path.of(System.getProperty("java.io.tmpdir"));
