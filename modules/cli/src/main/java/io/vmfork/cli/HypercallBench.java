@@ -83,6 +83,9 @@ final class HypercallBench {
             Path src = copy("io/vmfork/bench/proc_floor.c", dir.resolve("proc_floor.c"));
             copy("linux-x86-64/libvmforkhost.so", dir.resolve("libvmforkhost.so"));
             Path stub = copy("io/vmfork/platform/vmfork-stub", dir.resolve("vmfork-stub"));
+            if (!stub.toFile().setExecutable(true, true)) {
+                throw new IOException("cannot make " + stub + " executable");
+            }
             Path exe = dir.resolve("proc_floor");
             ForkFloor.run(List.of("gcc", "-std=gnu11", "-O2", "-Wall", "-Wextra", "-Werror", "-o", exe.toString(),
                     src.toString(), "-L" + dir, "-lvmforkhost", "-Wl,-rpath," + dir), 60, "gcc");

@@ -612,11 +612,24 @@ public final class GuestMemory implements AutoCloseable {
         }
     }
 
+    /**
+     * A native buffer per thread for reads and writes through a guest process: a JNA
+     * Memory per access (malloc plus a cleaner registration) cost more than the
+     * process_vm_readv itself on the hypercall path.
+     */
+    private static final int SCRATCH_BYTES = 64 << 10;
+    private static final ThreadLocal<Memory> SCRATCH = ThreadLocal.withInitial(() -> new Memory(SCRATCH_BYTES));
+
     public byte[] read(long gpa, int len) {
         check(gpa, len);
         if (processPid != 0) {
             if (len == 0) {
                 return new byte[0];
+            }
+            if (len <= SCRATCH_BYTES) {
+                Memory m = SCRATCH.get();
+                readProcess(m, gpa, len);
+                return m.getByteArray(0, len);
             }
             try (Memory m = new Memory(len)) {
                 readProcess(m, gpa, len);
@@ -633,7 +646,11 @@ public final class GuestMemory implements AutoCloseable {
     public void write(long gpa, byte[] data, int off, int len) {
         check(gpa, len);
         if (processPid != 0) {
-            if (len > 0) {
+            if (len > 0 && len <= SCRATCH_BYTES) {
+                Memory m = SCRATCH.get();
+                m.write(0, data, off, len);
+                writeProcess(gpa, m, len);
+            } else if (len > 0) {
                 try (Memory m = new Memory(len)) {
                     m.write(0, data, off, len);
                     writeProcess(gpa, m, len);
