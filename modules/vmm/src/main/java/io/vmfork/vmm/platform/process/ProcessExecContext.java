@@ -396,10 +396,6 @@ public final class ProcessExecContext implements ExecContext {
     }
 
     /**
-     * Kills the guest process (every vCPU of the VM ends with it) and, on the tracer
-     * thread, waits until this vCPU's guest thread is gone, which reaps it.
-     */
-    /**
      * Kills the guest process (every vCPU of the VM ends with it); the VM reaps it once all
      * its vCPU threads are done ({@link GuestProcess#release}).
      */
