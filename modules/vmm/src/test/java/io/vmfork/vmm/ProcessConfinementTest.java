@@ -68,6 +68,7 @@ class ProcessConfinementTest extends VmmTestBase {
         "page0-read"})
     void anAttackCrashesTheVmNamesItsCauseAndReachesNothingOnTheHost(String attack) throws Exception {
         Files.deleteIfExists(OPENED);
+        VmmTesting.quiesce(vmm); // the pool of guest processes spawned ahead is full
         long childrenBefore = children();
         VirtualMachine vm = vmm.launch(VmSpec.of(Guests.shipped("confine"), MEMORY));
         vm.ready().get(30, TimeUnit.SECONDS);
@@ -98,6 +99,7 @@ class ProcessConfinementTest extends VmmTestBase {
         assertFalse(console.contains("PWNED"), console);
         // The VM's end kills and reaps its process; seccomp kept fork from making another.
         assertFalse(Files.exists(Path.of("/proc/" + pid)), "guest process " + pid + " is still there");
+        VmmTesting.quiesce(vmm);
         assertEquals(childrenBefore, settleChildren(childrenBefore), "child processes left: " + childList());
 
         // The VMM serves on.
@@ -176,6 +178,7 @@ class ProcessConfinementTest extends VmmTestBase {
     @ParameterizedTest
     @ValueSource(strings = {"spin", "confine"})
     void aGuestProcessKilledFromOutsideEndsItsVmAsCrashed(String guest) throws Exception {
+        VmmTesting.quiesce(vmm); // the pool of guest processes spawned ahead is full
         long childrenBefore = children();
         VirtualMachine vm = vmm.launch(VmSpec.of(Guests.shipped(guest), MEMORY));
         vm.ready().get(30, TimeUnit.SECONDS);
@@ -187,6 +190,7 @@ class ProcessConfinementTest extends VmmTestBase {
         assertEquals("guest crashed: its host process " + pid + " was killed by signal 9 (SIGKILL)", exit.reason());
         // Reaped: no zombie, no child left.
         assertFalse(Files.exists(Path.of("/proc/" + pid)), "guest process " + pid + " is still there");
+        VmmTesting.quiesce(vmm);
         assertEquals(childrenBefore, settleChildren(childrenBefore), "child processes left: " + childList());
         assertHelloRuns();
     }
@@ -194,6 +198,7 @@ class ProcessConfinementTest extends VmmTestBase {
     @Test
     void crashingAndExitingGuestsLeaveNoProcessAndNoFd() throws Exception {
         assertHelloRuns(); // warm up: the JVM's own fds (jars, classes) opened once
+        VmmTesting.quiesce(vmm); // the pool of guest processes spawned ahead is full
         long childrenBefore = children();
         int fdsBefore = VmmTesting.openFds();
         int vmFdsBefore = VmmTesting.vmFds();
@@ -205,9 +210,11 @@ class ProcessConfinementTest extends VmmTestBase {
             assertEquals(VmExit.exited(42), vmm.launch(VmSpec.of(Guests.shipped("exit42"), MEMORY))
                     .awaitTermination(VmmTesting.TIMEOUT));
         }
-        // Every guest process killed and reaped (GuestProcess.release, the tracers' waits).
+        // Every guest process killed and reaped (GuestProcess.release); the pool full again.
+        VmmTesting.quiesce(vmm);
         assertEquals(childrenBefore, settleChildren(childrenBefore), "child processes left: " + childList());
-        assertEquals(0, childrenBefore, "the VMM has child processes when no VM runs: " + childList());
+        assertEquals(VmmTesting.pooledProcesses(vmm), childrenBefore,
+                "the VMM has child processes beyond its pool when no VM runs: " + childList());
         // The spawn socket, memfds and pidfds of every launch closed.
         VmmTesting.assertNoFdLeft(fdsBefore, vmFdsBefore);
     }

@@ -26,6 +26,19 @@ final class VmmTesting {
         if (p != null) {
             org.junit.jupiter.api.Assertions.assertTrue(p.awaitFull(Duration.ofSeconds(10)), "the VM pool did not refill");
         }
+        // The process platform's pool: guest processes spawned ahead, each a child process
+        // and a control socket of the VMM.
+        var pp = vmm.processPlatform();
+        if (pp != null) {
+            org.junit.jupiter.api.Assertions.assertTrue(pp.awaitFull(Duration.ofSeconds(10)),
+                    "the guest process pool did not refill");
+        }
+    }
+
+    /** Guest processes the process platform's pool holds ready (0 on KVM). */
+    static int pooledProcesses(Vmm vmm) {
+        var pp = vmm.processPlatform();
+        return pp == null ? 0 : pp.readyCount();
     }
 
     /** Ready VMs in the pool of {@code vmm}: each holds a KVM VM fd, a vCPU fd and a kvm_run mapping. */

@@ -107,6 +107,23 @@ public final class ProcessPlatform implements AutoCloseable {
         g.reapUntraced();
     }
 
+    /** Guest processes spawned ahead and ready now. */
+    public int readyCount() {
+        return ready.size();
+    }
+
+    /** Waits until the pool of spawned guest processes is full again (it refills after each take); false on timeout. */
+    public boolean awaitFull(java.time.Duration within) throws InterruptedException {
+        long deadline = System.nanoTime() + within.toNanos();
+        while (ready.size() < poolSize) {
+            if (System.nanoTime() > deadline) {
+                return false;
+            }
+            Thread.sleep(1);
+        }
+        return true;
+    }
+
     /** Bytes of a guest thread's XSAVE area here (CPUID 0xD). */
     public int xstateSize() {
         return xstateSize;
