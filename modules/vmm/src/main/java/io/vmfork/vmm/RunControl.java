@@ -192,14 +192,7 @@ final class RunControl {
                 throw new IllegalStateException(e);
             }
         }
-        java.util.concurrent.FutureTask<T> f = new java.util.concurrent.FutureTask<>(task);
-        synchronized (this) {
-            if (v.place == Place.ENDED) {
-                throw new IllegalStateException("vCPU " + v.index() + " has ended");
-            }
-            v.tasks.add(f);
-            notifyAll();
-        }
+        java.util.concurrent.Future<T> f = post(v, task);
         try {
             return f.get();
         } catch (InterruptedException e) {
