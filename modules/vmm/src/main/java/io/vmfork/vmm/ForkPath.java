@@ -146,7 +146,7 @@ final class ForkPath {
             } finally {
                 // 5. unblock
                 vm.control().resume();
-                vm.memory().resumed(); // the copy, unmap and release the freeze left for after the pause
+                afterResume(); // the copy, unmap and release the freeze left for after the pause
             }
             for (int i = 0; i < count; i++) {
                 m.writeLong(ids + 8L * i, childIds[i]);
@@ -227,7 +227,7 @@ final class ForkPath {
                 }
             } finally {
                 vm.control().resume();
-                vm.memory().resumed(); // the copy, unmap and release the freeze left for after the pause
+                afterResume(); // the copy, unmap and release the freeze left for after the pause
                 pausedFor = System.nanoTime() - t0;
             }
             List<String> errs = new ArrayList<>();
@@ -269,7 +269,7 @@ final class ForkPath {
                 return capture(null);
             } finally {
                 vm.control().resume();
-                vm.memory().resumed(); // the copy, unmap and release the freeze left for after the pause
+                afterResume(); // the copy, unmap and release the freeze left for after the pause
             }
         } finally {
             lock.unlock();
@@ -438,7 +438,7 @@ final class ForkPath {
             throw e;
         }
         old.kill();
-        old.reapAll();
+        retired = old; // reaped once the VM runs again: its teardown is the kernel's, not the pause's
         List<Vcpu> all = vm.vcpuList();
         // Two rounds, each vCPU on its own thread: all trace their new threads (the last
         // lets the new process confine itself and stop), then each takes up its state.
@@ -451,8 +451,40 @@ final class ForkPath {
             context.finishMove(states.get(i).fpu());
         });
         vm.moveToProcess(next);
-        old.release();
     }
+
+    /** The guest process a capture moved the VM out of, killed, to reap after the pause; null if none. */
+    private io.vmfork.vmm.platform.process.GuestProcess retired;
+
+    /**
+     * What a freeze leaves for after the pause, once the VM runs again: the memory's
+     * background work ({@link GuestMemory#resumed}) and, on the process platform, reaping
+     * the process the VM moved out of (its threads end as the kernel tears down its
+     * address space: tens of ms at 1 GiB).
+     */
+    private void afterResume() {
+        vm.memory().resumed();
+        io.vmfork.vmm.platform.process.GuestProcess old = retired;
+        retired = null;
+        if (old != null) {
+            // Off the caller's thread too: a FORK's caller resumes its guest only after this.
+            REAPER.execute(() -> {
+                try {
+                    old.release();
+                } catch (RuntimeException e) {
+                    log.warn("reaping {} after a fork of {}", old, vm, e);
+                }
+            });
+        }
+    }
+
+    /** Reaps the guest processes that forks moved VMs out of (waitpid works from any thread of the VMM). */
+    private static final java.util.concurrent.ExecutorService REAPER =
+            java.util.concurrent.Executors.newSingleThreadExecutor(r -> {
+                Thread t = new Thread(r, "vmfork-reaper");
+                t.setDaemon(true);
+                return t;
+            });
 
     /** Runs {@code work} for every vCPU on that vCPU's own thread, all at once, and waits for them all. */
     private void onEachVcpu(List<Vcpu> all, java.util.function.IntConsumer work) {
