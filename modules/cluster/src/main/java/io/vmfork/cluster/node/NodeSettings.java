@@ -218,6 +218,9 @@ public record NodeSettings(
         m.put("pekko.actor.allow-java-serialization", "off");
         m.put("pekko.loggers", List.of("org.apache.pekko.event.slf4j.Slf4jLogger"));
         m.put("pekko.logging-filter", "org.apache.pekko.event.slf4j.Slf4jLoggingFilter");
+        // Pekko prints to stdout itself while a system starts and stops (before and after its
+        // loggers run): stdout is the vmfork command's output (JSON with --json), never logs.
+        m.put("pekko.stdout-loglevel", "OFF");
         m.put("pekko.remote.artery.transport", "tcp");
         m.put("pekko.remote.artery.canonical.hostname", hostname);
         m.put("pekko.remote.artery.canonical.port", port);
