@@ -53,15 +53,30 @@ final class TestCluster implements AutoCloseable, ExtensionContext.Store.Closeab
         }
     }
 
-    /** A free loopback port (free when this returns; nodes bind it moments later). */
+    /**
+     * A free loopback port (free when this returns; nodes bind it moments later), below the
+     * kernel's ephemeral range (net.ipv4.ip_local_port_range starts at 32768): a port the
+     * kernel handed out (ServerSocket(0)) could be taken meanwhile by an outgoing
+     * connection of the many the nodes make, and the node's bind then fails.
+     */
     static int freePort() {
-        try (ServerSocket s = new ServerSocket(0)) {
-            s.setReuseAddress(true);
-            return s.getLocalPort();
-        } catch (IOException e) {
-            throw new UncheckedIOException(e);
+        java.util.concurrent.ThreadLocalRandom r = java.util.concurrent.ThreadLocalRandom.current();
+        for (int attempt = 0; attempt < 1000; attempt++) {
+            int port = r.nextInt(FIRST_PORT, EPHEMERAL_START);
+            try (ServerSocket s = new ServerSocket()) {
+                s.setReuseAddress(true);
+                s.bind(new java.net.InetSocketAddress(java.net.InetAddress.getLoopbackAddress(), port));
+                return s.getLocalPort();
+            } catch (IOException e) {
+                // taken: try another
+            }
         }
+        throw new UncheckedIOException(new IOException("no free loopback port in [" + FIRST_PORT + ", "
+                + EPHEMERAL_START + ")"));
     }
+
+    private static final int FIRST_PORT = 20000;
+    private static final int EPHEMERAL_START = 32768;
 
     /**
      * Starts a node JVM: host {@code hostId}, named {@code name}, joining through
