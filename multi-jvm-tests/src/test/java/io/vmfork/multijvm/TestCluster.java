@@ -63,6 +63,9 @@ final class TestCluster implements AutoCloseable, ExtensionContext.Store.Closeab
         java.util.concurrent.ThreadLocalRandom r = java.util.concurrent.ThreadLocalRandom.current();
         for (int attempt = 0; attempt < 1000; attempt++) {
             int port = r.nextInt(FIRST_PORT, EPHEMERAL_START);
+            if (!HANDED_OUT.add(port)) {
+                continue; // handed out before: its node may not have bound it yet
+            }
             try (ServerSocket s = new ServerSocket()) {
                 s.setReuseAddress(true);
                 s.bind(new java.net.InetSocketAddress(java.net.InetAddress.getLoopbackAddress(), port));
@@ -76,6 +79,8 @@ final class TestCluster implements AutoCloseable, ExtensionContext.Store.Closeab
     }
 
     private static final int FIRST_PORT = 20000;
+    /** Ports this JVM has handed out, never handed out twice (a node binds its port a moment later). */
+    private static final java.util.Set<Integer> HANDED_OUT = java.util.concurrent.ConcurrentHashMap.newKeySet();
     private static final int EPHEMERAL_START = 32768;
 
     /**
