@@ -28,6 +28,10 @@ final class TestCluster implements AutoCloseable, ExtensionContext.Store.Closeab
     /** Pekko settings of every node of the tests: quick convergence and downing. */
     static final String NODE_DEFAULTS = """
             vmfork.node.downing.stable-after = 2s
+            # Node JVMs on 2 cores, the process platform's guests among them: a placement
+            # ask that meets a shard being moved after a node's death needs more than the
+            # default 2 s.
+            vmfork.node.placement.ask-timeout = 6s
             pekko {
               actor.serialize-messages = on
               cluster {
