@@ -279,6 +279,8 @@ int vmfork_proc_unmaps(int pid, long *ranges, int max)
 
 /* ======================================================================== launch, go */
 
+int vmfork_proc_go(int sock);
+
 static long ms_now(void)
 {
     struct timespec t;
@@ -325,12 +327,16 @@ static int host_tid(pid_t pid, int nstid)
  * tids_out[vcpus] with the HOST tids of the guest's threads, index 0 the main thread
  * (tid == pid): the stub reports ids of its own PID namespace and this function maps
  * them through /proc/<pid>/task/<t>/status (NSpid), the pid coming from the reply's
- * SCM_CREDENTIALS. Errors: the stub's -errno for a failed mmap/munmap/clone, -ETIMEDOUT,
- * -EPROTO for a malformed reply, -EPIPE if the stub has gone. The caller SIGKILLs the
- * stub after any failure.
+ * SCM_CREDENTIALS (the main thread's is that pid: no lookup). With go set, GO follows
+ * LAUNCH at once (the socket keeps the two messages apart), for a caller that already
+ * traces every thread the stub will have (one vCPU, seized before the launch): the stub
+ * then goes on from its reply to its int3 without waiting for another message, which
+ * saves a wake-up of each side (~0.1-0.2 ms here). Errors: the stub's -errno for a failed
+ * mmap/munmap/clone, -ETIMEDOUT, -EPROTO for a malformed reply, -EPIPE if the stub has
+ * gone. The caller SIGKILLs the stub after any failure.
  */
 int vmfork_proc_launch(int sock, const int *fds, int nfds, const long *extents, int nextents,
-                       const long *unmaps, int nunmaps, int vcpus, int *tids_out)
+                       const long *unmaps, int nunmaps, int vcpus, int *tids_out, int go)
 {
     if (nfds < 0 || nfds > STUB_MAX_FDS || nextents < 0 || nextents > STUB_MAX_EXTENTS
         || nunmaps < 0 || nunmaps > STUB_MAX_UNMAPS || vcpus < 1 || vcpus > STUB_MAX_VCPUS)
@@ -367,6 +373,8 @@ int vmfork_proc_launch(int sock, const int *fds, int nfds, const long *extents, 
         return -e;
     if ((size_t)n != len)
         return -EPROTO;
+    if (go && vmfork_proc_go(sock) != 0)
+        return -EPIPE;
 
     long deadline = ms_now() + 5000;
     for (;;) {
@@ -409,7 +417,8 @@ int vmfork_proc_launch(int sock, const int *fds, int nfds, const long *extents, 
         return rep.h.status < 0 ? rep.h.status : -EPROTO;
     if (rep.h.ntids != vcpus || (size_t)n != sizeof rep.h + (size_t)vcpus * sizeof(int32_t) || pid <= 0)
         return -EPROTO;
-    for (int i = 0; i < vcpus; i++) {
+    tids_out[0] = pid; /* the stub's main thread, the leader */
+    for (int i = 1; i < vcpus; i++) {
         int t = host_tid(pid, rep.tids[i]);
         if (t < 0)
             return t;

@@ -428,7 +428,7 @@ final class ForkPath {
     private void moveToNewProcess(RuntimeImage image, List<VcpuState> states,
             io.vmfork.vmm.platform.process.GuestProcess old,
             io.vmfork.vmm.platform.process.ProcessPlatform platform) {
-        io.vmfork.vmm.platform.process.GuestProcess next = platform.spawn();
+        io.vmfork.vmm.platform.process.GuestProcess next = platform.spawnForMove();
         try {
             RuntimeImage.ProcessMapping plan = image.processMapping(
                     io.vmfork.vmm.platform.process.GuestProcess.LOWEST_MAPPED);

@@ -2,6 +2,7 @@ package io.vmfork.vmm;
 
 import io.vmfork.kvm.KvmVcpu;
 import io.vmfork.vmm.platform.ExecContext;
+import io.vmfork.vmm.platform.ParkedThread;
 import io.vmfork.vmm.platform.Trap;
 import io.vmfork.vmm.platform.kvm.KvmExecContext;
 import org.slf4j.Logger;

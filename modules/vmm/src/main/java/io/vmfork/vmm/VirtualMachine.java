@@ -7,6 +7,7 @@ import io.vmfork.vmm.guest.ElfImage;
 import io.vmfork.vmm.hypercall.Hypercalls;
 import io.vmfork.vmm.memory.GuestMemory;
 import io.vmfork.vmm.memory.RuntimeImage;
+import io.vmfork.vmm.platform.ParkedThread;
 import io.vmfork.vmm.state.DeviceState;
 import io.vmfork.vmm.state.MachineState;
 import io.vmfork.vmm.state.VcpuState;
@@ -188,7 +189,8 @@ public final class VirtualMachine {
             var context = new io.vmfork.vmm.platform.process.ProcessExecContext(p, i, memory);
             // Every vCPU gets the boot registers, as on KVM; only vCPU 0 runs from them.
             context.setRegs(CpuSetup.entryRegs(image.entry(), memory.size(), GuestLayout.BOOT_INFO));
-            vm.addVcpu(context, null);
+            // vCPU 0 runs on the thread that traces it already, if the process came with one.
+            vm.addVcpu(context, i == 0 ? p.takeLeaderTracer() : null);
         }
         return vm;
     }
@@ -375,7 +377,7 @@ public final class VirtualMachine {
                 }
                 var context = new io.vmfork.vmm.platform.process.ProcessExecContext(p, vs.index(), memory);
                 io.vmfork.vmm.platform.process.ProcessStates.restore(context, vs, vmm.processPlatform().xstateSize());
-                vm.addVcpu(context, null);
+                vm.addVcpu(context, vs.index() == 0 ? p.takeLeaderTracer() : null);
                 vm.vcpus.get(vm.vcpus.size() - 1).started = vs.started();
             }
             return vm.finishRestore(state, image, parent, withQueuedRequests, beforeStart, hold, start);

@@ -5,6 +5,7 @@ import io.vmfork.kvm.KvmVcpu;
 import io.vmfork.kvm.KvmVm;
 import io.vmfork.kvm.memory.Mapping;
 import io.vmfork.kvm.x86.Cpuid;
+import io.vmfork.vmm.platform.ParkedThread;
 import java.time.Duration;
 import java.util.ArrayDeque;
 import java.util.ArrayList;

@@ -112,7 +112,8 @@ public final class Vmm implements AutoCloseable {
                 settings.kvmDevice());
         log.info("platform: {}", choice);
         if (choice.isProcess()) {
-            return new Vmm(settings, io.vmfork.vmm.platform.process.ProcessPlatform.open(settings.poolSize()),
+            return new Vmm(settings, io.vmfork.vmm.platform.process.ProcessPlatform.open(settings.poolSize(),
+                    settings.poolRefillAfter()),
                     choice);
         }
         return openKvm(settings, choice);

@@ -37,7 +37,7 @@ public final class GuestProcesses {
     private static native int vmfork_proc_spawn(int stubFd, int[] sockOut, int[] nsOut);
 
     private static native int vmfork_proc_launch(int sock, int[] fds, int nfds, long[] extents, int nextents,
-            long[] unmaps, int nunmaps, int vcpus, int[] tidsOut);
+            long[] unmaps, int nunmaps, int vcpus, int[] tidsOut, int go);
 
     private static native int vmfork_proc_go(int sock);
 
@@ -91,12 +91,13 @@ public final class GuestProcesses {
     /**
      * Gives the stub its memory ({@code extents}: guest address, length, fd index, file
      * offset, shared; five longs each) and the ranges to unmap (address, length), and has
-     * it make {@code vcpus} threads; returns their host tids, vCPU 0's first.
+     * it make {@code vcpus} threads; returns their host tids, vCPU 0's first. With
+     * {@code go}, GO follows at once (every thread is traced already: see vmfork_proc_launch).
      */
-    public static int[] launch(int sock, int[] fds, long[] extents, long[] unmaps, int vcpus) {
+    public static int[] launch(int sock, int[] fds, long[] extents, long[] unmaps, int vcpus, boolean go) {
         int[] tids = new int[vcpus];
         check(vmfork_proc_launch(sock, fds, fds.length, extents, extents.length / 5, unmaps, unmaps.length / 2, vcpus,
-                tids), "guest process launch");
+                tids, go ? 1 : 0), "guest process launch");
         return tids;
     }
 

@@ -2,6 +2,7 @@ package io.vmfork.vmm.platform.process;
 
 import io.vmfork.kvm.sys.GuestProcesses;
 import io.vmfork.kvm.sys.LibC;
+import io.vmfork.vmm.platform.ParkedThread;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.atomic.AtomicBoolean;
 
@@ -26,16 +27,43 @@ public final class GuestProcess {
     private final int pid;
     private final int sock;
     private final int namespaces;
+    /** What the stub must unmap ([stack], [vdso], [vvar]), read when it was spawned. */
+    private final long[] unmaps;
+    /**
+     * A parked thread that traces the main thread (vCPU 0's) since the process was pooled,
+     * or null. Whoever launches the process runs vCPU 0 on it ({@link #takeLeaderTracer})
+     * or releases the process.
+     */
+    private ParkedThread leaderTracer;
+    private boolean leaderTracedAhead;
     private int[] tids;
     private CountDownLatch toSeize;
     private final AtomicBoolean went = new AtomicBoolean();
     private final AtomicBoolean killed = new AtomicBoolean();
     private volatile boolean sockClosed;
 
-    GuestProcess(GuestProcesses.Spawned s) {
+    GuestProcess(GuestProcesses.Spawned s, long[] unmaps, ParkedThread leaderTracer) {
         this.pid = s.pid();
         this.sock = s.sock();
         this.namespaces = s.namespaces();
+        this.unmaps = unmaps;
+        this.leaderTracer = leaderTracer;
+        this.leaderTracedAhead = leaderTracer != null;
+    }
+
+    /**
+     * The parked thread that already traces the main thread, vCPU 0's, which must run on
+     * it; null when the process has none (its vCPU 0 thread seizes it). Once only.
+     */
+    public synchronized ParkedThread takeLeaderTracer() {
+        ParkedThread t = leaderTracer;
+        leaderTracer = null;
+        return t;
+    }
+
+    /** Whether vCPU {@code index}'s thread was seized before the launch, by the thread that runs it. */
+    synchronized boolean tracedAhead(int index) {
+        return index == 0 && leaderTracedAhead;
     }
 
     public int pid() {
@@ -60,9 +88,15 @@ public final class GuestProcess {
 
     /** As above, from extents (guest address, length, fd index, file offset, shared: five longs each). */
     public synchronized void launch(int[] fds, long[] extents, int vcpus) {
-        long[] unmaps = GuestProcesses.unmaps(pid);
-        tids = GuestProcesses.launch(sock, fds, extents, unmaps, vcpus);
+        // One vCPU traced already: GO goes with the launch, and the stub goes on from its
+        // reply to its stop for the tracer without another round trip.
+        boolean goNow = vcpus == 1 && leaderTracedAhead;
+        tids = GuestProcesses.launch(sock, fds, extents, unmaps, vcpus, goNow);
         toSeize = new CountDownLatch(vcpus);
+        if (goNow) {
+            went.set(true);
+            closeSocketLocked();
+        }
     }
 
     /** The host tid of vCPU {@code index}'s thread. */
@@ -90,6 +124,10 @@ public final class GuestProcess {
     }
 
     private synchronized void closeSocket() {
+        closeSocketLocked();
+    }
+
+    private void closeSocketLocked() {
         if (!sockClosed) {
             sockClosed = true;
             LibC.closeQuietly(sock);
@@ -114,6 +152,10 @@ public final class GuestProcess {
      * and reaps it when no tracer did.
      */
     public void release() {
+        ParkedThread t = takeLeaderTracer();
+        if (t != null) {
+            t.cancel(); // its end kills the process too (PTRACE_O_EXITKILL)
+        }
         kill();
         reapAll();
     }

@@ -85,7 +85,9 @@ public final class ProcessExecContext implements ExecContext {
     private void attach(long[] carried) {
         tid = process.tid(index);
         try {
-            GuestProcesses.seize(tid);
+            if (!process.tracedAhead(index)) {
+                GuestProcesses.seize(tid);
+            }
         } finally {
             process.seized(); // also on failure: the others must not wait for this one
         }

@@ -5,12 +5,16 @@ import io.vmfork.kvm.memory.Memfd;
 import io.vmfork.kvm.sys.GuestProcesses;
 import io.vmfork.kvm.sys.LibC;
 import io.vmfork.kvm.sys.NativeCallException;
+import io.vmfork.vmm.platform.ParkedThread;
 import java.io.IOException;
 import java.io.InputStream;
+import java.time.Duration;
+import java.util.List;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
+import java.util.concurrent.LinkedBlockingQueue;
 
 /**
  * The process platform of one VMM: guests run natively, at CPL3, each in a confined host
@@ -31,17 +35,29 @@ public final class ProcessPlatform implements AutoCloseable {
     private final int xstateSize;
     private volatile boolean closed;
     /**
-     * Guest processes spawned ahead, waiting for their launch (vmfork.vmm.pool.size of
-     * them): spawning (clone, six namespaces, a tmpfs root, exec) is the bulk of a cold
-     * launch here, and a launch that finds one ready skips it. Refilled by the spawner
-     * thread after each take.
+     * Guest processes spawned ahead for launches, fork children and clones
+     * (vmfork.vmm.pool.size of them), each with a parked thread that already traces its
+     * main thread, which then runs vCPU 0. Spawning (clone, six namespaces, a tmpfs root,
+     * exec: ~1 ms here) and starting a thread (0.3-0.5 ms from start to its first
+     * instruction here) are the bulk of a cold launch, which skips both when it finds one
+     * ready. Refilled by the spawner thread.
      */
-    private final java.util.concurrent.LinkedBlockingQueue<GuestProcess> ready =
-            new java.util.concurrent.LinkedBlockingQueue<>();
+    private final LinkedBlockingQueue<GuestProcess> ready = new LinkedBlockingQueue<>();
+    /**
+     * Guest processes spawned ahead for a VM that moves out of its own (the parent of a
+     * fork, in its pause): its vCPU threads trace the new one, so none is traced ahead.
+     */
+    private final LinkedBlockingQueue<GuestProcess> forMoves = new LinkedBlockingQueue<>();
     private final int poolSize;
+    private final int moveSize;
+    private final long refillAfterNanos;
+    /** When a pooled process was last taken (System.nanoTime). */
+    private volatile long lastTake;
 
-    private ProcessPlatform(Memfd stub, int poolSize) {
+    private ProcessPlatform(Memfd stub, int poolSize, Duration refillAfter) {
         this.poolSize = poolSize;
+        this.moveSize = Math.min(poolSize, MOVE_POOL);
+        this.refillAfterNanos = refillAfter.toNanos();
         this.stub = stub;
         this.spawner = Executors.newSingleThreadExecutor(r -> {
             Thread t = new Thread(r, "vmfork-guest-spawner");
@@ -51,16 +67,19 @@ public final class ProcessPlatform implements AutoCloseable {
         this.xstateSize = GuestProcesses.xstateSize();
     }
 
+    /** Processes kept ready for moves: one a fork, two so that forks in a row find one. */
+    private static final int MOVE_POOL = 2;
+
     /**
      * Opens the platform: loads the stub into an executable memfd (nothing is written to
      * disk) and checks that a guest process can be made and confined here, so that a host
      * that cannot (ptrace or seccomp refused) says so at start, not at the first launch.
      */
-    public static ProcessPlatform open(int poolSize) {
+    public static ProcessPlatform open(int poolSize, Duration refillAfter) {
         Memfd stub = loadStub();
         ProcessPlatform p;
         try {
-            p = new ProcessPlatform(stub, poolSize);
+            p = new ProcessPlatform(stub, poolSize, refillAfter);
         } catch (RuntimeException | Error e) {
             stub.close();
             throw e;
@@ -102,20 +121,20 @@ public final class ProcessPlatform implements AutoCloseable {
      * exercised once, so that what the host refuses is named now.
      */
     private void selfTest() {
-        GuestProcess g = spawnNow();
+        GuestProcess g = spawnNow(false);
         g.kill();
         g.reapUntraced();
     }
 
-    /** Guest processes spawned ahead and ready now. */
+    /** Guest processes spawned ahead and ready now, for launches and for moves. */
     public int readyCount() {
-        return ready.size();
+        return ready.size() + forMoves.size();
     }
 
-    /** Waits until the pool of spawned guest processes is full again (it refills after each take); false on timeout. */
-    public boolean awaitFull(java.time.Duration within) throws InterruptedException {
+    /** Waits until the pools of spawned guest processes are full again (they refill after each take); false on timeout. */
+    public boolean awaitFull(Duration within) throws InterruptedException {
         long deadline = System.nanoTime() + within.toNanos();
-        while (ready.size() < poolSize) {
+        while (ready.size() < poolSize || forMoves.size() < moveSize) {
             if (System.nanoTime() > deadline) {
                 return false;
             }
@@ -129,29 +148,56 @@ public final class ProcessPlatform implements AutoCloseable {
         return xstateSize;
     }
 
-    /** A new guest process, waiting for its launch: a ready one from the pool, else spawned now. */
+    /**
+     * A new guest process, waiting for its launch: a ready one from the pool (whose main
+     * thread a parked thread traces already: {@link GuestProcess#takeLeaderTracer}), else
+     * one spawned now.
+     */
     public GuestProcess spawn() {
+        return take(ready, true);
+    }
+
+    /** A new guest process for a VM that moves into it: none of its threads is traced yet. */
+    public GuestProcess spawnForMove() {
+        return take(forMoves, false);
+    }
+
+    private GuestProcess take(LinkedBlockingQueue<GuestProcess> pool, boolean traced) {
         if (closed) {
             throw new ProcessPlatformException("the process platform is closed");
         }
-        GuestProcess g = ready.poll();
-        if (g != null) {
-            refill();
-            return g;
-        }
-        return spawnNow();
+        GuestProcess g = pool.poll();
+        lastTake = System.nanoTime();
+        refill();
+        return g != null ? g : spawnNow(traced);
     }
 
-    /** Tops the pool up to its size, on the spawner thread (whose death kills them all). */
+    /**
+     * Tops the pools up, on the spawner thread (whose death kills every guest process), once
+     * no process was taken for vmfork.vmm.pool.refill-after: a spawn takes ~1 ms of CPU,
+     * which a launch or a fork's children in progress would otherwise share.
+     */
     private void refill() {
         if (poolSize <= 0 || closed) {
             return;
         }
         try {
             spawner.execute(() -> {
-                while (!closed && ready.size() < poolSize) {
+                while (!closed && (forMoves.size() < moveSize || ready.size() < poolSize)) {
+                    long wait = lastTake + refillAfterNanos - System.nanoTime();
+                    if (wait > 0) {
+                        java.util.concurrent.locks.LockSupport.parkNanos(wait);
+                        if (Thread.interrupted()) {
+                            return;
+                        }
+                        continue;
+                    }
                     try {
-                        ready.add(new GuestProcess(GuestProcesses.spawn(stub.fd())));
+                        if (forMoves.size() < moveSize) {
+                            forMoves.add(make(false));
+                        } else {
+                            ready.add(make(true));
+                        }
                     } catch (RuntimeException e) {
                         return; // the next take tries again; a launch spawns inline meanwhile
                     }
@@ -162,10 +208,30 @@ public final class ProcessPlatform implements AutoCloseable {
         }
     }
 
-    private GuestProcess spawnNow() {
-        Future<GuestProcesses.Spawned> f = spawner.submit(() -> GuestProcesses.spawn(stub.fd()));
+    /**
+     * Spawns a guest process (on the spawner thread), reads what it must unmap, and with
+     * {@code traced} starts the parked thread that seizes its main thread.
+     */
+    private GuestProcess make(boolean traced) {
+        GuestProcesses.Spawned s = GuestProcesses.spawn(stub.fd());
         try {
-            return new GuestProcess(f.get());
+            long[] unmaps = GuestProcesses.unmaps(s.pid());
+            ParkedThread tracer = traced
+                    ? ParkedThread.startAfter("vmfork-pooled-vcpu", () -> GuestProcesses.seize(s.pid()))
+                    : null;
+            return new GuestProcess(s, unmaps, tracer);
+        } catch (RuntimeException e) {
+            LibC.sendSignal(s.pid(), LibC.SIGKILL);
+            LibC.closeQuietly(s.sock());
+            GuestProcesses.reap(s.pid());
+            throw e;
+        }
+    }
+
+    private GuestProcess spawnNow(boolean traced) {
+        Future<GuestProcess> f = spawner.submit(() -> make(traced));
+        try {
+            return f.get();
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
             throw new ProcessPlatformException("interrupted while spawning a guest process");
@@ -189,9 +255,10 @@ public final class ProcessPlatform implements AutoCloseable {
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
         }
-        for (GuestProcess g = ready.poll(); g != null; g = ready.poll()) {
-            g.kill();
-            g.reapUntraced();
+        for (LinkedBlockingQueue<GuestProcess> pool : List.of(ready, forMoves)) {
+            for (GuestProcess g = pool.poll(); g != null; g = pool.poll()) {
+                g.release();
+            }
         }
         stub.close();
     }
