@@ -42,7 +42,8 @@ import org.openqa.selenium.support.ui.WebDriverWait;
 
 /**
  * The cluster page in a real headless browser (Debian's chromium, driven through its
- * chromedriver): three node JVMs, the page of node 1 open; a VM launched and forked into
+ * chromedriver): three node JVMs, the page of node 1 open, each host's card naming the
+ * platform its node's own status names; a VM launched and forked into
  * children and remote clones through the application API appears on the page by itself
  * (hosts with their load, every VM with its host and origin, each copy under its parent
  * in the fork tree), and a VM stopped disappears from it and is logged, all without a
@@ -96,6 +97,15 @@ class ClusterPageTest {
                                 && "0".equals(attr(p, "host-" + n.hostId(), "data-vms")));
             }
             assertEquals(3, page.findElements(By.cssSelector("#hosts article.host")).size());
+            // Each card names the platform its host's guests run on, as that node's own
+            // /status says (process on a machine without /dev/kvm, kvm where it opens).
+            for (NodeProcess n : three) {
+                String platform = platformOf(n);
+                String card = "host-" + n.hostId();
+                awaitPage(page, "host " + n.hostId() + "'s card naming its platform " + platform,
+                        p -> platform.equals(p.findElement(By.cssSelector("#" + card + " .platform")).getText())
+                                && platform.equals(attr(p, card, "data-platform")));
+            }
             assertEquals(0, page.findElements(By.cssSelector("#vms tr")).size(), "no VMs yet");
             awaitPage(page, "host 1 marked as this node",
                     p -> p.findElement(By.id("host-1")).getText().contains("this node"));
@@ -199,6 +209,9 @@ class ClusterPageTest {
             awaitPage(page, "the feed live again, from node 4, with host 4's card",
                     p -> "live".equals(attr(p, "feed-status", "data-state")) && byId(p, "host-4").isPresent()
                             && "this node".equals(p.findElement(By.cssSelector("#host-4 .self-tag")).getText()));
+            String platform4 = platformOf(n4);
+            awaitPage(page, "host 4's card naming its platform " + platform4,
+                    p -> platform4.equals(p.findElement(By.cssSelector("#host-4 .platform")).getText()));
             List<String> onHost2 = all.stream().filter(v -> v.hostId() == 2 && v.vmId() != ending.vmId())
                     .map(v -> hex(v.vmId())).toList();
             awaitPage(page, "host 2's VMs " + onHost2 + " in node 4's snapshot",
@@ -211,6 +224,14 @@ class ClusterPageTest {
         } finally {
             page.quit();
         }
+    }
+
+    /** The platform node {@code n} runs its guests on, from its own {@code GET /status}. */
+    private static String platformOf(NodeProcess n) {
+        String name = n.status().orElseThrow(() -> new AssertionError(n + " does not answer GET /status"))
+                .path("host").path("platform").path("name").asText();
+        assertTrue(name.equals("kvm") || name.equals("process"), n + "'s /status names no platform: " + name);
+        return name;
     }
 
     private static java.util.logging.Logger quiet(String name) {

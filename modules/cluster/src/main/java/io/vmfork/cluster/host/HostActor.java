@@ -945,7 +945,7 @@ public final class HostActor extends AbstractBehavior<HostActor.Command> {
     /** A host's use against its capacity, for error messages. */
     private record HostLoadText(String text) {
         static HostLoadText of(AdmissionLedger ledger, Settings settings) {
-            var r = ledger.report(settings.hostId(), settings.hostName(), "");
+            var r = ledger.report(settings.hostId(), settings.hostName(), "", "");
             return new HostLoadText(r.vmCount() + " of " + r.capacity().vmSlots() + " VM slots, "
                     + (r.memoryUsed() >> 20) + " of " + (r.capacity().guestMemory() >> 20) + " MiB, "
                     + r.vcpusUsed() + " of " + r.capacity().vcpus() + " vCPUs in use");

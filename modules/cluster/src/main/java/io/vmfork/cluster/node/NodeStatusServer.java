@@ -59,7 +59,8 @@ import org.apache.pekko.management.javadsl.PekkoManagement;
  *   (and in "host": "platform": { "name": "kvm" or "process", "reason" })
  *   "cluster": { "leader", "members": [ { "address", "status", "reachable", "roles",
  *                "host": the member's last replicated load report (with "host_id",
- *                "host_name", "sequence" and the fields of "load"), or null } ],
+ *                "host_name", "address", "platform" ("kvm" or "process", "" from a node of
+ *                an older version), "sequence" and the fields of "load"), or null } ],
  *                "unreported_hosts": reports of hosts that are not members (any more) },
  *   "vms":     this host's VMs, from the {@link StatusSource} (VmforkNode plugs in the
  *              VMM's list: id, state, image, vm_type, parent, fork_generation, made =
@@ -202,7 +203,8 @@ public final class NodeStatusServer {
         p.put("name", platform.name());
         p.put("reason", platform.reason());
 
-        HostLoad mine = admission.current(settings.hostId(), settings.hostName(), self.address().toString());
+        HostLoad mine = admission.current(settings.hostId(), settings.hostName(), self.address().toString(),
+                platform.name());
         putLoad(root.putObject("load"), mine);
 
         ObjectNode cluster = root.putObject("cluster");
@@ -253,6 +255,7 @@ public final class NodeStatusServer {
         o.put("host_id", r.hostId());
         o.put("host_name", r.hostName());
         o.put("address", r.address());
+        o.put("platform", r.platform());
         o.put("sequence", r.sequence());
         putLoad(o, r);
     }

@@ -34,9 +34,10 @@ import org.apache.pekko.cluster.typed.Join;
  * nodes and the split brain resolver, joins the cluster, and starts the node's services:
  * the host-id guard (a second node with an id already in the cluster leaves at once),
  * this host's admission ledger and load reporter (so the host is chosen from the start,
- * with all of its capacity free), the placement entities' sharding, the {@link HostActor}
- * owning this host's {@link Vmm} (opened from the same configuration, closed when the
- * actor system terminates), the application API ({@link #cluster()}) and, on
+ * with all of its capacity free; each report names the platform of this host's
+ * {@link Vmm}, which is opened first), the placement entities' sharding, the
+ * {@link HostActor} owning that {@link Vmm} (opened from the same configuration, closed
+ * when the actor system terminates), the application API ({@link #cluster()}) and, on
  * {@code vmfork.node.status.http-port}, its status over HTTP ({@link NodeStatusServer}).
  */
 public final class VmforkNode implements AutoCloseable {
@@ -105,18 +106,22 @@ public final class VmforkNode implements AutoCloseable {
                 Cluster cluster = Cluster.get(system);
                 cluster.manager().tell(Join.create(cluster.selfMember().address()));
             }
+            // Opened before the load reporter starts: every report names the platform the
+            // VMM chose. The HostActor owns the Vmm once it starts and closes it when it stops;
+            // until then (and if it fails to start) the actor system's termination closes it
+            // (Vmm.close is idempotent).
+            Vmm vmm = Vmm.open(vmmSettings);
+            system.getWhenTerminated().thenRun(vmm::close);
             ActorRef<LoadReports.Command> loadReports = system.systemActorOf(
                     LoadReports.publisher(settings.placement().loadWriteTimeout()), "load-reports", Props.empty());
             AdmissionLedger admission = new AdmissionLedger(settings.capacity(),
                     settings.placement().reservationTimeout(), System::nanoTime);
             ActorRef<LoadReporter.Command> reporter = system.systemActorOf(LoadReporter.create(admission,
-                    settings.hostId(), settings.hostName(), system.address().toString(), loadReports,
-                    settings.placement().loadReportInterval()), "load-reporter", Props.empty());
+                    settings.hostId(), settings.hostName(), system.address().toString(), vmm.platform().name(),
+                    loadReports, settings.placement().loadReportInterval()), "load-reporter", Props.empty());
             ActorRef<ShardingEnvelope<PlacementEntity.Command>> region =
                     PlacementEntity.init(system, settings.placement());
             PlacementClient placement = PlacementClient.create(system, settings.placement(), settings.hostId());
-            // The HostActor owns the Vmm from here on and closes it when it stops.
-            Vmm vmm = Vmm.open(vmmSettings);
             ActorRef<HostActor.Command> host;
             io.vmfork.cluster.host.CloneStats cloneStats = new io.vmfork.cluster.host.CloneStats();
             try {
@@ -129,9 +134,6 @@ public final class VmforkNode implements AutoCloseable {
                 vmm.close();
                 throw e;
             }
-            // The HostActor closes it when it stops; this covers a HostActor that failed to
-            // start (Vmm.close is idempotent).
-            system.getWhenTerminated().thenRun(vmm::close);
             VmCluster cluster = VmCluster.create(system, placement, apiTimeout);
             Optional<NodeStatusServer> status = Optional.empty();
             if (settings.statusHttpPort() >= 0) {

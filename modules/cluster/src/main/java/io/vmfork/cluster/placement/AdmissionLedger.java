@@ -89,16 +89,20 @@ public final class AdmissionLedger {
      * This host's load now, for status: like {@link #report} but changing nothing (the
      * sequence number is the last report's, and settled reservations stay listed).
      */
-    public synchronized HostLoad current(long hostId, String hostName, String address) {
+    public synchronized HostLoad current(long hostId, String hostName, String address, String platform) {
         List<Long> ids = new ArrayList<>(settled.size());
         for (Settled s : settled) {
             ids.add(s.reservationId());
         }
-        return new HostLoad(hostId, hostName, address, sequence, vms, memory, vcpus, capacity, ids);
+        return new HostLoad(hostId, hostName, address, platform, sequence, vms, memory, vcpus, capacity, ids);
     }
 
-    /** The next load report of this host (each has a higher sequence number). */
-    public synchronized HostLoad report(long hostId, String hostName, String address) {
+    /**
+     * The next load report of this host (each has a higher sequence number), naming the host
+     * ({@code hostId}, {@code hostName}), its node's {@code address} and the {@code platform}
+     * its guests run on.
+     */
+    public synchronized HostLoad report(long hostId, String hostName, String address, String platform) {
         long now = nanoClock.getAsLong();
         while (!settled.isEmpty() && now - settled.peekFirst().atNanos() > settledRetentionNanos) {
             settled.removeFirst();
@@ -108,6 +112,6 @@ public final class AdmissionLedger {
             ids.add(s.reservationId());
         }
         sequence += 1;
-        return new HostLoad(hostId, hostName, address, sequence, vms, memory, vcpus, capacity, ids);
+        return new HostLoad(hostId, hostName, address, platform, sequence, vms, memory, vcpus, capacity, ids);
     }
 }

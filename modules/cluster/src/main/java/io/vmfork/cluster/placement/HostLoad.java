@@ -10,6 +10,9 @@ import java.util.List;
  * @param hostId              the host
  * @param hostName            its name, for logs and status
  * @param address             the Pekko address of its node, which cluster events name
+ * @param platform            where its guests run, "kvm" or "process" (the node's
+ *                            {@code Vmm.platform()}); "" when its node does not say (a
+ *                            report of an older version)
  * @param sequence            increases with every report of this node; an older report is
  *                            ignored
  * @param vmCount             VMs alive on the host
@@ -24,6 +27,7 @@ public record HostLoad(
         long hostId,
         String hostName,
         String address,
+        String platform,
         long sequence,
         int vmCount,
         long memoryUsed,
@@ -32,6 +36,9 @@ public record HostLoad(
         List<Long> settledReservations) implements ClusterMessage {
 
     public HostLoad {
+        if (platform == null) {
+            throw new IllegalArgumentException("a load report's platform is \"\" when unknown, never null");
+        }
         settledReservations = List.copyOf(settledReservations);
     }
 

@@ -26,14 +26,16 @@ public final class LoadReporter {
     private enum Tick implements Command { INSTANCE }
 
     /**
-     * A reporter of host {@code hostId} at the node {@code address}, publishing through
-     * {@code publisher}.
+     * A reporter of host {@code hostId} at the node {@code address}, whose guests run on
+     * {@code platform} ("kvm" or "process"), publishing through {@code publisher}.
      */
     public static Behavior<Command> create(AdmissionLedger ledger, long hostId, String hostName, String address,
-                                           ActorRef<LoadReports.Command> publisher, Duration interval) {
+                                           String platform, ActorRef<LoadReports.Command> publisher,
+                                           Duration interval) {
         return Behaviors.setup(ctx -> Behaviors.withTimers(timers -> {
             timers.startTimerWithFixedDelay(Tick.INSTANCE, interval);
-            Runnable publish = () -> publisher.tell(new LoadReports.Publish(ledger.report(hostId, hostName, address)));
+            Runnable publish = () -> publisher.tell(
+                    new LoadReports.Publish(ledger.report(hostId, hostName, address, platform)));
             publish.run();
             return Behaviors.receive(Command.class)
                     .onMessage(ReportNow.class, m -> {

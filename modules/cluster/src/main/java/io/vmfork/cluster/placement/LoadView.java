@@ -7,13 +7,14 @@ import java.util.HashSet;
 import java.util.Iterator;
 import java.util.List;
 import java.util.Map;
+import java.util.Optional;
 import java.util.Set;
 import java.util.TreeMap;
 import java.util.function.LongSupplier;
 
 /**
  * A placement entity's view of the cluster's load: the hosts' latest reports (from the
- * replicated {@link LoadReports#KEY}), which of their nodes may be chosen (up and
+ * replicated {@link LoadReports#KEY}; each also says the host's platform), which of their nodes may be chosen (up and
  * reachable members), and the reservations this entity made since. A plain class, so
  * that its rules are tested without actors:
  *
@@ -104,6 +105,15 @@ public final class LoadView {
     /** The hosts known (reported, not forgotten), chosen or not. */
     public Set<Long> knownHosts() {
         return Set.copyOf(reports.keySet());
+    }
+
+    /**
+     * The platform host {@code hostId}'s guests run on, "kvm" or "process", as its latest
+     * report says ("" from a node of an older version); empty when the host is not known.
+     */
+    public Optional<String> platformOf(long hostId) {
+        HostLoad l = reports.get(hostId);
+        return l == null ? Optional.empty() : Optional.of(l.platform());
     }
 
     /** The host ids whose nodes are {@code address}. */

@@ -55,7 +55,7 @@ public final class PlacementCodecs implements CodecProvider {
 
     static io.vmfork.proto.placement.HostLoad toProto(HostLoad m) {
         return io.vmfork.proto.placement.HostLoad.newBuilder()
-                .setHostId(m.hostId()).setHostName(m.hostName()).setAddress(m.address())
+                .setHostId(m.hostId()).setHostName(m.hostName()).setAddress(m.address()).setPlatform(m.platform())
                 .setSequence(m.sequence()).setVmCount(m.vmCount()).setMemoryUsed(m.memoryUsed())
                 .setVcpusUsed(m.vcpusUsed())
                 .setCapacity(io.vmfork.proto.placement.Capacity.newBuilder()
@@ -67,8 +67,8 @@ public final class PlacementCodecs implements CodecProvider {
 
     static HostLoad fromProto(io.vmfork.proto.placement.HostLoad p) {
         io.vmfork.proto.placement.Capacity c = p.getCapacity();
-        return new HostLoad(p.getHostId(), p.getHostName(), p.getAddress(), p.getSequence(), p.getVmCount(),
-                p.getMemoryUsed(), p.getVcpusUsed(), new Capacity(c.getGuestMemory(), c.getVmSlots(), c.getVcpus()),
-                p.getSettledReservationsList());
+        return new HostLoad(p.getHostId(), p.getHostName(), p.getAddress(), p.getPlatform(), p.getSequence(),
+                p.getVmCount(), p.getMemoryUsed(), p.getVcpusUsed(),
+                new Capacity(c.getGuestMemory(), c.getVmSlots(), c.getVcpus()), p.getSettledReservationsList());
     }
 }

@@ -44,8 +44,9 @@ import org.apache.pekko.stream.javadsl.Source;
  *                   the snapshot), "vm_id", "host_id", "vm": vm or null, "exit_code", "detail",
  *                   "time" }
  *
- * host   = { "host_id", "host_name", "address", "self", "status" (up, joining, leaving, ...,
- *            removed), "reachable", "vms", "memory_used", "vcpus_used",
+ * host   = { "host_id", "host_name", "address", "platform" ("kvm" or "process", where the
+ *            host's guests run; "" from a node of an older version), "self", "status" (up,
+ *            joining, leaving, ..., removed), "reachable", "vms", "memory_used", "vcpus_used",
  *            "capacity": { "guest_memory", "vm_slots", "vcpus" } }   (memory in bytes)
  * member = { "address", "status", "reachable" }   a member that reports no load (a client)
  * vm     = { "id" (hex), "host_id", "state", "vm_type", "parent" (hex or null),

@@ -95,6 +95,7 @@ final class PageJson {
             h.put("host_id", r.hostId());
             h.put("host_name", r.hostName());
             h.put("address", r.address());
+            h.put("platform", r.platform());
             h.put("self", r.hostId() == selfHostId);
             h.put("status", m == null ? "removed" : m.status().toString().toLowerCase(Locale.ROOT));
             h.put("reachable", m != null && !unreachable.contains(m));

@@ -173,6 +173,16 @@ function bar(metric, used, total, text) {
       el('div', { class: 'bar' }, el('div', { class: 'fill ' + level, style: 'width:' + pct.toFixed(1) + '%' })));
 }
 
+// Where a host's guests run: "kvm" (hardware virtualisation) or "process" (a confined host
+// process); "" from a node of an older version, which does not say.
+function platformTag(h) {
+  const known = h.platform === 'kvm' || h.platform === 'process';
+  return el('span', { class: 'platform ' + (known ? h.platform : 'unknown'),
+    title: h.platform === 'kvm' ? 'guests run in KVM VMs (hardware virtualisation)'
+      : h.platform === 'process' ? 'guests run in confined host processes (no /dev/kvm)'
+        : 'this host\'s node does not say where its guests run' }, h.platform || 'platform?');
+}
+
 function renderHosts() {
   const vms = [...state.vms.values()];
   const cards = state.hosts.map((h) => {
@@ -181,10 +191,11 @@ function renderHosts() {
     const down = h.status !== 'up' || !h.reachable;
     return el('article', { class: 'host' + (down ? ' down' : '') + (h.self ? ' self' : ''), id: 'host-' + h.host_id,
         style: '--hue:' + hostHue(h.host_id),
-        data: { hostId: h.host_id, status: h.status, reachable: h.reachable, vms: h.vms } },
+        data: { hostId: h.host_id, status: h.status, reachable: h.reachable, vms: h.vms, platform: h.platform } },
       el('div', { class: 'head' },
           el('span', { class: 'name' }, h.host_name),
           el('span', { class: 'id' }, 'host ' + h.host_id),
+          platformTag(h),
           h.self ? el('span', { class: 'self-tag' }, 'this node') : null,
           el('span', { class: 'status ' + (down ? 'bad' : 'ok') }, h.reachable ? h.status : 'unreachable')),
       el('div', { class: 'addr' }, h.address),

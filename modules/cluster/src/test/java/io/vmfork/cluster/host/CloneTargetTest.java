@@ -57,7 +57,7 @@ class CloneTargetTest {
     }
 
     private int used() {
-        return ledger.current(2, "h", "").vmCount();
+        return ledger.current(2, "h", "", "").vmCount();
     }
 
     @Test

@@ -71,6 +71,9 @@ class NodeStatusServerTest {
         assertTrue(member.path("reachable").asBoolean());
         assertEquals(41, member.path("host").path("host_id").asLong());
         assertEquals(8, member.path("host").path("capacity").path("vm_slots").asInt());
+        // The member's report names its platform: this node's own, as "host" shows it.
+        assertEquals(node.vmm().platform().name(), status.path("host").path("platform").path("name").asText());
+        assertEquals(node.vmm().platform().name(), member.path("host").path("platform").asText());
         assertTrue(status.path("vms").isArray() && status.path("vms").isEmpty(), status.toString());
 
         // An admission shows in the load at once.

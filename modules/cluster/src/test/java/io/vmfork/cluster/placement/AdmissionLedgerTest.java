@@ -42,13 +42,14 @@ class AdmissionLedgerTest {
         AdmissionLedger l = new AdmissionLedger(new Capacity(1024 * MIB, 1, 4), Duration.ofSeconds(5), now::get);
         assertTrue(l.admit(10, 256 * MIB, 1));
         assertFalse(l.admit(11, 256 * MIB, 1));
-        HostLoad r1 = l.report(7, "h7", "pekko://vmfork@h:1");
+        HostLoad r1 = l.report(7, "h7", "pekko://vmfork@h:1", "kvm");
         assertEquals(1, r1.vmCount());
         assertEquals(256 * MIB, r1.memoryUsed());
         assertEquals(0, r1.freeSlots());
         assertEquals(List.of(10L, 11L), r1.settledReservations());
+        assertEquals("kvm", r1.platform());
         now.addAndGet(Duration.ofSeconds(6).toNanos());
-        HostLoad r2 = l.report(7, "h7", "pekko://vmfork@h:1");
+        HostLoad r2 = l.report(7, "h7", "pekko://vmfork@h:1", "kvm");
         assertEquals(List.of(), r2.settledReservations());
         assertTrue(r2.sequence() > r1.sequence());
     }
@@ -73,6 +74,6 @@ class AdmissionLedgerTest {
         }
         assertEquals(8, admitted.get());
         assertEquals(8, l.vmCount());
-        assertEquals(32, l.report(1, "h", "a").settledReservations().size());
+        assertEquals(32, l.report(1, "h", "a", "process").settledReservations().size());
     }
 }

@@ -18,7 +18,11 @@ class LoadViewTest {
     private final LoadView view = new LoadView(Duration.ofSeconds(5), now::get);
 
     private static HostLoad load(long host, String address, long seq, int vms, List<Long> settled) {
-        return new HostLoad(host, "h" + host, address, seq, vms, vms * 100 * MIB, vms,
+        return load(host, address, "process", seq, vms, settled);
+    }
+
+    private static HostLoad load(long host, String address, String platform, long seq, int vms, List<Long> settled) {
+        return new HostLoad(host, "h" + host, address, platform, seq, vms, vms * 100 * MIB, vms,
                 new Capacity(800 * MIB, 8, 8), settled);
     }
 
@@ -99,6 +103,24 @@ class LoadViewTest {
         view.reports(Map.of());
         assertEquals(List.of(), view.rooms());
         assertEquals(0, view.reservedOn(1));
+    }
+
+    @Test
+    void eachKnownHostsPlatformIsKeptFromItsLatestReport() {
+        view.memberUp(A);
+        view.reports(Map.of(1L, load(1, A, "kvm", 1, 0, List.of()), 2L, load(2, B, "process", 1, 0, List.of()),
+                3L, load(3, B, "", 1, 0, List.of())));
+        view.unreachable(B);
+        assertEquals(java.util.Optional.of("kvm"), view.platformOf(1));
+        // Known though not chosen (B is unreachable), and "" from a node that does not say.
+        assertEquals(java.util.Optional.of("process"), view.platformOf(2));
+        assertEquals(java.util.Optional.of(""), view.platformOf(3));
+        assertEquals(java.util.Optional.empty(), view.platformOf(4));
+        // A node restarted on the other platform (a new incarnation at a new address).
+        view.report(load(1, A + "0", "process", 1, 0, List.of()));
+        assertEquals(java.util.Optional.of("process"), view.platformOf(1));
+        view.memberRemoved(B);
+        assertEquals(java.util.Optional.empty(), view.platformOf(2));
     }
 
     @Test

@@ -69,8 +69,8 @@ class PlacementEntityTest {
     }
 
     private void host(long id, int vms, int slots, List<Long> settled, long sequence) {
-        reports.tell(new LoadReports.Publish(new HostLoad(id, "h" + id, address, sequence, vms, vms * 256 * MIB, vms,
-                new Capacity(slots * 256 * MIB, slots, slots), settled)));
+        reports.tell(new LoadReports.Publish(new HostLoad(id, "h" + id, address, "process", sequence, vms,
+                vms * 256 * MIB, vms, new Capacity(slots * 256 * MIB, slots, slots), settled)));
     }
 
     /**
@@ -295,7 +295,7 @@ class PlacementEntityTest {
         for (long h = 1; h <= 3; h++) {
             ledgers.put(h, new AdmissionLedger(new Capacity(8 * 256 * MIB, 8, 8), Duration.ofSeconds(30),
                     System::nanoTime));
-            reports.tell(new LoadReports.Publish(ledgers.get(h).report(h, "h" + h, address)));
+            reports.tell(new LoadReports.Publish(ledgers.get(h).report(h, "h" + h, address, "process")));
         }
         awaitReplicated(3);
         ActorRef<PlacementEntity.Command> waiter = testKit.spawn(PlacementEntity.create(99, settings(Duration.ofMillis(1))));
@@ -324,7 +324,8 @@ class PlacementEntityTest {
             PlacementEntity.Slot slot = p.slots().get(0);
             AdmissionLedger host = ledgers.get(slot.hostId());
             boolean ok = host.admit(slot.reservationId(), 256 * MIB, 1);
-            reports.tell(new LoadReports.Publish(host.report(slot.hostId(), "h" + slot.hostId(), address)));
+            reports.tell(new LoadReports.Publish(host.report(slot.hostId(), "h" + slot.hostId(), address,
+                    "process")));
             if (!ok) {
                 // Refused: placed again, once.
                 refused++;

@@ -88,9 +88,10 @@ class ClusterSerializationTest {
 
     private List<ClusterMessage> placementSamples(TestProbe<PlacementEntity.Reply> probe, Capacity cap) {
         return List.of(
-                new HostLoad(3, "node-3", "pekko://vmfork@127.0.0.1:25523", 42, 5, 3L << 30, 5, cap,
+                new HostLoad(3, "node-3", "pekko://vmfork@127.0.0.1:25523", "process", 42, 5, 3L << 30, 5, cap,
                         List.of(-7L, 99L, Long.MAX_VALUE)),
-                new HostLoad(0, "", "", 0, 0, 0, 0, new Capacity(0, 0, 0), List.of()),
+                new HostLoad(4, "node-4", "pekko://vmfork@127.0.0.1:25524", "kvm", 1, 0, 0, 0, cap, List.of()),
+                new HostLoad(0, "", "", "", 0, 0, 0, 0, new Capacity(0, 0, 0), List.of()),
                 new PlacementEntity.PlaceCopies(7, 32, 2, 256L << 20, 1, probe.getRef()),
                 new PlacementEntity.PlaceCopies(0, 1, -1, 0, 0, probe.getRef()),
                 new PlacementEntity.PlaceVm(9, 64L << 20, 2, probe.getRef()),
@@ -111,6 +112,24 @@ class ClusterSerializationTest {
             Object back = serialization.deserialize(bytes, serializer.identifier(), manifest).get();
             assertEquals(m, back);
         }
+    }
+
+    @Test
+    void aHostLoadCarriesItsPlatformAsField10AndAnOlderWritersReportHasNone() throws Exception {
+        Serialization serialization = SerializationExtension.get(testKit.system());
+        HostLoad kvm = new HostLoad(2, "node-2", "pekko://vmfork@127.0.0.1:25522", "kvm", 7, 1, 64L << 20, 1,
+                new Capacity(1L << 30, 4, 4), List.of(5L));
+        Serializer serializer = serialization.findSerializerFor(kvm);
+        byte[] bytes = serialization.serialize(kvm).get();
+        io.vmfork.proto.placement.HostLoad wire = io.vmfork.proto.placement.HostLoad.parseFrom(bytes);
+        assertEquals("kvm", wire.getPlatform());
+        assertEquals("kvm", ((HostLoad) serialization.deserialize(bytes, serializer.identifier(),
+                "placement.HostLoad").get()).platform());
+        // A node of an older version writes no field 10: its report decodes, platform "".
+        byte[] older = wire.toBuilder().clearPlatform().build().toByteArray();
+        HostLoad back = (HostLoad) serialization.deserialize(older, serializer.identifier(), "placement.HostLoad").get();
+        assertEquals(new HostLoad(2, "node-2", "pekko://vmfork@127.0.0.1:25522", "", 7, 1, 64L << 20, 1,
+                new Capacity(1L << 30, 4, 4), List.of(5L)), back);
     }
 
     @Test

@@ -167,6 +167,8 @@ class ClusterPageServerTest {
         } while (hosts.path("hosts").size() != 1 || hosts.path("hosts").get(0).path("vms").asInt() != 1);
         assertEquals(43, hosts.path("hosts").get(0).path("host_id").asLong(), hosts.toString());
         assertTrue(hosts.path("hosts").get(0).path("self").asBoolean(), hosts.toString());
+        assertEquals(node.vmm().platform().name(), hosts.path("hosts").get(0).path("platform").asText(),
+                hosts.toString());
         node.cluster().stop(vm.vmId()).toCompletableFuture().get(30, TimeUnit.SECONDS);
         JsonNode stopped;
         do {
