@@ -28,8 +28,9 @@ import org.apache.pekko.actor.typed.receptionist.Receptionist;
  * cluster, downed after it died, or stopped) takes its VMs with it: subscribers get a
  * {@link VmEvent.Kind#LOST} event for each VM the view had on it. A VM the view learns of
  * from a host's list (a host that appeared after the subscription) reaches subscribers as
- * {@link VmEvent.Kind#KNOWN}. {@link GetVms} answers with the view's VMs at once. Local to
- * its node.
+ * {@link VmEvent.Kind#KNOWN}, and so does each VM the view knows already when a
+ * subscriber is added (whenever the view learnt of it, the subscriber learns of it).
+ * {@link GetVms} answers with the view's VMs at once. Local to its node.
  */
 public final class ClusterView extends AbstractBehavior<ClusterView.Command> {
     /** What the view does. */
@@ -101,6 +102,10 @@ public final class ClusterView extends AbstractBehavior<ClusterView.Command> {
     private Behavior<Command> onAddSubscriber(AddSubscriber m) {
         if (subscribers.add(m.subscriber())) {
             getContext().watchWith(m.subscriber(), new SubscriberGone(m.subscriber()));
+            // What the view learnt before the subscriber came (a host listed between the
+            // view's start and this message) is news to it too.
+            vmsByHost.forEach((hostId, vms) -> vms.values().forEach(v ->
+                    m.subscriber().tell(new VmEvent(VmEvent.Kind.KNOWN, v.vmId(), hostId, v, -1, ""))));
         }
         return this;
     }

@@ -125,7 +125,8 @@ public final class VmCluster {
     /**
      * Lifecycle events of every VM of the cluster (launched, ready, forked, exited,
      * crashed, stopped, lost with its host; known: a VM this node learnt of from a host
-     * that joined its view later) go to {@code subscriber} until it stops.
+     * that joined its view later, and each VM the view knows already when the subscriber
+     * comes) go to {@code subscriber} until it stops.
      */
     public void subscribe(ActorRef<VmEvent> subscriber) {
         view.tell(new ClusterView.AddSubscriber(subscriber));

@@ -138,6 +138,25 @@ class VmClusterTest {
     }
 
     @Test
+    void aSubscriberThatComesAfterTheViewListedAHostIsToldItsVmsAsKnown() throws Exception {
+        VmforkNode node = start(28, "");
+        ActorTestKit kit = ActorTestKit.create(node.system());
+        VmInfo vm = await(node.cluster().launchOn(28, "forker", 1, 16L << 20));
+        VmCluster view = VmCluster.create(node.system(), node.placement(), node.cluster().timeout());
+        long deadline = System.nanoTime() + 30_000_000_000L;
+        while (await(view.known()).stream().noneMatch(v -> v.vmId() == vm.vmId())) {
+            assertTrue(System.nanoTime() < deadline, "the view never listed the VM");
+            Thread.sleep(20);
+        }
+        TestProbe<VmEvent> events = kit.createTestProbe();
+        view.subscribe(events.getRef());
+        VmEvent known = next(events, VmEvent.Kind.KNOWN, vm.vmId());
+        assertEquals(28, known.hostId());
+        await(view.stop(vm.vmId()));
+        next(events, VmEvent.Kind.STOPPED, vm.vmId());
+    }
+
+    @Test
     void aViewThatListsAHostAfterItsSubscriberCameAnnouncesTheHostsVmsAsKnownAndKnowsThem() throws Exception {
         VmforkNode node = start(25, "");
         ActorTestKit kit = ActorTestKit.create(node.system());
