@@ -201,12 +201,11 @@ final class ForkPath {
      * and copies placed on other hosts are shipped. Children resume exactly where the
      * parent was; a vCPU that was waiting in RECV re-issues the call in the child.
      */
-    ForkResult fork(int count, int vmType) {
+    ForkResult fork(int count, int vmType, CopyPlacement placement) {
         if (count < 1 || count > vm.vmm().settings().forkMaxCount()) {
             throw new IllegalArgumentException("fork count must be 1.." + vm.vmm().settings().forkMaxCount() + ", got "
                     + count);
         }
-        CopyPlacement placement = vm.vmm().copyPlacement();
         long[] childIds = new long[count];
         long[] childErrors = new long[count];
         RemoteFork remote = null;

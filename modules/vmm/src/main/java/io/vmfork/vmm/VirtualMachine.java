@@ -801,7 +801,17 @@ public final class VirtualMachine {
      * RECV re-issues the call in the child.
      */
     public ForkResult fork(int count, int vmType) {
-        return forkPath.fork(count, vmType);
+        return forkPath.fork(count, vmType, vmm.copyPlacement());
+    }
+
+    /**
+     * As {@link #fork}, with every copy a child on this host, whatever the VMM's placement
+     * ({@link io.vmfork.vmm.fork.CopyPlacement#LOCAL}): nothing is asked of the cluster
+     * and nothing admitted there. For a VM the VMM's embedder keeps to itself (a node's
+     * warm-up of its fork path).
+     */
+    public ForkResult forkHere(int count) {
+        return forkPath.fork(count, identity.vmType(), io.vmfork.vmm.fork.CopyPlacement.LOCAL);
     }
 
     /**

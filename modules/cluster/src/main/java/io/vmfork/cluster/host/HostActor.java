@@ -728,8 +728,18 @@ public final class HostActor extends AbstractBehavior<HostActor.Command> {
         transferServer = m.server();
         getContext().getLog().info("host {} receives clone capsules at {}", settings.hostId(),
                 transferServer.address());
-        if (getContext().getSystem().settings().config().getBoolean("vmfork.transfer.warm-up")) {
-            blocking.execute(() -> CapsuleWarmup.run(vmm));
+        com.typesafe.config.Config config = getContext().getSystem().settings().config();
+        boolean forks = config.getBoolean("vmfork.node.fork-warm-up");
+        boolean capsules = config.getBoolean("vmfork.transfer.warm-up");
+        if (forks || capsules) {
+            blocking.execute(() -> {
+                if (forks) {
+                    ForkWarmup.run(vmm);
+                }
+                if (capsules) {
+                    CapsuleWarmup.run(vmm);
+                }
+            });
         }
         return this;
     }
