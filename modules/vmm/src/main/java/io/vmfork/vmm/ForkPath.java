@@ -6,8 +6,9 @@ import io.vmfork.kvm.sys.Errno;
 import io.vmfork.kvm.sys.NativeCallException;
 import io.vmfork.vmm.VirtualMachine.ForkRecord;
 import io.vmfork.vmm.VirtualMachine.ForkResult;
-import io.vmfork.vmm.VirtualMachine.Snapshot;
 import io.vmfork.vmm.VirtualMachine.RemoteCopyRef;
+import io.vmfork.vmm.VirtualMachine.Snapshot;
+import io.vmfork.vmm.arch.CpuState;
 import io.vmfork.vmm.fork.CopyPlacement;
 import io.vmfork.vmm.fork.CopyTarget;
 import io.vmfork.vmm.fork.RemoteFork;
@@ -157,7 +158,7 @@ final class ForkPath {
             m.writeLong(block + 40, vm.id());
             result = launched.size() + (remote == null ? 0 : remote.copies().size());
             long[] regs = caller.regs();
-            regs[VcpuState.RAX] = result;
+            regs[CpuState.RAX] = result;
             caller.setRegs(regs);
             caller.inRestartableHypercall = false;
             lastFork = new ForkRecord(exitNanos, System.nanoTime(), launched, lastPageWorkNanos);
@@ -344,25 +345,26 @@ final class ForkPath {
                 pageWork += System.nanoTime() - tSlot; // the old view goes in memory.resumed()
             }
             List<VcpuState> states = new ArrayList<>();
+            byte[] cpuidEntries = vm.cpuid().entryBytes();
             for (Vcpu v : vm.vcpuList()) {
                 // Paused: only a vCPU serving a hypercall starts or stops a vCPU, and none is.
-                VcpuState st = VcpuStates.capture(v.kvm, vm.vmm().caps()).withStarted(v.started);
+                VcpuState st = VcpuStates.capture(v.kvm, vm.vmm().caps(), cpuidEntries, v.started);
                 if (v != caller && v.inRestartableHypercall) {
                     long[] regs = st.regs();
-                    long rip = regs[VcpuState.RIP];
+                    long rip = regs[CpuState.RIP];
                     if (memory.readByte(rip - 1) != Hypercalls.OUT_EAX_DX) {
                         throw new IllegalStateException(String.format(
                                 "vCPU %d waits in a hypercall but rip-1 (0x%x) is not its out instruction", v.index(),
                                 rip - 1));
                     }
-                    regs[VcpuState.RIP] = rip - 1;
+                    regs[CpuState.RIP] = rip - 1;
                     st = st.withRegs(regs);
                 }
                 states.add(st);
             }
             DeviceState devices = new DeviceState(vm.console().bytesWritten(), vm.channel().queuedRequests(),
                     vm.channel().isClosed(), vm.isReady());
-            MachineState ms = new MachineState(vm.identity(), memory.size(), vm.cpuid().entryBytes(),
+            MachineState ms = new MachineState(vm.identity(), memory.size(), cpuidEntries,
                     kvmVm.getClockNs(), states, devices);
             lastPageWorkNanos = pageWork;
             return new Snapshot(ms, f.image());
@@ -387,9 +389,9 @@ final class ForkPath {
         List<VcpuState> states = new ArrayList<>();
         for (Vcpu v : vm.vcpuList()) {
             var context = (io.vmfork.vmm.platform.process.ProcessExecContext) v.context();
+            boolean started = v.started;
             VcpuState st = vm.control().runOn(v,
-                    () -> io.vmfork.vmm.platform.process.ProcessStates.capture(context, platform.xstateSize()))
-                    .withStarted(v.started);
+                    () -> io.vmfork.vmm.platform.process.ProcessStates.capture(context, platform.xstateSize(), started));
             states.add(rewound(v, caller, st, memory));
         }
         io.vmfork.vmm.platform.process.GuestProcess old = vm.process();
@@ -447,7 +449,7 @@ final class ForkPath {
         });
         onEachVcpu(all, i -> {
             var context = (io.vmfork.vmm.platform.process.ProcessExecContext) all.get(i).context();
-            context.finishMove(states.get(i).fpu());
+            context.finishMove(states.get(i).cpu().fpu());
         });
         vm.moveToProcess(next);
     }
@@ -524,12 +526,12 @@ final class ForkPath {
             return st;
         }
         long[] regs = st.regs();
-        long rip = regs[VcpuState.RIP];
+        long rip = regs[CpuState.RIP];
         if (memory.readByte(rip - 1) != Hypercalls.OUT_EAX_DX) {
             throw new IllegalStateException(String.format(
                     "vCPU %d waits in a hypercall but rip-1 (0x%x) is not its out instruction", v.index(), rip - 1));
         }
-        regs[VcpuState.RIP] = rip - 1;
+        regs[CpuState.RIP] = rip - 1;
         return st.withRegs(regs);
     }
 
@@ -637,7 +639,7 @@ final class ForkPath {
         for (VcpuState v : state.vcpus()) {
             if (v.index() == caller.index()) {
                 long[] regs = v.regs();
-                regs[VcpuState.RAX] = Hypercalls.OK;
+                regs[CpuState.RAX] = Hypercalls.OK;
                 v = v.withRegs(regs);
             }
             vs.add(v);

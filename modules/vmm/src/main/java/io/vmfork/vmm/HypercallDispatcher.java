@@ -2,6 +2,7 @@ package io.vmfork.vmm;
 
 import static io.vmfork.vmm.hypercall.Hypercalls.*;
 
+import io.vmfork.vmm.arch.CpuState;
 import io.vmfork.vmm.memory.GuestMemory;
 import io.vmfork.vmm.x86.CpuSetup;
 import io.vmfork.vmm.x86.GuestLayout;
@@ -31,11 +32,11 @@ final class HypercallDispatcher {
 
     /**
      * Serves the hypercall the vCPU exited on; {@code regs} holds its registers (raw
-     * struct kvm_regs order, {@link io.vmfork.vmm.state.VcpuState#RAX} etc.). Returns
+     * struct kvm_regs order, {@link io.vmfork.vmm.arch.CpuState#RAX} etc.). Returns
      * false when the vCPU must stop running (the guest exited, or the VM is stopping).
      */
     boolean dispatch(Vcpu vcpu, long[] regs) {
-        long nr = regs[io.vmfork.vmm.state.VcpuState.RAX] & 0xffffffffL;
+        long nr = regs[CpuState.RAX] & 0xffffffffL;
         long arg = regs[RDI];
         long status;
         switch ((int) nr) {
@@ -76,7 +77,7 @@ final class HypercallDispatcher {
                 // Ordering requirements: the registers are final (RAX = 0, RIP past the `out`)
                 // before the vCPU counts as stopped, since a VCPU_START from another vCPU may
                 // set them from then on.
-                regs[io.vmfork.vmm.state.VcpuState.RAX] = OK;
+                regs[CpuState.RAX] = OK;
                 vcpu.setRegs(regs);
                 vm.control().stopVcpu(vcpu);
                 return true;
@@ -87,14 +88,14 @@ final class HypercallDispatcher {
         if (status == STOP_VCPU) {
             return false;
         }
-        regs[io.vmfork.vmm.state.VcpuState.RAX] = status;
+        regs[CpuState.RAX] = status;
         vcpu.setRegs(regs);
         return true;
     }
 
-    private static final int RDI = io.vmfork.vmm.state.VcpuState.RDI;
-    private static final int RSI = io.vmfork.vmm.state.VcpuState.RSI;
-    private static final int RSP = io.vmfork.vmm.state.VcpuState.RSP;
+    private static final int RDI = CpuState.RDI;
+    private static final int RSI = CpuState.RSI;
+    private static final int RSP = CpuState.RSP;
 
     /** Marker: the vCPU must leave its loop without returning to the guest. */
     static final long STOP_VCPU = Long.MIN_VALUE;
@@ -297,12 +298,12 @@ final class HypercallDispatcher {
             return EINVAL;
         }
         Vcpu target = all.get((int) index);
-        long[] r = new long[io.vmfork.vmm.state.VcpuState.REGS];
-        r[io.vmfork.vmm.state.VcpuState.RIP] = entry;
+        long[] r = new long[CpuState.REGS];
+        r[CpuState.RIP] = entry;
         r[RSP] = stackTop;
         r[RDI] = arg;
         r[RSI] = index;
-        r[io.vmfork.vmm.state.VcpuState.RFLAGS] = CpuSetup.RFLAGS_INITIAL;
+        r[CpuState.RFLAGS] = CpuSetup.RFLAGS_INITIAL;
         return vm.control().startVcpu(target, () -> target.setRegs(r)) ? OK : EINVAL;
     }
 

@@ -5,14 +5,26 @@ import io.vmfork.kvm.x86.KvmFpu;
 import io.vmfork.kvm.x86.KvmSegment;
 import io.vmfork.kvm.x86.KvmSregs;
 import io.vmfork.kvm.x86.KvmVcpuEvents;
-import io.vmfork.vmm.state.SegmentState;
-import io.vmfork.vmm.state.SregsState;
+import io.vmfork.vmm.arch.CpuState;
+import io.vmfork.vmm.arch.SegmentState;
+import io.vmfork.vmm.arch.SregsState;
 import io.vmfork.vmm.state.VcpuState;
+import io.vmfork.vmm.x86.GuestModel;
+import io.vmfork.vmm.x86.KvmCpuStates;
 import java.util.ArrayList;
 import java.util.List;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
 
-/** Saves a vCPU's state from KVM into a {@link VcpuState} and restores it into another vCPU. */
+/**
+ * Saves a KVM vCPU's state into a {@link VcpuState} and restores one into another vCPU,
+ * through {@link KvmCpuStates}: KVM's registers become the architecture-neutral CPU state
+ * and the KVM part, and the model's values fill in the rest on restore, so a state the
+ * process platform took restores here too.
+ */
 final class VcpuStates {
+    private static final Logger log = LoggerFactory.getLogger(VcpuStates.class);
+
     /**
      * What this host can save and restore, decided once per VMM.
      *
@@ -26,17 +38,20 @@ final class VcpuStates {
     private VcpuStates() {
     }
 
-    /** The vCPU must not be running (its thread parked, blocked in a hypercall, or it is the caller). */
-    static VcpuState capture(KvmVcpu v, HostCaps caps) {
+    /**
+     * The vCPU must not be running (its thread parked, blocked in a hypercall, or it is the
+     * caller). {@code cpuidEntries}: the VM's CPUID, which decides the CR4 the model gives it.
+     */
+    static VcpuState capture(KvmVcpu v, HostCaps caps, byte[] cpuidEntries, boolean started) {
         long[] regs = v.getRegsArray();
         SregsState sregs = fromBytes(v.getSregsBytes());
-        VcpuState.FpuFormat format;
+        CpuState.FpuFormat format;
         byte[] fpu;
         if (caps.xsave()) {
-            format = VcpuState.FpuFormat.XSAVE;
+            format = CpuState.FpuFormat.XSAVE;
             fpu = caps.xsave2() ? v.getXsave2(caps.xsaveSize()) : v.getXsave();
         } else {
-            format = VcpuState.FpuFormat.FXSAVE;
+            format = CpuState.FpuFormat.FXSAVE;
             fpu = v.getFpu().bytes;
         }
         long xcr0 = caps.xcrs() ? v.getXcr0() : 0;
@@ -44,7 +59,14 @@ final class VcpuStates {
         long[] values = v.getMsrs(msrs);
         byte[] events = v.getVcpuEventsBytes();
         int mp = v.getMpStateRaw();
-        return new VcpuState(v.index(), regs, sregs, format, fpu, xcr0, msrs, values, events, mp);
+        List<GuestModel.Violation> outside = new ArrayList<>();
+        VcpuState s = KvmCpuStates.split(v.index(), new KvmCpuStates.KvmView(regs, sregs, format, fpu, xcr0, msrs,
+                values, events, mp), started, cpuidEntries, "vcpu " + v.index(), outside);
+        if (!outside.isEmpty()) {
+            // A CPL3 guest cannot change these; a restore gives it the model's values again.
+            log.warn("vCPU {} has state outside the guest model, which a copy does not keep: {}", v.index(), outside);
+        }
+        return s;
     }
 
     /**
@@ -54,7 +76,8 @@ final class VcpuStates {
      * TSC write, last in the list, fixes the offset from the time of restore), then
      * pending events, then MP state.
      */
-    static void restore(KvmVcpu v, VcpuState s, HostCaps caps) {
+    static void restore(KvmVcpu v, VcpuState state, byte[] cpuidEntries, HostCaps caps) {
+        KvmCpuStates.KvmView s = KvmCpuStates.join(state, cpuidEntries, caps.msrIndices());
         v.setSregsBytes(toBytes(s.sregs()));
         v.setRegsArray(s.regs());
         if (caps.xcrs() && s.xcr0() != 0) {

@@ -285,7 +285,7 @@ public final class VirtualMachine {
                 if (!cpuidSet) {
                     kv.setCpuid(cpuid);
                 }
-                VcpuStates.restore(kv, vs, vmm.caps());
+                VcpuStates.restore(kv, vs, cpuidEntries, vmm.caps());
                 vm.vcpus.get(vm.vcpus.size() - 1).started = vs.started();
             }
             if (spare != null) {

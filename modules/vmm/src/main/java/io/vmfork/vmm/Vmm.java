@@ -342,7 +342,8 @@ public final class Vmm implements AutoCloseable {
     /** What a restored guest must be on this host (its limits and the MSRs it saves). */
     public io.vmfork.vmm.x86.GuestModel.Rules guestRules() {
         return new io.vmfork.vmm.x86.GuestModel.Rules(settings.maxVcpus(), settings.minMemory(), settings.maxMemory(),
-                settings.maxMessageBytes(), settings.maxQueuedRequests(), caps.msrIndices(), caps.xsaveSize());
+                settings.maxMessageBytes(), settings.maxQueuedRequests(), caps.msrIndices(), caps.xsaveSize(),
+                processPlatform == null);
     }
 
     /** Writes a snapshot as a capsule; the VM it came from may run meanwhile. */

@@ -65,6 +65,10 @@ class CapsuleFuzzTest extends VmmTestBase {
         original.stop();
         original.awaitTermination(VmmTesting.TIMEOUT);
         List<CapsuleFrame> frames = frames(capsule);
+        // Three starting points: the capsule as this host wrote it, the same with the KVM part a KVM host
+        // writes (on a process host: the capture has none), and that one in format version 3's layout.
+        List<CapsuleFrame> kvm = io.vmfork.vmm.capsule.KvmCapsules.withKvmPart(frames);
+        List<List<CapsuleFrame>> bases = List.of(frames, kvm, io.vmfork.vmm.capsule.KvmCapsules.frames(kvm));
         int refused = 0;
         int ran = 0;
         int ended = 0;
@@ -72,12 +76,13 @@ class CapsuleFuzzTest extends VmmTestBase {
         for (int c = 0; c < cases; c++) {
             Random r = new Random(seed * 31 + c);
             List<String> edits = new ArrayList<>();
-            List<CapsuleFrame> f = new ArrayList<>(frames);
+            List<CapsuleFrame> f = new ArrayList<>(bases.get(r.nextInt(bases.size())));
             int n = 1 + r.nextInt(3);
             for (int i = 0; i < n; i++) {
                 edits.add(edit(f, r));
             }
-            String what = "seed " + seed + " case " + c + ": " + edits;
+            String what = "seed " + seed + " case " + c + " (format version " + f.get(0).getHeader().getFormatVersion()
+                    + (f.get(1).getState().getVcpus(0).hasKvm() ? ", KVM part" : "") + "): " + edits;
             byte[] bytes = assemble(f);
             Resources before = Resources.of(vmm);
             VirtualMachine vm;
@@ -243,9 +248,36 @@ class CapsuleFuzzTest extends VmmTestBase {
     }
 
     private static String edit(List<CapsuleFrame> f, Random r) {
+        if (f.get(0).getHeader().getFormatVersion() == 3) {
+            return editVersion3(f, r);
+        }
         return switch (r.nextInt(13)) {
             case 0 -> header(f, r);
             case 12 -> state(f, r);
+            case 1 -> vcpu(f, r, "kvm.segment", v -> {
+                var s = v.getKvmBuilder();
+                String[] names = {"ds", "es", "fs", "gs"};
+                String name = names[r.nextInt(names.length)];
+                return "kvm." + name + "." + mutate((Message.Builder) s.getFieldBuilder(
+                        s.getDescriptorForType().findFieldByName(name)), r, false);
+            });
+            case 2 -> vcpu(f, r, "cpu", v -> "cpu." + mutate(v.getCpuBuilder(), r, false));
+            case 3 -> vcpu(f, r, "kvm", v -> "kvm." + (r.nextBoolean() ? msrs(v.getKvmBuilder(), r)
+                    : mutate(v.getKvmBuilder(), r, false)));
+            case 4 -> vcpu(f, r, "events", v -> "kvm.events." + mutate(v.getKvmBuilder().getEventsBuilder(), r, false));
+            case 5 -> vcpu(f, r, "regs", v -> "cpu.regs." + mutate(v.getCpuBuilder().getRegsBuilder(), r, false));
+            case 6 -> vcpu(f, r, "vcpu", v -> mutate(v, r, true));
+            case 7 -> cpuid(f, r);
+            case 8 -> chunkOffset(f, r);
+            case 9, 10 -> editLowMemory(f, r);
+            default -> queued(f, r);
+        };
+    }
+
+    /** Edits of a version 3 capsule, whose vCPUs are in KVM's terms: the reader maps them through the guest model. */
+    private static String editVersion3(List<CapsuleFrame> f, Random r) {
+        return switch (r.nextInt(8)) {
+            case 0 -> header(f, r);
             case 1 -> vcpu(f, r, "sregs.segment", v -> {
                 var s = v.getSregsBuilder();
                 String[] names = {"cs", "ds", "es", "fs", "gs", "ss", "tr", "ldt"};
@@ -258,10 +290,7 @@ class CapsuleFuzzTest extends VmmTestBase {
             case 4 -> vcpu(f, r, "events", v -> "events." + mutate(v.getEventsBuilder(), r, false));
             case 5 -> vcpu(f, r, "regs", v -> "regs." + mutate(v.getRegsBuilder(), r, false));
             case 6 -> vcpu(f, r, "vcpu", v -> mutate(v, r, true));
-            case 7 -> cpuid(f, r);
-            case 8 -> chunkOffset(f, r);
-            case 9, 10 -> editLowMemory(f, r);
-            default -> queued(f, r);
+            default -> editLowMemory(f, r);
         };
     }
 
@@ -286,6 +315,32 @@ class CapsuleFuzzTest extends VmmTestBase {
         String e = "vcpus[0]." + change.apply(s.getVcpusBuilder(0));
         f.set(1, CapsuleFrame.newBuilder().setState(s).build());
         return e;
+    }
+
+    private static String msrs(io.vmfork.proto.KvmCpuPart.Builder v, Random r) {
+        int op = r.nextInt(4);
+        if (op == 0 || v.getMsrsCount() == 0) {
+            int index = MSRS[r.nextInt(MSRS.length)];
+            long value = interestingLong(r, 0);
+            v.addMsrs(Msr.newBuilder().setIndex(index).setValue(value));
+            return String.format("msrs += 0x%x=0x%x", index, value);
+        }
+        int i = r.nextInt(v.getMsrsCount());
+        return switch (op) {
+            case 1 -> {
+                v.removeMsrs(i);
+                yield "msrs -= [" + i + "]";
+            }
+            case 2 -> {
+                v.addMsrs(v.getMsrs(i));
+                yield "msrs += copy of [" + i + "]";
+            }
+            default -> {
+                long value = interestingLong(r, v.getMsrs(i).getValue());
+                v.setMsrs(i, v.getMsrs(i).toBuilder().setValue(value));
+                yield String.format("msrs[%d] (0x%x) = 0x%x", i, v.getMsrs(i).getIndex(), value);
+            }
+        };
     }
 
     private static String msrs(VcpuState.Builder v, Random r) {

@@ -13,6 +13,7 @@ import io.vmfork.vmm.capsule.CapsuleException;
 import io.vmfork.vmm.capsule.CapsuleFormat;
 import io.vmfork.vmm.capsule.CapsuleFormatException;
 import io.vmfork.vmm.capsule.CapsuleIncompatibleException;
+import io.vmfork.vmm.capsule.KvmCapsules;
 import io.vmfork.vmm.guest.Guests;
 import java.io.ByteArrayInputStream;
 import java.io.ByteArrayOutputStream;
@@ -36,6 +37,8 @@ class CapsuleTrustTest extends VmmTestBase {
     private static final long MEMORY = 16L << 20;
     private static byte[] capsule;
     private static List<CapsuleFrame> frames;
+    /** The same capsule as a KVM host writes it (each vCPU with its KVM part), and in format version 3's layout. */
+    private static List<CapsuleFrame> kvmFrames, v3;
     /** Memory below 0x200000 of the booted original: what the VMM writes there. */
     private static byte[] bootLow;
 
@@ -53,6 +56,8 @@ class CapsuleTrustTest extends VmmTestBase {
         original.stop();
         original.awaitTermination(VmmTesting.TIMEOUT);
         frames = frames(capsule);
+        kvmFrames = KvmCapsules.withKvmPart(frames);
+        v3 = KvmCapsules.frames(kvmFrames);
     }
 
     private static Segment.Builder seg(io.vmfork.proto.VcpuState.Builder v, String which) {
@@ -77,19 +82,27 @@ class CapsuleTrustTest extends VmmTestBase {
 
     @Test
     void aGuestCannotBeMadeToRunAtCpl0() throws Exception {
-        refused(vmm, withVcpu(frames, v -> { seg(v, "cs").setDpl(0); return v; }), CapsuleFormatException.class,
+        refused(vmm, withVcpu(v3, v -> { seg(v, "cs").setDpl(0); return v; }), CapsuleFormatException.class,
                 "sregs.cs");
-        refused(vmm, withVcpu(frames, v -> { seg(v, "cs").setDpl(0).setSelector(0x30); seg(v, "ss").setDpl(0)
+        refused(vmm, withVcpu(v3, v -> { seg(v, "cs").setDpl(0).setSelector(0x30); seg(v, "ss").setDpl(0)
                 .setSelector(0x28); return v; }), CapsuleFormatException.class, "sregs.cs", "sregs.ss");
-        refused(vmm, withVcpu(frames, v -> { seg(v, "ss").setDpl(0); return v; }), CapsuleFormatException.class,
+        refused(vmm, withVcpu(v3, v -> { seg(v, "ss").setDpl(0); return v; }), CapsuleFormatException.class,
                 "sregs.ss");
         // Every other field a vmfork guest cannot change: a 32-bit code segment, a data segment of DPL 0.
-        refused(vmm, withVcpu(frames, v -> { seg(v, "cs").setL(0).setDb(1); return v; }),
+        refused(vmm, withVcpu(v3, v -> { seg(v, "cs").setL(0).setDb(1); return v; }),
                 CapsuleFormatException.class, "sregs.cs");
-        refused(vmm, withVcpu(frames, v -> { seg(v, "ds").setDpl(0); return v; }), CapsuleFormatException.class,
+        refused(vmm, withVcpu(v3, v -> { seg(v, "ds").setDpl(0); return v; }), CapsuleFormatException.class,
                 "sregs.ds");
-        refused(vmm, withVcpu(frames, v -> { v.getSregsBuilder().setIdtBase(0x300000).setIdtLimit(0xfff); return v; }),
+        refused(vmm, withVcpu(v3, v -> { v.getSregsBuilder().setIdtBase(0x300000).setIdtLimit(0xfff); return v; }),
                 CapsuleFormatException.class, "sregs.idt_base", "sregs.idt_limit");
+        // Since format version 4 a capsule holds no CS, SS or descriptor tables at all; what it holds of KVM's
+        // segments are the data segments, user data or null.
+        refused(vmm, withVcpu(kvmFrames, v -> { v.getKvmBuilder().getDsBuilder().setDpl(0); return v; }),
+                CapsuleFormatException.class, "kvm.ds");
+        refused(vmm, withVcpu(kvmFrames, v -> { v.getKvmBuilder().getFsBuilder().setBase(0x1000).setSelector(0x2b);
+            return v; }), CapsuleFormatException.class, "kvm.fs");
+        refused(vmm, withVcpu(kvmFrames, v -> v.setSregs(v3.get(1).getState().getVcpus(0).getSregs())),
+                CapsuleFormatException.class, "fields of format version 3");
     }
 
     @Test
@@ -138,10 +151,11 @@ class CapsuleTrustTest extends VmmTestBase {
     @Test
     void aGuestGetsNoMoreVcpusThanTheHostAllowsAndEachIsOneAVmforkGuestCanHave() throws Exception {
         // A second vCPU is an application processor, not a copy of the bootstrap one.
+        // (Format version 3, which held KVM's registers: a copy of vCPU 0's has the BSP's APIC base.)
         byte[] two = assemble(List.of(
-                CapsuleFrame.newBuilder().setHeader(frames.get(0).getHeader().toBuilder().setVcpuCount(2)).build(),
-                CapsuleFrame.newBuilder().setState(frames.get(1).getState().toBuilder()
-                        .addVcpus(frames.get(1).getState().getVcpus(0).toBuilder().setIndex(1))).build(),
+                CapsuleFrame.newBuilder().setHeader(v3.get(0).getHeader().toBuilder().setVcpuCount(2)).build(),
+                CapsuleFrame.newBuilder().setState(v3.get(1).getState().toBuilder()
+                        .addVcpus(v3.get(1).getState().getVcpus(0).toBuilder().setIndex(1))).build(),
                 frames.get(frames.size() - 1)));
         refused(vmm, two, CapsuleFormatException.class, "vcpus[1].sregs.apic_base", "0xfee00800");
         // vCPU 0 always runs; the header's NOT_STARTED flag says exactly whether a vCPU does not.
@@ -176,19 +190,30 @@ class CapsuleTrustTest extends VmmTestBase {
         int[] foreign = {0x1b /* APIC base */, 0x4b564d01 /* KVM_SYSTEM_TIME_NEW */, 0x4b564d02 /* async PF */,
             0x3a /* feature control */, 0x1d9 /* debug control */, 0xc0000080 /* EFER */};
         for (int msr : foreign) {
-            refused(vmm, withVcpu(frames, v -> v.addMsrs(Msr.newBuilder().setIndex(msr).setValue(0x44001))),
+            refused(vmm, withVcpu(v3, v -> v.addMsrs(Msr.newBuilder().setIndex(msr).setValue(0x44001))),
                     CapsuleFormatException.class, String.format("0x%x", msr), "not an MSR a vmfork guest can observe");
         }
         // SYSENTER_CS would let SYSENTER enter CPL0; only CPL0 code can write it.
-        refused(vmm, withVcpu(frames, v -> setMsr(v, 0x174, 0x10)), CapsuleFormatException.class, "0x174");
-        refused(vmm, withVcpu(frames, v -> setMsr(v, 0x277, 0)), CapsuleFormatException.class, "0x277");
+        refused(vmm, withVcpu(v3, v -> setMsr(v, 0x174, 0x10)), CapsuleFormatException.class, "0x174");
+        refused(vmm, withVcpu(v3, v -> setMsr(v, 0x277, 0)), CapsuleFormatException.class, "0x277");
         // EFER with SCE (SYSCALL to CPL0), with reserved bits.
-        refused(vmm, withVcpu(frames, v -> { v.getSregsBuilder().setEfer(0x501); return v; }),
+        refused(vmm, withVcpu(v3, v -> { v.getSregsBuilder().setEfer(0x501); return v; }),
                 CapsuleFormatException.class, "sregs.efer");
-        refused(vmm, withVcpu(frames, v -> { v.getSregsBuilder().setEfer(0x500 | 1L << 40); return v; }),
+        refused(vmm, withVcpu(v3, v -> { v.getSregsBuilder().setEfer(0x500 | 1L << 40); return v; }),
                 CapsuleFormatException.class, "sregs.efer");
-        refused(vmm, withVcpu(frames, v -> { v.getSregsBuilder().setApicBase(0xfee00000L); return v; }),
+        refused(vmm, withVcpu(v3, v -> { v.getSregsBuilder().setApicBase(0xfee00000L); return v; }),
                 CapsuleFormatException.class, "sregs.apic_base");
+        // Since format version 4 the KVM part holds only the MSRs the model leaves open.
+        for (int msr : foreign) {
+            refused(vmm, withVcpu(kvmFrames, v -> { v.getKvmBuilder().addMsrs(Msr.newBuilder().setIndex(msr)
+                    .setValue(0x44001)); return v; }), CapsuleFormatException.class, String.format("0x%x", msr),
+                    "not an MSR a vmfork guest can observe");
+        }
+        refused(vmm, withVcpu(kvmFrames, v -> { v.getKvmBuilder().addMsrs(Msr.newBuilder().setIndex(0x174)
+                .setValue(0x10)); return v; }), CapsuleFormatException.class, "kvm.msrs[2] (0x174)",
+                "fixed by the guest model");
+        refused(vmm, withVcpu(kvmFrames, v -> { v.getKvmBuilder().setMsrs(0, Msr.newBuilder().setIndex(0x1a0)
+                .setValue(0x80)); return v; }), CapsuleFormatException.class, "kvm.msrs[0] (0x1a0)", "has bits outside");
     }
 
     private static io.vmfork.proto.VcpuState.Builder setMsr(io.vmfork.proto.VcpuState.Builder v, int msr, long value) {
@@ -205,32 +230,41 @@ class CapsuleTrustTest extends VmmTestBase {
 
     @Test
     void registerValuesKvmWouldRefuseAreCapsuleErrors() throws Exception {
-        refused(vmm, withVcpu(frames, v -> { v.getSregsBuilder().setCr4(-1L); return v; }),
+        refused(vmm, withVcpu(v3, v -> { v.getSregsBuilder().setCr4(-1L); return v; }),
                 CapsuleFormatException.class, "sregs.cr4");
-        refused(vmm, withVcpu(frames, v -> { v.getSregsBuilder().setCr3(1L << 52); return v; }),
+        refused(vmm, withVcpu(v3, v -> { v.getSregsBuilder().setCr3(1L << 52); return v; }),
                 CapsuleFormatException.class, "sregs.cr3");
-        refused(vmm, withVcpu(frames, v -> { v.getSregsBuilder().setEfer(0); return v; }),
+        refused(vmm, withVcpu(v3, v -> { v.getSregsBuilder().setEfer(0); return v; }),
                 CapsuleFormatException.class, "sregs.efer");
-        refused(vmm, withVcpu(frames, v -> {
+        refused(vmm, withVcpu(v3, v -> {
             for (int i = 0; i < 3000; i++) {
                 v.addMsrs(Msr.newBuilder().setIndex(0x10).setValue(i));
             }
             return v;
         }), CapsuleFormatException.class, "msrs");
-        refused(vmm, withVcpu(frames, v -> v.setMpState(99)), CapsuleFormatException.class, "mp_state");
-        refused(vmm, withVcpu(frames, v -> { v.getEventsBuilder().setExceptionInjected(1).setExceptionNr(99); return v; }),
+        refused(vmm, withVcpu(v3, v -> v.setMpState(99)), CapsuleFormatException.class, "mp_state");
+        refused(vmm, withVcpu(v3, v -> { v.getEventsBuilder().setExceptionInjected(1).setExceptionNr(99); return v; }),
                 CapsuleFormatException.class, "events");
-        refused(vmm, withVcpu(frames, v -> { v.getEventsBuilder().setSmiSmm(1); return v; }),
+        refused(vmm, withVcpu(v3, v -> { v.getEventsBuilder().setSmiSmm(1); return v; }),
                 CapsuleFormatException.class, "events");
-        refused(vmm, withVcpu(frames, v -> { v.getRegsBuilder().setRflags(0x20202); return v; }),
+        refused(vmm, withVcpu(v3, v -> { v.getRegsBuilder().setRflags(0x20202); return v; }),
                 CapsuleFormatException.class, "rflags");
+        refused(vmm, withVcpu(kvmFrames, v -> { v.getKvmBuilder().setMpState(99); return v; }),
+                CapsuleFormatException.class, "kvm.mp_state");
+        refused(vmm, withVcpu(kvmFrames, v -> { v.getKvmBuilder().getEventsBuilder().setSmiSmm(1); return v; }),
+                CapsuleFormatException.class, "kvm.events");
+        refused(vmm, withVcpu(frames, v -> { v.getCpuBuilder().getRegsBuilder().setRflags(0x20202); return v; }),
+                CapsuleFormatException.class, "cpu.regs.rflags");
+        refused(vmm, withVcpu(frames, v -> { v.getCpuBuilder().setFsBase(1L << 50); return v; }),
+                CapsuleFormatException.class, "cpu.fs_base", "not canonical");
     }
 
     @Test
     void anXsaveAreaLargerThanThisHostsVcpusTakeIsIncompatibleNotALaunchFailure() throws Exception {
         // Found by the fuzzer: such an area passed the reader and failed in KVM_SET_XSAVE's wrapper.
         int hostSize = vmm.guestRules().maxXsaveBytes();
-        refused(vmm, withVcpu(frames, v -> v.setFpu(v.getFpu().concat(ByteString.copyFrom(new byte[4096])))),
+        refused(vmm, withVcpu(frames, v -> { v.getCpuBuilder().setFpu(v.getCpu().getFpu().concat(
+                ByteString.copyFrom(new byte[4096]))); return v; }),
                 io.vmfork.vmm.capsule.CapsuleIncompatibleException.class, "larger than the " + hostSize);
     }
 
@@ -263,7 +297,10 @@ class CapsuleTrustTest extends VmmTestBase {
 
     @Test
     void anUnknownMsrIsRefusedBeforeAnyMemoryIsRead() throws Exception {
-        byte[] bad = withVcpu(frames, v -> v.addMsrs(Msr.newBuilder().setIndex(0x12345).setValue(1)));
+        byte[] bad = withVcpu(kvmFrames, v -> {
+            v.getKvmBuilder().addMsrs(Msr.newBuilder().setIndex(0x12345).setValue(1));
+            return v;
+        });
         long[] read = {0};
         InputStream counting = new FilterInputStream(new ByteArrayInputStream(bad)) {
             @Override

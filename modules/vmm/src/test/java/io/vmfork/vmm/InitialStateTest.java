@@ -13,8 +13,7 @@ import io.vmfork.vmm.capsule.HostPlatform;
 import io.vmfork.vmm.capsule.ImageSink;
 import io.vmfork.vmm.capsule.StateCodec;
 import io.vmfork.vmm.guest.Guests;
-import io.vmfork.vmm.state.SregsState;
-import io.vmfork.vmm.state.VcpuState;
+import io.vmfork.vmm.arch.SregsState;
 import java.io.ByteArrayInputStream;
 import java.io.ByteArrayOutputStream;
 import java.nio.ByteBuffer;
@@ -115,9 +114,16 @@ class InitialStateTest {
     @EnabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#vmmRunsOnKvm", disabledReason = "KVM-only by nature: the control registers and CPUID KVM holds")
     @Test
     void controlRegistersXcr0AndCpuid() throws Exception {
+        // Read from KVM itself, on the vCPU's own thread while the VM is paused: a capture keeps
+        // none of it (the guest model fixes it), so only KVM can say what it holds.
         SregsState sregs;
-        try (VirtualMachine.Snapshot s = vm.snapshot()) {
-            sregs = s.state().vcpus().get(0).sregs();
+        RunControl control = vm.control();
+        assertTrue(control.pause(TimeUnit.SECONDS.toNanos(10)), "paused");
+        try {
+            Vcpu v0 = vm.vcpuList().get(0);
+            sregs = control.runOn(v0, () -> VcpuStates.fromBytes(v0.kvm.getSregsBytes()));
+        } finally {
+            control.resume();
         }
         Cpuid kvmCpuid = vmm.cpuid();
         // What CPL3 code cannot see, as KVM holds it.

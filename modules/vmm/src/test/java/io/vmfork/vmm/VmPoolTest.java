@@ -192,9 +192,9 @@ class VmPoolTest {
                 long made = vmm.pool().made();
                 VcpuState v = s.state().vcpus().get(0);
                 // An XSAVE area larger than this host's: refused after the pooled vCPU became the VM's.
-                VcpuState big = new VcpuState(v.index(), v.regs(), v.sregs(), v.fpuFormat(),
-                        new byte[vmm.caps().xsaveSize() + 64], v.xcr0(), v.msrIndices(), v.msrValues(), v.events(),
-                        v.mpState());
+                io.vmfork.vmm.arch.CpuState c = v.cpu();
+                VcpuState big = new VcpuState(v.index(), new io.vmfork.vmm.arch.CpuState(c.regs(), c.fsBase(),
+                        c.gsBase(), c.fpuFormat(), new byte[vmm.caps().xsaveSize() + 64], c.xcr0()), v.kvm());
                 MachineState bad = new MachineState(s.state().identity(), s.state().memorySize(),
                         s.state().cpuidEntries(), s.state().clockNs(), List.of(big), s.state().devices());
                 for (int i = 0; i < 5; i++) {

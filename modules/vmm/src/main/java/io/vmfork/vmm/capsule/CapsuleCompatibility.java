@@ -1,7 +1,7 @@
 package io.vmfork.vmm.capsule;
 
 import io.vmfork.proto.CapsuleHeader;
-import io.vmfork.vmm.state.VcpuState;
+import io.vmfork.vmm.arch.CpuState;
 import java.util.ArrayList;
 import java.util.List;
 
@@ -47,9 +47,9 @@ public final class CapsuleCompatibility {
             out.add(Integer.toUnsignedString(header.getVcpuCount()) + " vCPUs is over the host's maximum of "
                     + host.maxVcpus());
         }
-        VcpuState.FpuFormat fpu = switch (header.getFpuFormat()) {
-            case FPU_FORMAT_XSAVE -> VcpuState.FpuFormat.XSAVE;
-            case FPU_FORMAT_FXSAVE -> VcpuState.FpuFormat.FXSAVE;
+        CpuState.FpuFormat fpu = switch (header.getFpuFormat()) {
+            case FPU_FORMAT_XSAVE -> CpuState.FpuFormat.XSAVE;
+            case FPU_FORMAT_FXSAVE -> CpuState.FpuFormat.FXSAVE;
             default -> null;
         };
         if (fpu == null) {

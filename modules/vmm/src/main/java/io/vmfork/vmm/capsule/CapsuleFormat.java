@@ -14,11 +14,16 @@ public final class CapsuleFormat {
     /** CapsuleHeader.magic: "VMFC". */
     public static final int HEADER_MAGIC = 0x564D4643;
     /** The format version this code writes. Not the release version. */
-    public static final int CURRENT_VERSION = 3;
+    public static final int CURRENT_VERSION = 4;
     /** The first version whose header records the CPUID and XCR0 the guest could observe. */
     public static final int OBSERVED_CPU_VERSION = 2;
     /** The first version with delta capsules (flag DELTA, base_image, zero runs) and compressed chunks. */
     public static final int DELTA_VERSION = 3;
+    /**
+     * The first version whose vCPUs hold the architecture-neutral CpuState and an optional
+     * KvmCpuPart rather than KVM's registers struct by struct (read through the guest model).
+     */
+    public static final int NEUTRAL_CPU_VERSION = 4;
     /** Header flag: the chunks are the pages changed since the header's base_image. */
     public static final long FLAG_DELTA = 1;
     /**

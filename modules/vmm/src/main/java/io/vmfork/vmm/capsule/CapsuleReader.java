@@ -558,11 +558,13 @@ public final class CapsuleReader {
             }
             Set<Integer> indices = new HashSet<>();
             boolean notStarted = false;
+            boolean neutral = header.getFormatVersion() >= CapsuleFormat.NEUTRAL_CPU_VERSION;
             for (io.vmfork.proto.VcpuState v : p.getVcpusList()) {
                 notStarted |= v.getNotStarted();
-                if (v.getFpuFormat() != header.getFpuFormat()) {
+                io.vmfork.proto.FpuFormat fpu = neutral ? v.getCpu().getFpuFormat() : v.getFpuFormat();
+                if (fpu != header.getFpuFormat()) {
                     throw fail("vCPU " + Integer.toUnsignedString(v.getIndex()) + " has FPU format "
-                            + v.getFpuFormat() + ", header says " + header.getFpuFormat());
+                            + fpu + ", header says " + header.getFpuFormat());
                 }
                 if (Integer.compareUnsigned(v.getIndex(), header.getVcpuCount()) >= 0 || !indices.add(v.getIndex())) {
                     throw fail("vCPU index " + Integer.toUnsignedString(v.getIndex()) + " is repeated or not below "
@@ -574,7 +576,7 @@ public final class CapsuleReader {
                         : "the header has the NOT_STARTED flag but every vCPU is started");
             }
             try {
-                state = StateCodec.decode(p);
+                state = StateCodec.decode(p, header.getFormatVersion());
             } catch (CapsuleFormatException | IllegalArgumentException e) {
                 throw fail(e.getMessage(), e);
             }

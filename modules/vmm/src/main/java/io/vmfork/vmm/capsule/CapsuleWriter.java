@@ -8,6 +8,7 @@ import io.vmfork.proto.CapsuleTrailer;
 import io.vmfork.proto.ChunkCodec;
 import io.vmfork.proto.CpuidEntry;
 import io.vmfork.proto.MemoryChunk;
+import io.vmfork.vmm.arch.CpuState;
 import io.vmfork.vmm.state.MachineState;
 import io.vmfork.vmm.state.MemorySource;
 import io.vmfork.vmm.state.VcpuState;
@@ -22,7 +23,7 @@ import java.util.zip.CRC32C;
 /**
  * Writes a clone capsule: a VM's runtime image (machine state + guest RAM) as one stream.
  *
- * <p>Format (version 3; docs/capsule.md has every field and limit):
+ * <p>Format (version 4; docs/capsule.md has every field and limit):
  * <pre>
  *   magic    8 raw bytes 0x89 'V' 'M' 'F' 'C' 'A' 'P' 0x0A
  *   frame 0  CapsuleFrame{header}    what the capsule holds and needs from a host
@@ -96,7 +97,7 @@ public final class CapsuleWriter {
     public CapsuleStats write(OutputStream out, MachineState state, MemorySource memory, long sourceHostId,
             String sourceHostName, int kvmApiVersion) throws IOException {
         // A guest that sees what it was given: the CPUID set on its vCPUs, its vCPU's XCR0.
-        long xcr0 = state.vcpus().isEmpty() ? 0 : state.vcpus().get(0).xcr0();
+        long xcr0 = state.vcpus().isEmpty() ? 0 : state.vcpus().get(0).cpu().xcr0();
         return write(out, state, memory, sourceHostId, sourceHostName, kvmApiVersion, state.cpuidEntries(), xcr0);
     }
 
@@ -220,7 +221,7 @@ public final class CapsuleWriter {
                 .setMemorySize(state.memorySize())
                 .setVcpuCount(state.vcpus().size())
                 .addAllRequiredCpuid(cpuid)
-                .setFpuFormat(StateCodec.encode(state.vcpus().get(0).fpuFormat()))
+                .setFpuFormat(StateCodec.encode(state.vcpus().get(0).cpu().fpuFormat()))
                 // a full capsule; writeDelta adds DELTA
                 .setFlags(state.vcpus().stream().allMatch(VcpuState::started) ? 0 : CapsuleFormat.FLAG_NOT_STARTED)
                 .setMaxChunkBytes(limits.maxChunkBytes());
@@ -244,10 +245,11 @@ public final class CapsuleWriter {
             throw new IllegalArgumentException("a capsule holds 1 to " + limits.maxVcpus() + " vCPUs, not "
                     + state.vcpus().size());
         }
-        VcpuState.FpuFormat fpu = state.vcpus().get(0).fpuFormat();
+        CpuState.FpuFormat fpu = state.vcpus().get(0).cpu().fpuFormat();
         for (VcpuState v : state.vcpus()) {
-            if (v.fpuFormat() != fpu) {
-                throw new IllegalArgumentException("vCPUs differ in FPU format: " + fpu + " and " + v.fpuFormat());
+            if (v.cpu().fpuFormat() != fpu) {
+                throw new IllegalArgumentException("vCPUs differ in FPU format: " + fpu + " and "
+                        + v.cpu().fpuFormat());
             }
         }
         int cpuidEntries = state.cpuidEntries().length / CapsuleFormat.CPUID_ENTRY_BYTES;

@@ -8,6 +8,7 @@ import com.google.protobuf.WireFormat;
 import io.vmfork.proto.CapsuleFrame;
 import io.vmfork.proto.CapsuleHeader;
 import io.vmfork.proto.DeviceState;
+import io.vmfork.proto.KvmCpuPart;
 import io.vmfork.proto.MachineState;
 import io.vmfork.proto.Sregs;
 import io.vmfork.proto.VcpuState;
@@ -49,6 +50,7 @@ final class FrameCounts {
         cap(MachineState.getDescriptor(), "cpuid", limits.maxCpuidEntries());
         cap(MachineState.getDescriptor(), "vcpus", vcpus);
         cap(VcpuState.getDescriptor(), "msrs", vcpus * MAX_MSRS_PER_VCPU);
+        cap(KvmCpuPart.getDescriptor(), "msrs", vcpus * MAX_MSRS_PER_VCPU);
         cap(Sregs.getDescriptor(), "interrupt_bitmap", vcpus * KVM_SREGS_INTERRUPT_WORDS);
         cap(DeviceState.getDescriptor(), "queued_requests", limits.maxQueuedRequests());
     }

@@ -2,7 +2,7 @@ package io.vmfork.vmm.capsule;
 
 import io.vmfork.kvm.Kvm;
 import io.vmfork.vmm.VmmSettings;
-import io.vmfork.vmm.state.VcpuState;
+import io.vmfork.vmm.arch.CpuState;
 import java.util.EnumSet;
 import java.util.Set;
 
@@ -19,7 +19,7 @@ import java.util.Set;
  * @param observedXcr0   XCR0 in force for such a program: the state components a guest may use
  */
 public record HostPlatform(long hostId, String hostName, int kvmApiVersion, byte[] supportedCpuid,
-        long maxMemoryBytes, int maxVcpus, Set<VcpuState.FpuFormat> fpuFormats, byte[] observedCpuid,
+        long maxMemoryBytes, int maxVcpus, Set<CpuState.FpuFormat> fpuFormats, byte[] observedCpuid,
         long observedXcr0) {
     public HostPlatform {
         if (supportedCpuid.length % CapsuleFormat.CPUID_ENTRY_BYTES != 0) {
@@ -37,7 +37,7 @@ public record HostPlatform(long hostId, String hostName, int kvmApiVersion, byte
 
     /** A host whose guests see exactly what KVM offers them (hardware virtualization), XCR0 x87|SSE|AVX. */
     public HostPlatform(long hostId, String hostName, int kvmApiVersion, byte[] supportedCpuid, long maxMemoryBytes,
-            int maxVcpus, Set<VcpuState.FpuFormat> fpuFormats) {
+            int maxVcpus, Set<CpuState.FpuFormat> fpuFormats) {
         this(hostId, hostName, kvmApiVersion, supportedCpuid, maxMemoryBytes, maxVcpus, fpuFormats, supportedCpuid,
                 0x7);
     }
@@ -80,11 +80,11 @@ public record HostPlatform(long hostId, String hostName, int kvmApiVersion, byte
      */
     public static HostPlatform of(Kvm kvm, VmmSettings settings) {
         io.vmfork.kvm.x86.Cpuid cpuid = kvm.supportedCpuid();
-        Set<VcpuState.FpuFormat> fpu = EnumSet.of(VcpuState.FpuFormat.FXSAVE);
+        Set<CpuState.FpuFormat> fpu = EnumSet.of(CpuState.FpuFormat.FXSAVE);
         // As Vmm's host capabilities: wherever KVM can set the XSAVE area, whatever its
         // supported CPUID says of XSAVE (PVM hosts leave it out; the guest uses it anyway).
         if (kvm.checkExtension(Kvm.CAP_XSAVE) > 0) {
-            fpu.add(VcpuState.FpuFormat.XSAVE);
+            fpu.add(CpuState.FpuFormat.XSAVE);
         }
         return new HostPlatform(settings.hostId(), settings.hostName(), kvm.apiVersion(), cpuid.entryBytes(),
                 settings.maxMemory(), settings.maxVcpus(), fpu, CpuFeatures.hostObserved(),
@@ -98,7 +98,7 @@ public record HostPlatform(long hostId, String hostName, int kvmApiVersion, byte
     public static HostPlatform ofProcess(VmmSettings settings) {
         byte[] observed = CpuFeatures.hostObserved();
         return new HostPlatform(settings.hostId(), settings.hostName(), 0, observed, settings.maxMemory(),
-                settings.maxVcpus(), EnumSet.of(VcpuState.FpuFormat.XSAVE), observed,
+                settings.maxVcpus(), EnumSet.of(CpuState.FpuFormat.XSAVE), observed,
                 io.vmfork.kvm.sys.HostHelper.hostXcr0()).hiding(settings.capsuleLimits().hiddenCpuFeatures());
     }
 

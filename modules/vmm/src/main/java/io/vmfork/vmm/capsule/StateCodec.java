@@ -1,5 +1,6 @@
 package io.vmfork.vmm.capsule;
 
+import com.google.protobuf.ByteString;
 import io.vmfork.proto.CpuidEntry;
 import io.vmfork.proto.FpuFormat;
 import io.vmfork.proto.Msr;
@@ -8,12 +9,15 @@ import io.vmfork.proto.Segment;
 import io.vmfork.proto.Sregs;
 import io.vmfork.proto.VcpuEvents;
 import io.vmfork.vmm.VmIdentity;
+import io.vmfork.vmm.arch.CpuState;
+import io.vmfork.vmm.arch.KvmCpuPart;
+import io.vmfork.vmm.arch.SegmentState;
+import io.vmfork.vmm.arch.SregsState;
 import io.vmfork.vmm.state.DeviceState;
 import io.vmfork.vmm.state.MachineState;
-import io.vmfork.vmm.state.SegmentState;
-import io.vmfork.vmm.state.SregsState;
 import io.vmfork.vmm.state.VcpuState;
-import com.google.protobuf.ByteString;
+import io.vmfork.vmm.x86.GuestModel;
+import io.vmfork.vmm.x86.KvmCpuStates;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.util.ArrayList;
@@ -27,6 +31,11 @@ import java.util.List;
  * such as non-zero reserved bytes in kvm_vcpu_events, rather than dropping data. Decoding
  * refuses (CapsuleFormatException, naming the field) anything that would not fit the KVM
  * field it goes into, so that a capsule never sets a register to a truncated value.
+ *
+ * <p>A vCPU is written as format version 4 has it: the neutral {@code CpuState} and, where
+ * KVM took it, the {@code KvmCpuPart}. A version 3 vCPU (KVM's registers, struct by struct)
+ * is read through {@link KvmCpuStates#split}, and refused where what the guest model fixes
+ * is not the model's: the neutral form cannot hold it.
  */
 public final class StateCodec {
     /** sizeof(struct kvm_vcpu_events). */
@@ -63,15 +72,30 @@ public final class StateCodec {
         return b.build();
     }
 
+    /** A state of the current format version. */
     public static MachineState decode(io.vmfork.proto.MachineState p) {
+        return decode(p, CapsuleFormat.CURRENT_VERSION);
+    }
+
+    /** A state of format {@code version}: the current one, or the one before it (vCPUs in KVM's terms). */
+    public static MachineState decode(io.vmfork.proto.MachineState p, int version) {
         require(p.hasIdentity(), "state.identity is missing");
         require(p.hasDevices(), "state.devices is missing");
+        byte[] cpuid = decodeCpuid(p.getCpuidList());
         List<VcpuState> vcpus = new ArrayList<>(p.getVcpusCount());
+        List<GuestModel.Violation> outside = new ArrayList<>();
         for (int i = 0; i < p.getVcpusCount(); i++) {
-            vcpus.add(decodeVcpu(p.getVcpus(i), "state.vcpus[" + i + "]"));
+            String where = "state.vcpus[" + i + "]";
+            vcpus.add(version >= CapsuleFormat.NEUTRAL_CPU_VERSION ? decodeVcpu(p.getVcpus(i), where)
+                    : decodeKvmVcpu(p.getVcpus(i), cpuid, where, outside));
         }
-        return new MachineState(decode(p.getIdentity()), p.getMemorySize(), decodeCpuid(p.getCpuidList()),
-                p.getClockNs(), vcpus, decode(p.getDevices()));
+        if (!outside.isEmpty()) {
+            List<String> what = outside.stream().map(GuestModel.Violation::toString).toList();
+            throw new CapsuleFormatException("not a state a vmfork guest can have (format version " + version
+                    + " stores what the guest model fixes, and it must be the model's): " + String.join("; ", what));
+        }
+        return new MachineState(decode(p.getIdentity()), p.getMemorySize(), cpuid, p.getClockNs(), vcpus,
+                decode(p.getDevices()));
     }
 
     // ---------------------------------------------------------------- identity
@@ -134,25 +158,12 @@ public final class StateCodec {
     // ---------------------------------------------------------------- vCPU
 
     public static io.vmfork.proto.VcpuState encode(VcpuState v) {
-        byte[] fpu = v.fpu();
-        if (!fpuSizeFits(v.fpuFormat(), fpu.length)) {
-            throw new IllegalArgumentException("vcpu " + v.index() + ": " + v.fpuFormat() + " state is " + fpu.length
-                    + " bytes, expected " + fpuSizeRule(v.fpuFormat()));
-        }
         io.vmfork.proto.VcpuState.Builder b = io.vmfork.proto.VcpuState.newBuilder()
                 .setIndex(v.index())
-                .setRegs(encodeRegs(v.regs()))
-                .setSregs(encode(v.sregs()))
-                .setFpuFormat(encode(v.fpuFormat()))
-                .setFpu(ByteString.copyFrom(fpu))
-                .setXcr0(v.xcr0())
-                .setEvents(encodeEvents(v.events()))
-                .setMpState(v.mpState())
+                .setCpu(encode(v.cpu(), "vcpu " + v.index()))
                 .setNotStarted(!v.started());
-        int[] idx = v.msrIndices();
-        long[] val = v.msrValues();
-        for (int i = 0; i < idx.length; i++) {
-            b.addMsrs(Msr.newBuilder().setIndex(idx[i]).setValue(val[i]));
+        if (v.kvm() != null) {
+            b.setKvm(encode(v.kvm()));
         }
         return b.build();
     }
@@ -162,11 +173,27 @@ public final class StateCodec {
     }
 
     private static VcpuState decodeVcpu(io.vmfork.proto.VcpuState p, String where) {
+        require(p.getIndex() >= 0, where + ".index " + Integer.toUnsignedString(p.getIndex()) + " is out of range");
+        require(p.hasCpu(), where + ".cpu is missing");
+        // Version 3's fields: a version 4 writer never sets them, and a reader must not guess which wins.
+        require(!p.hasRegs() && !p.hasSregs() && p.getFpuFormatValue() == 0 && p.getFpu().isEmpty()
+                && p.getXcr0() == 0 && p.getMsrsCount() == 0 && !p.hasEvents() && p.getMpState() == 0,
+                where + " has fields of format version 3 (regs, sregs, fpu_format, fpu, xcr0, msrs, events, mp_state),"
+                        + " which version 4 holds in cpu and kvm");
+        CpuState cpu = decode(p.getCpu(), where + ".cpu");
+        KvmCpuPart kvm = p.hasKvm() ? decode(p.getKvm(), where + ".kvm") : null;
+        return new VcpuState(p.getIndex(), cpu, kvm, !p.getNotStarted());
+    }
+
+    /** A version 3 vCPU: KVM's registers, split into the CPU state and the KVM part; what differs from the model goes to {@code outside}. */
+    private static VcpuState decodeKvmVcpu(io.vmfork.proto.VcpuState p, byte[] cpuid, String where,
+            List<GuestModel.Violation> outside) {
         require(p.hasRegs(), where + ".regs is missing");
         require(p.hasSregs(), where + ".sregs is missing");
         require(p.hasEvents(), where + ".events is missing");
         require(p.getIndex() >= 0, where + ".index " + Integer.toUnsignedString(p.getIndex()) + " is out of range");
-        VcpuState.FpuFormat format = decode(p.getFpuFormat(), where + ".fpu_format");
+        require(!p.hasCpu() && !p.hasKvm(), where + " has cpu or kvm, which format version 3 does not define");
+        CpuState.FpuFormat format = decode(p.getFpuFormat(), where + ".fpu_format");
         require(fpuSizeFits(format, p.getFpu().size()),
                 where + ".fpu is " + p.getFpu().size() + " bytes, " + format + " needs " + fpuSizeRule(format));
         int n = p.getMsrsCount();
@@ -176,45 +203,123 @@ public final class StateCodec {
             idx[i] = p.getMsrs(i).getIndex();
             val[i] = p.getMsrs(i).getValue();
         }
-        return new VcpuState(p.getIndex(), decodeRegs(p.getRegs()), decodeSregs(p.getSregs(), where + ".sregs"),
-                format, p.getFpu().toByteArray(), p.getXcr0(), idx, val,
-                decodeEvents(p.getEvents(), where + ".events"), p.getMpState(), !p.getNotStarted());
+        KvmCpuStates.KvmView k = new KvmCpuStates.KvmView(decodeRegs(p.getRegs()),
+                decodeSregs(p.getSregs(), where + ".sregs"), format, p.getFpu().toByteArray(), p.getXcr0(), idx, val,
+                decodeEvents(p.getEvents(), where + ".events"), p.getMpState());
+        return KvmCpuStates.split(p.getIndex(), k, !p.getNotStarted(), cpuid, where, outside);
+    }
+
+    // ---------------------------------------------------------------- CPU state
+
+    public static io.vmfork.proto.CpuState encode(CpuState c) {
+        return encode(c, "cpu");
+    }
+
+    private static io.vmfork.proto.CpuState encode(CpuState c, String where) {
+        byte[] fpu = c.fpu();
+        if (!fpuSizeFits(c.fpuFormat(), fpu.length)) {
+            throw new IllegalArgumentException(where + ": " + c.fpuFormat() + " state is " + fpu.length
+                    + " bytes, expected " + fpuSizeRule(c.fpuFormat()));
+        }
+        return io.vmfork.proto.CpuState.newBuilder()
+                .setRegs(encodeRegs(c.regs()))
+                .setFsBase(c.fsBase())
+                .setGsBase(c.gsBase())
+                .setFpuFormat(encode(c.fpuFormat()))
+                .setFpu(ByteString.copyFrom(fpu))
+                .setXcr0(c.xcr0())
+                .build();
+    }
+
+    public static CpuState decode(io.vmfork.proto.CpuState p) {
+        return decode(p, "cpu");
+    }
+
+    private static CpuState decode(io.vmfork.proto.CpuState p, String where) {
+        require(p.hasRegs(), where + ".regs is missing");
+        CpuState.FpuFormat format = decode(p.getFpuFormat(), where + ".fpu_format");
+        require(fpuSizeFits(format, p.getFpu().size()),
+                where + ".fpu is " + p.getFpu().size() + " bytes, " + format + " needs " + fpuSizeRule(format));
+        return new CpuState(decodeRegs(p.getRegs()), p.getFsBase(), p.getGsBase(), format, p.getFpu().toByteArray(),
+                p.getXcr0());
+    }
+
+    // ---------------------------------------------------------------- KVM part
+
+    public static io.vmfork.proto.KvmCpuPart encode(KvmCpuPart k) {
+        List<SegmentState> d = k.dataSegments();
+        io.vmfork.proto.KvmCpuPart.Builder b = io.vmfork.proto.KvmCpuPart.newBuilder()
+                .setDs(encode(d.get(KvmCpuPart.DS))).setEs(encode(d.get(KvmCpuPart.ES)))
+                .setFs(encode(d.get(KvmCpuPart.FS))).setGs(encode(d.get(KvmCpuPart.GS)))
+                .setCr2(k.cr2())
+                .setEvents(encodeEvents(k.events()))
+                .setMpState(k.mpState());
+        int[] idx = k.msrIndices();
+        long[] val = k.msrValues();
+        for (int i = 0; i < idx.length; i++) {
+            b.addMsrs(Msr.newBuilder().setIndex(idx[i]).setValue(val[i]));
+        }
+        return b.build();
+    }
+
+    public static KvmCpuPart decode(io.vmfork.proto.KvmCpuPart p) {
+        return decode(p, "kvm");
+    }
+
+    private static KvmCpuPart decode(io.vmfork.proto.KvmCpuPart p, String where) {
+        require(p.hasDs(), where + ".ds is missing");
+        require(p.hasEs(), where + ".es is missing");
+        require(p.hasFs(), where + ".fs is missing");
+        require(p.hasGs(), where + ".gs is missing");
+        require(p.hasEvents(), where + ".events is missing");
+        List<SegmentState> data = List.of(decodeSegment(p.getDs(), where + ".ds"),
+                decodeSegment(p.getEs(), where + ".es"), decodeSegment(p.getFs(), where + ".fs"),
+                decodeSegment(p.getGs(), where + ".gs"));
+        int n = p.getMsrsCount();
+        int[] idx = new int[n];
+        long[] val = new long[n];
+        for (int i = 0; i < n; i++) {
+            idx[i] = p.getMsrs(i).getIndex();
+            val[i] = p.getMsrs(i).getValue();
+        }
+        return new KvmCpuPart(data, p.getCr2(), idx, val, decodeEvents(p.getEvents(), where + ".events"),
+                p.getMpState());
     }
 
     /** XSAVE: the 4 KiB kvm_xsave or the larger KVM_GET_XSAVE2 area; FXSAVE: exactly a kvm_fpu. */
-    private static boolean fpuSizeFits(VcpuState.FpuFormat f, int bytes) {
-        return f == VcpuState.FpuFormat.XSAVE ? bytes >= XSAVE_BYTES && bytes <= MAX_XSAVE_BYTES
+    private static boolean fpuSizeFits(CpuState.FpuFormat f, int bytes) {
+        return f == CpuState.FpuFormat.XSAVE ? bytes >= XSAVE_BYTES && bytes <= MAX_XSAVE_BYTES
                 : bytes == FXSAVE_BYTES;
     }
 
-    private static String fpuSizeRule(VcpuState.FpuFormat f) {
-        return f == VcpuState.FpuFormat.XSAVE ? XSAVE_BYTES + " to " + MAX_XSAVE_BYTES : String.valueOf(FXSAVE_BYTES);
+    private static String fpuSizeRule(CpuState.FpuFormat f) {
+        return f == CpuState.FpuFormat.XSAVE ? XSAVE_BYTES + " to " + MAX_XSAVE_BYTES : String.valueOf(FXSAVE_BYTES);
     }
 
-    public static FpuFormat encode(VcpuState.FpuFormat f) {
+    public static FpuFormat encode(CpuState.FpuFormat f) {
         return switch (f) {
             case XSAVE -> FpuFormat.FPU_FORMAT_XSAVE;
             case FXSAVE -> FpuFormat.FPU_FORMAT_FXSAVE;
         };
     }
 
-    public static VcpuState.FpuFormat decode(FpuFormat f) {
+    public static CpuState.FpuFormat decode(FpuFormat f) {
         return decode(f, "fpu_format");
     }
 
-    private static VcpuState.FpuFormat decode(FpuFormat f, String where) {
+    private static CpuState.FpuFormat decode(FpuFormat f, String where) {
         return switch (f) {
-            case FPU_FORMAT_XSAVE -> VcpuState.FpuFormat.XSAVE;
-            case FPU_FORMAT_FXSAVE -> VcpuState.FpuFormat.FXSAVE;
+            case FPU_FORMAT_XSAVE -> CpuState.FpuFormat.XSAVE;
+            case FPU_FORMAT_FXSAVE -> CpuState.FpuFormat.FXSAVE;
             default -> throw new CapsuleFormatException(where + " " + f + " is not a known FPU format");
         };
     }
 
     // ---------------------------------------------------------------- kvm_regs
 
-    /** The 18 kvm_regs values in VcpuState order: rax rbx rcx rdx rsi rdi rsp rbp r8..r15 rip rflags. */
+    /** The 18 values in CpuState order: rax rbx rcx rdx rsi rdi rsp rbp r8..r15 rip rflags. */
     public static Regs encodeRegs(long[] r) {
-        if (r.length != VcpuState.REGS) {
+        if (r.length != CpuState.REGS) {
             throw new IllegalArgumentException("kvm_regs has 18 registers, got " + r.length);
         }
         return Regs.newBuilder()

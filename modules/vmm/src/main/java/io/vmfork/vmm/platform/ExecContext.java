@@ -7,7 +7,8 @@ package io.vmfork.vmm.platform;
  * same on every platform.
  *
  * <p>Registers are always the 18 of struct kvm_regs, in its order ({@link
- * io.vmfork.vmm.state.VcpuState#REGS}), whatever the platform keeps underneath.
+ * io.vmfork.vmm.arch.CpuState#REGS}: the architecture-neutral layout), whatever the platform
+ * keeps underneath.
  */
 public interface ExecContext {
     int index();

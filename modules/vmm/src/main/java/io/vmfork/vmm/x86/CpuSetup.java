@@ -5,6 +5,7 @@ import io.vmfork.kvm.x86.Cpuid;
 import io.vmfork.kvm.x86.KvmRegs;
 import io.vmfork.kvm.x86.KvmSregs;
 import io.vmfork.kvm.x86.KvmXcrs;
+import io.vmfork.vmm.arch.CpuState;
 
 /**
  * Puts a fresh vCPU straight into 64-bit mode at CPL3, the way a vmfork guest starts: no
@@ -51,18 +52,18 @@ public final class CpuSetup {
         }
     }
 
-    private static void set(io.vmfork.kvm.x86.KvmSegment k, io.vmfork.vmm.state.SegmentState g) {
+    private static void set(io.vmfork.kvm.x86.KvmSegment k, io.vmfork.vmm.arch.SegmentState g) {
         k.set(g.base(), g.limit(), g.selector(), g.type(), g.present(), g.dpl(), g.db(), g.s(), g.l(), g.g(), g.avl(),
                 g.unusable());
     }
 
     /** The 18 registers (kvm_regs order) a vCPU starts with at {@code rip}: others 0. */
     public static long[] entryRegs(long rip, long rsp, long rdi) {
-        long[] r = new long[io.vmfork.vmm.state.VcpuState.REGS];
-        r[io.vmfork.vmm.state.VcpuState.RIP] = rip;
-        r[io.vmfork.vmm.state.VcpuState.RSP] = rsp;
-        r[io.vmfork.vmm.state.VcpuState.RDI] = rdi;
-        r[io.vmfork.vmm.state.VcpuState.RFLAGS] = RFLAGS_INITIAL;
+        long[] r = new long[CpuState.REGS];
+        r[CpuState.RIP] = rip;
+        r[CpuState.RSP] = rsp;
+        r[CpuState.RDI] = rdi;
+        r[CpuState.RFLAGS] = RFLAGS_INITIAL;
         return r;
     }
 

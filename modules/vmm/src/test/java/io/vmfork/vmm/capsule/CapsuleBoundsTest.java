@@ -7,6 +7,7 @@ import com.google.protobuf.ByteString;
 import com.google.protobuf.CodedOutputStream;
 import com.google.protobuf.UnknownFieldSet;
 import io.vmfork.proto.CapsuleFrame;
+import io.vmfork.vmm.arch.CpuState;
 import io.vmfork.vmm.state.MemorySource.Run;
 import io.vmfork.vmm.state.VcpuState;
 import java.io.ByteArrayInputStream;
@@ -39,7 +40,7 @@ class CapsuleBoundsTest {
     static void makeCapsule() throws Exception {
         SyntheticMemory mem = new SyntheticMemory(SIZE, List.of(new Run(0, 8 * PAGE), new Run(4 * MIB, 64 * PAGE)),
                 p -> false);
-        capsule = write(state(SIZE, 1, VcpuState.FpuFormat.FXSAVE), mem, limits());
+        capsule = write(state(SIZE, 1, CpuState.FpuFormat.FXSAVE), mem, limits());
         frames = frames(capsule);
         head = Arrays.copyOf(capsule, frameBoundaries(capsule).get(1));
     }
@@ -125,7 +126,7 @@ class CapsuleBoundsTest {
         SyntheticMemory mem = new SyntheticMemory(SIZE, List.of(new Run(0, 64 * PAGE)), p -> p % 5 == 0);
         ByteArrayOutputStream out = new ByteArrayOutputStream();
         CapsuleWriter.create(limits().withCompression(ChunkCompression.LZ4)).writeDelta(out,
-                state(SIZE, 1, VcpuState.FpuFormat.FXSAVE), mem, List.of(new Run(0, 64 * PAGE)), new byte[] {1},
+                state(SIZE, 1, CpuState.FpuFormat.FXSAVE), mem, List.of(new Run(0, 64 * PAGE)), new byte[] {1},
                 host(hostCpuid().bytes()));
         List<CapsuleFrame> f = new ArrayList<>(frames(out.toByteArray()));
         UnknownFieldSet pad = UnknownFieldSet.newBuilder().addField(99, UnknownFieldSet.Field.newBuilder()

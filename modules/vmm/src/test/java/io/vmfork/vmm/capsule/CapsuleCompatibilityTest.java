@@ -4,8 +4,9 @@ import static io.vmfork.vmm.capsule.CapsuleFixtures.*;
 import static org.junit.jupiter.api.Assertions.*;
 
 import io.vmfork.proto.CapsuleHeader;
+import io.vmfork.vmm.arch.CpuState;
+import io.vmfork.vmm.state.MachineState;
 import io.vmfork.vmm.state.MemorySource.Run;
-import io.vmfork.vmm.state.VcpuState;
 import java.io.ByteArrayInputStream;
 import java.io.FilterInputStream;
 import java.io.InputStream;
@@ -23,7 +24,7 @@ class CapsuleCompatibilityTest {
     @BeforeAll
     static void makeCapsule() throws Exception {
         SyntheticMemory mem = new SyntheticMemory(SIZE, List.of(new Run(0, SIZE)), p -> false);
-        capsule = write(state(SIZE, 2, VcpuState.FpuFormat.XSAVE), mem, limits());
+        capsule = write(state(SIZE, 2, CpuState.FpuFormat.XSAVE), mem, limits());
         header = frames(capsule).get(0).getHeader();
     }
 
@@ -105,7 +106,7 @@ class CapsuleCompatibilityTest {
         SyntheticMemory mem = new SyntheticMemory(SIZE, List.of(new Run(0, SIZE)), p -> false);
         HostPlatform source = host(guestCpuid().bytes()).withObserved(hostCpuid().bytes(), 0xe7);
         java.io.ByteArrayOutputStream out = new java.io.ByteArrayOutputStream();
-        CapsuleWriter.create(limits()).write(out, state(SIZE, 1, VcpuState.FpuFormat.XSAVE), mem, source);
+        CapsuleWriter.create(limits()).write(out, state(SIZE, 1, CpuState.FpuFormat.XSAVE), mem, source);
         return out.toByteArray();
     }
 
@@ -164,7 +165,7 @@ class CapsuleCompatibilityTest {
     }
 
     @Test
-    void aHeaderWithoutObservedCpuidIsRefusedAVersion2OneIsReadAndVersion1IsTooOld() throws Exception {
+    void aHeaderWithoutObservedCpuidIsRefusedAVersion3OneIsReadAndVersion2IsTooOld() throws Exception {
         List<io.vmfork.proto.CapsuleFrame> f = frames(capsule);
         CapsuleHeader full = f.get(0).getHeader();
         CapsuleHeader bare = full.toBuilder().clearObservedCpuid().clearObservedXcr0().build();
@@ -172,14 +173,19 @@ class CapsuleCompatibilityTest {
         CapsuleFormatException e = assertThrows(CapsuleFormatException.class,
                 () -> read(assemble(f), new PageSink(), limits(), host(hostCpuid().bytes())));
         assertMentions(e, "observed_cpuid is missing");
-        // The previous version is read (a full capsule without compressed chunks is the same in 2 and 3)...
-        f.set(0, io.vmfork.proto.CapsuleFrame.newBuilder().setHeader(full.toBuilder().setFormatVersion(2)).build());
-        read(assemble(f), new PageSink(), limits(), host(hostCpuid().bytes()));
+        // The previous version is read (its vCPUs in KVM's terms, which a KVM host wrote within the guest
+        // model)...
+        MachineState model = new MachineState(identity(), SIZE, guestCpuid().bytes(), 5, List.of(modelVcpu(0, 1),
+                modelVcpu(1, 1)), devices());
+        List<io.vmfork.proto.CapsuleFrame> v3 = KvmCapsules.frames(frames(write(model,
+                new SyntheticMemory(SIZE, List.of(new Run(0, SIZE)), p -> false), limits())));
+        CapsuleContents c = read(assemble(v3), new PageSink(), limits(), host(hostCpuid().bytes()));
+        assertEquals(model.vcpus(), c.state().vcpus());
         // ...the one before it is not.
-        f.set(0, io.vmfork.proto.CapsuleFrame.newBuilder().setHeader(bare.toBuilder().setFormatVersion(1)).build());
+        f.set(0, io.vmfork.proto.CapsuleFrame.newBuilder().setHeader(full.toBuilder().setFormatVersion(2)).build());
         assertMentions(assertThrows(CapsuleFormatException.class,
                 () -> read(assemble(f), new PageSink(), limits(), host(hostCpuid().bytes()))),
-                "format version 1 is older than this reader supports (it reads versions 2 to 3)");
+                "format version 2 is older than this reader supports (it reads versions 3 to 4)");
     }
 
     @Test
@@ -200,7 +206,7 @@ class CapsuleCompatibilityTest {
     void hostLimitsAndFpuFormatAreChecked() {
         HostPlatform h = host(hostCpuid().bytes());
         HostPlatform small = new HostPlatform(h.hostId(), h.hostName(), KVM_API, h.supportedCpuid(), 2 * MIB, 1,
-                EnumSet.of(VcpuState.FpuFormat.FXSAVE));
+                EnumSet.of(CpuState.FpuFormat.FXSAVE));
         CapsuleIncompatibleException e = refusedBy(small);
         assertEquals(3, e.mismatches().size(), e.mismatches().toString());
         assertMentions(e, "memory size 4194304 bytes is over the host's maximum of 2097152",

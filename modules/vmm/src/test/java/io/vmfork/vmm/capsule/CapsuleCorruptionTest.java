@@ -8,8 +8,8 @@ import io.vmfork.proto.CapsuleFrame;
 import io.vmfork.proto.CapsuleHeader;
 import io.vmfork.proto.CapsuleTrailer;
 import io.vmfork.proto.MemoryChunk;
+import io.vmfork.vmm.arch.CpuState;
 import io.vmfork.vmm.state.MemorySource.Run;
-import io.vmfork.vmm.state.VcpuState;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
@@ -35,7 +35,7 @@ class CapsuleCorruptionTest {
     static void makeCapsule() throws Exception {
         SyntheticMemory mem = new SyntheticMemory(SIZE, List.of(new Run(0, 6 * PAGE), new Run(64 * PAGE, 5 * PAGE),
                 new Run(SIZE - 2 * PAGE, 2 * PAGE)), p -> p == 2 || p == 66);
-        capsule = write(state(SIZE, 1, VcpuState.FpuFormat.FXSAVE), mem, SMALL_CHUNKS);
+        capsule = write(state(SIZE, 1, CpuState.FpuFormat.FXSAVE), mem, SMALL_CHUNKS);
         boundaries = frameBoundaries(capsule);
         frames = frames(capsule);
         assertTrue(frames.size() >= 8, "header, state, several chunks, trailer: " + frames.size());

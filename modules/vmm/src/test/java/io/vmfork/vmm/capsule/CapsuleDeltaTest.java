@@ -9,11 +9,11 @@ import io.vmfork.kvm.memory.Memfd;
 import io.vmfork.proto.CapsuleFrame;
 import io.vmfork.proto.ChunkCodec;
 import io.vmfork.proto.MemoryChunk;
+import io.vmfork.vmm.arch.CpuState;
 import io.vmfork.vmm.memory.RuntimeImage;
 import io.vmfork.vmm.state.MachineState;
 import io.vmfork.vmm.state.MemorySource;
 import io.vmfork.vmm.state.MemorySource.Run;
-import io.vmfork.vmm.state.VcpuState;
 import java.io.ByteArrayInputStream;
 import java.io.ByteArrayOutputStream;
 import java.nio.charset.StandardCharsets;
@@ -39,7 +39,7 @@ class CapsuleDeltaTest {
     private static final long SIZE = 8 * MIB;
     private static final int BASE_PAGES = 64;
     private static final byte[] KEY = "parent-7/image-1".getBytes(StandardCharsets.UTF_8);
-    private static final MachineState STATE = state(SIZE, 1, VcpuState.FpuFormat.XSAVE);
+    private static final MachineState STATE = state(SIZE, 1, CpuState.FpuFormat.XSAVE);
     /** Changed since the base: three rewritten pages, one zeroed, two new where the base had none. */
     private static final List<Run> CHANGED = List.of(new Run(10 * PAGE, 3 * PAGE), new Run(20 * PAGE, PAGE),
             new Run(1000 * PAGE, 2 * PAGE));
@@ -319,10 +319,10 @@ class CapsuleDeltaTest {
                 .setZeroBytes(PAGE)).build());
         f.remove(3);
         assertRefused(f, bases, "zero runs are only in delta capsules");
-        // base_image without the flag; the flag in a version 2 header.
+        // base_image without the flag; a version 2 header (which had no flags) is too old now.
         assertRefused(withHeader(full, h -> h.setBaseImage(ByteString.copyFrom(KEY))), bases,
                 "base_image is set in a capsule without the DELTA flag");
-        assertRefused(withHeader(d, h -> h.setFormatVersion(2)), bases, "header flags 0x1 are unknown");
+        assertRefused(withHeader(d, h -> h.setFormatVersion(2)), bases, "format version 2 is older");
         assertRefused(withHeader(d, h -> h.setBaseImage(ByteString.copyFrom(new byte[65]))), bases,
                 "base_image is 1 to 64 bytes");
         assertRefused(withHeader(d, h -> h.clearBaseImage()), bases, "base_image is 1 to 64 bytes, not 0");
@@ -346,7 +346,7 @@ class CapsuleDeltaTest {
             many.add(new Run(p * PAGE, PAGE));
         }
         long size = 2L * (CapsuleLimits.MAX_DELTA_RUNS + 1) * PAGE;
-        MachineState big = state(size, 1, VcpuState.FpuFormat.XSAVE);
+        MachineState big = state(size, 1, CpuState.FpuFormat.XSAVE);
         SyntheticMemory mem = new SyntheticMemory(size, List.of(new Run(0, size)), p -> true);
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> CapsuleWriter
                 .create(limits()).writeDelta(new ByteArrayOutputStream(), big, mem, many, KEY, host(hostCpuid().bytes())));
@@ -441,8 +441,8 @@ class CapsuleDeltaTest {
         assertRefusedFull(withLz4Chunk(f, c -> c.setCodecValue(7)), "codec 7");
         // The CRC is of the decompressed pages.
         assertRefusedFull(withLz4Chunk(f, c -> c.setCrc32C(c.getCrc32C() ^ 1)), "CRC-32C");
-        // And a version 2 capsule cannot have compressed chunks.
-        assertRefusedFull(withHeader(f, h -> h.setFormatVersion(2)), "codec 1 is not one format version 2 defines");
+        // And a version 2 capsule (which could not have compressed chunks) is too old now.
+        assertRefusedFull(withHeader(f, h -> h.setFormatVersion(2)), "format version 2 is older");
     }
 
     // ---------------------------------------------------------------- helpers

@@ -5,11 +5,13 @@ import com.google.protobuf.CodedOutputStream;
 import io.vmfork.proto.CapsuleFrame;
 import io.vmfork.proto.CapsuleTrailer;
 import io.vmfork.vmm.VmIdentity;
+import io.vmfork.vmm.arch.CpuState;
+import io.vmfork.vmm.arch.KvmCpuPart;
+import io.vmfork.vmm.arch.SegmentState;
+import io.vmfork.vmm.arch.SregsState;
 import io.vmfork.vmm.state.DeviceState;
 import io.vmfork.vmm.state.MachineState;
 import io.vmfork.vmm.state.MemorySource;
-import io.vmfork.vmm.state.SegmentState;
-import io.vmfork.vmm.state.SregsState;
 import io.vmfork.vmm.state.VcpuState;
 import java.io.ByteArrayInputStream;
 import java.io.ByteArrayOutputStream;
@@ -117,7 +119,7 @@ final class CapsuleFixtures {
     /** A host whose KVM offers {@code cpuid}; its CPU, as a guest observes it, has all of hostCpuid(). */
     static HostPlatform host(byte[] cpuid) {
         return new HostPlatform(9, "node-b", KVM_API, cpuid, 16 * GIB, 8,
-                java.util.EnumSet.allOf(VcpuState.FpuFormat.class)).withObserved(hostCpuid().bytes(), 0xe7);
+                java.util.EnumSet.allOf(CpuState.FpuFormat.class)).withObserved(hostCpuid().bytes(), 0xe7);
     }
 
     // ---------------------------------------------------------------- state
@@ -152,23 +154,57 @@ final class CapsuleFixtures {
         return b.array();
     }
 
-    static VcpuState vcpu(int index, VcpuState.FpuFormat format, long seed) {
+    static VcpuState vcpu(int index, CpuState.FpuFormat format, long seed) {
         Random r = new Random(seed + index);
-        long[] regs = new long[VcpuState.REGS];
+        long[] regs = new long[CpuState.REGS];
         for (int i = 0; i < regs.length; i++) {
             regs[i] = r.nextLong();
         }
         regs[0] = -1;                          // rax: an error return
         regs[6] = 0x7fff_ffff_e000L;           // rsp
-        regs[VcpuState.RIP] = 0x40_1234;
+        regs[CpuState.RIP] = 0x40_1234;
         regs[17] = 0x3202;                     // rflags: IF, IOPL 3
-        byte[] fpu = new byte[format == VcpuState.FpuFormat.XSAVE ? StateCodec.XSAVE_BYTES : StateCodec.FXSAVE_BYTES];
+        byte[] fpu = new byte[format == CpuState.FpuFormat.XSAVE ? StateCodec.XSAVE_BYTES : StateCodec.FXSAVE_BYTES];
         r.nextBytes(fpu);
-        int[] msrIdx = {0x10, 0x174, 0xc000_0080, 0xc000_0100, 0xc000_0102, 0x6e0};
-        long[] msrVal = {0x1234_5678_9abcL, 0x10, 0xd01, 0x7fff_f7ff_e740L, 0xffff_8880_0000_0000L, -2};
-        return new VcpuState(index, regs, sregs(index), format, fpu,
-                format == VcpuState.FpuFormat.XSAVE ? 0x7 : 0, msrIdx, msrVal, events(index), index == 0 ? 0 : 3);
+        List<SegmentState> seg = sregs(index).segments();
+        CpuState cpu = new CpuState(regs, seg.get(3).base(), seg.get(4).base(), format, fpu,
+                format == CpuState.FpuFormat.XSAVE ? 0x7 : 0);
+        return new VcpuState(index, cpu, kvmPart(index));
     }
+
+    /** A KVM part with every field set, values no vmfork guest has (the codec does not care). */
+    static KvmCpuPart kvmPart(int index) {
+        List<SegmentState> seg = sregs(index).segments();
+        int[] msrIdx = {0x10, 0x174, 0xc000_0080, 0x6e0};
+        long[] msrVal = {0x1234_5678_9abcL, 0x10, 0xd01, -2};
+        return new KvmCpuPart(List.of(seg.get(1), seg.get(2), withBase(seg.get(3), 0), seg.get(4)),
+                0x7fff_dead_b000L, msrIdx, msrVal, events(index), index == 0 ? 0 : 3);
+    }
+
+    static SegmentState withBase(SegmentState s, long base) {
+        return new SegmentState(base, s.limit(), s.selector(), s.type(), s.present(), s.dpl(), s.db(), s.s(), s.l(),
+                s.g(), s.avl(), s.unusable());
+    }
+
+    /**
+     * vCPU {@code index} as a KVM capture of a vmfork guest has it, within the guest model:
+     * a KVM part with the user data segments, IA32_MISC_ENABLE and the TSC, no event
+     * (KVM_GET_VCPU_EVENTS' valid flags NMI_PENDING|SHADOW|SMM), RUNNABLE.
+     */
+    static VcpuState modelVcpu(int index, long seed) {
+        Random r = new Random(seed + index);
+        long[] regs = new long[CpuState.REGS];
+        for (int i = 0; i < regs.length; i++) {
+            regs[i] = r.nextLong();
+        }
+        regs[CpuState.RIP] = 0x40_1234;
+        regs[CpuState.RFLAGS] = 0x3202;
+        byte[] fpu = new byte[StateCodec.XSAVE_BYTES];
+        ByteBuffer.wrap(fpu).order(ByteOrder.LITTLE_ENDIAN).putInt(24, 0x1f80).putLong(512, 0x7);
+        CpuState cpu = new CpuState(regs, 0x7fff_f7ff_e740L + index * 0x1000L, 0, CpuState.FpuFormat.XSAVE, fpu, 0x7);
+        return new VcpuState(index, cpu, KvmCapsules.part(0x1234_5678_9abcL + index));
+    }
+
 
     static DeviceState devices() {
         return new DeviceState(123_456_789_012L, List.of("first".getBytes(StandardCharsets.UTF_8), new byte[0],
@@ -179,7 +215,7 @@ final class CapsuleFixtures {
         return new VmIdentity(0x0007_0000_0000_002aL, 0x0007_0000_0000_0001L, HOST_ID, 3, -5);
     }
 
-    static MachineState state(long memorySize, int vcpus, VcpuState.FpuFormat format) {
+    static MachineState state(long memorySize, int vcpus, CpuState.FpuFormat format) {
         List<VcpuState> v = new ArrayList<>();
         for (int i = 0; i < vcpus; i++) {
             v.add(vcpu(i, format, 42));

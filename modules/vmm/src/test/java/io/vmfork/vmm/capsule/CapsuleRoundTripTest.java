@@ -4,6 +4,7 @@ import static io.vmfork.vmm.capsule.CapsuleFixtures.*;
 import static org.junit.jupiter.api.Assertions.*;
 
 import io.vmfork.proto.CapsuleHeader;
+import io.vmfork.vmm.arch.CpuState;
 import io.vmfork.vmm.state.MachineState;
 import io.vmfork.vmm.state.MemorySource.Run;
 import io.vmfork.vmm.state.VcpuState;
@@ -34,7 +35,7 @@ class CapsuleRoundTripTest {
         // Three data runs; inside them every fifth page is all zero.
         SyntheticMemory mem = new SyntheticMemory(size, List.of(new Run(0, 2 * MIB),
                 new Run(3 * MIB, 3 * MIB / 2), new Run(6 * MIB, 2 * MIB)), p -> p % 5 == 0);
-        MachineState state = state(size, 2, VcpuState.FpuFormat.XSAVE);
+        MachineState state = state(size, 2, CpuState.FpuFormat.XSAVE);
         ByteArrayOutputStream out = new ByteArrayOutputStream();
         CapsuleStats written = CapsuleWriter.create(limits()).write(out, state, mem, HOST_ID, HOST_NAME, KVM_API);
         byte[] capsule = out.toByteArray();
@@ -75,7 +76,7 @@ class CapsuleRoundTripTest {
     void vcpusNotStartedRoundTripAndOnlyTheyFlagTheHeader() throws Exception {
         long size = 4 * MIB;
         SyntheticMemory mem = new SyntheticMemory(size, List.of(new Run(0, MIB)), p -> false);
-        MachineState all = state(size, 4, VcpuState.FpuFormat.XSAVE);
+        MachineState all = state(size, 4, CpuState.FpuFormat.XSAVE);
         List<VcpuState> vs = new java.util.ArrayList<>(all.vcpus());
         vs.set(2, vs.get(2).withStarted(false));
         MachineState some = new MachineState(all.identity(), all.memorySize(), all.cpuidEntries(), all.clockNs(), vs,
@@ -97,7 +98,7 @@ class CapsuleRoundTripTest {
         long size = GIB;
         SyntheticMemory mem = new SyntheticMemory(size, List.of(new Run(0, 64 * 1024),
                 new Run(512 * MIB, 128 * 1024), new Run(GIB - 2 * MIB, 2 * MIB)), p -> p % 64 == 1);
-        MachineState state = state(size, 1, VcpuState.FpuFormat.FXSAVE);
+        MachineState state = state(size, 1, CpuState.FpuFormat.FXSAVE);
         ByteArrayOutputStream out = new ByteArrayOutputStream();
         CapsuleStats written = CapsuleWriter.create(limits()).write(out, state, mem, HOST_ID, HOST_NAME, KVM_API);
         byte[] capsule = out.toByteArray();
@@ -133,7 +134,7 @@ class CapsuleRoundTripTest {
             }
         };
         mem.onRead = () -> writtenBeforeLastRead[0] = out[0];
-        CapsuleWriter.create(limits()).write(counting, state(size, 1, VcpuState.FpuFormat.XSAVE), mem, HOST_ID,
+        CapsuleWriter.create(limits()).write(counting, state(size, 1, CpuState.FpuFormat.XSAVE), mem, HOST_ID,
                 HOST_NAME, KVM_API);
         assertTrue(writtenBeforeLastRead[0] > 14 * MIB,
                 "the first 15 MiB were on the wire before the last MiB was read: " + writtenBeforeLastRead[0]);
@@ -144,7 +145,7 @@ class CapsuleRoundTripTest {
         long size = 4 * MIB;
         SyntheticMemory mem = new SyntheticMemory(size, List.of(new Run(0, size)), p -> p % 9 == 8);
         CapsuleLimits small = limits().withMaxChunkBytes(2 * PAGE);
-        byte[] capsule = write(state(size, 1, VcpuState.FpuFormat.XSAVE), mem, small);
+        byte[] capsule = write(state(size, 1, CpuState.FpuFormat.XSAVE), mem, small);
         PageSink sink = new PageSink();
         read(capsule, sink, small, null);
         assertSameMemory(mem, sink);
@@ -155,7 +156,7 @@ class CapsuleRoundTripTest {
     void anAllZeroGuestHasNoChunks() throws Exception {
         long size = 4 * MIB;
         SyntheticMemory mem = new SyntheticMemory(size, List.of(new Run(0, size)), p -> true);
-        byte[] capsule = write(state(size, 1, VcpuState.FpuFormat.XSAVE), mem, limits());
+        byte[] capsule = write(state(size, 1, CpuState.FpuFormat.XSAVE), mem, limits());
         PageSink sink = new PageSink();
         CapsuleContents got = read(capsule, sink, limits(), null);
         assertEquals(0, got.stats().chunkCount());
@@ -167,10 +168,10 @@ class CapsuleRoundTripTest {
         SyntheticMemory mem = new SyntheticMemory(4 * MIB, List.of(new Run(PAGE / 2, PAGE)), p -> false);
         ByteArrayOutputStream out = new ByteArrayOutputStream();
         assertThrows(IllegalArgumentException.class, () -> CapsuleWriter.create(limits()).write(out,
-                state(4 * MIB, 1, VcpuState.FpuFormat.XSAVE), mem, HOST_ID, HOST_NAME, KVM_API));
+                state(4 * MIB, 1, CpuState.FpuFormat.XSAVE), mem, HOST_ID, HOST_NAME, KVM_API));
         SyntheticMemory other = new SyntheticMemory(8 * MIB, List.of(), p -> false);
         assertThrows(IllegalArgumentException.class, () -> CapsuleWriter.create(limits()).write(out,
-                state(4 * MIB, 1, VcpuState.FpuFormat.XSAVE), other, HOST_ID, HOST_NAME, KVM_API));
+                state(4 * MIB, 1, CpuState.FpuFormat.XSAVE), other, HOST_ID, HOST_NAME, KVM_API));
         assertEquals(0, out.size());
     }
 
@@ -178,7 +179,7 @@ class CapsuleRoundTripTest {
     void throughput() throws Exception {
         long size = 256 * MIB;
         SyntheticMemory mem = new SyntheticMemory(size, List.of(new Run(0, size)), p -> p % 16 == 15);
-        MachineState state = state(size, 2, VcpuState.FpuFormat.XSAVE);
+        MachineState state = state(size, 2, CpuState.FpuFormat.XSAVE);
         // Generate the guest's bytes once, so that the measurement is of the capsule, not of the pattern.
         byte[] ram = new byte[(int) size];
         mem.read(0, ram, 0, ram.length);

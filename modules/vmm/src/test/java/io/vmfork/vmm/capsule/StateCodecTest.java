@@ -12,15 +12,20 @@ import io.vmfork.proto.Segment;
 import io.vmfork.proto.Sregs;
 import io.vmfork.proto.VcpuEvents;
 import io.vmfork.vmm.VmIdentity;
+import io.vmfork.vmm.arch.CpuState;
+import io.vmfork.vmm.arch.KvmCpuPart;
+import io.vmfork.vmm.arch.SegmentState;
+import io.vmfork.vmm.arch.SregsState;
 import io.vmfork.vmm.state.DeviceState;
 import io.vmfork.vmm.state.MachineState;
-import io.vmfork.vmm.state.SegmentState;
-import io.vmfork.vmm.state.SregsState;
 import io.vmfork.vmm.state.VcpuState;
 import java.util.List;
 import org.junit.jupiter.api.Test;
 
-/** Every state type survives save → encode → bytes → decode unchanged, and bad messages are refused by name. */
+/**
+ * Every state type survives save → encode → bytes → decode unchanged, a vCPU of the previous
+ * format version is read into the neutral state, and bad messages are refused by name.
+ */
 class StateCodecTest {
 
     /** Serializes a message and parses it back, as the capsule does. */
@@ -46,7 +51,7 @@ class StateCodecTest {
 
     @Test
     void regsRoundTripIncludingNegativeValues() throws Exception {
-        long[] regs = vcpu(0, VcpuState.FpuFormat.XSAVE, 1).regs();
+        long[] regs = vcpu(0, CpuState.FpuFormat.XSAVE, 1).regs();
         regs[3] = Long.MIN_VALUE;
         regs[4] = Long.MAX_VALUE;
         assertArrayEquals(regs, StateCodec.decodeRegs(wire(StateCodec.encodeRegs(regs), Regs.parser())));
@@ -72,32 +77,118 @@ class StateCodecTest {
 
     @Test
     void xsaveVcpuRoundTripsWithItsFull4KiBArea() throws Exception {
-        VcpuState v = vcpu(1, VcpuState.FpuFormat.XSAVE, 7);
-        assertEquals(4096, v.fpu().length);
+        VcpuState v = vcpu(1, CpuState.FpuFormat.XSAVE, 7);
+        assertEquals(4096, v.cpu().fpu().length);
         VcpuState back = StateCodec.decode(wire(StateCodec.encode(v), io.vmfork.proto.VcpuState.parser()));
         assertEquals(v, back);
-        assertArrayEquals(v.fpu(), back.fpu());
-        assertArrayEquals(v.msrValues(), back.msrValues());
+        assertArrayEquals(v.cpu().fpu(), back.cpu().fpu());
+        assertArrayEquals(v.kvm().msrValues(), back.kvm().msrValues());
+    }
+
+    @Test
+    void cpuStateRoundTripsWithKernelHalfBasesAndNegativeRegisters() throws Exception {
+        CpuState c = vcpu(3, CpuState.FpuFormat.XSAVE, 11).cpu();
+        assertTrue(c.gsBase() < 0, "the fixture's GS base is a kernel-half address");
+        CpuState back = StateCodec.decode(wire(StateCodec.encode(c), io.vmfork.proto.CpuState.parser()));
+        assertEquals(c, back);
+        assertEquals(c.gsBase(), back.gsBase());
+        assertEquals(c.xcr0(), back.xcr0());
+    }
+
+    @Test
+    void kvmPartRoundTripsEveryField() throws Exception {
+        KvmCpuPart k = kvmPart(2);
+        KvmCpuPart back = StateCodec.decode(wire(StateCodec.encode(k), io.vmfork.proto.KvmCpuPart.parser()));
+        assertEquals(k, back);
+        assertEquals(0x7fff_dead_b000L, back.cr2());
+        assertArrayEquals(k.events(), back.events());
+        assertEquals(3, back.mpState());
+    }
+
+    @Test
+    void aVcpuWithoutKvmPartRoundTripsWithoutOne() throws Exception {
+        VcpuState v = vcpu(1, CpuState.FpuFormat.XSAVE, 5).withoutKvmPart().withStarted(false);
+        io.vmfork.proto.VcpuState p = wire(StateCodec.encode(v), io.vmfork.proto.VcpuState.parser());
+        assertFalse(p.hasKvm(), "a state the process platform took has no KVM part");
+        assertTrue(p.getNotStarted());
+        assertEquals(v, StateCodec.decode(p));
+    }
+
+    @Test
+    void aVersion4VcpuWithVersion3FieldsIsRefused() {
+        io.vmfork.proto.VcpuState p = StateCodec.encode(vcpu(0, CpuState.FpuFormat.XSAVE, 1));
+        for (io.vmfork.proto.VcpuState bad : List.of(p.toBuilder().setMpState(1).build(),
+                p.toBuilder().setRegs(p.getCpu().getRegs()).build(),
+                p.toBuilder().addMsrs(io.vmfork.proto.Msr.newBuilder().setIndex(0x10)).build())) {
+            CapsuleFormatException e = assertThrows(CapsuleFormatException.class, () -> StateCodec.decode(bad));
+            assertTrue(e.getMessage().contains("fields of format version 3"), e.getMessage());
+        }
+    }
+
+    @Test
+    void aVersion3VcpuIsReadIntoTheNeutralStateAndItsKvmPart() throws Exception {
+        byte[] cpuid = guestCpuid().bytes();
+        for (int i = 0; i < 2; i++) {
+            VcpuState v = modelVcpu(i, 21);
+            io.vmfork.proto.VcpuState old = wire(KvmCapsules.vcpu(v, cpuid), io.vmfork.proto.VcpuState.parser());
+            assertTrue(old.hasSregs() && old.getMsrsCount() > 2 && !old.hasCpu(), "the old layout: " + old);
+            io.vmfork.proto.MachineState ms = StateCodec.encode(state(64 * MIB, 1, CpuState.FpuFormat.XSAVE))
+                    .toBuilder().clearCpuid().addAllCpuid(StateCodec.encodeCpuid(cpuid)).clearVcpus().addVcpus(old)
+                    .build();
+            VcpuState back = StateCodec.decode(ms, 3).vcpus().get(0);
+            assertEquals(v, back, "vCPU " + i + ": neutral state and KVM part, the rest being the model's");
+        }
+    }
+
+    @Test
+    void aVersion3VcpuWhoseFixedRegistersAreNotTheModelsIsRefusedNamingThem() {
+        byte[] cpuid = guestCpuid().bytes();
+        io.vmfork.proto.VcpuState old = KvmCapsules.vcpu(modelVcpu(0, 3), cpuid);
+        io.vmfork.proto.MachineState.Builder ms = StateCodec.encode(state(64 * MIB, 1, CpuState.FpuFormat.XSAVE))
+                .toBuilder().clearCpuid().addAllCpuid(StateCodec.encodeCpuid(cpuid)).clearVcpus();
+        io.vmfork.proto.VcpuState.Builder b = old.toBuilder();
+        b.getSregsBuilder().setCr0(0x80000011L).getCsBuilder().setDpl(0);
+        for (int i = 0; i < b.getMsrsCount(); i++) {
+            if (b.getMsrs(i).getIndex() == 0x277) {
+                b.setMsrs(i, b.getMsrs(i).toBuilder().setValue(0));
+            }
+        }
+        io.vmfork.proto.MachineState bad = ms.addVcpus(b).build();
+        CapsuleFormatException e = assertThrows(CapsuleFormatException.class, () -> StateCodec.decode(bad, 3));
+        for (String m : List.of("format version 3", "state.vcpus[0].sregs.cr0", "state.vcpus[0].sregs.cs",
+                "msrs[", "(0x277)", "is not the reset value")) {
+            assertTrue(e.getMessage().contains(m), "'" + m + "' not in " + e.getMessage());
+        }
+        io.vmfork.proto.MachineState wide = ms.clone().clearVcpus().addVcpus(old.toBuilder().setSregs(
+                old.getSregs().toBuilder().setGdtLimit(0x10000))).build();
+        e = assertThrows(CapsuleFormatException.class, () -> StateCodec.decode(wide, 3));
+        assertTrue(e.getMessage().contains("state.vcpus[0].sregs.gdt_limit"), e.getMessage());
+        io.vmfork.proto.MachineState noBitmap = ms.clone().clearVcpus().addVcpus(old.toBuilder().setSregs(
+                old.getSregs().toBuilder().clearInterruptBitmap())).build();
+        e = assertThrows(CapsuleFormatException.class, () -> StateCodec.decode(noBitmap, 3));
+        assertTrue(e.getMessage().contains("interrupt_bitmap"), e.getMessage());
     }
 
     @Test
     void aKvmGetXsave2AreaLargerThan4KiBRoundTripsAndAnOversizedOneIsRefused() throws Exception {
-        VcpuState v = vcpu(1, VcpuState.FpuFormat.XSAVE, 7);
+        VcpuState v = vcpu(1, CpuState.FpuFormat.XSAVE, 7);
         byte[] amx = new byte[11008];                 // x87..AVX-512 plus AMX tile config and data
         new java.util.Random(3).nextBytes(amx);
-        VcpuState big = new VcpuState(1, v.regs(), v.sregs(), VcpuState.FpuFormat.XSAVE, amx, v.xcr0(),
-                v.msrIndices(), v.msrValues(), v.events(), v.mpState());
+        CpuState c = v.cpu();
+        VcpuState big = new VcpuState(1, new CpuState(c.regs(), c.fsBase(), c.gsBase(), CpuState.FpuFormat.XSAVE, amx,
+                c.xcr0()), v.kvm());
         VcpuState back = StateCodec.decode(wire(StateCodec.encode(big), io.vmfork.proto.VcpuState.parser()));
-        assertArrayEquals(amx, back.fpu());
-        io.vmfork.proto.VcpuState p = StateCodec.encode(big).toBuilder()
-                .setFpu(com.google.protobuf.ByteString.copyFrom(new byte[StateCodec.MAX_XSAVE_BYTES + 1])).build();
+        assertArrayEquals(amx, back.cpu().fpu());
+        io.vmfork.proto.VcpuState.Builder pb = StateCodec.encode(big).toBuilder();
+        pb.getCpuBuilder().setFpu(com.google.protobuf.ByteString.copyFrom(new byte[StateCodec.MAX_XSAVE_BYTES + 1]));
+        io.vmfork.proto.VcpuState p = pb.build();
         CapsuleFormatException e = assertThrows(CapsuleFormatException.class, () -> StateCodec.decode(p));
         assertTrue(e.getMessage().contains("fpu is 65537 bytes, XSAVE needs 4096 to 65536"), e.getMessage());
     }
 
     @Test
     void fxsaveVcpuRoundTrips() throws Exception {
-        VcpuState v = vcpu(0, VcpuState.FpuFormat.FXSAVE, 9);
+        VcpuState v = vcpu(0, CpuState.FpuFormat.FXSAVE, 9);
         assertEquals(v, StateCodec.decode(wire(StateCodec.encode(v), io.vmfork.proto.VcpuState.parser())));
     }
 
@@ -130,7 +221,7 @@ class StateCodecTest {
 
     @Test
     void machineStateRoundTrips() throws Exception {
-        MachineState s = state(256 * MIB, 3, VcpuState.FpuFormat.XSAVE);
+        MachineState s = state(256 * MIB, 3, CpuState.FpuFormat.XSAVE);
         MachineState back = StateCodec.decode(wire(StateCodec.encode(s), io.vmfork.proto.MachineState.parser()));
         assertEquals(s, back);
         assertEquals(-987_654_321L, back.clockNs());
@@ -139,47 +230,53 @@ class StateCodecTest {
 
     @Test
     void decodingRefusesValuesWiderThanTheirKvmFieldNamingTheField() {
-        io.vmfork.proto.MachineState p = StateCodec.encode(state(64 * MIB, 2, VcpuState.FpuFormat.XSAVE));
+        io.vmfork.proto.MachineState p = StateCodec.encode(state(64 * MIB, 2, CpuState.FpuFormat.XSAVE));
         io.vmfork.proto.MachineState.Builder b = p.toBuilder();
-        b.getVcpusBuilder(1).getSregsBuilder().getCsBuilder().setDpl(300);
+        b.getVcpusBuilder(1).getKvmBuilder().getDsBuilder().setDpl(300);
         CapsuleFormatException e = assertThrows(CapsuleFormatException.class, () -> StateCodec.decode(b.build()));
-        assertTrue(e.getMessage().contains("state.vcpus[1].sregs.cs.dpl"), e.getMessage());
+        assertTrue(e.getMessage().contains("state.vcpus[1].kvm.ds.dpl"), e.getMessage());
 
         io.vmfork.proto.MachineState.Builder b2 = p.toBuilder();
-        b2.getVcpusBuilder(0).getSregsBuilder().setGdtLimit(0x10000);
+        b2.getVcpusBuilder(0).getKvmBuilder().getGsBuilder().setSelector(0x10000);
         e = assertThrows(CapsuleFormatException.class, () -> StateCodec.decode(b2.build()));
-        assertTrue(e.getMessage().contains("gdt_limit"), e.getMessage());
+        assertTrue(e.getMessage().contains("kvm.gs.selector"), e.getMessage());
 
         io.vmfork.proto.MachineState.Builder b3 = p.toBuilder();
-        b3.getVcpusBuilder(0).getEventsBuilder().setNmiMasked(256);
+        b3.getVcpusBuilder(0).getKvmBuilder().getEventsBuilder().setNmiMasked(256);
         e = assertThrows(CapsuleFormatException.class, () -> StateCodec.decode(b3.build()));
-        assertTrue(e.getMessage().contains("events.nmi_masked"), e.getMessage());
+        assertTrue(e.getMessage().contains("kvm.events.nmi_masked"), e.getMessage());
     }
 
     @Test
     void decodingRefusesMissingPartsAndWrongSizes() {
-        io.vmfork.proto.MachineState p = StateCodec.encode(state(64 * MIB, 1, VcpuState.FpuFormat.XSAVE));
+        io.vmfork.proto.MachineState p = StateCodec.encode(state(64 * MIB, 1, CpuState.FpuFormat.XSAVE));
         assertThrows(CapsuleFormatException.class,
                 () -> StateCodec.decode(p.toBuilder().clearDevices().build()));
+        CapsuleFormatException e = assertThrows(CapsuleFormatException.class,
+                () -> StateCodec.decode(p.toBuilder().setVcpus(0, p.getVcpus(0).toBuilder().clearCpu()).build()));
+        assertTrue(e.getMessage().contains("state.vcpus[0].cpu is missing"), e.getMessage());
+        var noRegs = p.getVcpus(0).toBuilder();
+        noRegs.getCpuBuilder().clearRegs();
         assertThrows(CapsuleFormatException.class,
-                () -> StateCodec.decode(p.toBuilder().setVcpus(0, p.getVcpus(0).toBuilder().clearRegs()).build()));
-        CapsuleFormatException e = assertThrows(CapsuleFormatException.class, () -> StateCodec.decode(
-                p.toBuilder().setVcpus(0, p.getVcpus(0).toBuilder().setFpu(
-                        com.google.protobuf.ByteString.copyFrom(new byte[100]))).build()));
+                () -> StateCodec.decode(p.toBuilder().setVcpus(0, noRegs).build()));
+        var noDs = p.getVcpus(0).toBuilder();
+        noDs.getKvmBuilder().clearDs();
+        e = assertThrows(CapsuleFormatException.class, () -> StateCodec.decode(p.toBuilder().setVcpus(0, noDs).build()));
+        assertTrue(e.getMessage().contains("kvm.ds is missing"), e.getMessage());
+        var small = p.getVcpus(0).toBuilder();
+        small.getCpuBuilder().setFpu(com.google.protobuf.ByteString.copyFrom(new byte[100]));
+        e = assertThrows(CapsuleFormatException.class, () -> StateCodec.decode(p.toBuilder().setVcpus(0, small).build()));
         assertTrue(e.getMessage().contains("fpu is 100 bytes"), e.getMessage());
-        e = assertThrows(CapsuleFormatException.class, () -> StateCodec.decode(
-                p.toBuilder().setVcpus(0, p.getVcpus(0).toBuilder().setSregs(
-                        p.getVcpus(0).getSregs().toBuilder().clearInterruptBitmap())).build()));
-        assertTrue(e.getMessage().contains("interrupt_bitmap"), e.getMessage());
-        assertThrows(CapsuleFormatException.class, () -> StateCodec.decode(
-                p.toBuilder().setVcpus(0, p.getVcpus(0).toBuilder().setFpuFormatValue(9)).build()));
+        var format = p.getVcpus(0).toBuilder();
+        format.getCpuBuilder().setFpuFormatValue(9);
+        assertThrows(CapsuleFormatException.class, () -> StateCodec.decode(p.toBuilder().setVcpus(0, format).build()));
     }
 
     @Test
     void encodingRefusesAnFpuAreaOfTheWrongSize() {
-        VcpuState v = vcpu(0, VcpuState.FpuFormat.XSAVE, 1);
-        VcpuState bad = new VcpuState(0, v.regs(), v.sregs(), VcpuState.FpuFormat.XSAVE, new byte[416], 7,
-                new int[0], new long[0], v.events(), 0);
+        VcpuState v = vcpu(0, CpuState.FpuFormat.XSAVE, 1);
+        VcpuState bad = new VcpuState(0, new CpuState(v.regs(), 0, 0, CpuState.FpuFormat.XSAVE, new byte[416], 7),
+                null);
         assertThrows(IllegalArgumentException.class, () -> StateCodec.encode(bad));
     }
 }

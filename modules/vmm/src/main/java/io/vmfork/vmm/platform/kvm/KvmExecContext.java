@@ -5,12 +5,12 @@ import io.vmfork.kvm.KvmVcpu;
 import io.vmfork.kvm.sys.Errno;
 import io.vmfork.kvm.sys.HostHelper;
 import io.vmfork.kvm.x86.KvmRegs;
+import io.vmfork.vmm.arch.CpuState;
 import io.vmfork.vmm.hypercall.Hypercalls;
 import io.vmfork.vmm.memory.GuestMemory;
 import io.vmfork.vmm.platform.ExecContext;
 import io.vmfork.vmm.platform.GuestCode;
 import io.vmfork.vmm.platform.Trap;
-import io.vmfork.vmm.state.VcpuState;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -89,7 +89,7 @@ public final class KvmExecContext implements ExecContext {
                     Hypercalls.PORT));
         }
         long[] regs = kvm.getRegsArray();
-        long rip = regs[VcpuState.RIP];
+        long rip = regs[CpuState.RIP];
         if (!GuestCode.isHypercallBefore(memory, rip)) {
             return Trap.crashed(String.format(
                     "bad hypercall: port I/O out port 0x%x by a string instruction (outs) at rip=0x%x"

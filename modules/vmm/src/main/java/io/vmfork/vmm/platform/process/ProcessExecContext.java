@@ -3,12 +3,12 @@ package io.vmfork.vmm.platform.process;
 import static io.vmfork.kvm.sys.GuestProcesses.*;
 
 import io.vmfork.kvm.sys.GuestProcesses;
+import io.vmfork.vmm.arch.CpuState;
 import io.vmfork.vmm.hypercall.Hypercalls;
 import io.vmfork.vmm.memory.GuestMemory;
 import io.vmfork.vmm.platform.ExecContext;
 import io.vmfork.vmm.platform.GuestCode;
 import io.vmfork.vmm.platform.Trap;
-import io.vmfork.vmm.state.VcpuState;
 
 /**
  * A vCPU on the process platform: one thread of the guest process, traced by this vCPU's
@@ -202,7 +202,7 @@ public final class ProcessExecContext implements ExecContext {
                 if (t.kind() == Trap.Kind.HYPERCALL) {
                     // As on KVM, a vCPU in a hypercall has RIP past the `out` (a capture
                     // rewinds a restartable one onto it).
-                    user[UR_RIP] = t.regs()[VcpuState.RIP];
+                    user[UR_RIP] = t.regs()[CpuState.RIP];
                 }
                 yield t;
             }
@@ -233,7 +233,7 @@ public final class ProcessExecContext implements ExecContext {
         if (signo == SIGSEGV && code == SI_KERNEL) {
             if (GuestCode.isHypercallAt(memory, rip) && (user[UR_RDX] & 0xffff) == Hypercalls.PORT) {
                 long[] regs = kvmRegs(user);
-                regs[VcpuState.RIP] = rip + 1;
+                regs[CpuState.RIP] = rip + 1;
                 return Trap.hypercall(regs);
             }
             String io = portIo(rip);
@@ -365,7 +365,7 @@ public final class ProcessExecContext implements ExecContext {
     }
 
     private static long[] kvmRegs(long[] u) {
-        long[] r = new long[VcpuState.REGS];
+        long[] r = new long[CpuState.REGS];
         for (int i = 0; i < USER_OF_KVM.length; i++) {
             r[i] = u[USER_OF_KVM[i]];
         }
@@ -379,7 +379,7 @@ public final class ProcessExecContext implements ExecContext {
 
     @Override
     public synchronized void setRegs(long[] regs) {
-        if (regs.length != VcpuState.REGS) {
+        if (regs.length != CpuState.REGS) {
             throw new IllegalArgumentException("kvm_regs has 18 registers, got " + regs.length);
         }
         pending = regs.clone();

@@ -1,4 +1,4 @@
-package io.vmfork.vmm.state;
+package io.vmfork.vmm.arch;
 
 import java.util.Arrays;
 import java.util.List;

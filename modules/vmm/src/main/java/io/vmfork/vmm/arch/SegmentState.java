@@ -1,4 +1,4 @@
-package io.vmfork.vmm.state;
+package io.vmfork.vmm.arch;
 
 /** One segment register with its hidden descriptor cache (kvm_segment). */
 public record SegmentState(long base, int limit, int selector, int type, int present, int dpl, int db, int s, int l,
