@@ -155,8 +155,13 @@ class CliTest {
         assertEquals(Main.EX_USAGE, bad.code(), bad.err());
     }
 
-    /** Re-frames a capsule with vCPU 0's CS at DPL 0 and a valid digest (issue 6, items 8 and 9). */
-    private static byte[] withCpl0(byte[] capsule) throws Exception {
+    /**
+     * Re-frames a capsule with vCPU 0's RFLAGS.VM set (virtual-8086 mode, which CPL3 code
+     * cannot enter) and a valid digest (issue 6, items 8 and 9: a capsule that would run
+     * its guest other than as the model allows). Since format version 4 the capsule holds
+     * no CS to forge: the model derives it.
+     */
+    private static byte[] withForbiddenFlags(byte[] capsule) throws Exception {
         com.google.protobuf.CodedInputStream in = com.google.protobuf.CodedInputStream.newInstance(capsule, 8,
                 capsule.length - 8);
         in.setSizeLimit(Integer.MAX_VALUE);
@@ -166,7 +171,8 @@ class CliTest {
             io.vmfork.proto.CapsuleFrame f = io.vmfork.proto.CapsuleFrame.parseFrom(in.readRawBytes(in.readRawVarint32()));
             if (f.hasState()) {
                 var s = f.getState().toBuilder();
-                s.getVcpusBuilder(0).getSregsBuilder().getCsBuilder().setDpl(0);
+                var regs = s.getVcpusBuilder(0).getCpuBuilder().getRegsBuilder();
+                regs.setRflags(regs.getRflags() | 0x20000);
                 f = io.vmfork.proto.CapsuleFrame.newBuilder().setState(s).build();
             }
             if (f.hasTrailer()) {
@@ -184,11 +190,11 @@ class CliTest {
         Path capsule = dir.resolve("forker.capsule");
         Result s = vmfork("snapshot", "forker", "--memory", "16M", "--out", capsule.toString());
         assertEquals(0, s.code(), s.err());
-        Path forged = dir.resolve("cpl0.capsule");
-        Files.write(forged, withCpl0(Files.readAllBytes(capsule)));
+        Path forged = dir.resolve("vm86.capsule");
+        Files.write(forged, withForbiddenFlags(Files.readAllBytes(capsule)));
         Result bad = vmfork("restore", forged.toString(), "--request", "sum");
         assertEquals(CapsuleCommands.EX_DATAERR, bad.code(), bad.err() + bad.out());
-        assertTrue(bad.err().contains("sregs.cs") && bad.err().contains("dpl 0"), bad.err());
+        assertTrue(bad.err().contains("regs.rflags") && bad.err().contains("CPL3 code cannot set"), bad.err());
         assertFalse(bad.err().contains("\tat "), "no stack trace: " + bad.err());
 
         Result missing = vmfork("restore", dir.resolve("nothing-here").toString());
