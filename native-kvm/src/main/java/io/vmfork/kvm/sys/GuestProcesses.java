@@ -36,6 +36,10 @@ public final class GuestProcesses {
 
     private static native int vmfork_proc_spawn(int stubFd, int[] sockOut, int[] nsOut);
 
+    private static native String vmfork_proc_spawn_step();
+
+    private static native String vmfork_proc_spawn_note();
+
     private static native int vmfork_proc_launch(int sock, int[] fds, int nfds, long[] extents, int nextents,
             long[] unmaps, int nunmaps, int vcpus, int[] tidsOut);
 
@@ -80,12 +84,42 @@ public final class GuestProcesses {
     public record Spawned(int pid, int sock, int namespaces) {
     }
 
-    /** Spawns the stub executable opened as {@code stubFd} in a confined process of its own. */
+    /** A spawn that failed, and the step of it that did ({@link #step}: "clone", "execveat of the stub", ...). */
+    public static final class SpawnException extends NativeCallException {
+        private final String step;
+
+        SpawnException(String step, int errno) {
+            super("guest process spawn: " + step, errno);
+            this.step = step;
+        }
+
+        public String step() {
+            return step;
+        }
+    }
+
+    /**
+     * Spawns the stub executable opened as {@code stubFd} in a confined process of its own,
+     * in every namespace the host allows ({@link #refusedNamespaces}).
+     */
     public static Spawned spawn(int stubFd) {
         int[] sock = new int[1];
         int[] ns = new int[1];
-        int pid = check(vmfork_proc_spawn(stubFd, sock, ns), "guest process spawn");
+        int pid = vmfork_proc_spawn(stubFd, sock, ns);
+        if (pid < 0) {
+            throw new SpawnException(vmfork_proc_spawn_step(), -pid);
+        }
         return new Spawned(pid, sock[0], ns[0]);
+    }
+
+    /**
+     * The namespaces this host refused to guest processes, each with the step and errno
+     * ("user (clone: EPERM), mount (mount of its empty root: EPERM)"); empty when every one
+     * was allowed. Known once a spawn has succeeded.
+     */
+    public static String refusedNamespaces() {
+        String s = vmfork_proc_spawn_note();
+        return s == null ? "" : s;
     }
 
     /**
