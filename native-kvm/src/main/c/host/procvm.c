@@ -65,6 +65,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
@@ -754,6 +756,85 @@ int vmfork_proc_set_xstate(int tid, const void *buf, int len)
 int vmfork_proc_kick(int pid, int tid)
 {
     return syscall(SYS_tgkill, pid, tid, SIGURG) == 0 ? 0 : -errno;
+}
+
+/* ======================================================================== death watch */
+
+/*
+ * A guest process can die while no tracer waits for it: SIGKILLed from outside while each
+ * of its threads is in a ptrace stop and its vCPU thread waits in the VMM (RECV). One
+ * watcher thread per platform learns it from a pidfd per guest process in an epoll set.
+ *
+ * The pidfd is a thread's, PIDFD_THREAD (Linux 6.9): it is readable once that thread has
+ * exited. A process pidfd, or the main thread's, is readable only once every other thread
+ * is reaped, and a traced thread stays a zombie until its tracer waits, which a vCPU thread
+ * in RECV does not (seen here: after SIGKILL the leader's PIDFD_THREAD pidfd stays
+ * unreadable while a traced sibling is unreaped; the sibling's is readable). So the Java
+ * side watches the process's last thread. Older kernels get the process pidfd (enough for
+ * one-vCPU guests).
+ */
+#ifndef PIDFD_THREAD
+#define PIDFD_THREAD O_EXCL
+#endif
+
+int vmfork_proc_pidfd(int pid, int tid)
+{
+    int fd = (int)syscall(SYS_pidfd_open, tid, PIDFD_THREAD);
+    if (fd < 0 && errno == EINVAL)
+        fd = (int)syscall(SYS_pidfd_open, pid, 0);
+    return fd < 0 ? -errno : fd;
+}
+
+/* An epoll set with an eventfd in it (key 0) to wake its waiter: returns the epoll fd and
+   the eventfd in *wake_out, both close-on-exec, or -errno. */
+int vmfork_watch_create(int *wake_out)
+{
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    if (ep < 0)
+        return -errno;
+    int ev = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    struct epoll_event e = { .events = EPOLLIN, .data.u64 = 0 };
+    if (ev < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, ev, &e) != 0) {
+        int err = errno;
+        if (ev >= 0)
+            close(ev);
+        close(ep);
+        return -err;
+    }
+    *wake_out = ev;
+    return ep;
+}
+
+/* Adds fd to the set under key (> 0), one-shot: it reports once. */
+int vmfork_watch_add(int ep, int fd, long key)
+{
+    struct epoll_event e = { .events = EPOLLIN | EPOLLONESHOT, .data.u64 = (uint64_t)key };
+    return epoll_ctl(ep, EPOLL_CTL_ADD, fd, &e) == 0 ? 0 : -errno;
+}
+
+int vmfork_watch_wake(int wake)
+{
+    uint64_t one = 1;
+    return write(wake, &one, sizeof one) == sizeof one || errno == EAGAIN ? 0 : -errno;
+}
+
+/* Waits for keys that reported (at most max, timeout_ms -1 for ever); key 0 is the eventfd,
+   which this drains. Returns the count, 0 on timeout or EINTR, or -errno. */
+int vmfork_watch_wait(int ep, int wake, long *keys, int max, int timeout_ms)
+{
+    struct epoll_event ev[64];
+    int n = epoll_wait(ep, ev, max < 64 ? max : 64, timeout_ms);
+    if (n < 0)
+        return errno == EINTR ? 0 : -errno;
+    for (int i = 0; i < n; i++) {
+        keys[i] = (long)ev[i].data.u64;
+        if (keys[i] == 0) {
+            uint64_t v;
+            if (read(wake, &v, sizeof v) < 0 && errno != EAGAIN)
+                return -errno;
+        }
+    }
+    return n;
 }
 
 /* ======================================================================== memory */

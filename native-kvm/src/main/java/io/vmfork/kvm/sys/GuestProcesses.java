@@ -69,6 +69,16 @@ public final class GuestProcesses {
 
     private static native int vmfork_proc_scan_written(int pagemapFd, long start, long end, long[] ranges, int max);
 
+    private static native int vmfork_proc_pidfd(int pid, int tid);
+
+    private static native int vmfork_watch_create(int[] wakeOut);
+
+    private static native int vmfork_watch_add(int epoll, int fd, long key);
+
+    private static native int vmfork_watch_wake(int wake);
+
+    private static native int vmfork_watch_wait(int epoll, int wake, long[] keys, int max, int timeoutMs);
+
     private static native long vmfork_proc_readv(int pid, long remote, Pointer local, long len);
 
     private static native long vmfork_proc_writev(int pid, long remote, Pointer local, long len);
@@ -221,6 +231,35 @@ public final class GuestProcesses {
         }
         check(rc, "tgkill");
         return true;
+    }
+
+    /**
+     * A pidfd that becomes readable once thread {@code tid} of guest process {@code pid} has
+     * exited (PIDFD_THREAD; before Linux 6.9 the process's pidfd). Close-on-exec.
+     */
+    public static int pidfd(int pid, int tid) {
+        return check(vmfork_proc_pidfd(pid, tid), "pidfd_open(" + tid + ")");
+    }
+
+    /** An epoll set to watch pidfds in, with an eventfd in it that wakes its waiter: {epoll fd, eventfd}. */
+    public static int[] watchCreate() {
+        int[] wake = new int[1];
+        int ep = check(vmfork_watch_create(wake), "epoll_create1 (guest death watch)");
+        return new int[] {ep, wake[0]};
+    }
+
+    /** Adds {@code fd} to the set under {@code key} (> 0); it reports once. */
+    public static void watchAdd(int epoll, int fd, long key) {
+        check(vmfork_watch_add(epoll, fd, key), "epoll_ctl (guest death watch)");
+    }
+
+    public static void watchWake(int wake) {
+        check(vmfork_watch_wake(wake), "eventfd write (guest death watch)");
+    }
+
+    /** Waits for keys that reported into {@code keys}; returns their count (key 0: woken). */
+    public static int watchWait(int epoll, int wake, long[] keys, int timeoutMs) {
+        return check(vmfork_watch_wait(epoll, wake, keys, keys.length, timeoutMs), "epoll_wait (guest death watch)");
     }
 
     /**

@@ -39,6 +39,8 @@ public final class ProcessPlatform implements AutoCloseable {
     private final java.util.concurrent.LinkedBlockingQueue<GuestProcess> ready =
             new java.util.concurrent.LinkedBlockingQueue<>();
     private final int poolSize;
+    /** Deaths of guest processes that no tracer is waiting for. */
+    private final GuestDeathWatch deaths;
 
     private ProcessPlatform(Memfd stub, int poolSize) {
         this.poolSize = poolSize;
@@ -49,6 +51,7 @@ public final class ProcessPlatform implements AutoCloseable {
             return t;
         });
         this.xstateSize = GuestProcesses.xstateSize();
+        this.deaths = new GuestDeathWatch();
     }
 
     /**
@@ -148,6 +151,15 @@ public final class ProcessPlatform implements AutoCloseable {
     private static final int STUB_EXIT_SECCOMP = 0x80;
     private static final int SIGTRAP = 5;
 
+    /**
+     * Ends a VM whose guest process dies while none of its tracers waits for it (every vCPU
+     * in the VMM, e.g. in RECV): {@code onDeath} gets the crash reason, unless the VMM
+     * killed the process itself. Watched until the process ends. {@code vcpus}: its threads.
+     */
+    public void watch(GuestProcess process, int vcpus, java.util.function.Consumer<String> onDeath) {
+        deaths.watch(process, process.tid(vcpus - 1), onDeath);
+    }
+
     /** Guest processes spawned ahead and ready now. */
     public int readyCount() {
         return ready.size();
@@ -237,6 +249,7 @@ public final class ProcessPlatform implements AutoCloseable {
             g.kill();
             g.reapUntraced();
         }
+        deaths.close();
         stub.close();
     }
 }
