@@ -99,7 +99,20 @@ public final class VmforkNode implements AutoCloseable {
         VmmSettings vmmSettings = VmmSettings.create(config);
         PageSettings pageSettings = PageSettings.create(config);
         Config full = settings.pekkoConfig().withFallback(config).resolve();
-        ActorSystem<Void> system = ActorSystem.create(Behaviors.empty(), settings.systemName(), full);
+        // The VMM first: a host that cannot run guests (no /dev/kvm for platform = kvm, ptrace
+        // or seccomp refused) fails here, before its node has joined the cluster and started
+        // a thread. The HostActor owns it from then on and closes it when it stops.
+        Vmm vmm = Vmm.open(vmmSettings);
+        ActorSystem<Void> system;
+        try {
+            system = ActorSystem.create(Behaviors.empty(), settings.systemName(), full);
+        } catch (RuntimeException | Error e) {
+            vmm.close();
+            throw e;
+        }
+        // The HostActor closes it when it stops; this covers a start that fails before or
+        // while the HostActor starts (Vmm.close is idempotent).
+        system.getWhenTerminated().thenRun(vmm::close);
         try {
             if (settings.seedNodes().isEmpty()) {
                 Cluster cluster = Cluster.get(system);
@@ -115,8 +128,6 @@ public final class VmforkNode implements AutoCloseable {
             ActorRef<ShardingEnvelope<PlacementEntity.Command>> region =
                     PlacementEntity.init(system, settings.placement());
             PlacementClient placement = PlacementClient.create(system, settings.placement(), settings.hostId());
-            // The HostActor owns the Vmm from here on and closes it when it stops.
-            Vmm vmm = Vmm.open(vmmSettings);
             ActorRef<HostActor.Command> host;
             io.vmfork.cluster.host.CloneStats cloneStats = new io.vmfork.cluster.host.CloneStats();
             try {
@@ -129,9 +140,6 @@ public final class VmforkNode implements AutoCloseable {
                 vmm.close();
                 throw e;
             }
-            // The HostActor closes it when it stops; this covers a HostActor that failed to
-            // start (Vmm.close is idempotent).
-            system.getWhenTerminated().thenRun(vmm::close);
             VmCluster cluster = VmCluster.create(system, placement, apiTimeout);
             Optional<NodeStatusServer> status = Optional.empty();
             if (settings.statusHttpPort() >= 0) {
