@@ -25,12 +25,16 @@ final class HostRefusal {
 
     /** PTRACE_SEIZE of a guest process (the VMM's own child) failed with {@code errno}. */
     static ProcessPlatformException ptrace(int errno) {
+        return ptrace(errno, sysctl(YAMA));
+    }
+
+    /** As above, with Yama's kernel.yama.ptrace_scope ("" without Yama). */
+    static ProcessPlatformException ptrace(int errno, String yama) {
         String call = "PTRACE_SEIZE of a guest process: " + Errno.name(errno);
         if (errno != Errno.EPERM) {
             return new ProcessPlatformException("ptrace is unavailable (" + call + "): the process platform traces"
                     + " each guest process; use a kernel and container that allow ptrace" + OR_KVM);
         }
-        String yama = sysctl(YAMA);
         String why = switch (yama) {
             case "3" -> "kernel.yama.ptrace_scope is 3, which forbids ptrace until reboot; boot with"
                     + " kernel.yama.ptrace_scope <= 1";
