@@ -30,8 +30,13 @@
  *     empty read-only tmpfs, maps = guest RAM + the stub's two mappings + [vsyscall];
  *     with CLONE_NEWUSER refused (tested under a seccomp filter that fails such clones
  *     with EPERM) it falls back to the other five and the stub runs as uid 65534; with
- *     every namespace refused, no namespace and no chroot, uid 65534; both still Seccomp
- *     2, NoNewPrivs 1, CapEff 0, and the probes below give the same stops;
+ *     every namespace refused, no namespace and no chroot, uid 65534; with mount(2)
+ *     refused (Docker's profile without CAP_SYS_ADMIN), the other five; all still
+ *     Seccomp 2, NoNewPrivs 1, CapEff 0, and the probes below give the same stops
+ *     (modules/cli's RefusalTest runs `vmfork run` under each of those filters);
+ *   - finding the allowed namespaces one by one costs up to six probe spawns, once per
+ *     process; ProcessPlatform.open's self-test (spawn, launch, seize, GO, the int3 stop)
+ *     takes ~4.5 ms with the stub's loading;
  *   - guest page 0 cannot be mapped (mmap_min_addr 4096; the stub has left the initial
  *     user namespace): an extent at 0 fails the launch with -EPERM; RAM starts at 0x1000
  *     and a read of page 0 is SIGSEGV SEGV_MAPERR;
@@ -60,6 +65,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
@@ -84,11 +91,30 @@ _Static_assert(sizeof(struct user_regs_struct) == 27 * sizeof(long), "user_regs_
 #define NOBODY 65534
 #define SPAWN_STACK (64 * 1024)
 
+/* What the child was doing when it failed: vmfork_proc_spawn_step() names it. */
+enum {
+    STEP_CLONE, STEP_FDS, STEP_ROOT, STEP_RLIMIT, STEP_NOBODY, STEP_PDEATHSIG, STEP_NO_NEW_PRIVS, STEP_EXEC,
+    STEP_SOCKET,
+};
+static const char *const step_names[] = {
+    [STEP_CLONE] = "clone",
+    [STEP_FDS] = "its fds (fcntl, dup3, close_range)",
+    [STEP_ROOT] = "mount of its empty root",
+    [STEP_RLIMIT] = "setrlimit(RLIMIT_CORE)",
+    [STEP_NOBODY] = "setresuid to nobody",
+    [STEP_PDEATHSIG] = "prctl(PR_SET_PDEATHSIG)",
+    [STEP_NO_NEW_PRIVS] = "prctl(PR_SET_NO_NEW_PRIVS)",
+    [STEP_EXEC] = "execveat of the stub",
+    [STEP_SOCKET] = "its control socket",
+};
+
 struct spawn_args {
     int sock, stub_fd, ns;
     pid_t ppid;
     int root;
+    int probe;                  /* stop short of execveat: exit 0 (finding the namespaces allowed) */
     volatile int err;           /* set by the child when it fails before execveat */
+    volatile int step;          /* and the STEP_ it failed at */
 };
 
 /*
@@ -101,7 +127,7 @@ struct spawn_args {
 static int spawn_child(void *p)
 {
     struct spawn_args *a = p;
-    int step = 0;
+    int step = STEP_FDS;
 
     /* Signals: the caller blocked all of them around clone; set every disposition back
        to default (an ignored signal would stay ignored across exec), then unblock. */
@@ -113,7 +139,6 @@ static int spawn_child(void *p)
     syscall(SYS_rt_sigprocmask, SIG_SETMASK, &none, NULL, 8);
 
     /* fds: the socket becomes 3, the stub's fd 4 (close-on-exec), nothing else survives */
-    step = 1;
     int s = (int)syscall(SYS_fcntl, a->sock, F_DUPFD_CLOEXEC, 5);
     int e = (int)syscall(SYS_fcntl, a->stub_fd, F_DUPFD_CLOEXEC, 5);
     if (s < 0 || e < 0 || syscall(SYS_dup3, s, 3, 0) < 0 || syscall(SYS_dup3, e, 4, O_CLOEXEC) < 0)
@@ -128,7 +153,7 @@ static int spawn_child(void *p)
        new mount namespace (after making every mount private, so nothing propagates out).
        Without a mount namespace the stub keeps the host's root: seccomp is the barrier,
        the chroot only depth. */
-    step = 2;
+    step = STEP_ROOT;
     if (a->ns & CLONE_NEWNS) {
         if (syscall(SYS_mount, NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
             goto fail;
@@ -142,14 +167,14 @@ static int spawn_child(void *p)
             goto fail;
     }
 
-    step = 3;
+    step = STEP_RLIMIT;
     struct rlimit zero = { 0, 0 };
     if (syscall(SYS_setrlimit, RLIMIT_CORE, &zero) < 0)
         goto fail;
 
     /* Root without a user namespace: become nobody, so that execveat drops every
        capability. Before PR_SET_PDEATHSIG, which a change of euid clears. */
-    step = 4;
+    step = STEP_NOBODY;
     if (!(a->ns & CLONE_NEWUSER) && a->root) {
         if (syscall(SYS_setgroups, 0, NULL) < 0 || syscall(SYS_setresgid, NOBODY, NOBODY, NOBODY) < 0
             || syscall(SYS_setresuid, NOBODY, NOBODY, NOBODY) < 0)
@@ -160,36 +185,129 @@ static int spawn_child(void *p)
        death before this prctl: without a PID namespace getppid tells; with one (getppid
        is 0) the stub's first recvmsg sees EOF once the VMM's end of the socket is gone,
        and exits. */
-    step = 5;
+    step = STEP_PDEATHSIG;
     if (syscall(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
         goto fail;
     if (!(a->ns & CLONE_NEWPID) && syscall(SYS_getppid) != a->ppid)
         syscall(SYS_exit_group, 1);
+    step = STEP_NO_NEW_PRIVS;
     if (syscall(SYS_prctl, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
         goto fail;
 
-    step = 6;
+    if (a->probe)
+        syscall(SYS_exit_group, 0);
+    step = STEP_EXEC;
     char *const argv[] = { "vmfork-stub", NULL };
     char *const envp[] = { NULL };
     syscall(SYS_execveat, 4, "", argv, envp, AT_EMPTY_PATH);
 fail:
     a->err = errno ? errno : EINVAL;
-    (void)step;
+    a->step = step;
     syscall(SYS_exit_group, 127);
     return 127;
 }
 
 /*
+ * The namespaces a guest process gets: every one of user, PID, net, IPC, UTS and mount
+ * that this host allows, found once per process (-1: not yet) and then asked for directly.
+ * A refusal shows as clone failing (EPERM: no privilege, or a seccomp profile; EINVAL;
+ * ENOSPC: user.max_*_namespaces is 0; EUSERS) or, for the mount namespace, as the mount
+ * of the empty root failing inside it (EPERM in a container without CAP_SYS_ADMIN).
+ * Which were refused, and how, is kept for vmfork_proc_spawn_note().
+ */
+static int ns_allowed = -1;
+static char ns_note[512];
+/* The step of this thread's last failed spawn (STEP_*), for vmfork_proc_spawn_step(). */
+static __thread int failed_step = STEP_CLONE;
+
+static int ns_refusal(int err, int step)
+{
+    return step == STEP_ROOT || (step == STEP_CLONE && (err == EPERM || err == EINVAL || err == ENOSPC || err == EUSERS));
+}
+
+/*
+ * One clone of spawn_child with a.ns; returns the pid (its exit reaped if a.probe or if
+ * it failed before execveat) or -errno, with a.step set on failure.
+ */
+static pid_t spawn_once(struct spawn_args *a, void *stack)
+{
+    sigset_t all, old;
+    sigfillset(&all);
+    a->err = 0;
+    a->step = STEP_CLONE;
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pid_t pid = clone(spawn_child, (char *)stack + SPAWN_STACK, CLONE_VM | CLONE_VFORK | SIGCHLD | a->ns, a);
+    int err = errno;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (pid < 0)
+        return -err;
+    if (a->err || a->probe) {   /* the child has exited (failed, or a probe that got as far as execveat) */
+        while (waitpid(pid, NULL, __WALL) < 0 && errno == EINTR)
+            ;
+        return a->err ? -a->err : pid;
+    }
+    return pid;
+}
+
+/* The names of the errnos a refused namespace shows (glibc's strerrorname_np is 2.32+). */
+static const char *errno_name(int e, char buf[24])
+{
+    switch (e) {
+    case EPERM: return "EPERM";
+    case EINVAL: return "EINVAL";
+    case ENOSPC: return "ENOSPC";
+    case EUSERS: return "EUSERS";
+    case EACCES: return "EACCES";
+    case ENOENT: return "ENOENT";
+    case EAGAIN: return "EAGAIN";
+    case ENOMEM: return "ENOMEM";
+    default: snprintf(buf, 24, "errno %d", e); return buf;
+    }
+}
+
+/*
+ * Finds the namespaces this host allows one by one: each of user (first: without it an
+ * unprivileged VMM gets none of the others), PID, net, IPC, UTS and mount is kept if a
+ * probe spawn (every step but execveat) succeeds with it added to those kept so far.
+ */
+static int find_namespaces(struct spawn_args *a, void *stack)
+{
+    static const struct { int flag; const char *name; } each[] = {
+        { CLONE_NEWUSER, "user" }, { CLONE_NEWPID, "pid" }, { CLONE_NEWNET, "net" },
+        { CLONE_NEWIPC, "ipc" }, { CLONE_NEWUTS, "uts" }, { CLONE_NEWNS, "mount" },
+    };
+    int mask = 0;
+    size_t used = 0;
+    char err_buf[24];
+    ns_note[0] = 0;
+    a->probe = 1;
+    for (unsigned i = 0; i < sizeof each / sizeof each[0]; i++) {
+        a->ns = mask | each[i].flag;
+        pid_t r = spawn_once(a, stack);
+        if (r >= 0) {
+            mask |= each[i].flag;
+            continue;
+        }
+        if (used < sizeof ns_note)
+            used += (size_t)snprintf(ns_note + used, sizeof ns_note - used, "%s%s (%s: %s)", used ? ", " : "",
+                                     each[i].name, step_names[a->step], errno_name(-r, err_buf));
+    }
+    a->probe = 0;
+    return mask;
+}
+
+/*
  * Starts vmfork-stub (stub_fd: the executable, opened by the caller; O_PATH or O_RDONLY,
- * close-on-exec is fine) as a new process. Namespaces: all of user, PID, net, IPC, UTS
- * and mount if clone allows; else all but user (as root); else none (ns_out says which:
- * CLONE_NEW* bits). Returns the stub's host pid, and the VMM's end of its control socket
- * in *sock_out (close-on-exec, SO_PASSCRED on). The guest process is a child of the
+ * close-on-exec is fine) as a new process, in every namespace the host allows (see
+ * ns_allowed; ns_out says which: CLONE_NEW* bits). Returns the stub's host pid, and the
+ * VMM's end of its control socket in *sock_out (close-on-exec, SO_PASSCRED on); or -errno,
+ * with vmfork_proc_spawn_step() naming what failed. The guest process is a child of the
  * calling thread: PR_SET_PDEATHSIG fires when that thread exits, so spawn from a thread
  * that lives as long as the guest (or rely on PTRACE_O_EXITKILL once seized).
  */
 int vmfork_proc_spawn(int stub_fd, int *sock_out, int *ns_out)
 {
+    failed_step = STEP_SOCKET;
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
         return -errno;
@@ -207,39 +325,40 @@ int vmfork_proc_spawn(int stub_fd, int *sock_out, int *ns_out)
         close(sv[1]);
         return -e;
     }
-    static const int tries[] = { NS_ALL, NS_ALL & ~CLONE_NEWUSER, 0 };
     struct spawn_args a = { .sock = sv[1], .stub_fd = stub_fd, .ppid = getpid(), .root = geteuid() == 0 };
-    sigset_t all, old;
-    sigfillset(&all);
-    pid_t pid = -1;
-    int err = 0;
-    for (unsigned i = 0; i < sizeof tries / sizeof tries[0]; i++) {
-        a.ns = tries[i];
-        a.err = 0;
-        pthread_sigmask(SIG_SETMASK, &all, &old);
-        pid = clone(spawn_child, (char *)stack + SPAWN_STACK, CLONE_VM | CLONE_VFORK | SIGCHLD | a.ns, &a);
-        err = errno;
-        pthread_sigmask(SIG_SETMASK, &old, NULL);
-        if (pid >= 0 || (err != EPERM && err != EINVAL && err != ENOSPC && err != EUSERS))
-            break;
+    int known = __atomic_load_n(&ns_allowed, __ATOMIC_ACQUIRE);
+    a.ns = known >= 0 ? known : NS_ALL;
+    pid_t pid = spawn_once(&a, stack);
+    if (pid < 0 && known < 0 && ns_refusal(-pid, a.step)) {
+        a.ns = find_namespaces(&a, stack);
+        pid = spawn_once(&a, stack);
     }
+    if (pid >= 0 && known < 0)
+        __atomic_store_n(&ns_allowed, a.ns, __ATOMIC_RELEASE);
     munmap(stack, SPAWN_STACK);
     close(sv[1]);
     if (pid < 0) {
+        failed_step = a.step;
         close(sv[0]);
-        return -err;
-    }
-    if (a.err) {                /* the child failed before execveat and has exited */
-        err = a.err;
-        while (waitpid(pid, NULL, __WALL) < 0 && errno == EINTR)
-            ;
-        close(sv[0]);
-        return -err;
+        return pid;
     }
     *sock_out = sv[0];
     if (ns_out)
         *ns_out = a.ns;
     return pid;
+}
+
+/* What this thread's last failed vmfork_proc_spawn was doing (a step of spawn_child). */
+const char *vmfork_proc_spawn_step(void)
+{
+    return step_names[failed_step];
+}
+
+/* The namespaces this host refused to guest processes and how ("user (clone: EPERM), ..."),
+   "" when it allowed all, once the first spawn has found them. */
+const char *vmfork_proc_spawn_note(void)
+{
+    return ns_note;
 }
 
 /*
@@ -646,6 +765,85 @@ int vmfork_proc_set_xstate(int tid, const void *buf, int len)
 int vmfork_proc_kick(int pid, int tid)
 {
     return syscall(SYS_tgkill, pid, tid, SIGURG) == 0 ? 0 : -errno;
+}
+
+/* ======================================================================== death watch */
+
+/*
+ * A guest process can die while no tracer waits for it: SIGKILLed from outside while each
+ * of its threads is in a ptrace stop and its vCPU thread waits in the VMM (RECV). One
+ * watcher thread per platform learns it from a pidfd per guest process in an epoll set.
+ *
+ * The pidfd is a thread's, PIDFD_THREAD (Linux 6.9): it is readable once that thread has
+ * exited. A process pidfd, or the main thread's, is readable only once every other thread
+ * is reaped, and a traced thread stays a zombie until its tracer waits, which a vCPU thread
+ * in RECV does not (seen here: after SIGKILL the leader's PIDFD_THREAD pidfd stays
+ * unreadable while a traced sibling is unreaped; the sibling's is readable). So the Java
+ * side watches the process's last thread. Older kernels get the process pidfd (enough for
+ * one-vCPU guests).
+ */
+#ifndef PIDFD_THREAD
+#define PIDFD_THREAD O_EXCL
+#endif
+
+int vmfork_proc_pidfd(int pid, int tid)
+{
+    int fd = (int)syscall(SYS_pidfd_open, tid, PIDFD_THREAD);
+    if (fd < 0 && errno == EINVAL)
+        fd = (int)syscall(SYS_pidfd_open, pid, 0);
+    return fd < 0 ? -errno : fd;
+}
+
+/* An epoll set with an eventfd in it (key 0) to wake its waiter: returns the epoll fd and
+   the eventfd in *wake_out, both close-on-exec, or -errno. */
+int vmfork_watch_create(int *wake_out)
+{
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    if (ep < 0)
+        return -errno;
+    int ev = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    struct epoll_event e = { .events = EPOLLIN, .data.u64 = 0 };
+    if (ev < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, ev, &e) != 0) {
+        int err = errno;
+        if (ev >= 0)
+            close(ev);
+        close(ep);
+        return -err;
+    }
+    *wake_out = ev;
+    return ep;
+}
+
+/* Adds fd to the set under key (> 0), one-shot: it reports once. */
+int vmfork_watch_add(int ep, int fd, long key)
+{
+    struct epoll_event e = { .events = EPOLLIN | EPOLLONESHOT, .data.u64 = (uint64_t)key };
+    return epoll_ctl(ep, EPOLL_CTL_ADD, fd, &e) == 0 ? 0 : -errno;
+}
+
+int vmfork_watch_wake(int wake)
+{
+    uint64_t one = 1;
+    return write(wake, &one, sizeof one) == sizeof one || errno == EAGAIN ? 0 : -errno;
+}
+
+/* Waits for keys that reported (at most max, timeout_ms -1 for ever); key 0 is the eventfd,
+   which this drains. Returns the count, 0 on timeout or EINTR, or -errno. */
+int vmfork_watch_wait(int ep, int wake, long *keys, int max, int timeout_ms)
+{
+    struct epoll_event ev[64];
+    int n = epoll_wait(ep, ev, max < 64 ? max : 64, timeout_ms);
+    if (n < 0)
+        return errno == EINTR ? 0 : -errno;
+    for (int i = 0; i < n; i++) {
+        keys[i] = (long)ev[i].data.u64;
+        if (keys[i] == 0) {
+            uint64_t v;
+            if (read(wake, &v, sizeof v) < 0 && errno != EAGAIN)
+                return -errno;
+        }
+    }
+    return n;
 }
 
 /* ======================================================================== memory */

@@ -45,6 +45,10 @@ struct stub_reply {
 
 enum { STUB_STEP_OK, STUB_STEP_MESSAGE, STUB_STEP_MMAP, STUB_STEP_UNMAP, STUB_STEP_THREAD };
 
+/* The stub's exit status when the kernel refuses its seccomp filter after GO (the socket is
+   closed by then): this bit with the errno in the low seven bits. */
+#define STUB_EXIT_SECCOMP 0x80
+
 #define STUB_LAUNCH_MAX_BYTES (sizeof(struct stub_launch) \
     + STUB_MAX_EXTENTS * 5 * sizeof(int64_t) + STUB_MAX_UNMAPS * 2 * sizeof(int64_t))
 

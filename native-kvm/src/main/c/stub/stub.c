@@ -26,7 +26,7 @@
  * wait for the release by spinning on a flag (pause), not in futex.
  *
  * Any failure before GO ends the process (exit_group) after the reply says why; the VMM
- * SIGKILLs it anyway.
+ * SIGKILLs it anyway. A refused filter after GO ends it with STUB_EXIT_SECCOMP | errno.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -253,8 +253,9 @@ void stub_main(void)
         BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_TRAP | 1),
     };
     struct sock_fprog prog = { sizeof filter / sizeof filter[0], filter };
-    if (sys3(__NR_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC, &prog) != 0)
-        die(4);
+    long r = sys3(__NR_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC, &prog);
+    if (r != 0)   /* -errno, or a thread id for a TSYNC conflict (none here: no thread has a filter of its own) */
+        die(STUB_EXIT_SECCOMP | (r < 0 && r > -128 ? (int)-r : 0x7f));
 
     __atomic_store_n(&armed, 1, __ATOMIC_RELEASE);
     for (;;)

@@ -158,6 +158,8 @@ final class DemoCommand {
                     merged.getString("vmfork.vmm.platform"), merged.getString("vmfork.vmm.kvm-device"));
             if (!platform.isProcess()) {
                 checkKvm(merged.getString("vmfork.vmm.kvm-device"));
+            } else {
+                checkProcessPlatform();
             }
             System.err.println("vmfork demo: platform " + platform);
 
@@ -270,21 +272,38 @@ final class DemoCommand {
         }
     }
 
-    /** Fails before anything starts when this machine has no KVM device this user may open. */
+    /**
+     * Fails before anything starts when the kvm platform is configured (vmfork.vmm.platform
+     * or VMFORK_PLATFORM) and this machine has no KVM device this user may open.
+     */
     static void checkKvm(String device) {
+        String orProcess = "; or set vmfork.vmm.platform = auto to run the demo's VMs on the process platform."
+                + " No node was started.";
         Path path = Path.of(device);
         if (!Files.exists(path)) {
-            throw new DemoFailure(Main.EX_UNAVAILABLE, device + " does not exist: this machine offers no KVM (load"
-                    + " the kvm module of its CPU, or enable nested virtualisation for this VM); the demo runs real"
-                    + " VMs and needs it. No node was started.");
+            throw new DemoFailure(Main.EX_UNAVAILABLE, device + " does not exist: this machine offers no KVM, and the"
+                    + " kvm platform is configured (load the kvm module of its CPU, or enable nested virtualisation for"
+                    + " this VM)" + orProcess);
         }
         try (FileChannel c = FileChannel.open(path, StandardOpenOption.READ, StandardOpenOption.WRITE)) {
             // It opens: the nodes can open it too.
         } catch (AccessDeniedException e) {
             throw new DemoFailure(Main.EX_UNAVAILABLE, "cannot open " + device + ": permission denied (run as a"
-                    + " user in its group, usually kvm). No node was started.");
+                    + " user in its group, usually kvm)" + orProcess);
         } catch (IOException | UnsupportedOperationException e) {
-            throw new DemoFailure(Main.EX_UNAVAILABLE, "cannot open " + device + ": " + e + ". No node was started.");
+            throw new DemoFailure(Main.EX_UNAVAILABLE, "cannot open " + device + ": " + e + orProcess);
+        }
+    }
+
+    /**
+     * Fails before anything starts when this host refuses what the process platform needs
+     * (ptrace, seccomp filters, an executable memfd): the nodes would each fail the same way.
+     */
+    static void checkProcessPlatform() {
+        try {
+            io.vmfork.vmm.platform.process.ProcessPlatform.open(0, java.time.Duration.ZERO).close();
+        } catch (io.vmfork.vmm.platform.process.ProcessPlatformException e) {
+            throw new DemoFailure(Main.EX_UNAVAILABLE, e.getMessage() + ". No node was started.");
         }
     }
 

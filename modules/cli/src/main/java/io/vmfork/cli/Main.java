@@ -61,14 +61,16 @@ public final class Main {
                       prints each node's page. --status-port: node i serves its page at
                       PORT+i-1 (default: free ports). --node-config: HOCON appended to every
                       node's config after conf/demo.conf (placement policies, capacity, any
-                      node key). Exits 69 if /dev/kvm is missing or a node cannot start (its
-                      log's last lines are shown), 70 if a step failed or a worker ended
-                      during the burst.
+                      node key). Exits 69 if this host cannot run guests (no /dev/kvm for
+                      platform kvm; ptrace, seccomp filters or an executable memfd refused for
+                      the process platform) or a node cannot start (its log's last lines are
+                      shown), 70 if a step failed or a worker ended during the burst.
                   run GUEST [--memory SIZE] [--vcpus N] [--timeout DURATION] [--vm-type N] [--request TEXT]...
                       Boot GUEST (a shipped example: hello, warm-worker; or a path to an ELF)
                       in a KVM VM. Its console streams to stdout. Requests for its message
                       channel come from --request (repeatable) or, without any, one per line
-                      on stdin; each reply is printed. Exits with the guest's exit code.
+                      on stdin; each reply is printed. Exits with the guest's exit code, 69
+                      if this host cannot run guests (the line says what is refused).
                   snapshot GUEST --out FILE [--memory SIZE] [--request TEXT]... [--when ready|idle|now] [--timeout DURATION]
                       Boot GUEST, wait until it is ready (and has served the requests), and
                       save its clone capsule to FILE.
@@ -80,7 +82,7 @@ public final class Main {
                       in FILE (e.g. conf/node-1.conf) and run until stopped (SIGINT/SIGTERM:
                       it leaves the cluster first). Exits 78 if FILE is invalid (the message
                       names the key) or the cluster already has a node with its host id, 69 if
-                      the node cannot start (e.g. its port is in use). With --parent-pid it
+                      the node cannot start (its port in use, or this host cannot run guests). With --parent-pid it
                       stops once process PID is gone (tools that start nodes use it).
                   bench launch|fork|hypercall|cluster|capsule|clone [--json] [--runs N]
                       Cold-launch benchmarks: launch.cold, launch.cold_warm_worker. Fork benchmarks:

@@ -36,6 +36,10 @@ final class NodeCommand {
         } catch (InvalidNodeConfigException e) {
             System.err.println("vmfork node: " + file + ": " + e.getMessage());
             return Main.EX_CONFIG;
+        } catch (io.vmfork.kvm.KvmException | io.vmfork.vmm.platform.process.ProcessPlatformException e) {
+            // This host cannot run guests on the platform chosen: the message says what is missing.
+            System.err.println("vmfork node: cannot start: " + e.getMessage());
+            return Main.EX_UNAVAILABLE;
         } catch (RuntimeException e) {
             // E.g. the port is in use: Pekko cannot bind its transport.
             System.err.println("vmfork node: cannot start: " + e);

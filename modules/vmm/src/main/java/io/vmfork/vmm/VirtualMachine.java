@@ -438,9 +438,24 @@ public final class VirtualMachine {
 
     private void start() {
         state = VmState.RUNNING;
+        if (process != null) {
+            watchProcess(process);
+        }
         for (Vcpu v : vcpus) {
             v.start();
         }
+    }
+
+    /**
+     * A guest process killed from outside while no vCPU thread traces it in a wait (all in
+     * the VMM, e.g. in RECV) ends the VM as crashed, as a tracer that sees the death does.
+     */
+    private void watchProcess(io.vmfork.vmm.platform.process.GuestProcess p) {
+        vmm.processPlatform().watch(p, vcpus.size(), reason -> {
+            if (process == p) {
+                end(VmExit.crashed(reason));
+            }
+        });
     }
 
     // ---- identity and parts ----------------------------------------------------------
@@ -730,6 +745,7 @@ public final class VirtualMachine {
     void moveToProcess(io.vmfork.vmm.platform.process.GuestProcess next) {
         process = next;
         memory.attachProcess(next.pid());
+        watchProcess(next);
     }
 
     /** The host pid of this VM's guest process (the process platform), or -1 on KVM. For tests. */

@@ -120,7 +120,16 @@ public final class Vmm implements AutoCloseable {
     }
 
     private static Vmm openKvm(VmmSettings settings, io.vmfork.vmm.platform.PlatformChoice choice) {
-        Kvm kvm = Kvm.open(settings.kvmDevice());
+        Kvm kvm;
+        try {
+            kvm = Kvm.open(settings.kvmDevice());
+        } catch (io.vmfork.kvm.KvmException e) {
+            String why = io.vmfork.vmm.platform.HostPlatforms.kvmUnusableReason(settings.kvmDevice());
+            throw new io.vmfork.kvm.KvmException("the kvm platform is configured (vmfork.vmm.platform or"
+                    + " VMFORK_PLATFORM = kvm) but " + (why != null ? why : e.getMessage()) + ": load the kvm module"
+                    + " of this CPU (or enable nested virtualisation), give this user read-write access to it, or set"
+                    + " vmfork.vmm.platform = auto to run guests on the process platform", e);
+        }
         try {
             if (SIGNAL_INSTALLED.compareAndSet(false, true)) {
                 HostHelper.installKickSignal(settings.kickSignal());

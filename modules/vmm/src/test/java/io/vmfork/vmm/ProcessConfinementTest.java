@@ -195,6 +195,87 @@ class ProcessConfinementTest extends VmmTestBase {
         assertHelloRuns();
     }
 
+    /**
+     * A guest process SIGKILLed while every vCPU of its VM waits in the VMM (RECV, its
+     * threads in ptrace stops; the usual state of an idle worker): no tracer is waiting for
+     * it then, yet the VM ends at once as crashed, naming the signal.
+     */
+    @ParameterizedTest
+    @ValueSource(ints = {1, 2})
+    void aGuestProcessKilledWhileItsVmWaitsForRequestsEndsItsVmAsCrashed(int vcpus) throws Exception {
+        VmmTesting.quiesce(vmm);
+        long childrenBefore = children();
+        VirtualMachine vm = vmm.launch(new VmSpec(Guests.shipped(vcpus == 1 ? "confine" : "smp"), 64L << 20, vcpus, 0,
+                VmListener.NONE));
+        vm.ready().get(30, TimeUnit.SECONDS);
+        long deadline = System.nanoTime() + 10_000_000_000L;
+        while (!vm.awaitingRequest()) {
+            assertTrue(System.nanoTime() < deadline, "the guest never waited in RECV");
+            Thread.sleep(1);
+        }
+        int pid = vm.guestPid();
+        assertTrue(ProcessHandle.of(pid).orElseThrow().destroyForcibly(), "SIGKILL not sent");
+        VmExit exit = vm.awaitTermination(java.time.Duration.ofSeconds(10));
+        assertEquals(VmExit.Kind.CRASHED, exit.kind(), exit.toString());
+        assertEquals("guest crashed: its host process " + pid + " was killed by signal 9 (SIGKILL)", exit.reason());
+        assertFalse(Files.exists(Path.of("/proc/" + pid)), "guest process " + pid + " is still there");
+        VmmTesting.quiesce(vmm);
+        assertEquals(childrenBefore, settleChildren(childrenBefore), "child processes left: " + childList());
+        assertHelloRuns();
+    }
+
+    /**
+     * An SMP guest whose vCPUs all run guest code, SIGKILLed from outside while two other
+     * VMs of the same VMM run (one computing, one waiting for requests): it alone ends, as
+     * crashed with the signal named; the others answer before and after; once they are
+     * stopped, no vCPU thread, fd, child process or zombie of any of them is left.
+     */
+    @Test
+    void aGuestProcessKilledFromOutsideEndsOnlyItsVmAndLeavesNothing() throws Exception {
+        assertHelloRuns(); // warm up: the JVM's own fds (jars, classes) opened once
+        VmmTesting.quiesce(vmm);
+        long childrenBefore = children();
+        int fdsBefore = VmmTesting.openFds();
+        int vmFdsBefore = VmmTesting.vmFds();
+        int threadsBefore = VmmTesting.vmmThreads();
+
+        VirtualMachine worker = vmm.launch(VmSpec.of(Guests.shipped("warm-worker"), 256L << 20));
+        VirtualMachine spin = vmm.launch(VmSpec.of(Guests.shipped("spin"), MEMORY));
+        VirtualMachine smp = vmm.launch(new VmSpec(Guests.shipped("smp"), 64L << 20, 3, 0, VmListener.NONE));
+        worker.ready().get(30, TimeUnit.SECONDS);
+        spin.ready().get(30, TimeUnit.SECONDS);
+        smp.ready().get(30, TimeUnit.SECONDS);
+        assertEquals("started 6", ForkTest.ask(smp, "start 3"), "vCPUs 1 and 2 count");
+        String value = ForkTest.ask(worker, "get 42");
+        assertTrue(value.matches("42 \\d+"), value);
+        int pid = smp.guestPid();
+        assertNotEquals(worker.guestPid(), pid);
+        assertNotEquals(spin.guestPid(), pid);
+
+        assertTrue(ProcessHandle.of(pid).orElseThrow().destroyForcibly(), "SIGKILL not sent");
+        VmExit exit = smp.awaitTermination(VmmTesting.TIMEOUT);
+        assertEquals(VmExit.Kind.CRASHED, exit.kind(), exit.toString());
+        assertEquals("guest crashed: its host process " + pid + " was killed by signal 9 (SIGKILL)", exit.reason());
+        assertEquals(VmState.CRASHED, smp.state());
+        assertFalse(Files.exists(Path.of("/proc/" + pid)), "guest process " + pid + " is still there (a zombie?)");
+
+        // The VMM keeps serving the others, which did not notice.
+        assertEquals(value, ForkTest.ask(worker, "get 42"));
+        assertTrue(ForkTest.ask(spin, "count").matches("\\d+"));
+        assertEquals(VmState.RUNNING, worker.state());
+        assertEquals(VmState.RUNNING, spin.state());
+        assertHelloRuns();
+
+        worker.stop();
+        spin.stop();
+        assertEquals(0, vmm.liveCount());
+        assertEquals(threadsBefore, VmmTesting.settle(VmmTesting::vmmThreads, threadsBefore), () -> "vCPU threads left: "
+                + Thread.getAllStackTraces().keySet().stream().map(Thread::getName).sorted().toList());
+        VmmTesting.quiesce(vmm);
+        assertEquals(childrenBefore, settleChildren(childrenBefore), "child processes left: " + childList());
+        VmmTesting.assertNoFdLeft(fdsBefore, vmFdsBefore);
+    }
+
     @Test
     void crashingAndExitingGuestsLeaveNoProcessAndNoFd() throws Exception {
         assertHelloRuns(); // warm up: the JVM's own fds (jars, classes) opened once

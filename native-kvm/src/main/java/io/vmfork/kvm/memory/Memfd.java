@@ -17,10 +17,19 @@ public final class Memfd implements AutoCloseable {
     }
 
     public static Memfd create(String name, long size) {
+        return create(name, size, false);
+    }
+
+    /** A memfd to execute (execveat with AT_EMPTY_PATH): see {@link LibC#memfdCreateExecutable}. */
+    public static Memfd createExecutable(String name, long size) {
+        return create(name, size, true);
+    }
+
+    private static Memfd create(String name, long size, boolean executable) {
         if (size <= 0) {
             throw new IllegalArgumentException("memfd size must be positive, got " + size);
         }
-        int fd = LibC.memfdCreate(name);
+        int fd = executable ? LibC.memfdCreateExecutable(name) : LibC.memfdCreate(name);
         try {
             LibC.ftruncate(fd, size, name);
         } catch (RuntimeException e) {

@@ -36,6 +36,10 @@ public final class GuestProcesses {
 
     private static native int vmfork_proc_spawn(int stubFd, int[] sockOut, int[] nsOut);
 
+    private static native String vmfork_proc_spawn_step();
+
+    private static native String vmfork_proc_spawn_note();
+
     private static native int vmfork_proc_launch(int sock, int[] fds, int nfds, long[] extents, int nextents,
             long[] unmaps, int nunmaps, int vcpus, int[] tidsOut, int go);
 
@@ -65,6 +69,16 @@ public final class GuestProcesses {
 
     private static native int vmfork_proc_scan_written(int pagemapFd, long start, long end, long[] ranges, int max);
 
+    private static native int vmfork_proc_pidfd(int pid, int tid);
+
+    private static native int vmfork_watch_create(int[] wakeOut);
+
+    private static native int vmfork_watch_add(int epoll, int fd, long key);
+
+    private static native int vmfork_watch_wake(int wake);
+
+    private static native int vmfork_watch_wait(int epoll, int wake, long[] keys, int max, int timeoutMs);
+
     private static native long vmfork_proc_readv(int pid, long remote, Pointer local, long len);
 
     private static native long vmfork_proc_writev(int pid, long remote, Pointer local, long len);
@@ -80,12 +94,42 @@ public final class GuestProcesses {
     public record Spawned(int pid, int sock, int namespaces) {
     }
 
-    /** Spawns the stub executable opened as {@code stubFd} in a confined process of its own. */
+    /** A spawn that failed, and the step of it that did ({@link #step}: "clone", "execveat of the stub", ...). */
+    public static final class SpawnException extends NativeCallException {
+        private final String step;
+
+        SpawnException(String step, int errno) {
+            super("guest process spawn: " + step, errno);
+            this.step = step;
+        }
+
+        public String step() {
+            return step;
+        }
+    }
+
+    /**
+     * Spawns the stub executable opened as {@code stubFd} in a confined process of its own,
+     * in every namespace the host allows ({@link #refusedNamespaces}).
+     */
     public static Spawned spawn(int stubFd) {
         int[] sock = new int[1];
         int[] ns = new int[1];
-        int pid = check(vmfork_proc_spawn(stubFd, sock, ns), "guest process spawn");
+        int pid = vmfork_proc_spawn(stubFd, sock, ns);
+        if (pid < 0) {
+            throw new SpawnException(vmfork_proc_spawn_step(), -pid);
+        }
         return new Spawned(pid, sock[0], ns[0]);
+    }
+
+    /**
+     * The namespaces this host refused to guest processes, each with the step and errno
+     * ("user (clone: EPERM), mount (mount of its empty root: EPERM)"); empty when every one
+     * was allowed. Known once a spawn has succeeded.
+     */
+    public static String refusedNamespaces() {
+        String s = vmfork_proc_spawn_note();
+        return s == null ? "" : s;
     }
 
     /**
@@ -188,6 +232,35 @@ public final class GuestProcesses {
         }
         check(rc, "tgkill");
         return true;
+    }
+
+    /**
+     * A pidfd that becomes readable once thread {@code tid} of guest process {@code pid} has
+     * exited (PIDFD_THREAD; before Linux 6.9 the process's pidfd). Close-on-exec.
+     */
+    public static int pidfd(int pid, int tid) {
+        return check(vmfork_proc_pidfd(pid, tid), "pidfd_open(" + tid + ")");
+    }
+
+    /** An epoll set to watch pidfds in, with an eventfd in it that wakes its waiter: {epoll fd, eventfd}. */
+    public static int[] watchCreate() {
+        int[] wake = new int[1];
+        int ep = check(vmfork_watch_create(wake), "epoll_create1 (guest death watch)");
+        return new int[] {ep, wake[0]};
+    }
+
+    /** Adds {@code fd} to the set under {@code key} (> 0); it reports once. */
+    public static void watchAdd(int epoll, int fd, long key) {
+        check(vmfork_watch_add(epoll, fd, key), "epoll_ctl (guest death watch)");
+    }
+
+    public static void watchWake(int wake) {
+        check(vmfork_watch_wake(wake), "eventfd write (guest death watch)");
+    }
+
+    /** Waits for keys that reported into {@code keys}; returns their count (key 0: woken). */
+    public static int watchWait(int epoll, int wake, long[] keys, int timeoutMs) {
+        return check(vmfork_watch_wait(epoll, wake, keys, keys.length, timeoutMs), "epoll_wait (guest death watch)");
     }
 
     /**

@@ -28,6 +28,8 @@ public final class LibC {
     public static final int MADV_REMOVE = 9;
 
     public static final int MFD_CLOEXEC = 0x1;
+    /** An executable memfd (Linux 6.3; refused with EACCES where vm.memfd_noexec is 2). */
+    public static final int MFD_EXEC = 0x10;
 
     public static final int SEEK_SET = 0;
     public static final int SEEK_DATA = 3;
@@ -174,6 +176,22 @@ public final class LibC {
         } catch (LastErrorException e) {
             throw new NativeCallException("memfd_create(" + name + ")", e.getErrorCode());
         }
+    }
+
+    /**
+     * A memfd that can be executed: MFD_EXEC, so that vm.memfd_noexec 1 (which seals a memfd
+     * made without it against execution) does not apply; a kernel older than 6.3 does not
+     * know the flag (EINVAL), and its memfds are executable anyway.
+     */
+    public static int memfdCreateExecutable(String name) {
+        try {
+            return memfd_create(name, MFD_CLOEXEC | MFD_EXEC);
+        } catch (LastErrorException e) {
+            if (e.getErrorCode() != Errno.EINVAL) {
+                throw new NativeCallException("memfd_create(" + name + ", MFD_EXEC)", e.getErrorCode());
+            }
+        }
+        return memfdCreate(name);
     }
 
     public static void ftruncate(int fd, long length, String what) {

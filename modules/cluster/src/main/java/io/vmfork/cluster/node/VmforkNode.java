@@ -100,18 +100,26 @@ public final class VmforkNode implements AutoCloseable {
         VmmSettings vmmSettings = VmmSettings.create(config);
         PageSettings pageSettings = PageSettings.create(config);
         Config full = settings.pekkoConfig().withFallback(config).resolve();
-        ActorSystem<Void> system = ActorSystem.create(Behaviors.empty(), settings.systemName(), full);
+        // The VMM first: a host that cannot run guests (no /dev/kvm for platform = kvm, ptrace
+        // or seccomp refused) fails here, before its node has joined the cluster and started
+        // a thread. The HostActor owns it from then on and closes it when it stops.
+        Vmm vmm = Vmm.open(vmmSettings);
+        ActorSystem<Void> system;
+        try {
+            system = ActorSystem.create(Behaviors.empty(), settings.systemName(), full);
+        } catch (RuntimeException | Error e) {
+            vmm.close();
+            throw e;
+        }
+        // The HostActor closes it when it stops; this covers a start that fails before or
+        // while the HostActor starts (Vmm.close is idempotent). Opened before the load
+        // reporter starts, too: every report names the platform the VMM chose.
+        system.getWhenTerminated().thenRun(vmm::close);
         try {
             if (settings.seedNodes().isEmpty()) {
                 Cluster cluster = Cluster.get(system);
                 cluster.manager().tell(Join.create(cluster.selfMember().address()));
             }
-            // Opened before the load reporter starts: every report names the platform the
-            // VMM chose. The HostActor owns the Vmm once it starts and closes it when it stops;
-            // until then (and if it fails to start) the actor system's termination closes it
-            // (Vmm.close is idempotent).
-            Vmm vmm = Vmm.open(vmmSettings);
-            system.getWhenTerminated().thenRun(vmm::close);
             ActorRef<LoadReports.Command> loadReports = system.systemActorOf(
                     LoadReports.publisher(settings.placement().loadWriteTimeout()), "load-reports", Props.empty());
             AdmissionLedger admission = new AdmissionLedger(settings.capacity(),

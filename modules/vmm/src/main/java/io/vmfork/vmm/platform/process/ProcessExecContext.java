@@ -217,9 +217,8 @@ public final class ProcessExecContext implements ExecContext {
     private void gone(int kind) {
         phase = Phase.GONE;
         goneReason = switch (kind) {
-            case STOP_KILLED -> "guest crashed: its host process " + process.pid() + " was killed by signal " + info[0]
-                    + (info[0] == 9 ? " (SIGKILL)" : "");
-            case STOP_EXITED -> "guest crashed: its host process " + process.pid() + " exited with status " + info[0];
+            case STOP_KILLED -> GuestDeathWatch.killedBy(process.pid(), info[0]);
+            case STOP_EXITED -> GuestDeathWatch.exitedWith(process.pid(), info[0]);
             default -> String.format("guest process %d: unexpected stop %d (signal %d) of vCPU %d", process.pid(), kind,
                     info[0], index);
         };

@@ -53,6 +53,8 @@ public final class ProcessPlatform implements AutoCloseable {
     private final long refillAfterNanos;
     /** When a pooled process was last taken (System.nanoTime). */
     private volatile long lastTake;
+    /** Deaths of guest processes that no tracer is waiting for. */
+    private final GuestDeathWatch deaths;
 
     private ProcessPlatform(Memfd stub, int poolSize, Duration refillAfter) {
         this.poolSize = poolSize;
@@ -65,6 +67,7 @@ public final class ProcessPlatform implements AutoCloseable {
             return t;
         });
         this.xstateSize = GuestProcesses.xstateSize();
+        this.deaths = new GuestDeathWatch();
     }
 
     /** Processes kept ready for moves: one a fork, two so that forks in a row find one. */
@@ -105,7 +108,12 @@ public final class ProcessPlatform implements AutoCloseable {
         } catch (IOException e) {
             throw new ProcessPlatformException("reading the guest stub " + STUB_RESOURCE + ": " + e.getMessage());
         }
-        Memfd fd = Memfd.create("guest-stub", bytes.length);
+        Memfd fd;
+        try {
+            fd = Memfd.createExecutable("guest-stub", bytes.length);
+        } catch (NativeCallException e) {
+            throw HostRefusal.stubMemfd(e.errno(), e.getMessage());
+        }
         try (Memory m = new Memory(bytes.length)) {
             m.write(0, bytes, 0, bytes.length);
             LibC.pwriteFully(fd.fd(), m, bytes.length, 0, "guest stub");
@@ -117,13 +125,58 @@ public final class ProcessPlatform implements AutoCloseable {
     }
 
     /**
-     * Spawns one guest process and ends it: ptrace, seccomp and the namespaces are all
-     * exercised once, so that what the host refuses is named now.
+     * Takes one guest process as far as a guest's first instruction and ends it: spawned
+     * (clone, the namespaces, execveat of the stub), launched on one page of RAM, seized
+     * by this thread (ptrace) and let go, so that its seccomp filter goes in and it stops
+     * at its int3. What the host refuses is named now, at open, and not by the first VM.
+     * The namespaces the host refuses are dropped, not failed on: logged here once.
      */
     private void selfTest() {
         GuestProcess g = spawnNow(false);
-        g.kill();
-        g.reapUntraced();
+        try (Memfd ram = Memfd.create("vmfork-self-test", SELF_TEST_RAM)) {
+            g.launch(ram.fd(), SELF_TEST_RAM, true, 1);
+            int tid = g.tid(0);
+            try {
+                GuestProcesses.seize(tid);
+            } catch (NativeCallException e) {
+                throw HostRefusal.ptrace(e.errno());
+            }
+            g.seized(); // the last (only) tracer: GO
+            long[] info = new long[GuestProcesses.INFO_WORDS];
+            int kind = GuestProcesses.await(tid, null, info);
+            if (kind == GuestProcesses.STOP_EXITED && (info[0] & STUB_EXIT_SECCOMP) != 0) {
+                throw HostRefusal.seccomp((int) info[0] & 0x7f);
+            }
+            if (kind != GuestProcesses.STOP_SIGNAL || info[0] != SIGTRAP) {
+                throw new ProcessPlatformException("a guest process did not reach its first stop: stop " + kind
+                        + ", signal or status " + info[0] + " (expected SIGTRAP at the stub's int3)");
+            }
+        } catch (NativeCallException e) {
+            throw new ProcessPlatformException("a guest process cannot be started on this host: " + e.getMessage()
+                    + " (docs/platforms.md, \"Requirements\")");
+        } finally {
+            g.release();
+        }
+        String refused = GuestProcesses.refusedNamespaces();
+        if (!refused.isEmpty()) {
+            log.warn("process platform: {}", HostRefusal.namespacesNote(refused, g.namespaces()));
+        }
+    }
+
+    private static final org.slf4j.Logger log = org.slf4j.LoggerFactory.getLogger(ProcessPlatform.class);
+    /** The self-test guest's RAM: [GuestProcess.LOWEST_MAPPED, 8 KiB), one page. */
+    private static final long SELF_TEST_RAM = 0x2000;
+    /** stub/proto.h: the stub's exit status when its seccomp filter is refused, with the errno in the low bits. */
+    private static final int STUB_EXIT_SECCOMP = 0x80;
+    private static final int SIGTRAP = 5;
+
+    /**
+     * Ends a VM whose guest process dies while none of its tracers waits for it (every vCPU
+     * in the VMM, e.g. in RECV): {@code onDeath} gets the crash reason, unless the VMM
+     * killed the process itself. Watched until the process ends. {@code vcpus}: its threads.
+     */
+    public void watch(GuestProcess process, int vcpus, java.util.function.Consumer<String> onDeath) {
+        deaths.watch(process, process.tid(vcpus - 1), onDeath);
     }
 
     /** Guest processes spawned ahead and ready now, for launches and for moves. */
@@ -237,9 +290,12 @@ public final class ProcessPlatform implements AutoCloseable {
             throw new ProcessPlatformException("interrupted while spawning a guest process");
         } catch (ExecutionException e) {
             Throwable c = e.getCause();
+            if (c instanceof GuestProcesses.SpawnException n) {
+                throw HostRefusal.spawn(n.step(), n.errno());
+            }
             if (c instanceof NativeCallException n) {
                 throw new ProcessPlatformException("a guest process cannot be made on this host: " + n.getMessage()
-                        + " (the process platform needs clone, ptrace and seccomp filters; see docs/platforms.md)");
+                        + " (docs/platforms.md, \"Requirements\")");
             }
             throw new ProcessPlatformException("spawning a guest process: " + c);
         }
@@ -260,6 +316,7 @@ public final class ProcessPlatform implements AutoCloseable {
                 g.release();
             }
         }
+        deaths.close();
         stub.close();
     }
 }

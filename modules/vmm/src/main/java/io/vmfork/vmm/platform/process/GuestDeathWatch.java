@@ -1,0 +1,146 @@
+package io.vmfork.vmm.platform.process;
+
+import io.vmfork.kvm.sys.GuestProcesses;
+import io.vmfork.kvm.sys.LibC;
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.Map;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.atomic.AtomicLong;
+import java.util.function.Consumer;
+
+/**
+ * Learns that a guest process died when none of its tracers is waiting for it: SIGKILLed
+ * from outside while every vCPU of its VM waits in the VMM (RECV: each guest thread in a
+ * ptrace stop, each vCPU thread on the VM's run control). A tracer that is in its wait sees
+ * the death itself (ProcessExecContext); this covers the rest, so that the VM ends as
+ * crashed with the reason either way, and its process is reaped by the VM's release.
+ *
+ * <p>One thread per platform ({@code vmfork-guest-watch}), blocked in epoll_wait on one
+ * pidfd per watched process: a thread's pidfd (PIDFD_THREAD), readable once that thread
+ * has exited. The thread watched is the process's last, not its main thread: the main
+ * thread's pidfd, like the process's, stays unreadable while any other thread is a traced
+ * zombie that no tracer has reaped (seen on Linux 6.18), and a guest thread cannot end
+ * alone (it makes no system call), so any thread's end is the process's. Cost: one fd per
+ * running VM and nothing per trap; a death is seen within the wakeup of one thread.
+ */
+final class GuestDeathWatch implements AutoCloseable {
+    private static final org.slf4j.Logger log = org.slf4j.LoggerFactory.getLogger(GuestDeathWatch.class);
+
+    private record Entry(GuestProcess process, int tid, int pidfd, Consumer<String> onDeath) {
+    }
+
+    private final int epoll;
+    private final int wake;
+    private final Map<Long, Entry> entries = new ConcurrentHashMap<>();
+    private final AtomicLong nextKey = new AtomicLong(1);
+    private final Thread thread;
+    private volatile boolean closed;
+
+    GuestDeathWatch() {
+        int[] fds = GuestProcesses.watchCreate();
+        epoll = fds[0];
+        wake = fds[1];
+        thread = new Thread(this::loop, "vmfork-guest-watch");
+        thread.setDaemon(true);
+        thread.start();
+    }
+
+    /**
+     * Calls {@code onDeath} with the crash reason, on the watch's thread, if {@code process}
+     * ends without having been killed by the VMM ({@link GuestProcess#kill}). Each process
+     * is watched until it ends (a VM's release kills it), then forgotten.
+     */
+    void watch(GuestProcess process, int tid, Consumer<String> onDeath) {
+        int fd = GuestProcesses.pidfd(process.pid(), tid);
+        long key = nextKey.getAndIncrement();
+        entries.put(key, new Entry(process, tid, fd, onDeath));
+        try {
+            GuestProcesses.watchAdd(epoll, fd, key);
+        } catch (RuntimeException e) {
+            entries.remove(key);
+            LibC.closeQuietly(fd);
+            throw e;
+        }
+    }
+
+    private void loop() {
+        long[] keys = new long[64];
+        while (!closed) {
+            int n;
+            try {
+                n = GuestProcesses.watchWait(epoll, wake, keys, -1);
+            } catch (RuntimeException e) {
+                log.error("the guest death watch stops: {}", e.getMessage());
+                return;
+            }
+            for (int i = 0; i < n; i++) {
+                Entry e = keys[i] == 0 ? null : entries.remove(keys[i]);
+                if (e == null) {
+                    continue;
+                }
+                try {
+                    if (!e.process().isKilled()) {
+                        String reason = reason(e.process().pid(), e.tid());
+                        if (reason != null) {
+                            e.onDeath().accept(reason);
+                        }
+                    }
+                } catch (RuntimeException ex) {
+                    log.warn("guest process {} died; ending its VM failed", e.process().pid(), ex);
+                } finally {
+                    LibC.closeQuietly(e.pidfd());
+                }
+            }
+        }
+    }
+
+    /**
+     * The crash reason for the ended process {@code pid}, from the exit code of its thread
+     * {@code tid} (field 52 of its stat, in waitpid's form; the thread is a zombie until the
+     * VM's release reaps it), or null if it is already reaped: then its tracer saw the end
+     * and said so.
+     */
+    static String reason(int pid, int tid) {
+        String stat;
+        try {
+            stat = Files.readString(Path.of("/proc/" + pid + "/task/" + tid + "/stat"));
+        } catch (IOException e) {
+            return null;
+        }
+        String[] f = stat.substring(stat.lastIndexOf(')') + 2).trim().split(" ");
+        int code = Integer.parseInt(f[f.length - 1]);
+        return (code & 0x7f) != 0 ? killedBy(pid, code & 0x7f) : exitedWith(pid, (code >> 8) & 0xff);
+    }
+
+    /** A guest process's death by a signal, in the words of every path that sees one. */
+    static String killedBy(int pid, long signal) {
+        return "guest crashed: its host process " + pid + " was killed by signal " + signal
+                + (signal == 9 ? " (SIGKILL)" : "");
+    }
+
+    static String exitedWith(int pid, long status) {
+        return "guest crashed: its host process " + pid + " exited with status " + status;
+    }
+
+    /** Stops the thread and closes every pidfd still watched. */
+    @Override
+    public void close() {
+        closed = true;
+        try {
+            GuestProcesses.watchWake(wake);
+            thread.join(5_000);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        } catch (RuntimeException e) {
+            log.warn("waking the guest death watch: {}", e.getMessage());
+        }
+        for (Entry e : entries.values()) {
+            LibC.closeQuietly(e.pidfd());
+        }
+        entries.clear();
+        LibC.closeQuietly(wake);
+        LibC.closeQuietly(epoll);
+    }
+}
