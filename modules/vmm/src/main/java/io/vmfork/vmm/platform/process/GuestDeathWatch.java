@@ -52,7 +52,10 @@ final class GuestDeathWatch implements AutoCloseable {
      * ends without having been killed by the VMM ({@link GuestProcess#kill}). Each process
      * is watched until it ends (a VM's release kills it), then forgotten.
      */
-    void watch(GuestProcess process, int tid, Consumer<String> onDeath) {
+    synchronized void watch(GuestProcess process, int tid, Consumer<String> onDeath) {
+        if (closed) {
+            throw new ProcessPlatformException("the process platform is closed");
+        }
         int fd = GuestProcesses.pidfd(process.pid(), tid);
         long key = nextKey.getAndIncrement();
         entries.put(key, new Entry(process, tid, fd, onDeath));
@@ -124,9 +127,12 @@ final class GuestDeathWatch implements AutoCloseable {
         return "guest crashed: its host process " + pid + " exited with status " + status;
     }
 
-    /** Stops the thread and closes every pidfd still watched. */
+    /** Stops the thread and closes every pidfd still watched. Idempotent. */
     @Override
-    public void close() {
+    public synchronized void close() {
+        if (closed) {
+            return; // closing the fds again would close numbers that are others' by then
+        }
         closed = true;
         try {
             GuestProcesses.watchWake(wake);

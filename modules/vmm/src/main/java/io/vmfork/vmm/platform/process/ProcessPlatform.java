@@ -34,6 +34,7 @@ public final class ProcessPlatform implements AutoCloseable {
     private final ExecutorService spawner;
     private final int xstateSize;
     private volatile boolean closed;
+    private final java.util.concurrent.atomic.AtomicBoolean closeOnce = new java.util.concurrent.atomic.AtomicBoolean();
     /**
      * Guest processes spawned ahead for launches, fork children and clones
      * (vmfork.vmm.pool.size of them), each with a parked thread that already traces its
@@ -301,9 +302,15 @@ public final class ProcessPlatform implements AutoCloseable {
         }
     }
 
-    /** Stops the spawner thread: every guest process it made is killed by the kernel (PDEATHSIG). */
+    /**
+     * Stops the spawner thread: every guest process it made is killed by the kernel
+     * (PDEATHSIG). Idempotent: a VMM may be closed by its owner and by a shutdown path.
+     */
     @Override
     public void close() {
+        if (closeOnce.getAndSet(true)) {
+            return; // a second close would close fd numbers that are others' by then
+        }
         closed = true;
         spawner.shutdownNow();
         try {
