@@ -160,14 +160,9 @@ public final class GuestMemory implements AutoCloseable {
         RuntimeImage next;
         long pages = 0;
         try {
-            Mapping target = layer.map(true, name + " layer");
-            try {
-                for (Run r : written) {
-                    readProcess(target.pointer().share(r.offset()), r.offset(), r.length());
-                    pages += r.length() / PAGE_SIZE;
-                }
-            } finally {
-                target.close();
+            for (Run r : written) {
+                copyToLayer(layer, r.offset(), r.length());
+                pages += r.length() / PAGE_SIZE;
             }
             next = image.overlay(layer, written);
         } catch (RuntimeException e) {
@@ -183,6 +178,30 @@ public final class GuestMemory implements AutoCloseable {
         topLayerPages = pages;
         return new Freeze(image.retain(), true, (int) pages, 0);
     }
+
+    /**
+     * Copies guest pages {@code [gpa, gpa + len)} from the guest process into {@code layer}
+     * at the same offsets: process_vm_readv into a bounce buffer, then pwrite. Not through a
+     * mapping of the layer: each page of that mapping would take a page fault in the VMM,
+     * and a fault is dear under a PVM host's shadow paging (~15-19 us a page here: 277 ms of
+     * the parent's pause for 64 MiB rewritten), where pwrite fills the file's pages in the
+     * kernel without mapping them.
+     */
+    private void copyToLayer(Memfd layer, long gpa, long len) {
+        if (bounce == null) {
+            bounce = new Memory(BOUNCE_BYTES);
+            bounce.clear(); // its pages faulted in once, here, not per copy
+        }
+        for (long done = 0; done < len; done += BOUNCE_BYTES) {
+            long n = Math.min(BOUNCE_BYTES, len - done);
+            readProcess(bounce, gpa + done, n);
+            LibC.pwriteFully(layer.fd(), bounce, n, gpa + done, name + " layer");
+        }
+    }
+
+    /** The bounce buffer of {@link #copyToLayer}, made at this VM's first copy and freed at close. Under this. */
+    private Memory bounce;
+    private static final int BOUNCE_BYTES = 256 << 10;
 
     private void readProcess(Pointer dst, long gpa, long len) {
         long done = 0;
@@ -718,6 +737,10 @@ public final class GuestMemory implements AutoCloseable {
             closed = true;
             job = copying;
             copying = null;
+            if (bounce != null) {
+                bounce.close();
+                bounce = null;
+            }
         }
         if (job != null) {
             // The copier reads this view: it must have stopped (every page writable again) first.
