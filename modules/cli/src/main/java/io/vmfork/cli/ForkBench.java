@@ -26,10 +26,11 @@ import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
 
 /**
- * {@code vmfork bench fork}: what a local fork costs, measured on real KVM VMs.
+ * {@code vmfork bench fork}: what a local fork costs, measured on real VMs (KVM's or guest processes).
  *
  * <ul>
- * <li>fork.c_floor: the same work in plain C, built with gcc and run in the same run ({@link ForkFloor}).
+ * <li>fork.c_floor: the same work in plain C, built with gcc and run in the same run ({@link ForkFloor} on
+ *     KVM, {@link ProcForkFloor} on the process platform).
  * <li>fork.local: from the FORK hypercall's exit in the parent to the child's first exit;
  *     {@code ratio} is its p50 over fork.c_floor's.
  * <li>fork.fanout_local: 64 children in one FORK, to the last child's first exit.
@@ -73,15 +74,13 @@ final class ForkBench {
             throw new Args.UsageException("--runs must be at least 1");
         }
         ForkBench b = new ForkBench(vmm, json, runs);
-        // The C floor is a KVM program (a VM, a memory slot and a vCPU per child): on the
-        // process platform there is none yet, and fork.local has no ratio.
-        double floorP50 = Double.NaN;
-        if (!vmm.platform().isProcess()) {
-            Map<String, Object> floor = ForkFloor.measure(runs, forkerRamMib(SMALL_MIB), SMALL_MIB);
-            b.print(floor);
-            floorP50 = (Double) floor.get("p50_ms");
-        }
-        double localP50 = b.local(floorP50);
+        // The C floor of the platform the VMs run on: KVM's (a VM, a memory slot and a vCPU
+        // per child) or the process platform's (a pooled process per child and per move).
+        Map<String, Object> floor = vmm.platform().isProcess()
+                ? ProcForkFloor.measure(runs, forkerRamMib(SMALL_MIB), SMALL_MIB)
+                : ForkFloor.measure(runs, forkerRamMib(SMALL_MIB), SMALL_MIB);
+        b.print(floor);
+        double localP50 = b.local(floor);
         b.fanoutLocal(localP50);
         b.parentBlocked();
         b.parentWriteAfterFork();
@@ -107,12 +106,14 @@ final class ForkBench {
 
     /**
      * fork.local: fork-hypercall exit to the child's first exit; and the parent's blocked
-     * time. {@code ratio}: its p50 over the C floor's p50 ({@code floorP50Ms}). Measured
+     * time. {@code ratio}: its p50 over the C floor's p50; {@code parent_blocked_ratio}, where
+     * the floor measures the parent's blocked time too (the process platform's), the same
+     * for the blocked time. Measured
      * after {@code warmup} forks (at least 600): the JIT compiles the fork path's methods
      * only after some hundreds of forks (measured: 691, 587, 475 us p50 over three
      * successive series of 300), and a host that forks is past that; the warm-up is printed.
      */
-    private double local(double floorP50Ms) {
+    private double local(Map<String, Object> floor) {
         int warmup = Math.max(600, runs);
         int n = runs;
         VirtualMachine parent = launchForker(SMALL_MIB);
@@ -137,9 +138,7 @@ final class ForkBench {
             Stats b = new Stats(blocked);
             Stats c = new Stats(toChild);
             Map<String, Object> extra = new LinkedHashMap<>();
-            if (!Double.isNaN(floorP50Ms)) {
-                extra.put("ratio", c.median() / floorP50Ms);
-            }
+            extra.put("ratio", c.median() / (Double) floor.get("p50_ms"));
             extra.put("warmup_forks", warmup);
             extra.put("guest", FORKER);
             extra.put("memory_mib", SMALL_MIB);
@@ -147,6 +146,10 @@ final class ForkBench {
             extra.put("parent_blocked_p50_ms", b.median());
             extra.put("parent_blocked_p99_ms", b.percentile(99));
             extra.put("parent_blocked_max_ms", b.max());
+            if (floor.get("parent_blocked_p50_ms") instanceof Double floorBlocked) {
+                extra.put("parent_blocked_c_floor_p50_ms", floorBlocked);
+                extra.put("parent_blocked_ratio", b.median() / floorBlocked);
+            }
             print(c.fields("fork.local", extra));
             stopForker(parent);
             return c.median();
