@@ -1,9 +1,9 @@
 package io.vmfork.kvm;
 
 import com.sun.jna.Memory;
-import io.vmfork.kvm.sys.LibC;
-import io.vmfork.kvm.sys.NativeCallException;
 import io.vmfork.kvm.x86.Cpuid;
+import io.vmfork.os.LibC;
+import io.vmfork.os.NativeCallException;
 
 /**
  * The /dev/kvm handle: system-wide queries and VM creation. One per host process; it

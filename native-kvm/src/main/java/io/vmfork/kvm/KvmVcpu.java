@@ -2,7 +2,6 @@ package io.vmfork.kvm;
 
 import com.sun.jna.Memory;
 import com.sun.jna.Pointer;
-import io.vmfork.kvm.sys.LibC;
 import io.vmfork.kvm.x86.Cpuid;
 import io.vmfork.kvm.x86.KvmFpu;
 import io.vmfork.kvm.x86.KvmMpState;
@@ -10,6 +9,7 @@ import io.vmfork.kvm.x86.KvmRegs;
 import io.vmfork.kvm.x86.KvmSregs;
 import io.vmfork.kvm.x86.KvmVcpuEvents;
 import io.vmfork.kvm.x86.KvmXcrs;
+import io.vmfork.os.LibC;
 
 /**
  * One vCPU fd and its mmapped kvm_run. Each get/set is one ioctl that fails with an

@@ -1,8 +1,8 @@
 package io.vmfork.kvm;
 
 import com.sun.jna.Memory;
-import io.vmfork.kvm.sys.LibC;
 import io.vmfork.kvm.x86.KvmClockData;
+import io.vmfork.os.LibC;
 
 /** One KVM VM fd: memory slots, vCPU creation, the VM clock. */
 public final class KvmVm implements AutoCloseable {

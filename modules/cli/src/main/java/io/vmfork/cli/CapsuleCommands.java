@@ -1,7 +1,7 @@
 package io.vmfork.cli;
 
 import io.vmfork.kvm.KvmException;
-import io.vmfork.kvm.sys.NativeCallException;
+import io.vmfork.os.NativeCallException;
 import io.vmfork.vmm.LaunchException;
 import io.vmfork.vmm.VirtualMachine;
 import io.vmfork.vmm.VmEndedException;

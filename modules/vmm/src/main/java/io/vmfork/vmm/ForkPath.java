@@ -2,8 +2,9 @@ package io.vmfork.vmm;
 
 import com.sun.jna.Memory;
 import io.vmfork.kvm.KvmVm;
-import io.vmfork.kvm.sys.Errno;
-import io.vmfork.kvm.sys.NativeCallException;
+import io.vmfork.os.Errno;
+import io.vmfork.os.NativeCallException;
+import io.vmfork.os.Processes;
 import io.vmfork.vmm.VirtualMachine.ForkRecord;
 import io.vmfork.vmm.VirtualMachine.ForkResult;
 import io.vmfork.vmm.VirtualMachine.RemoteCopyRef;
@@ -397,7 +398,7 @@ final class ForkPath {
         io.vmfork.vmm.platform.process.GuestProcess old = vm.process();
         List<io.vmfork.vmm.state.MemorySource.Run> written = new ArrayList<>();
         if (memory.isPrivate()) {
-            long[] r = io.vmfork.kvm.sys.GuestProcesses.writtenRanges(old.pid(), 0, memory.size());
+            long[] r = Processes.writtenRanges(old.pid(), 0, memory.size());
             for (int i = 0; i < r.length; i += 2) {
                 written.add(new io.vmfork.vmm.state.MemorySource.Run(r[i], r[i + 1] - r[i]));
             }

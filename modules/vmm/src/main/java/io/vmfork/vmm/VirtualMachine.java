@@ -232,7 +232,7 @@ public final class VirtualMachine {
         KvmVcpu spare = null;
         ParkedThread spareThread = null;
         VirtualMachine vm = null;
-        io.vmfork.kvm.memory.Mapping reserved = null;
+        io.vmfork.os.Mapping reserved = null;
         try {
             VmPool.Entry pooled = vmm.takePooledVm(image.size());
             if (pooled != null) {
@@ -251,7 +251,7 @@ public final class VirtualMachine {
             }
             // A pooled VM of this size has its memory slot (dirty-logged) over a reserved
             // range already: the view is mapped into that range, and KVM needs no new slot.
-            io.vmfork.kvm.memory.Mapping into = reserved;
+            io.vmfork.os.Mapping into = reserved;
             reserved = null; // the view owns it from here, also if mapping fails
             memory = GuestMemory.fromImage("vmfork-" + Long.toHexString(identity.vmId()), image,
                     s.maxImageExtents(), into);

@@ -1,10 +1,10 @@
 package io.vmfork.vmm;
 
 import io.vmfork.kvm.Kvm;
+import io.vmfork.kvm.VcpuThreads;
 import io.vmfork.kvm.x86.Cpuid;
 import io.vmfork.vmm.memory.RuntimeImage;
 import io.vmfork.vmm.state.MachineState;
-import io.vmfork.kvm.sys.HostHelper;
 import io.vmfork.vmm.x86.GuestLayout;
 import java.security.SecureRandom;
 import java.util.List;
@@ -132,9 +132,9 @@ public final class Vmm implements AutoCloseable {
         }
         try {
             if (SIGNAL_INSTALLED.compareAndSet(false, true)) {
-                HostHelper.installKickSignal(settings.kickSignal());
+                VcpuThreads.installKickSignal(settings.kickSignal());
                 // Before any vCPU of this process exists; false where there is no AMX.
-                HostHelper.requestGuestXstate(XFEATURE_XTILEDATA);
+                VcpuThreads.requestGuestXstate(XFEATURE_XTILEDATA);
             }
             return new Vmm(settings, kvm, choice);
         } catch (RuntimeException e) {
@@ -270,7 +270,7 @@ public final class Vmm implements AutoCloseable {
      * 1, {@code spec.copyIndex()} and its id before it runs. Its RAM is a copy-on-write view
      * of {@code image}, which it retains (the caller keeps its own reference); clones of one
      * image share it. Throws {@link LaunchException} (or
-     * {@link io.vmfork.kvm.sys.NativeCallException} when KVM refuses) and leaves nothing
+     * {@link io.vmfork.os.NativeCallException} when KVM refuses) and leaves nothing
      * behind.
      */
     public VirtualMachine launchClone(MachineState state, RuntimeImage image, io.vmfork.vmm.fork.CloneSpec spec) {
@@ -336,7 +336,7 @@ public final class Vmm implements AutoCloseable {
             RuntimeImage image = sink.toImage(c.state().memorySize());
             try {
                 return restore(c.state(), image, listener);
-            } catch (io.vmfork.kvm.sys.NativeCallException | io.vmfork.kvm.KvmException e) {
+            } catch (io.vmfork.os.NativeCallException | io.vmfork.kvm.KvmException e) {
                 // The last line of defence: the guest model should have refused whatever KVM refuses.
                 throw new io.vmfork.vmm.capsule.CapsuleIncompatibleException(
                         c.header().getSourceHostName() + " (id " + c.header().getSourceHostId() + ")",

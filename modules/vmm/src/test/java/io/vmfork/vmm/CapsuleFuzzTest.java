@@ -179,7 +179,7 @@ class CapsuleFuzzTest extends VmmTestBase {
                 try (io.vmfork.vmm.capsule.ReceivedCapsule got = reader.readImage(new ByteArrayInputStream(bytes),
                         "vmfork-fuzz-delta", vmm.hostPlatform(), vmm.guestRules(), bases)) {
                     vm = vmm.restore(got.contents().state(), got.image(), VmListener.NONE);
-                } catch (CapsuleException | io.vmfork.kvm.sys.NativeCallException | io.vmfork.kvm.KvmException e) {
+                } catch (CapsuleException | io.vmfork.os.NativeCallException | io.vmfork.kvm.KvmException e) {
                     refused++;
                     try {
                         assertNoVmAndNoLeak(vmm, before, 0);

@@ -2,8 +2,8 @@ package io.vmfork.vmm;
 
 import static org.junit.jupiter.api.Assertions.*;
 
-import io.vmfork.kvm.sys.HostHelper;
 import io.vmfork.kvm.x86.Cpuid;
+import io.vmfork.os.HostHelper;
 import io.vmfork.proto.CapsuleFrame;
 import io.vmfork.proto.CapsuleHeader;
 import io.vmfork.vmm.capsule.CapsuleIncompatibleException;

@@ -1,6 +1,6 @@
 package io.vmfork.cluster.host;
 
-import io.vmfork.kvm.memory.Mapping;
+import io.vmfork.os.Mapping;
 import io.vmfork.vmm.Vmm;
 import io.vmfork.vmm.capsule.BaseResolver;
 import io.vmfork.vmm.capsule.CapsuleContents;

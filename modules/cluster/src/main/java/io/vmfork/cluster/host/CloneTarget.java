@@ -180,7 +180,7 @@ final class CloneTarget {
                     stats.clonesStarted.incrementAndGet();
                     started.accept(new Started(vm, offer.memory(), offer.vcpus()));
                     cr.setVm(HostCodecs.toProto(HostActor.cloneInfo(vm, offer.memory())));
-                } catch (LaunchException | io.vmfork.kvm.sys.NativeCallException e) {
+                } catch (LaunchException | io.vmfork.os.NativeCallException e) {
                     ledger.release(offer.memory(), offer.vcpus());
                     settled++; // its admission released just above
                     cr.setCode(ErrorCode.LAUNCH_FAILED.name()).setReason("host " + hostId + ": " + e.getMessage());

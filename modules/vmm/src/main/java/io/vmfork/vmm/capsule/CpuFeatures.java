@@ -220,7 +220,7 @@ public final class CpuFeatures {
         ByteBuffer b = ByteBuffer.allocate(leaves.size() * CapsuleFormat.CPUID_ENTRY_BYTES)
                 .order(ByteOrder.LITTLE_ENDIAN);
         for (List<Integer> l : leaves) {
-            int[] r = io.vmfork.kvm.sys.HostHelper.hostCpuid(l.get(0), l.get(1));
+            int[] r = io.vmfork.os.HostHelper.hostCpuid(l.get(0), l.get(1));
             boolean subleaves = l.get(0) == 7 || l.get(0) == 0xD;
             b.putInt(l.get(0)).putInt(l.get(1)).putInt(subleaves ? FLAG_SIGNIFICANT_INDEX : 0);
             b.putInt(r[0]).putInt(r[1]).putInt(r[2]).putInt(r[3]);

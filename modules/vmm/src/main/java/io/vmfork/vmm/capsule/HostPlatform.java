@@ -88,7 +88,7 @@ public record HostPlatform(long hostId, String hostName, int kvmApiVersion, byte
         }
         return new HostPlatform(settings.hostId(), settings.hostName(), kvm.apiVersion(), cpuid.entryBytes(),
                 settings.maxMemory(), settings.maxVcpus(), fpu, CpuFeatures.hostObserved(),
-                io.vmfork.kvm.sys.HostHelper.hostXcr0()).hiding(settings.capsuleLimits().hiddenCpuFeatures());
+                io.vmfork.os.HostHelper.hostXcr0()).hiding(settings.capsuleLimits().hiddenCpuFeatures());
     }
 
     /**
@@ -99,7 +99,7 @@ public record HostPlatform(long hostId, String hostName, int kvmApiVersion, byte
         byte[] observed = CpuFeatures.hostObserved();
         return new HostPlatform(settings.hostId(), settings.hostName(), 0, observed, settings.maxMemory(),
                 settings.maxVcpus(), EnumSet.of(CpuState.FpuFormat.XSAVE), observed,
-                io.vmfork.kvm.sys.HostHelper.hostXcr0()).hiding(settings.capsuleLimits().hiddenCpuFeatures());
+                io.vmfork.os.HostHelper.hostXcr0()).hiding(settings.capsuleLimits().hiddenCpuFeatures());
     }
 
     /** Whether this host runs guests in KVM (a KVM API version), rather than on the process platform. */

@@ -1,8 +1,8 @@
 package io.vmfork.vmm.capsule;
 
 import com.sun.jna.Memory;
-import io.vmfork.kvm.memory.Memfd;
-import io.vmfork.kvm.sys.LibC;
+import io.vmfork.os.LibC;
+import io.vmfork.os.Memfd;
 import io.vmfork.vmm.memory.RuntimeImage;
 
 /**

@@ -2,12 +2,13 @@ package io.vmfork.vmm.memory;
 
 import com.sun.jna.Memory;
 import com.sun.jna.Pointer;
-import io.vmfork.kvm.memory.Mapping;
-import io.vmfork.kvm.memory.Memfd;
-import io.vmfork.kvm.sys.Errno;
-import io.vmfork.kvm.sys.HostHelper;
-import io.vmfork.kvm.sys.LibC;
-import io.vmfork.kvm.sys.NativeCallException;
+import io.vmfork.os.Errno;
+import io.vmfork.os.HostHelper;
+import io.vmfork.os.LibC;
+import io.vmfork.os.Mapping;
+import io.vmfork.os.Memfd;
+import io.vmfork.os.NativeCallException;
+import io.vmfork.os.Processes;
 import io.vmfork.vmm.state.MemorySource.Run;
 import java.util.ArrayList;
 import java.util.BitSet;
@@ -206,7 +207,7 @@ public final class GuestMemory implements AutoCloseable {
     private void readProcess(Pointer dst, long gpa, long len) {
         long done = 0;
         while (done < len) {
-            long n = io.vmfork.kvm.sys.GuestProcesses.read(processPid, gpa + done, dst.share(done), len - done);
+            long n = Processes.read(processPid, gpa + done, dst.share(done), len - done);
             if (n <= 0) {
                 throw new GuestAccessException(gpa + done, len - done, size);
             }
@@ -217,7 +218,7 @@ public final class GuestMemory implements AutoCloseable {
     private void writeProcess(long gpa, Pointer src, long len) {
         long done = 0;
         while (done < len) {
-            long n = io.vmfork.kvm.sys.GuestProcesses.write(processPid, gpa + done, src.share(done), len - done);
+            long n = Processes.write(processPid, gpa + done, src.share(done), len - done);
             if (n <= 0) {
                 throw new GuestAccessException(gpa + done, len - done, size);
             }

@@ -1,9 +1,9 @@
 package io.vmfork.vmm.memory;
 
 import com.sun.jna.Pointer;
-import io.vmfork.kvm.memory.Mapping;
-import io.vmfork.kvm.memory.Memfd;
-import io.vmfork.kvm.sys.LibC;
+import io.vmfork.os.LibC;
+import io.vmfork.os.Mapping;
+import io.vmfork.os.Memfd;
 import io.vmfork.vmm.state.MemorySource;
 import java.util.ArrayList;
 import java.util.List;

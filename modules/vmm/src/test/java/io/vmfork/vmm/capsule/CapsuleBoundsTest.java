@@ -142,7 +142,7 @@ class CapsuleBoundsTest {
         assertTrue(zero && lz4, "the delta has zero runs and compressed chunks");
         byte[] padded = assemble(f);
         io.vmfork.vmm.memory.RuntimeImage held = io.vmfork.vmm.memory.RuntimeImage.fromFile(
-                io.vmfork.kvm.memory.Memfd.create("vmfork-test-held", SIZE));
+                io.vmfork.os.Memfd.create("vmfork-test-held", SIZE));
         try {
             CapsuleFormatException e = assertThrows(CapsuleFormatException.class, () -> CapsuleReader.create(limits())
                     .readImage(new ByteArrayInputStream(padded), "vmfork-test-rx", null, null, k -> held.retain()));

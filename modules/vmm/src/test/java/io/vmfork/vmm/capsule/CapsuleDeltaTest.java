@@ -4,8 +4,8 @@ import static io.vmfork.vmm.capsule.CapsuleFixtures.*;
 import static org.junit.jupiter.api.Assertions.*;
 
 import com.google.protobuf.ByteString;
-import io.vmfork.kvm.memory.Mapping;
-import io.vmfork.kvm.memory.Memfd;
+import io.vmfork.os.Mapping;
+import io.vmfork.os.Memfd;
 import io.vmfork.proto.CapsuleFrame;
 import io.vmfork.proto.ChunkCodec;
 import io.vmfork.proto.MemoryChunk;

@@ -2,9 +2,9 @@ package io.vmfork.vmm.platform.kvm;
 
 import io.vmfork.kvm.KvmRun;
 import io.vmfork.kvm.KvmVcpu;
-import io.vmfork.kvm.sys.Errno;
-import io.vmfork.kvm.sys.HostHelper;
+import io.vmfork.kvm.VcpuThreads;
 import io.vmfork.kvm.x86.KvmRegs;
+import io.vmfork.os.Errno;
 import io.vmfork.vmm.arch.CpuState;
 import io.vmfork.vmm.hypercall.Hypercalls;
 import io.vmfork.vmm.memory.GuestMemory;
@@ -50,7 +50,7 @@ public final class KvmExecContext implements ExecContext {
     @Override
     public Trap run() {
         if (thread == null) {
-            pthread = HostHelper.selfThread();
+            pthread = VcpuThreads.selfThread();
             thread = Thread.currentThread();
         }
         int rc = kvm.runOnce();
@@ -146,7 +146,7 @@ public final class KvmExecContext implements ExecContext {
         long t = pthread;
         Thread th = thread;
         if (t != 0 && th != null && th.isAlive()) {
-            HostHelper.kick(t, kickSignal);
+            VcpuThreads.kick(t, kickSignal);
         }
     }
 

@@ -1,7 +1,7 @@
 package io.vmfork.vmm.platform.process;
 
-import io.vmfork.kvm.sys.GuestProcesses;
-import io.vmfork.kvm.sys.LibC;
+import io.vmfork.os.LibC;
+import io.vmfork.os.Processes;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -39,7 +39,7 @@ final class GuestDeathWatch implements AutoCloseable {
     private volatile boolean closed;
 
     GuestDeathWatch() {
-        int[] fds = GuestProcesses.watchCreate();
+        int[] fds = Processes.watchCreate();
         epoll = fds[0];
         wake = fds[1];
         thread = new Thread(this::loop, "vmfork-guest-watch");
@@ -56,11 +56,11 @@ final class GuestDeathWatch implements AutoCloseable {
         if (closed) {
             throw new ProcessPlatformException("the process platform is closed");
         }
-        int fd = GuestProcesses.pidfd(process.pid(), tid);
+        int fd = Processes.pidfd(process.pid(), tid);
         long key = nextKey.getAndIncrement();
         entries.put(key, new Entry(process, tid, fd, onDeath));
         try {
-            GuestProcesses.watchAdd(epoll, fd, key);
+            Processes.watchAdd(epoll, fd, key);
         } catch (RuntimeException e) {
             entries.remove(key);
             LibC.closeQuietly(fd);
@@ -73,7 +73,7 @@ final class GuestDeathWatch implements AutoCloseable {
         while (!closed) {
             int n;
             try {
-                n = GuestProcesses.watchWait(epoll, wake, keys, -1);
+                n = Processes.watchWait(epoll, wake, keys, -1);
             } catch (RuntimeException e) {
                 log.error("the guest death watch stops: {}", e.getMessage());
                 return;
@@ -135,7 +135,7 @@ final class GuestDeathWatch implements AutoCloseable {
         }
         closed = true;
         try {
-            GuestProcesses.watchWake(wake);
+            Processes.watchWake(wake);
             thread.join(5_000);
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();

@@ -1,7 +1,7 @@
 package io.vmfork.vmm.platform.process;
 
-import io.vmfork.kvm.sys.GuestProcesses;
-import io.vmfork.kvm.sys.LibC;
+import io.vmfork.os.LibC;
+import io.vmfork.procvm.GuestProcesses;
 import io.vmfork.vmm.platform.ParkedThread;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.atomic.AtomicBoolean;

@@ -1,6 +1,6 @@
 package io.vmfork.vmm.platform.process;
 
-import io.vmfork.kvm.sys.Errno;
+import io.vmfork.os.Errno;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -13,7 +13,7 @@ import java.nio.file.Path;
  * <p>Required: ptrace of the platform's own child processes, seccomp filters (with
  * SECCOMP_FILTER_FLAG_TSYNC), an executable memfd for the stub, clone. Optional: each
  * namespace (the guest process gets those the host allows; see
- * {@link io.vmfork.kvm.sys.GuestProcesses#refusedNamespaces}).
+ * {@link io.vmfork.procvm.GuestProcesses#refusedNamespaces}).
  */
 final class HostRefusal {
     private static final String OR_KVM = ", or run on a host with /dev/kvm (vmfork.vmm.platform = kvm)";

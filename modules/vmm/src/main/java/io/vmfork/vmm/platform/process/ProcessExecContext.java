@@ -1,14 +1,14 @@
 package io.vmfork.vmm.platform.process;
 
-import static io.vmfork.kvm.sys.GuestProcesses.*;
 
-import io.vmfork.kvm.sys.GuestProcesses;
+import io.vmfork.procvm.GuestProcesses;
 import io.vmfork.vmm.arch.CpuState;
 import io.vmfork.vmm.hypercall.Hypercalls;
 import io.vmfork.vmm.memory.GuestMemory;
 import io.vmfork.vmm.platform.ExecContext;
 import io.vmfork.vmm.platform.GuestCode;
 import io.vmfork.vmm.platform.Trap;
+import static io.vmfork.procvm.GuestProcesses.*;
 
 /**
  * A vCPU on the process platform: one thread of the guest process, traced by this vCPU's

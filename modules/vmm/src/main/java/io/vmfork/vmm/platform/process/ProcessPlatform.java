@@ -1,10 +1,10 @@
 package io.vmfork.vmm.platform.process;
 
 import com.sun.jna.Memory;
-import io.vmfork.kvm.memory.Memfd;
-import io.vmfork.kvm.sys.GuestProcesses;
-import io.vmfork.kvm.sys.LibC;
-import io.vmfork.kvm.sys.NativeCallException;
+import io.vmfork.os.LibC;
+import io.vmfork.os.Memfd;
+import io.vmfork.os.NativeCallException;
+import io.vmfork.procvm.GuestProcesses;
 import io.vmfork.vmm.platform.ParkedThread;
 import java.io.IOException;
 import java.io.InputStream;

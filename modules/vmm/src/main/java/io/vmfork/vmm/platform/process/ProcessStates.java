@@ -1,6 +1,6 @@
 package io.vmfork.vmm.platform.process;
 
-import io.vmfork.kvm.sys.HostHelper;
+import io.vmfork.os.HostHelper;
 import io.vmfork.vmm.arch.CpuState;
 import io.vmfork.vmm.state.VcpuState;
 import java.util.Arrays;

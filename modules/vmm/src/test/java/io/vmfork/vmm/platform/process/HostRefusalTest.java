@@ -2,7 +2,7 @@ package io.vmfork.vmm.platform.process;
 
 import static org.junit.jupiter.api.Assertions.*;
 
-import io.vmfork.kvm.sys.Errno;
+import io.vmfork.os.Errno;
 import org.junit.jupiter.api.Test;
 
 /**

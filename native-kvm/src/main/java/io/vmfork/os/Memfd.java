@@ -1,6 +1,4 @@
-package io.vmfork.kvm.memory;
-
-import io.vmfork.kvm.sys.LibC;
+package io.vmfork.os;
 
 /**
  * An anonymous memory file (memfd_create) of a fixed size. Pages of a memfd that were

@@ -1,4 +1,4 @@
-package io.vmfork.kvm.sys;
+package io.vmfork.os;
 
 import com.sun.jna.LastErrorException;
 import com.sun.jna.Native;

@@ -1,33 +1,23 @@
-package io.vmfork.kvm.sys;
+package io.vmfork.os;
 
 import com.sun.jna.Native;
-import com.sun.jna.NativeLibrary;
 
 /**
- * The small C library that ships in this jar (src/main/c/host): it installs a do-nothing
- * signal handler and sends that signal to one thread, which is how a vCPU thread is
- * kicked out of a blocking KVM_RUN. A Java callback cannot be a signal handler, so this
- * one piece is C; it is still called through JNA like everything else.
+ * The plain OS calls of the host helper library ({@link HostLibrary}) that Java cannot make
+ * through JNA alone: CPUID and XGETBV as this process sees them, and userfaultfd write
+ * protection with the write-protect copier (src/main/c/host/wpcopy.c).
  */
 public final class HostHelper {
     static {
-        Native.register(NativeLibrary.getInstance("vmforkhost"));
+        Native.register(HostLibrary.get());
     }
 
     private HostHelper() {
     }
 
-    private static native int vmfork_install_kick_signal(int signo);
-
-    private static native int vmfork_kick_thread(long pthread, int signo);
-
-    private static native long vmfork_self_thread();
-
     private static native void vmfork_host_cpuid(int leaf, int subleaf, int[] out);
 
     private static native long vmfork_host_xcr0();
-
-    private static native int vmfork_request_guest_xstate(int feature);
 
     private static native int vmfork_uffd_open();
 
@@ -44,29 +34,6 @@ public final class HostHelper {
     private static native int vmfork_wp_copy(int uffd, int stopFd, long src, long span, int layerFd, long[] runs,
             int nruns, int chunkPages, long[] stats);
 
-    public static void installKickSignal(int signo) {
-        int rc = vmfork_install_kick_signal(signo);
-        if (rc != 0) {
-            throw new NativeCallException("sigaction(" + signo + ")", -rc);
-        }
-    }
-
-    /** Sends the kick signal; false if the thread is already gone. */
-    public static boolean kick(long pthread, int signo) {
-        int rc = vmfork_kick_thread(pthread, signo);
-        if (rc == Errno.ESRCH) {
-            return false;
-        }
-        if (rc != 0) {
-            throw new NativeCallException("pthread_kill", rc);
-        }
-        return true;
-    }
-
-    public static long selfThread() {
-        return vmfork_self_thread();
-    }
-
     /**
      * CPUID as this process sees it at CPL3: EAX, EBX, ECX, EDX of {@code leaf}/{@code
      * subleaf} (all 0 above the CPU's highest leaf). On PVM hosts a guest sees the same.
@@ -80,19 +47,6 @@ public final class HostHelper {
     /** XCR0 in force for this process (XGETBV), or 0 where XSAVE is not enabled. */
     public static long hostXcr0() {
         return vmfork_host_xcr0();
-    }
-
-    /**
-     * Asks the kernel to let this process's vCPUs carry XSAVE component {@code feature}
-     * (arch_prctl ARCH_REQ_XCOMP_GUEST_PERM); false where the CPU or kernel does not
-     * offer it, or when a vCPU of this process already exists. Never throws: the component is
-     * optional.
-     */
-    public static boolean requestGuestXstate(int feature) {
-        // Every refusal means the same to the VMM: the component is not carried. EINVAL
-        // (kernels before 5.17 or an unknown component), EOPNOTSUPP (no such CPU
-        // feature), EBUSY (a vCPU exists already).
-        return vmfork_request_guest_xstate(feature) == 0;
     }
 
     // ---- write-protect copy (src/main/c/host/wpcopy.c) -----------------------------------

@@ -1,4 +1,4 @@
-package io.vmfork.kvm.sys;
+package io.vmfork.os;
 
 /**
  * A native call failed. The message names the call and the errno, as in

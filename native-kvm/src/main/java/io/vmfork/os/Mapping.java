@@ -1,7 +1,6 @@
-package io.vmfork.kvm.memory;
+package io.vmfork.os;
 
 import com.sun.jna.Pointer;
-import io.vmfork.kvm.sys.LibC;
 
 /** A host virtual memory mapping that this object owns and unmaps on close. */
 public final class Mapping implements AutoCloseable {

@@ -1,4 +1,4 @@
-package io.vmfork.kvm.sys;
+package io.vmfork.os;
 
 /** Linux errno numbers used by the VMM, and their names for error messages. */
 public final class Errno {
