@@ -94,7 +94,7 @@ _Static_assert(sizeof(struct user_regs_struct) == 27 * sizeof(long), "user_regs_
 /* What the child was doing when it failed: vmfork_proc_spawn_step() names it. */
 enum {
     STEP_CLONE, STEP_FDS, STEP_ROOT, STEP_RLIMIT, STEP_NOBODY, STEP_PDEATHSIG, STEP_NO_NEW_PRIVS, STEP_EXEC,
-    STEP_SOCKET,
+    STEP_SOCKET, STEP_READY,
 };
 static const char *const step_names[] = {
     [STEP_CLONE] = "clone",
@@ -106,6 +106,7 @@ static const char *const step_names[] = {
     [STEP_NO_NEW_PRIVS] = "prctl(PR_SET_NO_NEW_PRIVS)",
     [STEP_EXEC] = "execveat of the stub",
     [STEP_SOCKET] = "its control socket",
+    [STEP_READY] = "the stub's READY (its start after execveat)",
 };
 
 struct spawn_args {
@@ -296,6 +297,31 @@ static int find_namespaces(struct spawn_args *a, void *stack)
     return mask;
 }
 
+/* Waits (5 s at most) for the stub's READY byte on sock: 0, or -ETIMEDOUT, -EPIPE (it
+   ended first), -EPROTO (another byte). */
+static int await_ready(int sock)
+{
+    struct pollfd p = { sock, POLLIN, 0 };
+    int r;
+    do
+        r = poll(&p, 1, 5000);
+    while (r < 0 && errno == EINTR);
+    if (r < 0)
+        return -errno;
+    if (r == 0)
+        return -ETIMEDOUT;
+    char b = 0;
+    ssize_t n;
+    do
+        n = recv(sock, &b, 1, MSG_DONTWAIT);
+    while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return -errno;
+    if (n == 0)
+        return -EPIPE;
+    return b == STUB_READY ? 0 : -EPROTO;
+}
+
 /*
  * Starts vmfork-stub (stub_fd: the executable, opened by the caller; O_PATH or O_RDONLY,
  * close-on-exec is fine) as a new process, in every namespace the host allows (see
@@ -341,6 +367,17 @@ int vmfork_proc_spawn(int stub_fd, int *sock_out, int *ns_out)
         failed_step = a.step;
         close(sv[0]);
         return pid;
+    }
+    /* READY: the stub runs its own code, its exec complete (proto.h): only now does
+       /proc/<pid>/maps show all that vmfork_proc_unmaps must list. */
+    int r = await_ready(sv[0]);
+    if (r < 0) {
+        failed_step = STEP_READY;
+        kill(pid, SIGKILL);
+        while (waitpid(pid, NULL, __WALL) < 0 && errno == EINTR)
+            ;
+        close(sv[0]);
+        return r;
     }
     *sock_out = sv[0];
     if (ns_out)

@@ -3,6 +3,11 @@
  * stub's fd 3, one end of an AF_UNIX SOCK_SEQPACKET socketpair. Both sides are built
  * from this tree at once, so there is no versioning beyond the magic numbers.
  *
+ *   stub -> VMM  READY: one byte, STUB_READY, the stub's first message: its exec is
+ *                complete, so /proc/<pid>/maps now shows all that the VMM must have it
+ *                unmap. (The VMM's clone returns, CLONE_VFORK, once the exec has switched
+ *                to the new address space, before the kernel maps the vDSO and the rest
+ *                into it: maps read then miss them.)
  *   VMM -> stub  LAUNCH: struct stub_launch, then nextents extents of 5 int64 (guest
  *                address, length, index into the SCM_RIGHTS fds, file offset, shared 1 /
  *                private 0), then nunmaps ranges of 2 int64 (address, length); the memory
@@ -21,6 +26,7 @@
 #define STUB_LAUNCH_MAGIC 0x484e55414c465056ull /* "VPFLAUNH" */
 #define STUB_REPLY_MAGIC 0x594c504552465056ull  /* "VPFREPLY" */
 #define STUB_GO 'G'
+#define STUB_READY 'R'
 
 #define STUB_MAX_FDS 250        /* below the kernel's SCM_MAX_FD (253) */
 #define STUB_MAX_EXTENTS 1024

@@ -175,6 +175,11 @@ void stub_main(void)
     sys3(__NR_prctl, PR_SET_PDEATHSIG, 9, 0);
     sys3(__NR_prctl, PR_SET_NO_NEW_PRIVS, 1, 0);
 
+    /* 0. READY: the exec is done (proto.h) */
+    char ready = STUB_READY;
+    if (sys3(__NR_write, CTL_FD, (long)&ready, 1) != 1)
+        die(1);
+
     /* 1. LAUNCH (an EOF here means the VMM has gone: exit quietly) */
     struct iovec_k iov = { &msg, sizeof msg };
     struct msghdr_k m = { 0, 0, &iov, 1, &cmsg, sizeof cmsg, 0 };

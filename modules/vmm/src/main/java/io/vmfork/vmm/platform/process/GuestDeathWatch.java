@@ -19,16 +19,21 @@ import java.util.function.Consumer;
  *
  * <p>One thread per platform ({@code vmfork-guest-watch}), blocked in epoll_wait on one
  * pidfd per watched process: a thread's pidfd (PIDFD_THREAD), readable once that thread
- * has exited. The thread watched is the process's last, not its main thread: the main
- * thread's pidfd, like the process's, stays unreadable while any other thread is a traced
- * zombie that no tracer has reaped (seen on Linux 6.18), and a guest thread cannot end
- * alone (it makes no system call), so any thread's end is the process's. Cost: one fd per
- * running VM and nothing per trap; a death is seen within the wakeup of one thread.
+ * has exited (a zombie). Every thread of a process is watched, and the first whose pidfd
+ * turns readable stands for the process (a guest thread cannot end alone: it makes no
+ * system call); the crash reason is its exit status, or the main thread's when that thread
+ * is gone already. Watching one thread did not do: with two vCPUs killed while idle, now
+ * and then under load (Linux 6.18), the watched thread's pidfd turned readable when the
+ * thread was reaped already and the main thread stayed a zombie, and the VM never ended.
+ * Cost: one fd per vCPU of a running VM and nothing per trap; a death is seen within the
+ * wakeup of one thread.
  */
 final class GuestDeathWatch implements AutoCloseable {
     private static final org.slf4j.Logger log = org.slf4j.LoggerFactory.getLogger(GuestDeathWatch.class);
 
-    private record Entry(GuestProcess process, int tid, int pidfd, Consumer<String> onDeath) {
+    /** One watched thread of a process; the entries of one process share {@code done}. */
+    private record Entry(GuestProcess process, int tid, int pidfd, Consumer<String> onDeath, long[] keys,
+            java.util.concurrent.atomic.AtomicBoolean done) {
     }
 
     private final int epoll;
@@ -52,19 +57,32 @@ final class GuestDeathWatch implements AutoCloseable {
      * ends without having been killed by the VMM ({@link GuestProcess#kill}). Each process
      * is watched until it ends (a VM's release kills it), then forgotten.
      */
-    synchronized void watch(GuestProcess process, int tid, Consumer<String> onDeath) {
+    synchronized void watch(GuestProcess process, int[] tids, Consumer<String> onDeath) {
         if (closed) {
             throw new ProcessPlatformException("the process platform is closed");
         }
-        int fd = Processes.pidfd(process.pid(), tid);
-        long key = nextKey.getAndIncrement();
-        entries.put(key, new Entry(process, tid, fd, onDeath));
+        long[] keys = new long[tids.length];
+        java.util.concurrent.atomic.AtomicBoolean done = new java.util.concurrent.atomic.AtomicBoolean();
         try {
-            Processes.watchAdd(epoll, fd, key);
+            for (int i = 0; i < tids.length; i++) {
+                int fd = Processes.pidfd(process.pid(), tids[i]);
+                keys[i] = nextKey.getAndIncrement();
+                entries.put(keys[i], new Entry(process, tids[i], fd, onDeath, keys, done));
+                Processes.watchAdd(epoll, fd, keys[i]);
+            }
         } catch (RuntimeException e) {
-            entries.remove(key);
-            LibC.closeQuietly(fd);
+            forget(keys);
             throw e;
+        }
+    }
+
+    /** Stops watching the threads of one process: their entries go, their pidfds close. */
+    private void forget(long[] keys) {
+        for (long k : keys) {
+            Entry e = k == 0 ? null : entries.remove(k);
+            if (e != null) {
+                LibC.closeQuietly(e.pidfd()); // closing it takes it out of the epoll set too
+            }
         }
     }
 
@@ -79,21 +97,33 @@ final class GuestDeathWatch implements AutoCloseable {
                 return;
             }
             for (int i = 0; i < n; i++) {
-                Entry e = keys[i] == 0 ? null : entries.remove(keys[i]);
-                if (e == null) {
+                Entry e = keys[i] == 0 ? null : entries.get(keys[i]);
+                if (e == null || e.done().get()) {
                     continue;
                 }
+                int pid = e.process().pid();
+                if (e.process().isKilled()) {
+                    e.done().set(true);
+                    forget(e.keys());
+                    continue;
+                }
+                // The thread's exit status, or the main thread's when this one is reaped
+                // already (a sibling's end can take it with it); null when both are.
+                String reason = reason(pid, e.tid());
+                if (reason == null && e.tid() != pid) {
+                    reason = reason(pid, pid);
+                }
+                if (reason == null) {
+                    forget(new long[] {keys[i]}); // the others may still tell; if none does, its tracers did
+                    continue;
+                }
+                e.done().set(true);
                 try {
-                    if (!e.process().isKilled()) {
-                        String reason = reason(e.process().pid(), e.tid());
-                        if (reason != null) {
-                            e.onDeath().accept(reason);
-                        }
-                    }
+                    e.onDeath().accept(reason);
                 } catch (RuntimeException ex) {
-                    log.warn("guest process {} died; ending its VM failed", e.process().pid(), ex);
+                    log.warn("guest process {} died; ending its VM failed", pid, ex);
                 } finally {
-                    LibC.closeQuietly(e.pidfd());
+                    forget(e.keys());
                 }
             }
         }

@@ -177,7 +177,11 @@ public final class ProcessPlatform implements AutoCloseable {
      * killed the process itself. Watched until the process ends. {@code vcpus}: its threads.
      */
     public void watch(GuestProcess process, int vcpus, java.util.function.Consumer<String> onDeath) {
-        deaths.watch(process, process.tid(vcpus - 1), onDeath);
+        int[] tids = new int[vcpus];
+        for (int i = 0; i < vcpus; i++) {
+            tids[i] = process.tid(i);
+        }
+        deaths.watch(process, tids, onDeath);
     }
 
     /** Guest processes spawned ahead and ready now, for launches and for moves. */
