@@ -13,6 +13,7 @@ import io.vmfork.vmm.state.MachineState;
 import io.vmfork.vmm.state.VcpuState;
 import io.vmfork.vmm.x86.CpuSetup;
 import io.vmfork.vmm.x86.GuestLayout;
+import io.vmfork.vmm.x86.PageTables;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
@@ -111,13 +112,10 @@ public final class VirtualMachine {
         ParkedThread spareThread = null;
         VirtualMachine vm = null;
         try {
-            // Through the RAM file: every page written here is new (see writeThroughFile).
             for (ElfImage.Segment seg : image.segments()) {
-                memory.writeThroughFile(seg.vaddr(), seg.data(), 0, seg.data().length);
+                memory.write(seg.vaddr(), seg.data());
             }
-            byte[] tables = io.vmfork.vmm.x86.GuestModel.pageTableArea(size);
-            int tablesEnd = (int) (GuestLayout.PD_BASE + GuestLayout.PAGE * ((size + GuestLayout.GIB - 1) / GuestLayout.GIB));
-            memory.writeThroughFile(GuestLayout.PML4, tables, (int) GuestLayout.PML4, tablesEnd - (int) GuestLayout.PML4);
+            PageTables.build(memory);
             long heapStart = (image.endAddress() + GuestLayout.PAGE - 1) & ~(GuestLayout.PAGE - 1);
             writeBootInfo(memory, size, heapStart, heapEnd, stackTop, spec.vcpus());
             if (vmm.processPlatform() != null) {
@@ -423,9 +421,8 @@ public final class VirtualMachine {
     /** The boot info page as GuestModel defines it, the same bytes a capsule restore checks and rebuilds. */
     private static void writeBootInfo(GuestMemory m, long size, long heapStart, long heapEnd, long stackTop,
             int vcpus) {
-        byte[] page = io.vmfork.vmm.x86.GuestModel.bootInfoPage(
-                new io.vmfork.vmm.x86.GuestModel.BootInfo(size, heapStart, heapEnd, stackTop, vcpus));
-        m.writeThroughFile(GuestLayout.BOOT_INFO, page, 0, page.length);
+        m.write(GuestLayout.BOOT_INFO, io.vmfork.vmm.x86.GuestModel.bootInfoPage(
+                new io.vmfork.vmm.x86.GuestModel.BootInfo(size, heapStart, heapEnd, stackTop, vcpus)));
     }
 
     /** {@code parked}: a pooled thread to run it, or null for a thread of its own. */

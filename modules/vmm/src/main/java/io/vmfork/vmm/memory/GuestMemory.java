@@ -663,28 +663,6 @@ public final class GuestMemory implements AutoCloseable {
         write(gpa, data, 0, data.length);
     }
 
-    /**
-     * Writes through the RAM file (pwrite), not the VMM's view: a boot's writes (the image,
-     * the page tables, the boot info), each to a page nothing has touched yet. Through the
-     * view each such page would take a page fault in the VMM, dear under a PVM host's
-     * shadow paging (~30 us a page on the development machines, a fifth of a cold
-     * launch); pwrite fills the file's pages in the kernel. Only while the RAM file is the
-     * VM's own (a booted VM before its first freeze); the view sees the same pages.
-     */
-    public synchronized void writeThroughFile(long gpa, byte[] data, int off, int len) {
-        check(gpa, len);
-        if (own == null) {
-            throw new IllegalStateException("the RAM file of " + name + " is an image now: write through the view");
-        }
-        if (len == 0) {
-            return;
-        }
-        try (Memory m = new Memory(len)) {
-            m.write(0, data, off, len);
-            LibC.pwriteFully(own.fd(), m, len, gpa, name);
-        }
-    }
-
     public void write(long gpa, byte[] data, int off, int len) {
         check(gpa, len);
         if (processPid != 0) {
