@@ -71,6 +71,10 @@ public final class LibC {
 
     private static native int kill(int pid, int sig) throws LastErrorException;
 
+    private static native int setpriority(int which, int who, int prio) throws LastErrorException;
+
+    private static native long syscall(long number) throws LastErrorException;
+
     // ---- checked wrappers -------------------------------------------------------------
 
     public static final int SIGKILL = 9;
@@ -250,6 +254,22 @@ public final class LibC {
                 throw new NativeCallException("pwrite(" + what + ")", e.getErrorCode());
             }
             done += n;
+        }
+    }
+
+    private static final int PRIO_PROCESS = 0;
+    private static final long SYS_GETTID = 186; // x86-64
+
+    /**
+     * Sets the calling thread's nice value (Linux keeps one per thread: setpriority with
+     * PRIO_PROCESS and a tid). Raising it needs no privilege; lowering it again needs
+     * CAP_SYS_NICE or RLIMIT_NICE.
+     */
+    public static void setThreadNice(int nice) {
+        try {
+            setpriority(PRIO_PROCESS, (int) syscall(SYS_GETTID), nice);
+        } catch (LastErrorException e) {
+            throw new NativeCallException("setpriority(PRIO_PROCESS, gettid, " + nice + ")", e.getErrorCode());
         }
     }
 }

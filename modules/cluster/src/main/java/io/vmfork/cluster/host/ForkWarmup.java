@@ -12,8 +12,8 @@ import org.slf4j.LoggerFactory;
 
 /**
  * Warms a node's fork path when it starts ({@code vmfork.node.fork-warm-up}): the shipped
- * {@code spin} guest is booted and forked from outside a few times, each child asked for
- * its id (spin polls its channel) and stopped. A fresh JVM runs the fork path (pause,
+ * {@code spin} guest is booted and forked from outside four times (two and four children
+ * in turn), each child asked for its id (spin polls its channel) and stopped. A fresh JVM runs the fork path (pause,
  * capture, the move to a new guest process, the children's restore and first run, the
  * request and reply) interpreted and loading its classes: the first fork of a node's
  * first VM paused it 67-107 ms on the process platform where later ones took 7-20 ms
@@ -24,7 +24,12 @@ import org.slf4j.LoggerFactory;
 final class ForkWarmup {
     private static final Logger log = LoggerFactory.getLogger(ForkWarmup.class);
     private static final int ROUNDS = 4;
-    private static final int CHILDREN = 2;
+    /**
+     * Children per round: as many as vmfork.vmm.fork.start-together-from (4) in every other
+     * round, so that a fan-out's path (children launched on the launch threads, started
+     * together) is compiled too, not only a single child's.
+     */
+    private static final int[] CHILDREN = {2, 4};
     private static final long MEMORY = 16L << 20;
     private static final Duration ANSWER_WITHIN = Duration.ofSeconds(10);
 
@@ -41,7 +46,7 @@ final class ForkWarmup {
         try {
             vm = vmm.launch(VmSpec.of(Guests.resolve("spin"), MEMORY));
             for (int round = 0; round < ROUNDS; round++) {
-                VirtualMachine.ForkResult r = vm.forkHere(CHILDREN);
+                VirtualMachine.ForkResult r = vm.forkHere(CHILDREN[round % CHILDREN.length]);
                 try {
                     for (VirtualMachine c : r.children()) {
                         byte[] id = c.channel().request("id".getBytes(StandardCharsets.US_ASCII))
@@ -55,8 +60,8 @@ final class ForkWarmup {
                     r.children().forEach(VirtualMachine::stop);
                 }
             }
-            log.debug("fork warm-up: {} rounds of {} children in {} ms", ROUNDS, CHILDREN,
-                    (System.nanoTime() - t0) / 1_000_000);
+            log.debug("fork warm-up: {} rounds of {} children in {} ms", ROUNDS,
+                    java.util.Arrays.toString(CHILDREN), (System.nanoTime() - t0) / 1_000_000);
             return true;
         } catch (Exception e) {
             log.warn("fork warm-up failed (the first fork will be slower): {}", e.toString());

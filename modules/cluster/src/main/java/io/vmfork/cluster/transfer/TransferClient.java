@@ -62,7 +62,8 @@ public final class TransferClient {
             return CompletableFuture.failedFuture(new TransferException("opening of " + opening.length
                     + " bytes exceeds vmfork.transfer.max-frame (" + settings.maxFrameBytes() + ")"));
         }
-        Executor blocking = system.dispatchers().lookup(DispatcherSelector.fromConfig(settings.blockingDispatcher()));
+        Executor blocking = Background.executor(
+                system.dispatchers().lookup(DispatcherSelector.fromConfig(settings.blockingDispatcher())), settings.nice());
         ResponseDecoder decoder = new ResponseDecoder(settings.maxFrameBytes());
         Pair<Pair<Pair<OutputStream, UniqueKillSwitch>, CompletionStage<Tcp.OutgoingConnection>>,
                 CompletionStage<ResponseDecoder.Frame>> m =

@@ -70,7 +70,8 @@ public final class TransferServer implements AutoCloseable {
         this.settings = settings;
         this.receiver = receiver;
         this.materializer = Materializer.matFromSystem(system);
-        this.blocking = system.dispatchers().lookup(DispatcherSelector.fromConfig(settings.blockingDispatcher()));
+        this.blocking = Background.executor(
+                system.dispatchers().lookup(DispatcherSelector.fromConfig(settings.blockingDispatcher())), settings.nice());
     }
 
     /**

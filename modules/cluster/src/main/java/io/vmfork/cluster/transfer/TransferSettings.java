@@ -17,6 +17,8 @@ import java.time.Duration;
  *                           {@code maxFrameBytes})
  * @param host               the address a node's {@link TransferServer} binds
  * @param port               its port; 0: a free one
+ * @param nice              the nice value of those threads (0..19; 0 leaves them as they are), so that a
+ *                          transfer's encoding and decoding yields the CPU to guests and actors
  * @param blockingDispatcher config path of the Pekko dispatcher whose threads run the
  *                           Receivers and the IoWriters (one thread per transfer and side)
  */
@@ -27,7 +29,8 @@ public record TransferSettings(
         int dataFrameBytes,
         String host,
         int port,
-        String blockingDispatcher) {
+        String blockingDispatcher,
+        int nice) {
 
     /** The configuration path of the subtree {@link #fromConfig} reads. */
     public static final String PATH = "vmfork.transfer";
@@ -52,6 +55,9 @@ public record TransferSettings(
         if (blockingDispatcher == null || blockingDispatcher.isBlank()) {
             throw new IllegalArgumentException(PATH + ".blocking-dispatcher must name a dispatcher");
         }
+        if (nice < 0 || nice > 19) {
+            throw new IllegalArgumentException(PATH + ".nice must be in 0..19, got " + nice);
+        }
     }
 
     /** Reads {@code vmfork.transfer} of the actor system's configuration. */
@@ -71,17 +77,18 @@ public record TransferSettings(
                 (int) Math.min(dataFrame, Integer.MAX_VALUE),
                 c.getString("host"),
                 c.getInt("port"),
-                PATH + ".blocking-dispatcher");
+                PATH + ".blocking-dispatcher",
+                c.getInt("nice"));
     }
 
     /** A copy with another idle timeout. */
     public TransferSettings withIdleTimeout(Duration d) {
-        return new TransferSettings(connectTimeout, d, maxFrameBytes, dataFrameBytes, host, port, blockingDispatcher);
+        return new TransferSettings(connectTimeout, d, maxFrameBytes, dataFrameBytes, host, port, blockingDispatcher, nice);
     }
 
     /** A copy with other frame limits. */
     public TransferSettings withFrames(int maxFrame, int dataFrame) {
-        return new TransferSettings(connectTimeout, idleTimeout, maxFrame, dataFrame, host, port, blockingDispatcher);
+        return new TransferSettings(connectTimeout, idleTimeout, maxFrame, dataFrame, host, port, blockingDispatcher, nice);
     }
 
     /*
