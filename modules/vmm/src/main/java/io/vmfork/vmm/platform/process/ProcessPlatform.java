@@ -212,22 +212,24 @@ public final class ProcessPlatform implements AutoCloseable {
      * one spawned now.
      */
     public GuestProcess spawn() {
-        return take(ready, true);
+        return take(ready);
     }
 
     /** A new guest process for a VM that moves into it: none of its threads is traced yet. */
     public GuestProcess spawnForMove() {
-        return take(forMoves, false);
+        return take(forMoves);
     }
 
-    private GuestProcess take(LinkedBlockingQueue<GuestProcess> pool, boolean traced) {
+    private GuestProcess take(LinkedBlockingQueue<GuestProcess> pool) {
         if (closed) {
             throw new ProcessPlatformException("the process platform is closed");
         }
         GuestProcess g = pool.poll();
         lastTake = System.nanoTime();
         refill();
-        return g != null ? g : spawnNow(traced);
+        // Spawned now: no tracer thread ahead (its start and seize would be serial on the
+        // spawner thread); the vCPU's own new thread seizes the process, as for a move.
+        return g != null ? g : spawnNow(false);
     }
 
     /**
