@@ -31,7 +31,7 @@ public final class ProcessPlatform implements AutoCloseable {
     static final String STUB_RESOURCE = "/io/vmfork/platform/vmfork-stub";
 
     private final Memfd stub;
-    private final ExecutorService spawner;
+    private final java.util.concurrent.ScheduledExecutorService spawner;
     private final int xstateSize;
     private volatile boolean closed;
     private final java.util.concurrent.atomic.AtomicBoolean closeOnce = new java.util.concurrent.atomic.AtomicBoolean();
@@ -62,7 +62,7 @@ public final class ProcessPlatform implements AutoCloseable {
         this.moveSize = Math.min(poolSize, MOVE_POOL);
         this.refillAfterNanos = refillAfter.toNanos();
         this.stub = stub;
-        this.spawner = Executors.newSingleThreadExecutor(r -> {
+        this.spawner = Executors.newSingleThreadScheduledExecutor(r -> {
             Thread t = new Thread(r, "vmfork-guest-spawner");
             t.setDaemon(true);
             return t;
@@ -241,32 +241,58 @@ public final class ProcessPlatform implements AutoCloseable {
         if (poolSize <= 0 || closed) {
             return;
         }
-        try {
-            spawner.execute(() -> {
-                while (!closed && (forMoves.size() < moveSize || ready.size() < poolSize)) {
-                    long wait = lastTake + refillAfterNanos - System.nanoTime();
-                    if (wait > 0) {
-                        java.util.concurrent.locks.LockSupport.parkNanos(wait);
-                        if (Thread.interrupted()) {
-                            return;
-                        }
-                        continue;
-                    }
-                    try {
-                        if (forMoves.size() < moveSize) {
-                            forMoves.add(make(false));
-                        } else {
-                            ready.add(make(true));
-                        }
-                    } catch (RuntimeException e) {
-                        return; // the next take tries again; a launch spawns inline meanwhile
-                    }
-                }
-            });
-        } catch (java.util.concurrent.RejectedExecutionException e) {
-            // closing
+        if (refilling.compareAndSet(false, true)) {
+            refillLater(0);
         }
     }
+
+    /**
+     * One step of a refill, on the spawner thread: one process spawned, or the step put off
+     * until no process was taken for refill-after. It never waits on that thread, so that a
+     * launch's own spawn (the pool empty, in a fan-out) runs between two steps, not after a
+     * whole refill.
+     */
+    private void refillStep() {
+        if (closed) {
+            refilling.set(false);
+            return;
+        }
+        if (forMoves.size() >= moveSize && ready.size() >= poolSize) {
+            refilling.set(false);
+            // A take between the check and the reset found the refill under way: see again.
+            if ((forMoves.size() < moveSize || ready.size() < poolSize) && refilling.compareAndSet(false, true)) {
+                refillLater(0);
+            }
+            return;
+        }
+        long wait = lastTake + refillAfterNanos - System.nanoTime();
+        if (wait > 0) {
+            refillLater(wait);
+            return;
+        }
+        try {
+            if (forMoves.size() < moveSize) {
+                forMoves.add(make(false));
+            } else {
+                ready.add(make(true));
+            }
+        } catch (RuntimeException e) {
+            refilling.set(false); // the next take tries again; a launch spawns inline meanwhile
+            return;
+        }
+        refillLater(0);
+    }
+
+    private void refillLater(long nanos) {
+        try {
+            spawner.schedule(this::refillStep, nanos, java.util.concurrent.TimeUnit.NANOSECONDS);
+        } catch (java.util.concurrent.RejectedExecutionException e) {
+            refilling.set(false); // closing
+        }
+    }
+
+    /** Whether a refill is under way (a step run or scheduled on the spawner thread). */
+    private final java.util.concurrent.atomic.AtomicBoolean refilling = new java.util.concurrent.atomic.AtomicBoolean();
 
     /**
      * Spawns a guest process (on the spawner thread), reads what it must unmap, and with
