@@ -182,13 +182,21 @@ class ProcessConfinementTest extends VmmTestBase {
         long childrenBefore = children();
         VirtualMachine vm = vmm.launch(VmSpec.of(Guests.shipped(guest), MEMORY));
         vm.ready().get(30, TimeUnit.SECONDS);
+        killFromOutsideEndsItAsCrashed(vm, childrenBefore, VmmTesting.TIMEOUT);
+    }
+
+    /**
+     * SIGKILLs {@code vm}'s guest process from outside: the VM ends as crashed, naming the
+     * signal (not an exit, not a hang), the process is reaped (no zombie, no child left)
+     * and the VMM still runs a guest.
+     */
+    private void killFromOutsideEndsItAsCrashed(VirtualMachine vm, long childrenBefore, java.time.Duration within)
+            throws Exception {
         int pid = vm.guestPid();
         assertTrue(ProcessHandle.of(pid).orElseThrow().destroyForcibly(), "SIGKILL not sent");
-        VmExit exit = vm.awaitTermination(VmmTesting.TIMEOUT);
-        // The tracer sees the death and names it: not an exit, not a hang.
+        VmExit exit = vm.awaitTermination(within);
         assertEquals(VmExit.Kind.CRASHED, exit.kind(), exit.toString());
         assertEquals("guest crashed: its host process " + pid + " was killed by signal 9 (SIGKILL)", exit.reason());
-        // Reaped: no zombie, no child left.
         assertFalse(Files.exists(Path.of("/proc/" + pid)), "guest process " + pid + " is still there");
         VmmTesting.quiesce(vmm);
         assertEquals(childrenBefore, settleChildren(childrenBefore), "child processes left: " + childList());
@@ -213,15 +221,7 @@ class ProcessConfinementTest extends VmmTestBase {
             assertTrue(System.nanoTime() < deadline, "the guest never waited in RECV");
             Thread.sleep(1);
         }
-        int pid = vm.guestPid();
-        assertTrue(ProcessHandle.of(pid).orElseThrow().destroyForcibly(), "SIGKILL not sent");
-        VmExit exit = vm.awaitTermination(java.time.Duration.ofSeconds(10));
-        assertEquals(VmExit.Kind.CRASHED, exit.kind(), exit.toString());
-        assertEquals("guest crashed: its host process " + pid + " was killed by signal 9 (SIGKILL)", exit.reason());
-        assertFalse(Files.exists(Path.of("/proc/" + pid)), "guest process " + pid + " is still there");
-        VmmTesting.quiesce(vmm);
-        assertEquals(childrenBefore, settleChildren(childrenBefore), "child processes left: " + childList());
-        assertHelloRuns();
+        killFromOutsideEndsItAsCrashed(vm, childrenBefore, java.time.Duration.ofSeconds(10));
     }
 
     /**

@@ -25,7 +25,8 @@ class CapsuleWarmupTest {
         }
     }
 
-    private static long memfds() throws Exception {
+    /** The VM memfds this JVM holds open (/proc/self/fd links to /memfd:vmfork...); ForkWarmupTest uses it too. */
+    static long memfds() throws Exception {
         try (Stream<Path> fds = Files.list(Path.of("/proc/self/fd"))) {
             return fds.filter(fd -> {
                 try {

@@ -6,10 +6,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import io.vmfork.vmm.Vmm;
 import io.vmfork.vmm.VmmSettings;
 import io.vmfork.vmm.fork.CopyTarget;
-import java.nio.file.Files;
-import java.nio.file.Path;
 import java.util.concurrent.atomic.AtomicInteger;
-import java.util.stream.Stream;
 import org.junit.jupiter.api.Test;
 
 /**
@@ -29,24 +26,12 @@ class ForkWarmupTest {
             assertEquals(0, asked.get(), "the warm-up asked the VMM's placement");
             assertEquals(0, vmm.liveCount(), "VMs left by the warm-up");
             long deadline = System.nanoTime() + 5_000_000_000L;
-            while (memfds() > 0 && System.nanoTime() < deadline) {
+            while (CapsuleWarmupTest.memfds() > 0 && System.nanoTime() < deadline) {
                 Thread.sleep(20);
             }
-            assertEquals(0, memfds(), "memfds left by the warm-up");
+            assertEquals(0, CapsuleWarmupTest.memfds(), "memfds left by the warm-up");
         }
         assertEquals(0, guestProcesses(), "guest processes left after the VMM closed");
-    }
-
-    private static long memfds() throws Exception {
-        try (Stream<Path> fds = Files.list(Path.of("/proc/self/fd"))) {
-            return fds.filter(fd -> {
-                try {
-                    return Files.readSymbolicLink(fd).toString().startsWith("/memfd:vmfork");
-                } catch (Exception gone) {
-                    return false;
-                }
-            }).count();
-        }
     }
 
     /** Children of this JVM (guest processes, pooled ones too): none may be left once the VMM is closed. */
