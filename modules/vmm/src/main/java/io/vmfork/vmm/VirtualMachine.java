@@ -680,6 +680,7 @@ public final class VirtualMachine {
                 kvmVm.close();
             }
             if (process != null) {
+                vmm.processPlatform().unwatch(process);
                 process.release();
             }
         } finally {

@@ -76,6 +76,19 @@ final class GuestDeathWatch implements AutoCloseable {
         }
     }
 
+    /**
+     * Stops watching {@code process} now (its VM released it): its pidfds are closed before
+     * this returns, not when the watch's thread next wakes.
+     */
+    void unwatch(GuestProcess process) {
+        for (Entry e : entries.values()) {
+            if (e.process() == process) {
+                e.done().set(true);
+                forget(e.keys());
+            }
+        }
+    }
+
     /** Stops watching the threads of one process: their entries go, their pidfds close. */
     private void forget(long[] keys) {
         for (long k : keys) {

@@ -176,6 +176,11 @@ public final class ProcessPlatform implements AutoCloseable {
      * in the VMM, e.g. in RECV): {@code onDeath} gets the crash reason, unless the VMM
      * killed the process itself. Watched until the process ends. {@code vcpus}: its threads.
      */
+    /** Stops watching {@code process}; its pidfds are closed when this returns. */
+    public void unwatch(GuestProcess process) {
+        deaths.unwatch(process);
+    }
+
     public void watch(GuestProcess process, int vcpus, java.util.function.Consumer<String> onDeath) {
         int[] tids = new int[vcpus];
         for (int i = 0; i < vcpus; i++) {
