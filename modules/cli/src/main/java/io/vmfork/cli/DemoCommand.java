@@ -301,7 +301,7 @@ final class DemoCommand {
      */
     static void checkProcessPlatform() {
         try {
-            io.vmfork.vmm.platform.process.ProcessPlatform.open(0, java.time.Duration.ZERO).close();
+            io.vmfork.vmm.platform.process.ProcessPlatform.check();
         } catch (io.vmfork.vmm.platform.process.ProcessPlatformException e) {
             throw new DemoFailure(Main.EX_UNAVAILABLE, e.getMessage() + ". No node was started.");
         }

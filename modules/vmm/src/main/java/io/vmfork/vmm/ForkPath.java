@@ -1,10 +1,7 @@
 package io.vmfork.vmm;
 
-import com.sun.jna.Memory;
-import io.vmfork.kvm.KvmVm;
 import io.vmfork.os.Errno;
 import io.vmfork.os.NativeCallException;
-import io.vmfork.os.Processes;
 import io.vmfork.vmm.VirtualMachine.ForkRecord;
 import io.vmfork.vmm.VirtualMachine.ForkResult;
 import io.vmfork.vmm.VirtualMachine.RemoteCopyRef;
@@ -16,6 +13,7 @@ import io.vmfork.vmm.fork.RemoteFork;
 import io.vmfork.vmm.hypercall.Hypercalls;
 import io.vmfork.vmm.memory.GuestMemory;
 import io.vmfork.vmm.memory.RuntimeImage;
+import io.vmfork.vmm.platform.Machine;
 import io.vmfork.vmm.state.DeviceState;
 import io.vmfork.vmm.state.MachineState;
 import io.vmfork.vmm.state.VcpuState;
@@ -318,204 +316,35 @@ final class ForkPath {
      * re-issues the call instead of seeing a result meant for the parent.
      */
     private Snapshot capture(Vcpu caller) {
-        if (vm.onProcessPlatform()) {
-            return captureProcess(caller);
-        }
         GuestMemory memory = vm.memory();
-        KvmVm kvmVm = vm.kvmVm();
-        BitSet guestDirty = new BitSet();
-        long t0 = System.nanoTime();
-        if (memory.isPrivate()) {
-            long pages = memory.size() / GuestMemory.PAGE_SIZE;
-            Memory bitmap = new Memory(((pages + 63) / 64) * 8);
-            bitmap.clear();
-            kvmVm.getDirtyLog(0, bitmap);
-            guestDirty = GuestMemory.bitmapToPages(bitmap, pages);
-        }
-        long tLogged = System.nanoTime();
-        GuestMemory.Freeze f = memory.freeze(guestDirty, vm.vmm().settings().pagesCopiedPaused(), resultPages);
-        resultPages = new BitSet();
-        long pageWork = (tLogged - t0) + f.protectNanos();
-        try {
-            if (f.viewChanged()) {
-                // Ordering requirements: the new view is mapped before the slot moves to it,
-                // and the old one is unmapped only after KVM has let go of it.
-                long tSlot = System.nanoTime();
-                kvmVm.setUserMemoryRegion(0, 0, 0, 0, 0);
-                kvmVm.setUserMemoryRegion(0, KvmVm.MEM_LOG_DIRTY_PAGES, 0, memory.size(), memory.hostAddress());
-                pageWork += System.nanoTime() - tSlot; // the old view goes in memory.resumed()
-            }
-            List<VcpuState> states = new ArrayList<>();
-            byte[] cpuidEntries = vm.cpuid().entryBytes();
-            for (Vcpu v : vm.vcpuList()) {
-                // Paused: only a vCPU serving a hypercall starts or stops a vCPU, and none is.
-                VcpuState st = VcpuStates.capture(v.kvm, vm.vmm().caps(), cpuidEntries, v.started);
-                if (v != caller && v.inRestartableHypercall) {
-                    long[] regs = st.regs();
-                    long rip = regs[CpuState.RIP];
-                    if (memory.readByte(rip - 1) != Hypercalls.OUT_EAX_DX) {
-                        throw new IllegalStateException(String.format(
-                                "vCPU %d waits in a hypercall but rip-1 (0x%x) is not its out instruction", v.index(),
-                                rip - 1));
-                    }
-                    regs[CpuState.RIP] = rip - 1;
-                    st = st.withRegs(regs);
-                }
-                states.add(st);
-            }
-            DeviceState devices = new DeviceState(vm.console().bytesWritten(), vm.channel().queuedRequests(),
-                    vm.channel().isClosed(), vm.isReady());
-            MachineState ms = new MachineState(vm.identity(), memory.size(), cpuidEntries,
-                    kvmVm.getClockNs(), states, devices);
-            lastPageWorkNanos = pageWork;
-            return new Snapshot(ms, f.image());
-        } catch (RuntimeException e) {
-            f.image().release();
-            throw e;
-        }
-    }
-
-    /**
-     * The process platform's capture. Ordering requirements: every vCPU's state first, each
-     * read by its own thread (ptrace), while the VM's RAM is still reachable through its
-     * process; then the runs that process wrote since it started (its anonymous pages, the
-     * process platform's dirty log), copied into the image; then, when the image changed,
-     * the VM moves to a new process that maps it privately, every vCPU at once (the new
-     * process confines itself only once all its threads are traced), before it resumes.
-     */
-    private Snapshot captureProcess(Vcpu caller) {
-        GuestMemory memory = vm.memory();
-        var platform = vm.vmm().processPlatform();
-        long t0 = System.nanoTime();
-        List<VcpuState> states = new ArrayList<>();
-        for (Vcpu v : vm.vcpuList()) {
-            var context = (io.vmfork.vmm.platform.process.ProcessExecContext) v.context();
-            boolean started = v.started;
-            VcpuState st = vm.control().runOn(v,
-                    () -> io.vmfork.vmm.platform.process.ProcessStates.capture(context, platform.xstateSize(), started));
-            states.add(rewound(v, caller, st, memory));
-        }
-        io.vmfork.vmm.platform.process.GuestProcess old = vm.process();
-        List<io.vmfork.vmm.state.MemorySource.Run> written = new ArrayList<>();
-        if (memory.isPrivate()) {
-            long[] r = Processes.writtenRanges(old.pid(), 0, memory.size());
-            for (int i = 0; i < r.length; i += 2) {
-                written.add(new io.vmfork.vmm.state.MemorySource.Run(r[i], r[i + 1] - r[i]));
-            }
-        }
-        long tScanned = System.nanoTime();
-        GuestMemory.Freeze f = memory.freezeProcess(written);
-        resultPages = new BitSet();
-        try {
-            if (f.viewChanged()) {
-                moveToNewProcess(f.image(), states, old, platform);
-            }
-            DeviceState devices = new DeviceState(vm.console().bytesWritten(), vm.channel().queuedRequests(),
-                    vm.channel().isClosed(), vm.isReady());
-            MachineState ms = new MachineState(vm.identity(), memory.size(), vm.vmm().cpuidEntries(), 0, states,
-                    devices);
-            lastPageWorkNanos = tScanned - t0;
-            return new Snapshot(ms, f.image());
-        } catch (RuntimeException e) {
-            f.image().release();
-            throw e;
-        }
-    }
-
-    /**
-     * The VM goes on from {@code image} in a new guest process: the old one is killed, and
-     * each vCPU's thread (this one inline, the others as they wait paused) attaches to its
-     * thread in the new process with the state it had.
-     */
-    private void moveToNewProcess(RuntimeImage image, List<VcpuState> states,
-            io.vmfork.vmm.platform.process.GuestProcess old,
-            io.vmfork.vmm.platform.process.ProcessPlatform platform) {
-        io.vmfork.vmm.platform.process.GuestProcess next = platform.spawnForMove();
-        try {
-            RuntimeImage.ProcessMapping plan = image.processMapping(
-                    io.vmfork.vmm.platform.process.GuestProcess.LOWEST_MAPPED);
-            next.launch(plan.fds(), plan.extents(), states.size());
-        } catch (RuntimeException e) {
-            next.release();
-            throw e;
-        }
-        old.kill();
-        retired = old; // reaped once the VM runs again: its teardown is the kernel's, not the pause's
         List<Vcpu> all = vm.vcpuList();
-        // Two rounds, each vCPU on its own thread: all trace their new threads (the last
-        // lets the new process confine itself and stop), then each takes up its state.
-        onEachVcpu(all, i -> {
-            var context = (io.vmfork.vmm.platform.process.ProcessExecContext) all.get(i).context();
-            context.beginMove(next);
-        });
-        onEachVcpu(all, i -> {
-            var context = (io.vmfork.vmm.platform.process.ProcessExecContext) all.get(i).context();
-            context.finishMove(states.get(i).cpu().fpu());
-        });
-        vm.moveToProcess(next);
+        boolean[] started = new boolean[all.size()];
+        for (int i = 0; i < started.length; i++) {
+            // Paused: only a vCPU serving a hypercall starts or stops a vCPU, and none is.
+            started[i] = all.get(i).started;
+        }
+        Machine.Capture c = vm.machine().capture(started, resultPages, vm.vcpuThreads());
+        resultPages = new BitSet();
+        try {
+            List<VcpuState> states = new ArrayList<>();
+            for (int i = 0; i < all.size(); i++) {
+                states.add(rewound(all.get(i), caller, c.vcpus().get(i), memory));
+            }
+            DeviceState devices = new DeviceState(vm.console().bytesWritten(), vm.channel().queuedRequests(),
+                    vm.channel().isClosed(), vm.isReady());
+            MachineState ms = new MachineState(vm.identity(), memory.size(), c.cpuidEntries(), c.clockNs(), states,
+                    devices);
+            lastPageWorkNanos = c.pageWorkNanos();
+            return new Snapshot(ms, c.image());
+        } catch (RuntimeException e) {
+            c.image().release();
+            throw e;
+        }
     }
 
-    /** The guest process a capture moved the VM out of, killed, to reap after the pause; null if none. */
-    private io.vmfork.vmm.platform.process.GuestProcess retired;
-
-    /**
-     * What a freeze leaves for after the pause, once the VM runs again: the memory's
-     * background work ({@link GuestMemory#resumed}) and, on the process platform, reaping
-     * the process the VM moved out of (its threads end as the kernel tears down its
-     * address space: tens of ms at 1 GiB).
-     */
+    /** What a capture leaves for after the pause, once the VM runs again (the platform's: {@link Machine#resumed}). */
     private void afterResume() {
-        vm.memory().resumed();
-        io.vmfork.vmm.platform.process.GuestProcess old = retired;
-        retired = null;
-        if (old != null) {
-            // Off the caller's thread too: a FORK's caller resumes its guest only after this.
-            REAPER.execute(() -> {
-                try {
-                    old.release();
-                } catch (RuntimeException e) {
-                    log.warn("reaping {} after a fork of {}", old, vm, e);
-                }
-            });
-        }
-    }
-
-    /** Reaps the guest processes that forks moved VMs out of (waitpid works from any thread of the VMM). */
-    private static final java.util.concurrent.ExecutorService REAPER =
-            java.util.concurrent.Executors.newSingleThreadExecutor(r -> {
-                Thread t = new Thread(r, "vmfork-reaper");
-                t.setDaemon(true);
-                return t;
-            });
-
-    /** Runs {@code work} for every vCPU on that vCPU's own thread, all at once, and waits for them all. */
-    private void onEachVcpu(List<Vcpu> all, java.util.function.IntConsumer work) {
-        List<java.util.concurrent.Future<Void>> done = new ArrayList<>();
-        int self = -1;
-        for (int i = 0; i < all.size(); i++) {
-            int k = i;
-            if (all.get(i).thread() == Thread.currentThread()) {
-                self = i;
-            } else {
-                done.add(vm.control().post(all.get(i), () -> {
-                    work.accept(k);
-                    return null;
-                }));
-            }
-        }
-        if (self >= 0) {
-            work.accept(self);
-        }
-        for (java.util.concurrent.Future<Void> f : done) {
-            try {
-                f.get();
-            } catch (InterruptedException e) {
-                Thread.currentThread().interrupt();
-                throw new IllegalStateException("interrupted waiting for the vCPUs of " + vm, e);
-            } catch (java.util.concurrent.ExecutionException e) {
-                throw e.getCause() instanceof RuntimeException r ? r : new IllegalStateException(e.getCause());
-            }
-        }
+        vm.machine().resumed();
     }
 
     /**

@@ -1,10 +1,8 @@
 package io.vmfork.vmm;
 
-import io.vmfork.kvm.KvmVcpu;
 import io.vmfork.vmm.platform.ExecContext;
 import io.vmfork.vmm.platform.ParkedThread;
 import io.vmfork.vmm.platform.Trap;
-import io.vmfork.vmm.platform.kvm.KvmExecContext;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -16,8 +14,6 @@ import org.slf4j.LoggerFactory;
 final class Vcpu implements Runnable {
     private static final Logger log = LoggerFactory.getLogger(Vcpu.class);
 
-    /** The KVM vCPU (its full state for the fork path), or null on another platform. */
-    final KvmVcpu kvm;
     private final ExecContext context;
     private final VirtualMachine vm;
     private final RunControl control;
@@ -48,7 +44,6 @@ final class Vcpu implements Runnable {
             ParkedThread parked) {
         this.vm = vm;
         this.context = context;
-        this.kvm = context instanceof KvmExecContext k ? k.kvm() : null;
         this.control = control;
         this.dispatcher = dispatcher;
         this.parked = parked;

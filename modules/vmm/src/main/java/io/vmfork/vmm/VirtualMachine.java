@@ -1,13 +1,11 @@
 package io.vmfork.vmm;
 
-import io.vmfork.kvm.KvmVcpu;
-import io.vmfork.kvm.KvmVm;
-import io.vmfork.kvm.x86.Cpuid;
 import io.vmfork.vmm.guest.ElfImage;
 import io.vmfork.vmm.hypercall.Hypercalls;
 import io.vmfork.vmm.memory.GuestMemory;
 import io.vmfork.vmm.memory.RuntimeImage;
-import io.vmfork.vmm.platform.ParkedThread;
+import io.vmfork.vmm.platform.ExecContext;
+import io.vmfork.vmm.platform.Machine;
 import io.vmfork.vmm.state.DeviceState;
 import io.vmfork.vmm.state.MachineState;
 import io.vmfork.vmm.state.VcpuState;
@@ -27,7 +25,8 @@ import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 /**
- * One running VM: its KVM VM, guest RAM, vCPU threads and device model (console, message
+ * One running VM: its machine on the host's platform (guest RAM and vCPU contexts: a KVM VM,
+ * or a confined guest process), its vCPU threads and its device model (console, message
  * channel). Made by {@link Vmm#launch}. Every host resource it holds is released when it
  * ends, by whatever path; {@link #termination()} completes after that.
  */
@@ -38,10 +37,8 @@ public final class VirtualMachine {
     private final VmIdentity identity;
     private final String imageName;
     private final GuestMemory memory;
-    /** The KVM VM, or null on the process platform. */
-    private final KvmVm kvmVm;
-    /** The guest process, or null on the KVM platform; a fork moves the VM to a new one. */
-    private volatile io.vmfork.vmm.platform.process.GuestProcess process;
+    /** The platform's half of the VM: its address space and vCPU contexts. */
+    private final Machine machine;
     private final List<Vcpu> vcpus = new ArrayList<>();
     private final RunControl control = new RunControl();
     private final RemoteTickets remoteTickets = new RemoteTickets(control);
@@ -57,33 +54,30 @@ public final class VirtualMachine {
     private final long launchStartNanos;
     private final VirtualMachine parent;
     private final Set<VirtualMachine> children = ConcurrentHashMap.newKeySet();
-    private final Cpuid cpuid;
     private volatile long firstExitNanos;
     private volatile VmState state = VmState.CREATED;
     private volatile VmExit exit;
     private int vcpusFinished;
 
-    private VirtualMachine(Vmm vmm, VmIdentity identity, String imageName, GuestMemory memory, KvmVm kvmVm,
-            VmListener listener, long launchStartNanos, VirtualMachine parent, Cpuid cpuid) {
-        this(vmm, identity, imageName, memory, kvmVm, null, listener, launchStartNanos, parent, cpuid);
-    }
-
-    private VirtualMachine(Vmm vmm, VmIdentity identity, String imageName, GuestMemory memory, KvmVm kvmVm,
-            io.vmfork.vmm.platform.process.GuestProcess process, VmListener listener, long launchStartNanos,
-            VirtualMachine parent, Cpuid cpuid) {
-        this.process = process;
+    /** One vCPU per context of the machine, each on the thread the machine has for it or a new one. */
+    private VirtualMachine(Vmm vmm, VmIdentity identity, String imageName, Machine machine, VmListener listener,
+            long launchStartNanos, VirtualMachine parent) {
         this.vmm = vmm;
         this.parent = parent;
-        this.cpuid = cpuid;
         this.identity = identity;
         this.imageName = imageName;
-        this.memory = memory;
-        this.kvmVm = kvmVm;
+        this.machine = machine;
+        this.memory = machine.memory();
         this.listener = listener;
         this.launchStartNanos = launchStartNanos;
         VmmSettings s = vmm.settings();
         this.channel = new MessageChannel(control, s.maxMessageBytes(), s.maxQueuedRequests());
         this.console = new Console(s.consoleBufferBytes());
+        for (ExecContext context : machine.contexts()) {
+            Vcpu v = new Vcpu(this, context, control, dispatcher, machine.takeThread(context.index()));
+            vcpus.add(v);
+            control.register(v);
+        }
     }
 
     /**
@@ -107,10 +101,7 @@ public final class VirtualMachine {
         }
         GuestMemory memory = GuestMemory.create("vmfork-" + Long.toHexString(identity.vmId()), size,
                 s.maxImageExtents());
-        KvmVm kvmVm = null;
-        KvmVcpu spare = null;
-        ParkedThread spareThread = null;
-        VirtualMachine vm = null;
+        Machine machine;
         try {
             for (ElfImage.Segment seg : image.segments()) {
                 memory.write(seg.vaddr(), seg.data());
@@ -118,81 +109,25 @@ public final class VirtualMachine {
             PageTables.build(memory);
             long heapStart = (image.endAddress() + GuestLayout.PAGE - 1) & ~(GuestLayout.PAGE - 1);
             writeBootInfo(memory, size, heapStart, heapEnd, stackTop, spec.vcpus());
-            if (vmm.processPlatform() != null) {
-                vm = bootProcess(vmm, spec, identity, image, memory, launchStartNanos);
-                vm.vcpus.get(0).started = true;
-                vmm.register(vm);
-                vm.start();
-                return vm;
-            }
-            VmPool.Entry pooled = vmm.takePooledVm(0);
-            if (pooled != null) {
-                kvmVm = pooled.vm();
-                spare = pooled.vcpu0(); // has the host's CPUID already
-                spareThread = pooled.thread();
-                if (pooled.reserved() != null) {
-                    // A booted VM runs on its own RAM file, shared: not the pooled slot's range.
-                    kvmVm.setUserMemoryRegion(0, 0, 0, 0, 0);
-                    pooled.reserved().close();
-                }
-            } else {
-                kvmVm = vmm.kvm().createVm();
-            }
-            kvmVm.setUserMemoryRegion(0, 0, 0, size, memory.hostAddress());
-            vm = new VirtualMachine(vmm, identity, image.name(), memory, kvmVm, spec.listener(), launchStartNanos, null,
-                    vmm.cpuid());
-            for (int i = 0; i < spec.vcpus(); i++) {
-                KvmVcpu kv;
-                if (i == 0 && spare != null) {
-                    kv = spare;
-                    vm.addVcpu(kv, spareThread);
-                    spare = null; // the VM owns both now
-                    spareThread = null;
-                } else {
-                    kv = kvmVm.createVcpu(i);
-                    vm.addVcpu(kv, null);
-                    CpuSetup.setCpuid(kv, vmm.cpuid());
-                }
-                CpuSetup.setLongModeUser(kv, vmm.cpuid());
-                // Every vCPU gets the boot registers, so that a capture of one not yet
-                // started is a state the guest model accepts; only vCPU 0 runs from them.
-                CpuSetup.setEntry(kv, image.entry(), stackTop, GuestLayout.BOOT_INFO);
-            }
+            // Every vCPU gets the boot registers, so that a capture of one not yet started
+            // is a state the guest model accepts; only vCPU 0 runs from them.
+            machine = vmm.guestPlatform().boot(memory, spec.vcpus(),
+                    CpuSetup.entryRegs(image.entry(), stackTop, GuestLayout.BOOT_INFO));
+        } catch (RuntimeException e) {
+            memory.close();
+            throw e;
+        }
+        VirtualMachine vm = null;
+        try {
+            vm = new VirtualMachine(vmm, identity, image.name(), machine, spec.listener(), launchStartNanos, null);
             vm.vcpus.get(0).started = true;
             vmm.register(vm);
             vm.start();
             return vm;
         } catch (RuntimeException e) {
-            releaseFailedLaunch(vm, kvmVm, spare, spareThread, memory);
+            releaseFailedLaunch(vm, machine);
             throw e;
         }
-    }
-
-    /**
-     * The process platform's part of a boot: a guest process that maps the VM's RAM file
-     * shared (the VMM reads and writes the same pages), one thread per vCPU, each vCPU's
-     * boot registers. On failure the process is released, the memory left to the caller.
-     */
-    private static VirtualMachine bootProcess(Vmm vmm, VmSpec spec, VmIdentity identity, ElfImage image,
-            GuestMemory memory, long launchStartNanos) {
-        io.vmfork.vmm.platform.process.GuestProcess p = vmm.processPlatform().spawn();
-        VirtualMachine vm;
-        try {
-            p.launch(memory.sharedFileDescriptor(), memory.size(), true, spec.vcpus());
-            vm = new VirtualMachine(vmm, identity, image.name(), memory, null, p, spec.listener(), launchStartNanos,
-                    null, null);
-        } catch (RuntimeException e) {
-            p.release();
-            throw e;
-        }
-        for (int i = 0; i < spec.vcpus(); i++) {
-            var context = new io.vmfork.vmm.platform.process.ProcessExecContext(p, i, memory);
-            // Every vCPU gets the boot registers, as on KVM; only vCPU 0 runs from them.
-            context.setRegs(CpuSetup.entryRegs(image.entry(), memory.size(), GuestLayout.BOOT_INFO));
-            // vCPU 0 runs on the thread that traces it already, if the process came with one.
-            vm.addVcpu(context, i == 0 ? p.takeLeaderTracer() : null);
-        }
-        return vm;
     }
 
     /**
@@ -220,87 +155,16 @@ public final class VirtualMachine {
         if (state.vcpus().isEmpty() || !state.vcpus().get(0).started()) {
             throw new LaunchException("the captured VM has no running vCPU 0; a vmfork guest's vCPU 0 always runs");
         }
-        if (vmm.processPlatform() != null) {
-            return restoreProcess(vmm, state, image, identity, imageName, listener, parent, withQueuedRequests,
-                    beforeStart, hold, start);
-        }
-        VmmSettings s = vmm.settings();
-        GuestMemory memory = null;
-        KvmVm kvmVm = null;
-        KvmVcpu spare = null;
-        ParkedThread spareThread = null;
+        Machine machine = vmm.guestPlatform().restore("vmfork-" + Long.toHexString(identity.vmId()), state, image);
         VirtualMachine vm = null;
-        io.vmfork.os.Mapping reserved = null;
         try {
-            VmPool.Entry pooled = vmm.takePooledVm(image.size());
-            if (pooled != null) {
-                kvmVm = pooled.vm();
-                spare = pooled.vcpu0();
-                spareThread = pooled.thread();
-                reserved = pooled.reserved();
-                if (reserved != null && pooled.slotSize() != image.size()) {
-                    // Made for another RAM size: its memory slot goes, and the range with it.
-                    kvmVm.setUserMemoryRegion(0, 0, 0, 0, 0);
-                    reserved.close();
-                    reserved = null;
-                }
-            } else {
-                kvmVm = vmm.kvm().createVm();
-            }
-            // A pooled VM of this size has its memory slot (dirty-logged) over a reserved
-            // range already: the view is mapped into that range, and KVM needs no new slot.
-            io.vmfork.os.Mapping into = reserved;
-            reserved = null; // the view owns it from here, also if mapping fails
-            memory = GuestMemory.fromImage("vmfork-" + Long.toHexString(identity.vmId()), image,
-                    s.maxImageExtents(), into);
-            if (into == null) {
-                kvmVm.setUserMemoryRegion(0, KvmVm.MEM_LOG_DIRTY_PAGES, 0, memory.size(), memory.hostAddress());
-            }
-            kvmVm.setClock(state.clockNs());
-            byte[] cpuidEntries = state.cpuidEntries();
-            // A fork child of a VM booted here has the host's CPUID: share the VMM's (no copy).
-            boolean hostCpuid = vmm.isHostCpuid(cpuidEntries);
-            Cpuid cpuid = hostCpuid ? vmm.cpuid() : Cpuid.fromEntryBytes(cpuidEntries);
-            // A pooled vCPU has the host's CPUID; one captured elsewhere may differ, and
-            // KVM_SET_CPUID2 may still change it, before the vCPU's first KVM_RUN.
-            boolean spareHasCpuid = spare != null && hostCpuid;
-            vm = new VirtualMachine(vmm, identity, imageName, memory, kvmVm, listener, start, parent, cpuid);
+            vm = new VirtualMachine(vmm, identity, imageName, machine, listener, start, parent);
             for (VcpuState vs : state.vcpus()) {
-                if (vs.index() != vm.vcpus.size()) {
-                    throw new LaunchException("the captured vCPUs are not in index order 0..n-1: vCPU " + vs.index()
-                            + " at position " + vm.vcpus.size());
-                }
-                KvmVcpu kv;
-                boolean cpuidSet = false;
-                if (vs.index() == 0 && spare != null) {
-                    kv = spare;
-                    vm.addVcpu(kv, spareThread);
-                    spare = null; // the VM owns both now
-                    spareThread = null;
-                    cpuidSet = spareHasCpuid;
-                } else {
-                    kv = kvmVm.createVcpu(vs.index());
-                    vm.addVcpu(kv, null);
-                }
-                if (!cpuidSet) {
-                    kv.setCpuid(cpuid);
-                }
-                VcpuStates.restore(kv, vs, cpuidEntries, vmm.caps());
-                vm.vcpus.get(vm.vcpus.size() - 1).started = vs.started();
-            }
-            if (spare != null) {
-                // The captured VM has no vCPU 0 (a capsule the guest model would refuse): not used.
-                spare.close();
-                spare = null;
-                spareThread.cancel();
-                spareThread = null;
+                vm.vcpus.get(vs.index()).started = vs.started();
             }
             return vm.finishRestore(state, image, parent, withQueuedRequests, beforeStart, hold, start);
         } catch (RuntimeException e) {
-            releaseFailedLaunch(vm, kvmVm, spare, spareThread, memory);
-            if (reserved != null) {
-                reserved.close();
-            }
+            releaseFailedLaunch(vm, machine);
             throw e;
         }
     }
@@ -351,70 +215,12 @@ public final class VirtualMachine {
         return vm;
     }
 
-    /**
-     * The process platform's restore: a guest process mapping the image privately (the VMM
-     * reaches its RAM through the process), one thread per captured vCPU, each with its
-     * registers, FS/GS bases and XSAVE area. On failure everything made is released.
-     */
-    private static VirtualMachine restoreProcess(Vmm vmm, MachineState state, RuntimeImage image, VmIdentity identity,
-            String imageName, VmListener listener, VirtualMachine parent, boolean withQueuedRequests,
-            java.util.function.Consumer<VirtualMachine> beforeStart, CompletableFuture<Void> hold, long start) {
-        GuestMemory memory = GuestMemory.forProcess("vmfork-" + Long.toHexString(identity.vmId()), image,
-                vmm.settings().maxImageExtents());
-        io.vmfork.vmm.platform.process.GuestProcess p = null;
-        VirtualMachine vm = null;
-        try {
-            image.awaitReady();
-            p = vmm.processPlatform().spawn();
-            RuntimeImage.ProcessMapping plan = image.processMapping(io.vmfork.vmm.platform.process.GuestProcess.LOWEST_MAPPED);
-            p.launch(plan.fds(), plan.extents(), state.vcpus().size());
-            memory.attachProcess(p.pid());
-            vm = new VirtualMachine(vmm, identity, imageName, memory, null, p, listener, start, parent, null);
-            for (VcpuState vs : state.vcpus()) {
-                if (vs.index() != vm.vcpus.size()) {
-                    throw new LaunchException("the captured vCPUs are not in index order 0..n-1: vCPU " + vs.index()
-                            + " at position " + vm.vcpus.size());
-                }
-                var context = new io.vmfork.vmm.platform.process.ProcessExecContext(p, vs.index(), memory);
-                io.vmfork.vmm.platform.process.ProcessStates.restore(context, vs, vmm.processPlatform().xstateSize());
-                vm.addVcpu(context, vs.index() == 0 ? p.takeLeaderTracer() : null);
-                vm.vcpus.get(vm.vcpus.size() - 1).started = vs.started();
-            }
-            return vm.finishRestore(state, image, parent, withQueuedRequests, beforeStart, hold, start);
-        } catch (RuntimeException e) {
-            if (vm != null) {
-                vm.releaseUnstarted();
-            } else {
-                if (p != null) {
-                    p.release();
-                }
-                memory.close();
-            }
-            throw e;
-        }
-    }
-
-    /**
-     * Releases what a launch that failed half-way had made: a pooled vCPU and thread not yet
-     * handed to the VM, then the VM if it exists, else its parts.
-     */
-    private static void releaseFailedLaunch(VirtualMachine vm, KvmVm kvmVm, KvmVcpu spare, ParkedThread spareThread,
-            GuestMemory memory) {
-        if (spareThread != null) {
-            spareThread.cancel();
-        }
-        if (spare != null) {
-            spare.close();
-        }
+    /** Releases what a launch that failed half-way had made: the VM if it exists, else its machine. */
+    private static void releaseFailedLaunch(VirtualMachine vm, Machine machine) {
         if (vm != null) {
             vm.releaseUnstarted();
-            return;
-        }
-        if (kvmVm != null) {
-            kvmVm.close();
-        }
-        if (memory != null) {
-            memory.close();
+        } else {
+            machine.release();
         }
     }
 
@@ -425,37 +231,14 @@ public final class VirtualMachine {
                 new io.vmfork.vmm.x86.GuestModel.BootInfo(size, heapStart, heapEnd, stackTop, vcpus)));
     }
 
-    /** {@code parked}: a pooled thread to run it, or null for a thread of its own. */
-    private void addVcpu(KvmVcpu kv, ParkedThread parked) {
-        addVcpu(new io.vmfork.vmm.platform.kvm.KvmExecContext(kv, memory, vmm.settings().kickSignal()), parked);
-    }
-
-    private void addVcpu(io.vmfork.vmm.platform.ExecContext context, ParkedThread parked) {
-        Vcpu v = new Vcpu(this, context, control, dispatcher, parked);
-        vcpus.add(v);
-        control.register(v);
-    }
-
     private void start() {
         state = VmState.RUNNING;
-        if (process != null) {
-            watchProcess(process);
-        }
+        // A guest the platform sees end outside a vCPU's run (killed from outside while
+        // every vCPU waits in the VMM) ends the VM as crashed.
+        machine.started(reason -> end(VmExit.crashed(reason)));
         for (Vcpu v : vcpus) {
             v.start();
         }
-    }
-
-    /**
-     * A guest process killed from outside while no vCPU thread traces it in a wait (all in
-     * the VMM, e.g. in RECV) ends the VM as crashed, as a tracer that sees the death does.
-     */
-    private void watchProcess(io.vmfork.vmm.platform.process.GuestProcess p) {
-        vmm.processPlatform().watch(p, vcpus.size(), reason -> {
-            if (process == p) {
-                end(VmExit.crashed(reason));
-            }
-        });
     }
 
     // ---- identity and parts ----------------------------------------------------------
@@ -676,35 +459,25 @@ public final class VirtualMachine {
             return;
         }
         try {
-            if (kvmVm != null) {
-                kvmVm.close();
-            }
-            if (process != null) {
-                vmm.processPlatform().unwatch(process);
-                process.release();
-            }
+            machine.release(); // guest RAM with it
         } finally {
+            VmExit e = exit;
+            state = switch (e.kind()) {
+                case EXITED -> VmState.EXITED;
+                case CRASHED -> VmState.CRASHED;
+                case STOPPED -> VmState.STOPPED;
+            };
+            vmm.unregister(this);
+            if (parent != null) {
+                parent.children.remove(this);
+            }
+            if (!ready.isDone()) {
+                ready.completeExceptionally(new VmEndedException(e));
+            }
             try {
-                memory.close();
+                listener.onEnded(this, e);
             } finally {
-                VmExit e = exit;
-                state = switch (e.kind()) {
-                    case EXITED -> VmState.EXITED;
-                    case CRASHED -> VmState.CRASHED;
-                    case STOPPED -> VmState.STOPPED;
-                };
-                vmm.unregister(this);
-                if (parent != null) {
-                    parent.children.remove(this);
-                }
-                if (!ready.isDone()) {
-                    ready.completeExceptionally(new VmEndedException(e));
-                }
-                try {
-                    listener.onEnded(this, e);
-                } finally {
-                    termination.complete(e);
-                }
+                termination.complete(e);
             }
         }
     }
@@ -737,26 +510,63 @@ public final class VirtualMachine {
         }
     }
 
-    /** The guest process the VM runs in now (process platform), else null. */
-    io.vmfork.vmm.platform.process.GuestProcess process() {
-        return process;
-    }
-
-    /** The VM goes on in {@code next} (a fork moved it); the caller releases the old one. */
-    void moveToProcess(io.vmfork.vmm.platform.process.GuestProcess next) {
-        process = next;
-        memory.attachProcess(next.pid());
-        watchProcess(next);
-    }
-
     /** The host pid of this VM's guest process (the process platform), or -1 on KVM. For tests. */
     int guestPid() {
-        return process != null ? process.pid() : -1;
+        return machine.guestPid();
     }
 
-    /** Whether this VM runs in a guest process (the process platform) rather than in KVM. */
-    boolean onProcessPlatform() {
-        return process != null;
+    /** The platform's half of this VM. */
+    Machine machine() {
+        return machine;
+    }
+
+    /**
+     * Work on this VM's vCPU threads, for the platform while the VM is paused: each vCPU's
+     * thread serves it where it waits (paused, or in a hypercall), the calling vCPU's
+     * inline.
+     */
+    Machine.VcpuThreads vcpuThreads() {
+        return new Machine.VcpuThreads() {
+            @Override
+            public <T> T runOn(int index, java.util.function.Supplier<T> work) {
+                return control.runOn(vcpus.get(index), work::get);
+            }
+
+            @Override
+            public void onEach(java.util.function.IntConsumer work) {
+                onEachVcpu(work);
+            }
+        };
+    }
+
+    /** Runs {@code work} for every vCPU on that vCPU's own thread, all at once, and waits for them all. */
+    private void onEachVcpu(java.util.function.IntConsumer work) {
+        List<java.util.concurrent.Future<Void>> done = new ArrayList<>();
+        int self = -1;
+        for (int i = 0; i < vcpus.size(); i++) {
+            int k = i;
+            if (vcpus.get(i).thread() == Thread.currentThread()) {
+                self = i;
+            } else {
+                done.add(control.post(vcpus.get(i), () -> {
+                    work.accept(k);
+                    return null;
+                }));
+            }
+        }
+        if (self >= 0) {
+            work.accept(self);
+        }
+        for (java.util.concurrent.Future<Void> f : done) {
+            try {
+                f.get();
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                throw new IllegalStateException("interrupted waiting for the vCPUs of " + this, e);
+            } catch (java.util.concurrent.ExecutionException e) {
+                throw e.getCause() instanceof RuntimeException r ? r : new IllegalStateException(e.getCause());
+            }
+        }
     }
 
     /** Hypercalls beyond the base set. */
@@ -842,16 +652,8 @@ public final class VirtualMachine {
 
     // ---- what the fork path reads of the VM ------------------------------------------
 
-    KvmVm kvmVm() {
-        return kvmVm;
-    }
-
     List<Vcpu> vcpuList() {
         return vcpus;
-    }
-
-    Cpuid cpuid() {
-        return cpuid;
     }
 
     VmListener listener() {

@@ -1,8 +1,5 @@
 package io.vmfork.vmm;
 
-import io.vmfork.kvm.Kvm;
-import io.vmfork.kvm.VcpuThreads;
-import io.vmfork.kvm.x86.Cpuid;
 import io.vmfork.vmm.memory.RuntimeImage;
 import io.vmfork.vmm.state.MachineState;
 import io.vmfork.vmm.x86.GuestLayout;
@@ -10,25 +7,22 @@ import java.security.SecureRandom;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.ConcurrentHashMap;
-import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicLong;
 
 /**
- * One host's virtual machine monitor: the /dev/kvm handle, the VMs it runs and the
- * host's limits. Thread-safe. Plain Java, no actors: the cluster's HostActor drives one.
+ * One host's virtual machine monitor: the platform its guests run on (KVM or the process
+ * platform, {@link io.vmfork.vmm.platform.Platform}), the VMs it runs and the host's limits. Thread-safe. Plain Java, no actors: the cluster's HostActor drives one.
  */
 public final class Vmm implements AutoCloseable {
     private static final org.slf4j.Logger log = org.slf4j.LoggerFactory.getLogger(Vmm.class);
-    private static final AtomicBoolean SIGNAL_INSTALLED = new AtomicBoolean();
     /** VM ids: the host id above bit 40, a sequence number below. */
     private static final int HOST_ID_SHIFT = 40;
 
     private final VmmSettings settings;
-    private final Kvm kvm;
-    private final Cpuid cpuid;
-    private final byte[] cpuidEntries;
-    private final VcpuStates.HostCaps caps;
+    /** Where guests run here: KVM or the process platform. */
+    private final io.vmfork.vmm.platform.Platform guestPlatform;
+    private final io.vmfork.vmm.platform.PlatformChoice platform;
     private final SecureRandom entropy = new SecureRandom();
     /**
      * Starts from the clock, so that a host that restarts does not hand out the ids of
@@ -40,63 +34,12 @@ public final class Vmm implements AutoCloseable {
     private final Map<Long, VirtualMachine> vms = new ConcurrentHashMap<>();
     private volatile boolean closed;
     private volatile io.vmfork.vmm.fork.CopyPlacement placement = io.vmfork.vmm.fork.CopyPlacement.LOCAL;
-    /** KVM VMs made ahead of need, or null (vmfork.vmm.pool.size = 0). */
-    private final VmPool pool;
 
-    /** The process platform, or null when guests run on KVM. */
-    private final io.vmfork.vmm.platform.process.ProcessPlatform processPlatform;
-    private final io.vmfork.vmm.platform.PlatformChoice platform;
-
-    /** A VMM on the process platform: no KVM, no pool of KVM VMs. */
-    private Vmm(VmmSettings settings, io.vmfork.vmm.platform.process.ProcessPlatform processPlatform,
+    private Vmm(VmmSettings settings, io.vmfork.vmm.platform.Platform guestPlatform,
             io.vmfork.vmm.platform.PlatformChoice platform) {
         this.settings = settings;
-        this.kvm = null;
-        this.cpuid = null;
-        // The CPUID a guest here runs with is the host CPU's own (cpuid is not intercepted).
-        this.cpuidEntries = io.vmfork.vmm.capsule.CpuFeatures.hostObserved();
-        // What a capsule may carry here: the XSAVE area (as KVM's 4 KiB region), XCR0, and the
-        // MSRs a KVM capture lists (a process-platform vCPU keeps only the FS/GS bases of them).
-        this.caps = new VcpuStates.HostCaps(true, io.vmfork.kvm.KvmVcpu.XSAVE_SIZE, false, true,
-                io.vmfork.kvm.x86.Msr.GUEST_VISIBLE.clone());
-        this.pool = null;
-        this.processPlatform = processPlatform;
+        this.guestPlatform = guestPlatform;
         this.platform = platform;
-    }
-
-    private Vmm(VmmSettings settings, Kvm kvm, io.vmfork.vmm.platform.PlatformChoice platform) {
-        this.settings = settings;
-        this.processPlatform = null;
-        this.platform = platform;
-        this.kvm = kvm;
-        this.cpuid = kvm.supportedCpuid();
-        this.cpuidEntries = cpuid.entryBytes();
-        this.caps = hostCaps(kvm, cpuid);
-        this.pool = settings.poolSize() > 0 ? VmPool.start(kvm, cpuid, settings.poolSize(), settings.poolMaxSize(),
-                settings.poolShrinkAfter(), settings.poolRetryAfter(), settings.poolRefillAfter())
-                : null;
-    }
-
-    /** XSAVE component 18, AMX tile data: enabled per process, on request. */
-    private static final int XFEATURE_XTILEDATA = 18;
-
-    /**
-     * What vCPU state this host can save and restore: the XSAVE area or FXSAVE, XCRs, and
-     * which MSRs.
-     *
-     * <p>The XSAVE area is carried wherever KVM can get and set it, whatever KVM's
-     * supported CPUID says of XSAVE: on PVM hosts that list lacks XSAVE, yet the guest runs
-     * at CPL3 with the host's XCR0 and uses AVX and AVX-512 registers, which KVM_GET_FPU
-     * does not hold (issue 6). KVM_GET_XSAVE2 with KVM_CAP_XSAVE2's size covers components
-     * beyond 4 KiB (AMX tile data, once this process has permission for it).
-     */
-    private static VcpuStates.HostCaps hostCaps(Kvm kvm, Cpuid cpuid) {
-        boolean xsave = kvm.checkExtension(Kvm.CAP_XSAVE) > 0;
-        int xsave2Size = kvm.checkExtension(Kvm.CAP_XSAVE2);
-        int xsaveSize = Math.max(io.vmfork.kvm.KvmVcpu.XSAVE_SIZE, xsave2Size);
-        boolean xcrs = kvm.checkExtension(Kvm.CAP_XCRS) > 0 && cpuid.hasXsave();
-        int[] msrs = io.vmfork.vmm.x86.GuestModel.hostMsrs(kvm.msrIndexList());
-        return new VcpuStates.HostCaps(xsave, xsaveSize, xsave2Size > 0, xcrs, msrs);
     }
 
     /**
@@ -111,36 +54,10 @@ public final class Vmm implements AutoCloseable {
         io.vmfork.vmm.platform.PlatformChoice choice = io.vmfork.vmm.platform.PlatformChoice.decide(settings.platform(),
                 settings.kvmDevice());
         log.info("platform: {}", choice);
-        if (choice.isProcess()) {
-            return new Vmm(settings, io.vmfork.vmm.platform.process.ProcessPlatform.open(settings.poolSize(),
-                    settings.poolRefillAfter()),
-                    choice);
-        }
-        return openKvm(settings, choice);
-    }
-
-    private static Vmm openKvm(VmmSettings settings, io.vmfork.vmm.platform.PlatformChoice choice) {
-        Kvm kvm;
-        try {
-            kvm = Kvm.open(settings.kvmDevice());
-        } catch (io.vmfork.kvm.KvmException e) {
-            String why = io.vmfork.vmm.platform.HostPlatforms.kvmUnusableReason(settings.kvmDevice());
-            throw new io.vmfork.kvm.KvmException("the kvm platform is configured (vmfork.vmm.platform or"
-                    + " VMFORK_PLATFORM = kvm) but " + (why != null ? why : e.getMessage()) + ": load the kvm module"
-                    + " of this CPU (or enable nested virtualisation), give this user read-write access to it, or set"
-                    + " vmfork.vmm.platform = auto to run guests on the process platform", e);
-        }
-        try {
-            if (SIGNAL_INSTALLED.compareAndSet(false, true)) {
-                VcpuThreads.installKickSignal(settings.kickSignal());
-                // Before any vCPU of this process exists; false where there is no AMX.
-                VcpuThreads.requestGuestXstate(XFEATURE_XTILEDATA);
-            }
-            return new Vmm(settings, kvm, choice);
-        } catch (RuntimeException e) {
-            kvm.close();
-            throw e;
-        }
+        io.vmfork.vmm.platform.Platform p = choice.isProcess()
+                ? io.vmfork.vmm.platform.process.ProcessPlatform.open(settings)
+                : io.vmfork.vmm.platform.kvm.KvmPlatform.open(settings);
+        return new Vmm(settings, p, choice);
     }
 
     public static Vmm open() {
@@ -164,56 +81,51 @@ public final class Vmm implements AutoCloseable {
         return platform;
     }
 
-    /** The process platform, or null on KVM. */
+    /** Where guests run here. */
+    io.vmfork.vmm.platform.Platform guestPlatform() {
+        return guestPlatform;
+    }
+
+    /** The process platform, or null on KVM. For tests. */
     io.vmfork.vmm.platform.process.ProcessPlatform processPlatform() {
-        return processPlatform;
+        return guestPlatform instanceof io.vmfork.vmm.platform.process.ProcessPlatform p ? p : null;
+    }
+
+    /** The KVM platform, or null on the process platform. For tests. */
+    io.vmfork.vmm.platform.kvm.KvmPlatform kvmPlatform() {
+        return guestPlatform instanceof io.vmfork.vmm.platform.kvm.KvmPlatform k ? k : null;
+    }
+
+    /** The pool of ready KVM VMs, or null (the process platform, or no pool). For tests. */
+    io.vmfork.vmm.platform.kvm.VmPool pool() {
+        var k = kvmPlatform();
+        return k == null ? null : k.pool();
+    }
+
+    /** A ready KVM VM from the pool, or null. For tests. */
+    io.vmfork.vmm.platform.kvm.VmPool.Entry takePooledVm(long memorySize) {
+        var k = kvmPlatform();
+        return k == null ? null : k.takePooledVm(memorySize);
+    }
+
+    /** The host's CPUID as KVM offers it, or null on the process platform. For tests. */
+    io.vmfork.kvm.x86.Cpuid cpuid() {
+        var k = kvmPlatform();
+        return k == null ? null : k.cpuid();
     }
 
     io.vmfork.vmm.fork.CopyPlacement copyPlacement() {
         return placement;
     }
 
-    Kvm kvm() {
-        return kvm;
-    }
-
-    /** The pool of ready KVM VMs, or null when there is none. */
-    VmPool pool() {
-        return pool;
-    }
-
-    /**
-     * A ready KVM VM from the pool, or null (no pool, or it is empty, or the VMM is
-     * closing): the caller then creates one inline. {@code memorySize}: the RAM of the VM
-     * it becomes if that is a fork child or clone (its memory slot may be set already:
-     * {@link VmPool.Entry#reserved}), 0 for a booted VM.
-     */
-    VmPool.Entry takePooledVm(long memorySize) {
-        VmPool p = pool;
-        return p == null ? null : p.take(memorySize);
-    }
-
-    /** A fork is about to launch {@code n} VMs here at once (the pool grows for the next). */
+    /** A fork is about to launch {@code n} VMs here at once (the platform's pool grows for the next). */
     void expectLaunches(int n) {
-        VmPool p = pool;
-        if (p != null) {
-            p.expect(n);
-        }
-    }
-
-    /** The CPUID every VM booted here gets (and every pooled vCPU has); shared, never changed. */
-    Cpuid cpuid() {
-        return cpuid;
+        guestPlatform.expectLaunches(n);
     }
 
     /** The CPUID entries (kvm_cpuid_entry2 layout) a VM booted here runs with. */
     byte[] cpuidEntries() {
-        return cpuidEntries.clone();
-    }
-
-    /** Whether {@code entries} (a captured VM's CPUID) is this host's {@link #cpuid()}. */
-    boolean isHostCpuid(byte[] entries) {
-        return java.util.Arrays.equals(cpuidEntries, entries);
+        return guestPlatform.cpuidEntries();
     }
 
     SecureRandom entropy() {
@@ -350,9 +262,10 @@ public final class Vmm implements AutoCloseable {
 
     /** What a restored guest must be on this host (its limits and the MSRs it saves). */
     public io.vmfork.vmm.x86.GuestModel.Rules guestRules() {
+        io.vmfork.vmm.platform.HostCaps caps = guestPlatform.caps();
         return new io.vmfork.vmm.x86.GuestModel.Rules(settings.maxVcpus(), settings.minMemory(), settings.maxMemory(),
                 settings.maxMessageBytes(), settings.maxQueuedRequests(), caps.msrIndices(), caps.xsaveSize(),
-                processPlatform == null);
+                !platform.isProcess());
     }
 
     /** Writes a snapshot as a capsule; the VM it came from may run meanwhile. */
@@ -475,12 +388,11 @@ public final class Vmm implements AutoCloseable {
 
     /** What this host offers a capsule: KVM API version, CPU features, limits. */
     public io.vmfork.vmm.capsule.HostPlatform hostPlatform() {
-        return kvm == null ? io.vmfork.vmm.capsule.HostPlatform.ofProcess(settings)
-                : io.vmfork.vmm.capsule.HostPlatform.of(kvm, settings);
+        return guestPlatform.hostPlatform();
     }
 
-    VcpuStates.HostCaps caps() {
-        return caps;
+    io.vmfork.vmm.platform.HostCaps caps() {
+        return guestPlatform.caps();
     }
 
     void checkMemorySize(long bytes) {
@@ -526,17 +438,15 @@ public final class Vmm implements AutoCloseable {
 
     /**
      * Stops every VM, including those being launched or forked right now, waits until each
-     * has released what it held, then closes /dev/kvm. After it begins, no launch, fork or
+     * has released what it held, then closes the platform (/dev/kvm, the guest processes' spawner). After it begins, no launch, fork or
      * restore takes a slot, and one that had taken its slot before is stopped as it
      * registers.
      */
     @Override
     public void close() {
         closed = true;
-        if (pool != null) {
-            // First, so that it makes no more VMs; a launch now creates its VM inline.
-            pool.close();
-        }
+        // First, so that it makes nothing more ahead; a launch now makes what it needs inline.
+        guestPlatform.closing();
         long deadline = System.nanoTime() + 2 * settings.stopTimeout().toNanos();
         try {
             // A launch that reserved its slot before `closed` was set registers after it: go
@@ -562,15 +472,10 @@ public final class Vmm implements AutoCloseable {
             Thread.currentThread().interrupt();
         } finally {
             if (live.get() > 0) {
-                log.warn("closing /dev/kvm with {} VM slots still taken", live.get());
+                log.warn("closing the {} platform with {} VM slots still taken", platform.name(), live.get());
             }
             stopLaunchers();
-            if (kvm != null) {
-                kvm.close();
-            }
-            if (processPlatform != null) {
-                processPlatform.close();
-            }
+            guestPlatform.close();
         }
     }
 }

@@ -1,5 +1,6 @@
 package io.vmfork.vmm;
 
+import io.vmfork.vmm.platform.kvm.VcpuStates;
 import static org.junit.jupiter.api.Assertions.*;
 
 import io.vmfork.kvm.x86.Cpuid;
@@ -121,7 +122,7 @@ class InitialStateTest {
         assertTrue(control.pause(TimeUnit.SECONDS.toNanos(10)), "paused");
         try {
             Vcpu v0 = vm.vcpuList().get(0);
-            sregs = control.runOn(v0, () -> VcpuStates.fromBytes(v0.kvm.getSregsBytes()));
+            sregs = control.runOn(v0, () -> VcpuStates.fromBytes(((io.vmfork.vmm.platform.kvm.KvmExecContext) v0.context()).kvm().getSregsBytes()));
         } finally {
             control.resume();
         }

@@ -1,5 +1,6 @@
 package io.vmfork.vmm;
 
+import io.vmfork.vmm.platform.kvm.VcpuStates;
 import static org.junit.jupiter.api.Assertions.*;
 
 import io.vmfork.kvm.KvmVcpu;
@@ -22,7 +23,7 @@ import org.junit.jupiter.api.condition.EnabledIf;
 class RawVcpuStateTest {
     @Test
     void rawSregsAgreeWithTheStructureBothWays() {
-        try (Vmm vmm = VmmTesting.openVmm(); KvmVm vm = vmm.kvm().createVm(); KvmVcpu v = vm.createVcpu(0)) {
+        try (Vmm vmm = VmmTesting.openVmm(); KvmVm vm = vmm.kvmPlatform().kvm().createVm(); KvmVcpu v = vm.createVcpu(0)) {
             v.setCpuid(vmm.cpuid());
             CpuSetup.setLongModeUser(v, vmm.cpuid());
             SregsState viaStructure = VcpuStates.toState(v.getSregs());
@@ -50,7 +51,7 @@ class RawVcpuStateTest {
 
     @Test
     void rawRegsEventsAndMpStateAgreeWithTheStructures() {
-        try (Vmm vmm = VmmTesting.openVmm(); KvmVm vm = vmm.kvm().createVm(); KvmVcpu v = vm.createVcpu(0)) {
+        try (Vmm vmm = VmmTesting.openVmm(); KvmVm vm = vmm.kvmPlatform().kvm().createVm(); KvmVcpu v = vm.createVcpu(0)) {
             v.setCpuid(vmm.cpuid());
             CpuSetup.setLongModeUser(v, vmm.cpuid());
             CpuSetup.setEntry(v, 0x400000, 0x800000, 0x100000);
@@ -89,7 +90,7 @@ class RawVcpuStateTest {
 
     @Test
     void rawXcr0AndClockAgreeWithTheStructures() {
-        try (Vmm vmm = VmmTesting.openVmm(); KvmVm vm = vmm.kvm().createVm(); KvmVcpu v = vm.createVcpu(0)) {
+        try (Vmm vmm = VmmTesting.openVmm(); KvmVm vm = vmm.kvmPlatform().kvm().createVm(); KvmVcpu v = vm.createVcpu(0)) {
             v.setCpuid(vmm.cpuid());
             CpuSetup.setLongModeUser(v, vmm.cpuid());
             io.vmfork.kvm.x86.KvmXcrs x = v.getXcrs();

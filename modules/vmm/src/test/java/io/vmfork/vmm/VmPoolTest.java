@@ -1,5 +1,6 @@
 package io.vmfork.vmm;
 
+import io.vmfork.vmm.platform.kvm.VmPool;
 import static org.junit.jupiter.api.Assertions.*;
 
 import com.typesafe.config.ConfigFactory;

@@ -1,5 +1,6 @@
 package io.vmfork.vmm;
 
+import io.vmfork.vmm.platform.kvm.VmPool;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;

@@ -157,6 +157,9 @@ public final class KvmExecContext implements ExecContext {
 
     @Override
     public synchronized void close() {
+        if (closed) {
+            return;
+        }
         closed = true;
         kvm.close();
     }

@@ -26,7 +26,7 @@ import java.util.concurrent.LinkedBlockingQueue;
  * the VMM: a guest process has that thread as its parent and dies with it
  * (PR_SET_PDEATHSIG), so no guest outlives its VMM, even when the JVM is killed.
  */
-public final class ProcessPlatform implements AutoCloseable {
+public final class ProcessPlatform implements io.vmfork.vmm.platform.Platform {
     /** The stub executable inside the native-kvm jar. */
     static final String STUB_RESOURCE = "/io/vmfork/platform/vmfork-stub";
 
@@ -57,7 +57,20 @@ public final class ProcessPlatform implements AutoCloseable {
     /** Deaths of guest processes that no tracer is waiting for. */
     private final GuestDeathWatch deaths;
 
-    private ProcessPlatform(Memfd stub, int poolSize, Duration refillAfter) {
+    /** The VMM's settings; null for a platform opened only to check the host ({@link #check}). */
+    private final io.vmfork.vmm.VmmSettings settings;
+    /** The CPUID a guest here runs with: the host CPU's own (cpuid is not intercepted). */
+    private final byte[] cpuidEntries = io.vmfork.vmm.capsule.CpuFeatures.hostObserved();
+    /**
+     * What a capture holds here: the XSAVE area (as KVM's 4 KiB region), XCR0, and the MSRs
+     * a KVM capture lists (a vCPU here keeps only the FS/GS bases of them), so that a
+     * capsule moves between the platforms.
+     */
+    private final io.vmfork.vmm.platform.HostCaps caps = new io.vmfork.vmm.platform.HostCaps(true,
+            io.vmfork.kvm.KvmVcpu.XSAVE_SIZE, false, true, io.vmfork.kvm.x86.Msr.GUEST_VISIBLE.clone());
+
+    private ProcessPlatform(Memfd stub, int poolSize, Duration refillAfter, io.vmfork.vmm.VmmSettings settings) {
+        this.settings = settings;
         this.poolSize = poolSize;
         this.moveSize = Math.min(poolSize, MOVE_POOL);
         this.refillAfterNanos = refillAfter.toNanos();
@@ -79,11 +92,23 @@ public final class ProcessPlatform implements AutoCloseable {
      * disk) and checks that a guest process can be made and confined here, so that a host
      * that cannot (ptrace or seccomp refused) says so at start, not at the first launch.
      */
-    public static ProcessPlatform open(int poolSize, Duration refillAfter) {
+    public static ProcessPlatform open(io.vmfork.vmm.VmmSettings settings) {
+        return open(settings.poolSize(), settings.poolRefillAfter(), settings);
+    }
+
+    /**
+     * Opens a platform without a pool and closes it: throws what {@link #open} would on
+     * this host (a {@link ProcessPlatformException} naming what the host refuses).
+     */
+    public static void check() {
+        open(0, Duration.ZERO, null).close();
+    }
+
+    private static ProcessPlatform open(int poolSize, Duration refillAfter, io.vmfork.vmm.VmmSettings settings) {
         Memfd stub = loadStub();
         ProcessPlatform p;
         try {
-            p = new ProcessPlatform(stub, poolSize, refillAfter);
+            p = new ProcessPlatform(stub, poolSize, refillAfter, settings);
         } catch (RuntimeException | Error e) {
             stub.close();
             throw e;
@@ -336,6 +361,86 @@ public final class ProcessPlatform implements AutoCloseable {
                         + " (docs/platforms.md, \"Requirements\")");
             }
             throw new ProcessPlatformException("spawning a guest process: " + c);
+        }
+    }
+
+    @Override
+    public String name() {
+        return "process";
+    }
+
+    @Override
+    public byte[] cpuidEntries() {
+        return cpuidEntries.clone();
+    }
+
+    @Override
+    public io.vmfork.vmm.platform.HostCaps caps() {
+        return caps;
+    }
+
+    @Override
+    public io.vmfork.vmm.capsule.HostPlatform hostPlatform() {
+        return io.vmfork.vmm.capsule.HostPlatform.ofProcess(settings);
+    }
+
+    /**
+     * A guest process that maps the VM's RAM file shared (the VMM reads and writes the same
+     * pages), one thread per vCPU, each with the boot registers (only vCPU 0 runs from
+     * them). On failure the process is released, the memory left to the caller.
+     */
+    @Override
+    public io.vmfork.vmm.platform.Machine boot(io.vmfork.vmm.memory.GuestMemory memory, int vcpus, long[] entryRegs) {
+        GuestProcess p = spawn();
+        try {
+            p.launch(memory.sharedFileDescriptor(), memory.size(), true, vcpus);
+            ProcessMachine m = new ProcessMachine(this, p, memory, vcpus);
+            for (int i = 0; i < vcpus; i++) {
+                m.context(i).setRegs(entryRegs);
+            }
+            return m;
+        } catch (RuntimeException e) {
+            p.release();
+            throw e;
+        }
+    }
+
+    /**
+     * A guest process mapping the image privately (the VMM reaches its RAM through the
+     * process), one thread per captured vCPU, each with its registers, FS/GS bases and XSAVE
+     * area. Waits for the image to be complete first. On failure everything made is released.
+     */
+    @Override
+    public io.vmfork.vmm.platform.Machine restore(String name, io.vmfork.vmm.state.MachineState state,
+            io.vmfork.vmm.memory.RuntimeImage image) {
+        io.vmfork.vmm.memory.GuestMemory memory = io.vmfork.vmm.memory.GuestMemory.forProcess(name, image,
+                settings.maxImageExtents());
+        GuestProcess p = null;
+        try {
+            image.awaitReady();
+            p = spawn();
+            io.vmfork.vmm.memory.RuntimeImage.ProcessMapping plan = image.processMapping(GuestProcess.LOWEST_MAPPED);
+            p.launch(plan.fds(), plan.extents(), state.vcpus().size());
+            memory.attachProcess(p.pid());
+            ProcessMachine m = new ProcessMachine(this, p, memory, state.vcpus().size());
+            for (int i = 0; i < state.vcpus().size(); i++) {
+                io.vmfork.vmm.state.VcpuState vs = state.vcpus().get(i);
+                if (vs.index() != i) {
+                    throw new io.vmfork.vmm.LaunchException("the captured vCPUs are not in index order 0..n-1: vCPU "
+                            + vs.index() + " at position " + i);
+                }
+                ProcessStates.restore(m.context(i), vs, xstateSize);
+            }
+            return m;
+        } catch (RuntimeException e) {
+            try {
+                if (p != null) {
+                    p.release();
+                }
+            } finally {
+                memory.close();
+            }
+            throw e;
         }
     }
 

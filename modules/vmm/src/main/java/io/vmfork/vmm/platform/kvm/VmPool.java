@@ -1,4 +1,4 @@
-package io.vmfork.vmm;
+package io.vmfork.vmm.platform.kvm;
 
 import io.vmfork.kvm.Kvm;
 import io.vmfork.kvm.KvmVcpu;
@@ -16,7 +16,7 @@ import org.slf4j.LoggerFactory;
 
 /**
  * KVM VMs made ahead of need: each an empty KVM VM with vCPU 0 created, its kvm_run
- * mapped and the host's CPUID ({@link Vmm#cpuid()}) set, and a started thread parked to run that vCPU: what
+ * mapped and the host's CPUID ({@link KvmPlatform}) set, and a started thread parked to run that vCPU: what
  * every launch on this host starts with. A daemon
  * thread keeps {@code vmfork.vmm.pool.size} of them ready (more, up to {@code max-size},
  * after a fork made that many children at once: {@link #expect}; back to {@code size}
@@ -25,7 +25,7 @@ import org.slf4j.LoggerFactory;
  * launch creates its VM inline, as without a pool). {@link #close} stops the thread and
  * releases every VM, vCPU fd, mapping and parked thread the pool still holds.
  */
-final class VmPool implements AutoCloseable {
+public final class VmPool implements AutoCloseable {
     private static final Logger log = LoggerFactory.getLogger(VmPool.class);
 
     /**
@@ -35,8 +35,8 @@ final class VmPool implements AutoCloseable {
      * bytes, the RAM size of the last such launch: a child of that size maps its view there
      * and saves setting the slot (a tenth of a millisecond). The taker owns all of it.
      */
-    record Entry(KvmVm vm, KvmVcpu vcpu0, ParkedThread thread, Mapping reserved, long slotSize) {
-        void close() {
+    public record Entry(KvmVm vm, KvmVcpu vcpu0, ParkedThread thread, Mapping reserved, long slotSize) {
+        public void close() {
             thread.cancel();
             try {
                 vcpu0.close();
@@ -87,12 +87,12 @@ final class VmPool implements AutoCloseable {
     }
 
     /** A pool of {@code size} VMs, filling from now on; {@code size} must be at least 1. */
-    static VmPool start(Kvm kvm, Cpuid cpuid, int size, Duration retryAfter, Duration refillAfter) {
+    public static VmPool start(Kvm kvm, Cpuid cpuid, int size, Duration retryAfter, Duration refillAfter) {
         return start(kvm, cpuid, size, size, Duration.ofMinutes(1), retryAfter, refillAfter);
     }
 
     /** As above, growing to up to {@code maxSize} after fan-outs, for {@code shrinkAfter}. */
-    static VmPool start(Kvm kvm, Cpuid cpuid, int size, int maxSize, Duration shrinkAfter, Duration retryAfter,
+    public static VmPool start(Kvm kvm, Cpuid cpuid, int size, int maxSize, Duration shrinkAfter, Duration retryAfter,
             Duration refillAfter) {
         if (size < 1) {
             throw new IllegalArgumentException("a VM pool holds at least 1 VM, got " + size);
@@ -107,7 +107,7 @@ final class VmPool implements AutoCloseable {
      * {@code memorySize}: the RAM of the fork child or clone it becomes (0 for a booted VM);
      * the VMs made from now on get their slot for that size.
      */
-    Entry take(long memorySize) {
+    public Entry take(long memorySize) {
         synchronized (this) {
             if (memorySize > 0) {
                 slotSize = memorySize;
@@ -126,7 +126,7 @@ final class VmPool implements AutoCloseable {
      * A fork is about to launch {@code n} VMs at once: from now on the filler keeps up to
      * that many ready (at most max-size), so that the next such fan-out finds them made.
      */
-    synchronized void expect(int n) {
+    public synchronized void expect(int n) {
         if (n > size && !closed) {
             lastDemand = System.nanoTime();
             if (n > target) {
@@ -137,17 +137,17 @@ final class VmPool implements AutoCloseable {
     }
 
     /** How many VMs the pool keeps ready now. */
-    synchronized int target() {
+    public synchronized int target() {
         return target;
     }
 
     /** VMs ready now. */
-    synchronized int readyCount() {
+    public synchronized int readyCount() {
         return ready.size();
     }
 
     /** Waits until the pool is full (tests count resources at a quiet point); false on timeout. */
-    synchronized boolean awaitFull(Duration timeout) throws InterruptedException {
+    public synchronized boolean awaitFull(Duration timeout) throws InterruptedException {
         long deadline = System.nanoTime() + timeout.toNanos();
         while (!closed && ready.size() < target) {
             long left = deadline - System.nanoTime();
@@ -260,19 +260,19 @@ final class VmPool implements AutoCloseable {
     }
 
     /** Ready VMs whose memory slot is set over a reserved range of {@code size} bytes (tests). */
-    synchronized int withSlotFor(long size) {
+    public synchronized int withSlotFor(long size) {
         return (int) ready.stream().filter(e -> e.reserved() != null && e.slotSize() == size).count();
     }
 
     /** VMs taken since the start (tests). */
-    synchronized long taken() {
+    public synchronized long taken() {
         return taken;
     }
 
     private long taken;
 
     /** VMs made since the start (tests). */
-    synchronized long made() {
+    public synchronized long made() {
         return made;
     }
 

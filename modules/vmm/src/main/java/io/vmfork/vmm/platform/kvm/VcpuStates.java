@@ -1,4 +1,4 @@
-package io.vmfork.vmm;
+package io.vmfork.vmm.platform.kvm;
 
 import io.vmfork.kvm.KvmVcpu;
 import io.vmfork.kvm.x86.KvmFpu;
@@ -8,6 +8,8 @@ import io.vmfork.kvm.x86.KvmVcpuEvents;
 import io.vmfork.vmm.arch.CpuState;
 import io.vmfork.vmm.arch.SegmentState;
 import io.vmfork.vmm.arch.SregsState;
+import io.vmfork.vmm.LaunchException;
+import io.vmfork.vmm.platform.HostCaps;
 import io.vmfork.vmm.state.VcpuState;
 import io.vmfork.vmm.x86.GuestModel;
 import io.vmfork.vmm.x86.KvmCpuStates;
@@ -22,18 +24,8 @@ import org.slf4j.LoggerFactory;
  * and the KVM part, and the model's values fill in the rest on restore, so a state the
  * process platform took restores here too.
  */
-final class VcpuStates {
+public final class VcpuStates {
     private static final Logger log = LoggerFactory.getLogger(VcpuStates.class);
-
-    /**
-     * What this host can save and restore, decided once per VMM.
-     *
-     * @param xsave     KVM_GET/SET_XSAVE exist: the whole XSAVE area is carried
-     * @param xsaveSize bytes of a vCPU's XSAVE area (4 KiB, or KVM_CAP_XSAVE2's size)
-     * @param xsave2    KVM_GET_XSAVE2 exists (needed where the area exceeds 4 KiB)
-     */
-    record HostCaps(boolean xsave, int xsaveSize, boolean xsave2, boolean xcrs, int[] msrIndices) {
-    }
 
     private VcpuStates() {
     }
@@ -42,7 +34,7 @@ final class VcpuStates {
      * The vCPU must not be running (its thread parked, blocked in a hypercall, or it is the
      * caller). {@code cpuidEntries}: the VM's CPUID, which decides the CR4 the model gives it.
      */
-    static VcpuState capture(KvmVcpu v, HostCaps caps, byte[] cpuidEntries, boolean started) {
+    public static VcpuState capture(KvmVcpu v, HostCaps caps, byte[] cpuidEntries, boolean started) {
         long[] regs = v.getRegsArray();
         SregsState sregs = fromBytes(v.getSregsBytes());
         CpuState.FpuFormat format;
@@ -76,7 +68,7 @@ final class VcpuStates {
      * TSC write, last in the list, fixes the offset from the time of restore), then
      * pending events, then MP state.
      */
-    static void restore(KvmVcpu v, VcpuState state, byte[] cpuidEntries, HostCaps caps) {
+    public static void restore(KvmVcpu v, VcpuState state, byte[] cpuidEntries, HostCaps caps) {
         KvmCpuStates.KvmView s = KvmCpuStates.join(state, cpuidEntries, caps.msrIndices());
         v.setSregsBytes(toBytes(s.sregs()));
         v.setRegsArray(s.regs());
@@ -119,7 +111,7 @@ final class VcpuStates {
     private static final int GDT_AT = 192, IDT_AT = 208, CR0_AT = 224, BITMAP_AT = 280;
 
     /** A raw struct kvm_sregs (KVM_GET_SREGS, host byte order) as a state. */
-    static SregsState fromBytes(byte[] raw) {
+    public static SregsState fromBytes(byte[] raw) {
         java.nio.ByteBuffer b = java.nio.ByteBuffer.wrap(raw).order(java.nio.ByteOrder.nativeOrder());
         List<SegmentState> segs = new ArrayList<>(SregsState.SEGMENTS);
         for (int i = 0; i < SregsState.SEGMENTS; i++) {
@@ -138,7 +130,7 @@ final class VcpuStates {
     }
 
     /** A state as a raw struct kvm_sregs for KVM_SET_SREGS. */
-    static byte[] toBytes(SregsState st) {
+    public static byte[] toBytes(SregsState st) {
         byte[] raw = new byte[KvmSregs.SIZE];
         java.nio.ByteBuffer b = java.nio.ByteBuffer.wrap(raw).order(java.nio.ByteOrder.nativeOrder());
         for (int i = 0; i < SregsState.SEGMENTS; i++) {
@@ -163,7 +155,7 @@ final class VcpuStates {
     }
 
     /** The JNA Structure's view (boot sets sregs through it); the fork path uses {@link #fromBytes}. */
-    static SregsState toState(KvmSregs s) {
+    public static SregsState toState(KvmSregs s) {
         List<SegmentState> segs = new ArrayList<>();
         for (KvmSegment g : s.segments()) {
             segs.add(new SegmentState(g.base, g.limit, g.selector & 0xffff, g.type, g.present, g.dpl, g.db, g.s, g.l,
