@@ -304,10 +304,10 @@ final class ForkBench {
                 retouch[i] = timed(parent, "touch " + mib, "touched " + mib);
                 Forked f = forkOne(parent);
                 dirty[i] = blockedMs(f.record());
-                protect[i] = parent.memory().lastProtectNanos() / 1e6;
+                protect[i] = parent.memory().freezer().lastProtectNanos() / 1e6;
                 dirtyWork[i] = f.record().pageWorkNanos() / 1e6;
                 stopForker(f.child()); // waits for the child, which starts once the copy is done
-                GuestMemory.CopyStats c = parent.memory().lastCopy();
+                io.vmfork.vmm.memory.MemoryFreezer.CopyStats c = parent.memory().freezer().lastCopy();
                 copy[i] = c == null ? 0 : c.nanos() / 1e6;
             }
             extra = withFloor(sizeFields(mib, "after_rewrite", mib, 0), dirty, dirtyWork);
@@ -368,7 +368,7 @@ final class ForkBench {
                 String w = ask(child, "wtime " + mib);
                 cowUs[i] = Long.parseLong(w.replaceAll("wpage_ns=([0-9]+)", "$1")) / 1e3;
                 stopForker(child);
-                GuestMemory.CopyStats c = parent.memory().lastCopy();
+                io.vmfork.vmm.memory.MemoryFreezer.CopyStats c = parent.memory().freezer().lastCopy();
                 faults[i] = c == null ? 0 : c.faults();
             }
             Stats p = new Stats(parentUs);

@@ -556,7 +556,7 @@ final class ForkPath {
     /** Off the pause: the next freeze's layer file, made now. */
     private void prepareNextFreeze(GuestMemory m) {
         try {
-            m.prepareLayerFile();
+            m.freezer().prepareLayerFile();
         } catch (RuntimeException e) {
             log.debug("{}: no layer file made ahead ({}); the next fork makes its own", vm, e.getMessage());
         }

@@ -62,7 +62,7 @@ class ForkWriteProtectTest extends VmmTestBase {
                 VirtualMachine child = forkw(parent, mib);
                 assertEquals("filled " + mib, ForkTest.ask(parent, "fill " + mib));
                 assertEquals("ok", ForkTest.ask(parent, "write 5 " + (2000 + round)));
-                GuestMemory.CopyStats copy = parent.memory().lastCopy();
+                io.vmfork.vmm.memory.MemoryFreezer.CopyStats copy = parent.memory().freezer().lastCopy();
                 assertNotNull(copy, "the fork copied nothing after resuming");
                 assertTrue(copy.pages() >= (mib << 8), "copied " + copy.pages() + " pages");
                 assertTrue(copy.faults() > 0, "the parent never waited for a page: no race tested");
@@ -170,7 +170,7 @@ class ForkWriteProtectTest extends VmmTestBase {
                 if (f == 0) {
                     continue; // the first fork turns the RAM file into the image: no copy
                 }
-                GuestMemory.CopyStats copy = parent.memory().lastCopy();
+                io.vmfork.vmm.memory.MemoryFreezer.CopyStats copy = parent.memory().freezer().lastCopy();
                 assertNotNull(copy, "fork " + f + " copied nothing after the parent resumed");
                 assertTrue(copy.pages() >= 8192, "fork " + f + " copied " + copy.pages() + " pages");
                 faults += copy.faults();
@@ -208,7 +208,7 @@ class ForkWriteProtectTest extends VmmTestBase {
                 assertEquals(before, readall(child, mib), "round " + round + ": the child's sampled pages (a word of"
                         + " each) are not its parent's at the fork");
                 assertNotEquals(before, readall(parent, mib));
-                GuestMemory.CopyStats copy = parent.memory().lastCopy();
+                io.vmfork.vmm.memory.MemoryFreezer.CopyStats copy = parent.memory().freezer().lastCopy();
                 assertTrue(copy != null && copy.pages() >= (mib << 8), "round " + round + ": " + copy);
                 child.stop();
                 previous = before;

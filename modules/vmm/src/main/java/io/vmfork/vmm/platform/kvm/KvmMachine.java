@@ -5,6 +5,7 @@ import io.vmfork.kvm.KvmVcpu;
 import io.vmfork.kvm.KvmVm;
 import io.vmfork.kvm.x86.Cpuid;
 import io.vmfork.vmm.memory.GuestMemory;
+import io.vmfork.vmm.memory.MemoryFreezer;
 import io.vmfork.vmm.platform.ExecContext;
 import io.vmfork.vmm.platform.Machine;
 import io.vmfork.vmm.platform.ParkedThread;
@@ -78,17 +79,17 @@ final class KvmMachine implements Machine {
             Memory bitmap = new Memory(((pages + 63) / 64) * 8);
             bitmap.clear();
             kvmVm.getDirtyLog(0, bitmap);
-            guestDirty = GuestMemory.bitmapToPages(bitmap, pages);
+            guestDirty = MemoryFreezer.bitmapToPages(bitmap, pages);
         }
         long tLogged = System.nanoTime();
-        GuestMemory.Freeze f = memory.freeze(guestDirty, platform.pagesCopiedPaused(), resultPages);
+        MemoryFreezer.Freeze f = memory.freezer().freeze(guestDirty, platform.pagesCopiedPaused(), resultPages);
         long pageWork = (tLogged - t0) + f.protectNanos();
         try {
             if (f.viewChanged()) {
                 long tSlot = System.nanoTime();
                 kvmVm.setUserMemoryRegion(0, 0, 0, 0, 0);
                 kvmVm.setUserMemoryRegion(0, KvmVm.MEM_LOG_DIRTY_PAGES, 0, memory.size(), memory.hostAddress());
-                pageWork += System.nanoTime() - tSlot; // the old view goes in memory.resumed()
+                pageWork += System.nanoTime() - tSlot; // the old view goes in memory.freezer().resumed()
             }
             byte[] cpuidEntries = cpuid.entryBytes();
             List<VcpuState> states = new ArrayList<>();
@@ -105,7 +106,7 @@ final class KvmMachine implements Machine {
 
     @Override
     public void resumed() {
-        memory.resumed();
+        memory.freezer().resumed();
     }
 
     @Override

@@ -2,6 +2,7 @@ package io.vmfork.vmm.platform.process;
 
 import io.vmfork.os.Processes;
 import io.vmfork.vmm.memory.GuestMemory;
+import io.vmfork.vmm.memory.MemoryFreezer;
 import io.vmfork.vmm.memory.RuntimeImage;
 import io.vmfork.vmm.platform.ExecContext;
 import io.vmfork.vmm.platform.Machine;
@@ -120,7 +121,7 @@ final class ProcessMachine implements Machine {
             }
         }
         long tScanned = System.nanoTime();
-        GuestMemory.Freeze f = memory.freezeProcess(written);
+        MemoryFreezer.Freeze f = memory.freezer().freezeProcess(written);
         try {
             if (f.viewChanged()) {
                 moveToNewProcess(f.image(), states, old, threads);
@@ -161,13 +162,13 @@ final class ProcessMachine implements Machine {
     }
 
     /**
-     * The memory's background work ({@link GuestMemory#resumed}) and reaping the process the
+     * The memory's background work ({@link MemoryFreezer#resumed}) and reaping the process the
      * VM moved out of (its threads end as the kernel tears down its address space: tens of
      * ms at 1 GiB), off the caller's thread: a FORK's caller resumes its guest only after this.
      */
     @Override
     public void resumed() {
-        memory.resumed();
+        memory.freezer().resumed();
         GuestProcess old;
         synchronized (this) {
             old = retired;
