@@ -9,6 +9,8 @@ import io.vmfork.vmm.VirtualMachine.Snapshot;
 import io.vmfork.vmm.arch.CpuState;
 import io.vmfork.vmm.fork.CopyPlacement;
 import io.vmfork.vmm.fork.CopyTarget;
+import io.vmfork.vmm.fork.ForkBlock;
+import io.vmfork.vmm.fork.Placements;
 import io.vmfork.vmm.fork.RemoteFork;
 import io.vmfork.vmm.hypercall.Hypercalls;
 import io.vmfork.vmm.memory.GuestMemory;
@@ -33,6 +35,12 @@ import org.slf4j.LoggerFactory;
  * local copies as copy-on-write children and wait until each is launched, unblock the
  * caller with the result, then ship the copies placed on other hosts to placement as one
  * {@link RemoteFork} (the patent's {@code remote_VM_clone}), the parent running again.
+ *
+ * <p>What is the fork's own and not the VM's lives in the {@code fork} package: the guest's
+ * request ({@link ForkBlock}), the placement contract ({@link Placements}, {@link
+ * CopyPlacement}), the copies sent to other hosts ({@link RemoteFork}). This class drives
+ * the VM (pause, capture through its platform's machine, launch, resume) and so stays
+ * beside it.
  *
  * <p>External forks ({@link #fork}) and snapshots ({@link #snapshot}) take the same lock
  * as the hypercall, so the two kinds serialise: a capture never sees a FORK half-way.
@@ -62,8 +70,6 @@ final class ForkPath {
         return lastFork;
     }
 
-    private static final int FORK_BLOCK_SIZE = 48;
-
     /**
      * FORK: blocks the calling VM (every vCPU), asks placement where the copies go,
      * captures its runtime image, launches the local children and waits until each is
@@ -71,28 +77,20 @@ final class ForkPath {
      * other hosts), and only then ships those to placement. The caller's thread is busy
      * here, its registers stable (RIP already past the `out`).
      */
-    long hypercall(Vcpu caller, long block) {
+    long hypercall(Vcpu caller, long blockAddress) {
         long exitNanos = caller.lastExitNanos;
         GuestMemory m = vm.memory();
-        if (!m.contains(block, FORK_BLOCK_SIZE) || block < GuestLayout.IMAGE_MIN) {
-            return Hypercalls.EFAULT;
+        long[] status = new long[1];
+        ForkBlock block = ForkBlock.read(m, blockAddress, vm.vmm().settings().forkMaxCount(), status);
+        if (block == null) {
+            return status[0];
         }
-        int vmType = m.readInt(block);
-        long count = m.readInt(block + 4) & 0xffffffffL;
-        long flags = m.readLong(block + 8);
-        long ids = m.readLong(block + 16);
-        long errors = m.readLong(block + 24);
-        if (count < 1 || count > vm.vmm().settings().forkMaxCount() || (flags & ~Hypercalls.FORK_REMOTE) != 0) {
-            return Hypercalls.EINVAL;
-        }
-        if (!m.contains(ids, count * 8) || ids < GuestLayout.IMAGE_MIN || !m.contains(errors, count * 8)
-                || errors < GuestLayout.IMAGE_MIN) {
-            return Hypercalls.EFAULT;
-        }
-        boolean acceptRemote = (flags & Hypercalls.FORK_REMOTE) != 0;
+        int count = block.count();
+        int vmType = block.vmType();
+        boolean acceptRemote = block.remote();
         CopyPlacement placement = vm.vmm().copyPlacement();
-        long[] childIds = new long[(int) count];
-        long[] childErrors = new long[(int) count];
+        long[] childIds = new long[count];
+        long[] childErrors = new long[count];
         RemoteFork remote = null;
         long result;
         // Ordering requirements: the caller counts as stable (and as restartable, so that a
@@ -120,20 +118,23 @@ final class ForkPath {
             try {
                 long tPaused = System.nanoTime();
                 // 2. place
-                List<CopyTarget> targets = placeCopies(placement, vmType, (int) count);
+                List<CopyTarget> targets = Placements.place(placement, vm.identity(), vmType, count, vm);
                 long tPlaced = System.nanoTime();
                 // 3. capture
-                resultPages = pagesOf(block, FORK_BLOCK_SIZE, ids, count * 8, errors, count * 8);
+                resultPages = block.resultPages();
                 Snapshot snap = capture(caller);
                 long tCaptured = System.nanoTime();
                 try {
                     MachineState copyState = copyState(snap.state(), caller);
                     // 4. launch the local copies, and keep the image for the remote ones
                     launched = launchChildren(copyState, snap.image(), targets, vmType, childIds, childErrors, caller,
-                            block);
-                    remote = acceptRemote
-                            ? prepareRemote(copyState, snap.image(), targets, vmType, block, childIds, childErrors, true)
-                            : refuseRemote(targets, childErrors);
+                            blockAddress);
+                    if (acceptRemote) {
+                        remote = prepareRemote(copyState, snap.image(), targets, vmType, blockAddress, childIds,
+                                childErrors, true);
+                    } else {
+                        Placements.refuseRemote(targets, childErrors, vm);
+                    }
                 } finally {
                     snap.close();
                 }
@@ -148,13 +149,7 @@ final class ForkPath {
                 vm.control().resume();
                 afterResume(); // the copy, unmap and release the freeze left for after the pause
             }
-            for (int i = 0; i < count; i++) {
-                m.writeLong(ids + 8L * i, childIds[i]);
-                m.writeLong(errors + 8L * i, childErrors[i]);
-            }
-            m.writeInt(block + 32, Hypercalls.FORK_PARENT);
-            m.writeInt(block + 36, 0);
-            m.writeLong(block + 40, vm.id());
+            block.writeParent(m, childIds, childErrors, vm.id());
             result = launched.size() + (remote == null ? 0 : remote.copies().size());
             long[] regs = caller.regs();
             regs[CpuState.RAX] = result;
@@ -172,7 +167,7 @@ final class ForkPath {
             vm.control().leaveStable(caller);
         }
         // 6. ship the remote copies, the parent's result written
-        ship(placement, remote);
+        Placements.ship(placement, remote, vm);
         prepareNextFreeze(m);
         return result;
     }
@@ -218,7 +213,7 @@ final class ForkPath {
             long pausedFor;
             List<VirtualMachine> launched;
             try {
-                List<CopyTarget> targets = placeCopies(placement, vmType, count);
+                List<CopyTarget> targets = Placements.place(placement, vm.identity(), vmType, count, vm);
                 try (Snapshot snap = capture(null)) {
                     MachineState copyState = snap.state();
                     launched = launchChildren(copyState, snap.image(), targets, vmType, childIds, childErrors, null, 0);
@@ -250,7 +245,7 @@ final class ForkPath {
         } finally {
             lock.unlock();
         }
-        ship(placement, remote);
+        Placements.ship(placement, remote, vm);
         return result;
     }
 
@@ -434,9 +429,7 @@ final class ForkPath {
             VirtualMachine child = VirtualMachine.restore(vm.vmm(), state, image, childId, vm.imageName(),
                     vm.listener(), vm, false, c -> {
                         if (caller != null) {
-                            c.memory().writeInt(block + 32, 1);
-                            c.memory().writeInt(block + 36, index);
-                            c.memory().writeLong(block + 40, c.id());
+                            ForkBlock.writeChild(c.memory(), block, index, c.id());
                         }
                     }, hold);
             vm.listener().onForked(vm, child);
@@ -506,53 +499,6 @@ final class ForkPath {
                 });
     }
 
-    /** A fork hypercall without VMF_FORK_REMOTE: copies placed on other hosts fail with EREMOTE, as in ABI 1's first form. */
-    private RemoteFork refuseRemote(List<CopyTarget> targets, long[] errors) {
-        for (int i = 0; i < targets.size(); i++) {
-            if (targets.get(i) instanceof CopyTarget.Remote r) {
-                errors[i] = Hypercalls.EREMOTE;
-                log.debug("fork of {} copy {}: placed on host {}; the caller did not ask for remote copies", vm, i,
-                        r.hostId());
-            }
-        }
-        return null;
-    }
-
-    /**
-     * Hands the remote copies to placement, the parent running. A placement that throws
-     * fails the copies it had not resolved (ETRANSFER) and the fork is closed.
-     */
-    private void ship(CopyPlacement placement, RemoteFork remote) {
-        if (remote == null) {
-            return;
-        }
-        try {
-            placement.ship(remote);
-        } catch (RuntimeException e) {
-            log.warn("fork of {}: shipping {} failed", vm, remote, e);
-            for (RemoteFork.Copy c : remote.copies()) {
-                remote.failed(c.index(), Hypercalls.ETRANSFER, "placement could not ship the copy: " + e);
-            }
-            remote.close();
-        }
-    }
-
-    /**
-     * Asks placement where each copy goes. A placement that breaks its contract (throws,
-     * or answers the wrong number of targets) refuses every copy rather than the fork.
-     */
-    /** The guest pages that the ranges (address, length pairs, inside guest RAM) touch. */
-    private static BitSet pagesOf(long... ranges) {
-        BitSet b = new BitSet();
-        for (int i = 0; i + 1 < ranges.length; i += 2) {
-            if (ranges[i + 1] > 0) {
-                b.set((int) (ranges[i] / GuestMemory.PAGE_SIZE),
-                        (int) ((ranges[i] + ranges[i + 1] - 1) / GuestMemory.PAGE_SIZE) + 1);
-            }
-        }
-        return b;
-    }
-
     /** Off the pause: the next freeze's layer file, made now. */
     private void prepareNextFreeze(GuestMemory m) {
         try {
@@ -560,20 +506,6 @@ final class ForkPath {
         } catch (RuntimeException e) {
             log.debug("{}: no layer file made ahead ({}); the next fork makes its own", vm, e.getMessage());
         }
-    }
-
-    private List<CopyTarget> placeCopies(CopyPlacement placement, int vmType, int count) {
-        try {
-            List<CopyTarget> t = placement.place(vm.identity(), vmType, count);
-            if (t != null && t.size() == count && t.stream().allMatch(java.util.Objects::nonNull)) {
-                return t;
-            }
-            log.warn("fork of {}: placement answered {} targets for {} copies", vm, t == null ? null : t.size(),
-                    count);
-        } catch (RuntimeException e) {
-            log.warn("fork of {}: placement failed", vm, e);
-        }
-        return java.util.Collections.nCopies(count, new CopyTarget.Refused(Hypercalls.ELIMIT, "placement failed"));
     }
 
     private static boolean isOutOfMemory(int errno) {

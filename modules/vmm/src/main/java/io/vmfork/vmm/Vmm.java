@@ -199,7 +199,7 @@ public final class Vmm implements AutoCloseable {
                     + state.memorySize());
         }
         long block = spec.forkBlock();
-        if (block != 0 && (block < GuestLayout.IMAGE_MIN || block > state.memorySize() - FORK_BLOCK_SIZE)) {
+        if (block != 0 && (block < GuestLayout.IMAGE_MIN || block > state.memorySize() - io.vmfork.vmm.fork.ForkBlock.SIZE)) {
             throw new LaunchException(String.format("fork block 0x%x is not inside guest RAM at or above 0x%x", block,
                     GuestLayout.IMAGE_MIN));
         }
@@ -211,9 +211,7 @@ public final class Vmm implements AutoCloseable {
             return VirtualMachine.restore(this, state, image, id, "clone of " + Long.toHexString(src.vmId()),
                     spec.listener(), null, false, c -> {
                         if (block != 0) {
-                            c.memory().writeInt(block + 32, io.vmfork.vmm.hypercall.Hypercalls.FORK_CHILD);
-                            c.memory().writeInt(block + 36, spec.copyIndex());
-                            c.memory().writeLong(block + 40, c.id());
+                            io.vmfork.vmm.fork.ForkBlock.writeChild(c.memory(), block, spec.copyIndex(), c.id());
                         }
                     });
         } catch (RuntimeException e) {
@@ -221,9 +219,6 @@ public final class Vmm implements AutoCloseable {
             throw e;
         }
     }
-
-    /** Bytes of {@code struct vmf_fork}. */
-    private static final int FORK_BLOCK_SIZE = 48;
 
     /** A new fork id, unique in this VMM. */
     long newForkId() {
