@@ -19,7 +19,7 @@ import io.vmfork.vmm.VmExit;
 import io.vmfork.vmm.VmListener;
 import io.vmfork.vmm.VmSpec;
 import io.vmfork.vmm.Vmm;
-import io.vmfork.vmm.guest.Guests;
+import io.vmfork.vmm.guest.GuestImages;
 import io.vmfork.vmm.guest.InvalidGuestImageException;
 import java.time.Duration;
 import java.util.ArrayList;
@@ -87,7 +87,9 @@ public final class HostActor extends AbstractBehavior<HostActor.Command> {
     }
 
     /**
-     * Boot a VM from a guest image (a shipped guest's name or a path on this host).
+     * Boot a VM from a guest image: a shipped guest's name or the name of a file under
+     * this host's {@code vmfork.node.images} directories ({@link GuestImages}; never a path
+     * of the host outside them).
      *
      * @param memory        guest RAM in bytes; 0: the VMM's default
      * @param reservationId the placement's reservation, or {@link AdmissionLedger#NO_RESERVATION}
@@ -377,13 +379,21 @@ public final class HostActor extends AbstractBehavior<HostActor.Command> {
      * @param transfer        how capsules move (vmfork.transfer)
      * @param imageCacheBytes image data this host keeps of the clone capsules it received,
      *                        for later deltas (vmfork.transfer.image-cache)
+     * @param images          the guest images a {@link Launch} may name (vmfork.node.images)
      */
     public record Settings(long hostId, String hostName, Duration askTimeout, TransferSettings transfer,
-                           long imageCacheBytes) {
-        /** Defaults for the transfer: reference.conf's. */
+                           long imageCacheBytes, GuestImages images) {
+        public Settings {
+            if (images == null) {
+                throw new IllegalArgumentException("a host needs its guest images (GuestImages.shippedOnly() for none)");
+            }
+        }
+
+        /** Defaults for the transfer: reference.conf's; the shipped guests only. */
         public Settings(long hostId, String hostName, Duration askTimeout) {
             this(hostId, hostName, askTimeout, TransferSettings.fromConfig(com.typesafe.config.ConfigFactory.load()),
-                    com.typesafe.config.ConfigFactory.load().getBytes("vmfork.transfer.image-cache").longValue());
+                    com.typesafe.config.ConfigFactory.load().getBytes("vmfork.transfer.image-cache").longValue(),
+                    GuestImages.shippedOnly());
         }
     }
 
@@ -572,7 +582,7 @@ public final class HostActor extends AbstractBehavior<HostActor.Command> {
                     + " vCPU: " + load));
             return this;
         }
-        runBlocking(() -> vmm.launch(VmSpec.of(Guests.resolve(m.image()), memory).withVmType(m.vmType())
+        runBlocking(() -> vmm.launch(VmSpec.of(settings.images().resolve(m.image()), memory).withVmType(m.vmType())
                         .withListener(listener)),
                 (vm, failure) -> new LaunchDone(m, memory, vcpus, vm, failure));
         return this;
@@ -587,8 +597,8 @@ public final class HostActor extends AbstractBehavior<HostActor.Command> {
             ErrorCode code = f instanceof InvalidGuestImageException ? ErrorCode.IMAGE_NOT_FOUND
                     : f instanceof IllegalArgumentException || f instanceof LaunchException ? ErrorCode.LAUNCH_FAILED
                     : ErrorCode.LAUNCH_FAILED;
-            String what = code == ErrorCode.IMAGE_NOT_FOUND ? "guest image '" + c.image() + "' on host "
-                    + settings.hostId() + ": " : "launch of '" + c.image() + "' on host " + settings.hostId() + ": ";
+            String what = code == ErrorCode.IMAGE_NOT_FOUND ? "host " + settings.hostId() + ": "
+                    : "launch of '" + c.image() + "' on host " + settings.hostId() + ": ";
             c.replyTo().tell(new Failure(code, what + f.getMessage()));
             return this;
         }

@@ -14,8 +14,13 @@ import io.vmfork.cluster.web.ClusterPage;
 import io.vmfork.cluster.web.PageSettings;
 import io.vmfork.vmm.Vmm;
 import io.vmfork.vmm.VmmSettings;
+import io.vmfork.vmm.guest.GuestImages;
 import java.io.File;
+import java.nio.file.Files;
+import java.nio.file.Path;
 import java.time.Duration;
+import java.util.ArrayList;
+import java.util.List;
 import java.util.Optional;
 import java.util.concurrent.CompletionStage;
 import org.apache.pekko.Done;
@@ -89,6 +94,40 @@ public final class VmforkNode implements AutoCloseable {
     }
 
     /**
+     * The guest images a {@code Launch} may name, {@code vmfork.node.images}: the shipped
+     * guests and the files under these directories (each an absolute path to a directory).
+     */
+    static GuestImages guestImages(Config config) {
+        String key = "vmfork.node.images";
+        try {
+            List<String> dirs = config.getStringList(key);
+            List<Path> paths = new ArrayList<>();
+            for (int i = 0; i < dirs.size(); i++) {
+                Path p;
+                try {
+                    p = Path.of(dirs.get(i));
+                } catch (java.nio.file.InvalidPathException e) {
+                    throw new InvalidNodeConfigException(key + "[" + i + "]", "'" + dirs.get(i) + "' is not a path");
+                }
+                if (!p.isAbsolute()) {
+                    throw new InvalidNodeConfigException(key + "[" + i + "]", "'" + dirs.get(i)
+                            + "' is not an absolute path");
+                }
+                if (!Files.isDirectory(p)) {
+                    throw new InvalidNodeConfigException(key + "[" + i + "]", "'" + dirs.get(i)
+                            + "' is not a directory");
+                }
+                paths.add(p);
+            }
+            return GuestImages.of(paths);
+        } catch (com.typesafe.config.ConfigException.Missing e) {
+            throw new InvalidNodeConfigException(key, "missing", e);
+        } catch (com.typesafe.config.ConfigException e) {
+            throw new InvalidNodeConfigException(key, e.getMessage(), e);
+        }
+    }
+
+    /**
      * Starts a node from {@code config} (a resolved configuration with the modules'
      * reference.conf behind it, as {@link #loadConfig} gives).
      *
@@ -97,6 +136,7 @@ public final class VmforkNode implements AutoCloseable {
     public static VmforkNode start(Config config) {
         NodeSettings settings = NodeSettings.create(config);
         Duration apiTimeout = apiTimeout(config);
+        GuestImages images = guestImages(config);
         VmmSettings vmmSettings = VmmSettings.create(config);
         PageSettings pageSettings = PageSettings.create(config);
         Config full = settings.pekkoConfig().withFallback(config).resolve();
@@ -136,7 +176,7 @@ public final class VmforkNode implements AutoCloseable {
                 host = system.systemActorOf(HostActor.create(vmm, admission, reporter, placement,
                         new HostActor.Settings(settings.hostId(), settings.hostName(), apiTimeout,
                                 io.vmfork.cluster.transfer.TransferSettings.fromConfig(config),
-                                config.getBytes("vmfork.transfer.image-cache")), cloneStats), "host",
+                                config.getBytes("vmfork.transfer.image-cache"), images), cloneStats), "host",
                         Props.empty());
             } catch (RuntimeException e) {
                 vmm.close();
