@@ -139,6 +139,7 @@ public final class VmforkNode implements AutoCloseable {
         GuestImages images = guestImages(config);
         VmmSettings vmmSettings = VmmSettings.create(config);
         PageSettings pageSettings = PageSettings.create(config);
+        StatusSettings statusSettings = StatusSettings.create(config);
         Config full = settings.pekkoConfig().withFallback(config).resolve();
         // The VMM first: a host that cannot run guests (no /dev/kvm for platform = kvm, ptrace
         // or seccomp refused) fails here, before its node has joined the cluster and started
@@ -185,12 +186,12 @@ public final class VmforkNode implements AutoCloseable {
             VmCluster cluster = VmCluster.create(system, placement, apiTimeout);
             Optional<NodeStatusServer> status = Optional.empty();
             if (settings.statusHttpPort() >= 0) {
-                NodeStatusServer server = NodeStatusServer.start(system, settings, admission,
+                NodeStatusServer server = NodeStatusServer.start(system, settings, statusSettings, admission,
                         settings.statusHttpPort(), ClusterPage.create(system, cluster, settings.hostId(), pageSettings),
                         vmm.platform());
-                system.log().info("vmfork node: host {} serves its status at http://{}:{}/status and the cluster"
-                        + " page at http://{}:{}/", settings.hostId(), settings.hostname(), server.port(),
-                        settings.hostname(), server.port());
+                String at = server.address().getHostString() + ":" + server.port();
+                system.log().info("vmfork node: host {} serves its status at http://{}/status and the cluster"
+                        + " page at http://{}/ ({})", settings.hostId(), at, at, statusSettings);
                 status = Optional.of(server);
             }
             // Last: a conflict stops the node at once, which must not fail a start still under
