@@ -93,6 +93,18 @@ public final class VmforkNode implements AutoCloseable {
         }
     }
 
+    /** How many subscriptions the HostActor keeps, {@code vmfork.node.subscribers}. */
+    static HostActor.SubscriberLimits subscriberLimits(Config config) {
+        String key = "vmfork.node.subscribers";
+        try {
+            return HostActor.SubscriberLimits.fromConfig(config);
+        } catch (IllegalArgumentException e) {
+            throw new InvalidNodeConfigException(key, e.getMessage());
+        } catch (com.typesafe.config.ConfigException e) {
+            throw new InvalidNodeConfigException(key, e.getMessage(), e);
+        }
+    }
+
     /**
      * The guest images a {@code Launch} may name, {@code vmfork.node.images}: the shipped
      * guests and the files under these directories (each an absolute path to a directory).
@@ -177,7 +189,8 @@ public final class VmforkNode implements AutoCloseable {
                 host = system.systemActorOf(HostActor.create(vmm, admission, reporter, placement,
                         new HostActor.Settings(settings.hostId(), settings.hostName(), apiTimeout,
                                 io.vmfork.cluster.transfer.TransferSettings.fromConfig(config),
-                                config.getBytes("vmfork.transfer.image-cache"), images), cloneStats), "host",
+                                config.getBytes("vmfork.transfer.image-cache"), images,
+                                subscriberLimits(config)), cloneStats), "host",
                         Props.empty());
             } catch (RuntimeException e) {
                 vmm.close();
