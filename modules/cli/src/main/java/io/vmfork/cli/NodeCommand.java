@@ -48,8 +48,8 @@ final class NodeCommand {
         System.err.println("vmfork node: platform " + node.vmm().platform());
         System.err.println("vmfork node: host " + node.settings().hostId() + " (" + node.settings().hostName()
                 + ") at " + node.system().address() + ", seeds " + node.settings().seedNodes()
-                + node.statusServer().map(st -> ", status at http://" + node.settings().hostname() + ":" + st.port()
-                        + "/status, cluster page at http://" + node.settings().hostname() + ":" + st.port() + "/")
+                + node.statusServer().map(st -> ", status at http://" + st.address().getHostString() + ":" + st.port()
+                        + "/status, cluster page at http://" + st.address().getHostString() + ":" + st.port() + "/")
                         .orElse(""));
         try {
             node.whenTerminated().toCompletableFuture().get();

@@ -6,7 +6,11 @@ public enum ErrorCode {
     UNKNOWN_VM,
     /** The host the VM id or the caller names is not (or no longer) in the cluster. */
     HOST_GONE,
-    /** The guest image does not exist on the target host. */
+    /**
+     * The guest image is not one of the target host's images (a shipped guest, or a file
+     * under its {@code vmfork.node.images}); a host path is never one. Or the file is no
+     * vmfork guest (the message says why).
+     */
     IMAGE_NOT_FOUND,
     /** The host (or, for placement, every host) has no room for the VM. */
     HOST_FULL,

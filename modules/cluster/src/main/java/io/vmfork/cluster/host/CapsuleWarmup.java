@@ -42,7 +42,7 @@ final class CapsuleWarmup {
         long t0 = System.nanoTime();
         VirtualMachine vm = null;
         try {
-            vm = vmm.launch(VmSpec.of(Guests.resolve("spin"), DATA_AT + DATA + (16L << 20)));
+            vm = vmm.launch(VmSpec.of(Guests.shipped("spin"), DATA_AT + DATA + (16L << 20)));
             try (VirtualMachine.Snapshot snap = vm.snapshot()) {
                 vm.stop();
                 byte[] block = new byte[1 << 20];

@@ -44,7 +44,7 @@ final class ForkWarmup {
         long t0 = System.nanoTime();
         VirtualMachine vm = null;
         try {
-            vm = vmm.launch(VmSpec.of(Guests.resolve("spin"), MEMORY));
+            vm = vmm.launch(VmSpec.of(Guests.shipped("spin"), MEMORY));
             for (int round = 0; round < ROUNDS; round++) {
                 VirtualMachine.ForkResult r = vm.forkHere(CHILDREN[round % CHILDREN.length]);
                 try {

@@ -19,7 +19,7 @@ import io.vmfork.vmm.VmExit;
 import io.vmfork.vmm.VmListener;
 import io.vmfork.vmm.VmSpec;
 import io.vmfork.vmm.Vmm;
-import io.vmfork.vmm.guest.Guests;
+import io.vmfork.vmm.guest.GuestImages;
 import io.vmfork.vmm.guest.InvalidGuestImageException;
 import java.time.Duration;
 import java.util.ArrayList;
@@ -34,6 +34,7 @@ import java.util.concurrent.CompletionException;
 import java.util.concurrent.Executor;
 import java.util.concurrent.TimeoutException;
 import java.util.function.Supplier;
+import org.apache.pekko.actor.Address;
 import org.apache.pekko.actor.NoSerializationVerificationNeeded;
 import org.apache.pekko.actor.typed.ActorRef;
 import org.apache.pekko.actor.typed.Behavior;
@@ -45,6 +46,9 @@ import org.apache.pekko.actor.typed.javadsl.Behaviors;
 import org.apache.pekko.actor.typed.javadsl.Receive;
 import org.apache.pekko.actor.typed.receptionist.Receptionist;
 import org.apache.pekko.actor.typed.receptionist.ServiceKey;
+import org.apache.pekko.cluster.Member;
+import org.apache.pekko.cluster.MemberStatus;
+import org.apache.pekko.cluster.typed.Cluster;
 
 /**
  * The host: owns this host's {@link Vmm} and its VMs. One per node.
@@ -87,7 +91,9 @@ public final class HostActor extends AbstractBehavior<HostActor.Command> {
     }
 
     /**
-     * Boot a VM from a guest image (a shipped guest's name or a path on this host).
+     * Boot a VM from a guest image: a shipped guest's name or the name of a file under
+     * this host's {@code vmfork.node.images} directories ({@link GuestImages}; never a path
+     * of the host outside them).
      *
      * @param memory        guest RAM in bytes; 0: the VMM's default
      * @param reservationId the placement's reservation, or {@link AdmissionLedger#NO_RESERVATION}
@@ -377,13 +383,46 @@ public final class HostActor extends AbstractBehavior<HostActor.Command> {
      * @param transfer        how capsules move (vmfork.transfer)
      * @param imageCacheBytes image data this host keeps of the clone capsules it received,
      *                        for later deltas (vmfork.transfer.image-cache)
+     * @param images          the guest images a {@link Launch} may name (vmfork.node.images)
+     * @param subscribers     how many subscriptions the host keeps (vmfork.node.subscribers)
      */
     public record Settings(long hostId, String hostName, Duration askTimeout, TransferSettings transfer,
-                           long imageCacheBytes) {
-        /** Defaults for the transfer: reference.conf's. */
+                           long imageCacheBytes, GuestImages images, SubscriberLimits subscribers) {
+        public Settings {
+            if (images == null || subscribers == null) {
+                throw new IllegalArgumentException("a host needs its guest images (GuestImages.shippedOnly() for none)"
+                        + " and its subscriber limits");
+            }
+        }
+
+        /** Defaults for the transfer and the subscribers: reference.conf's; the shipped guests only. */
         public Settings(long hostId, String hostName, Duration askTimeout) {
             this(hostId, hostName, askTimeout, TransferSettings.fromConfig(com.typesafe.config.ConfigFactory.load()),
-                    com.typesafe.config.ConfigFactory.load().getBytes("vmfork.transfer.image-cache").longValue());
+                    com.typesafe.config.ConfigFactory.load().getBytes("vmfork.transfer.image-cache").longValue(),
+                    GuestImages.shippedOnly(), SubscriberLimits.fromConfig(com.typesafe.config.ConfigFactory.load()));
+        }
+    }
+
+    /**
+     * How many subscriptions ({@link Subscribe}, and {@link SubscribeConsole} per VM) a host
+     * keeps: in all, and from one member (its subscribers' address; this node's own count
+     * as one member). More are refused, and so is a subscriber on an address that is not a
+     * member of the cluster.
+     *
+     * @param total     subscriptions in all (vmfork.node.subscribers.max)
+     * @param perMember subscriptions of one member (vmfork.node.subscribers.max-per-member)
+     */
+    public record SubscriberLimits(int total, int perMember) {
+        public SubscriberLimits {
+            if (total < 1 || perMember < 1) {
+                throw new IllegalArgumentException("subscriber limits must be positive: " + total + ", " + perMember);
+            }
+        }
+
+        /** {@code vmfork.node.subscribers} of {@code config}. */
+        public static SubscriberLimits fromConfig(com.typesafe.config.Config config) {
+            return new SubscriberLimits(config.getInt("vmfork.node.subscribers.max"),
+                    config.getInt("vmfork.node.subscribers.max-per-member"));
         }
     }
 
@@ -572,7 +611,7 @@ public final class HostActor extends AbstractBehavior<HostActor.Command> {
                     + " vCPU: " + load));
             return this;
         }
-        runBlocking(() -> vmm.launch(VmSpec.of(Guests.resolve(m.image()), memory).withVmType(m.vmType())
+        runBlocking(() -> vmm.launch(VmSpec.of(settings.images().resolve(m.image()), memory).withVmType(m.vmType())
                         .withListener(listener)),
                 (vm, failure) -> new LaunchDone(m, memory, vcpus, vm, failure));
         return this;
@@ -587,8 +626,8 @@ public final class HostActor extends AbstractBehavior<HostActor.Command> {
             ErrorCode code = f instanceof InvalidGuestImageException ? ErrorCode.IMAGE_NOT_FOUND
                     : f instanceof IllegalArgumentException || f instanceof LaunchException ? ErrorCode.LAUNCH_FAILED
                     : ErrorCode.LAUNCH_FAILED;
-            String what = code == ErrorCode.IMAGE_NOT_FOUND ? "guest image '" + c.image() + "' on host "
-                    + settings.hostId() + ": " : "launch of '" + c.image() + "' on host " + settings.hostId() + ": ";
+            String what = code == ErrorCode.IMAGE_NOT_FOUND ? "host " + settings.hostId() + ": "
+                    : "launch of '" + c.image() + "' on host " + settings.hostId() + ": ";
             c.replyTo().tell(new Failure(code, what + f.getMessage()));
             return this;
         }
@@ -797,7 +836,14 @@ public final class HostActor extends AbstractBehavior<HostActor.Command> {
     }
 
     private Behavior<Command> onSubscribe(Subscribe m) {
-        if (subscribers.add(m.subscriber())) {
+        if (!subscribers.contains(m.subscriber())) {
+            String refused = subscriberRefusal(m.subscriber());
+            if (refused != null) {
+                getContext().getLog().warn("host {}: refusing the lifecycle subscriber {}: {}", settings.hostId(),
+                        m.subscriber().path(), refused);
+                return this;
+            }
+            subscribers.add(m.subscriber());
             getContext().watchWith(m.subscriber(), new SubscriberGone(m.subscriber()));
         }
         for (Entry e : vms.values()) {
@@ -812,7 +858,16 @@ public final class HostActor extends AbstractBehavior<HostActor.Command> {
         if (e == null) {
             return this;
         }
-        if (e.console.add(m.subscriber())) {
+        if (!e.console.contains(m.subscriber())) {
+            String refused = subscriberRefusal(m.subscriber());
+            if (refused != null) {
+                getContext().getLog().warn("host {}: refusing the console subscriber {} of VM {}: {}",
+                        settings.hostId(), m.subscriber().path(), m.vmId(), refused);
+                m.replyTo().tell(new Failure(ErrorCode.INVALID, "host " + settings.hostId()
+                        + " refuses the console subscriber: " + refused));
+                return this;
+            }
+            e.console.add(m.subscriber());
             getContext().watchWith(m.subscriber(), new ConsoleSubscriberGone(m.subscriber()));
         }
         m.replyTo().tell(new ConsoleSubscribed(m.vmId(),
@@ -889,6 +944,56 @@ public final class HostActor extends AbstractBehavior<HostActor.Command> {
     }
 
     // ---- helpers ----
+
+    /**
+     * Why a new subscriber may not be added, or null: its address is not this node's nor a
+     * member's of the cluster (a reference may name any actor anywhere), or the host already
+     * keeps as many subscriptions as {@link SubscriberLimits} allow, in all or from its member.
+     */
+    private String subscriberRefusal(ActorRef<?> subscriber) {
+        Address at = memberOf(subscriber);
+        if (at.hasGlobalScope() && !isMember(at)) {
+            return "its address " + at + " is not a member of the cluster";
+        }
+        int all = subscribers.size();
+        int fromIt = 0;
+        for (ActorRef<VmEvent> s : subscribers) {
+            fromIt += memberOf(s).equals(at) ? 1 : 0;
+        }
+        for (Entry e : vms.values()) {
+            all += e.console.size();
+            for (ActorRef<ConsoleOutput> s : e.console) {
+                fromIt += memberOf(s).equals(at) ? 1 : 0;
+            }
+        }
+        if (all >= settings.subscribers().total()) {
+            return "this host already keeps " + all + " subscriptions (vmfork.node.subscribers.max)";
+        }
+        if (fromIt >= settings.subscribers().perMember()) {
+            return "this host already keeps " + fromIt + " subscriptions of " + at
+                    + " (vmfork.node.subscribers.max-per-member)";
+        }
+        return null;
+    }
+
+    /** The address of the member {@code ref} lives on; this node's own for a local one. */
+    private Address memberOf(ActorRef<?> ref) {
+        Address a = ref.path().address();
+        return a.hasGlobalScope() ? a : getContext().getSystem().address();
+    }
+
+    private boolean isMember(Address a) {
+        if (a.equals(getContext().getSystem().address())) {
+            return true;
+        }
+        for (Member m : Cluster.get(getContext().getSystem()).state().getMembers()) {
+            if (m.address().equals(a) && (m.status() == MemberStatus.up() || m.status() == MemberStatus.weaklyUp()
+                    || m.status() == MemberStatus.joining() || m.status() == MemberStatus.leaving())) {
+                return true;
+            }
+        }
+        return false;
+    }
 
     private void publish(VmEvent event) {
         for (ActorRef<VmEvent> s : subscribers) {

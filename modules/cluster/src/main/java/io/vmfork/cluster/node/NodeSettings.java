@@ -204,8 +204,8 @@ public record NodeSettings(
 
     /**
      * What this node's settings mean for Pekko: its Artery TCP address, the cluster's seed
-     * nodes, the split brain resolver, and Pekko IO's TCP read buffer (1 MiB, for capsule
-     * transfers). Put in front of the node's configuration, so
+     * nodes, the split brain resolver, Pekko IO's TCP read buffer (1 MiB, for capsule
+     * transfers), and Pekko Management's routes read-only. Put in front of the node's configuration, so
      * these win over the same {@code pekko.*} keys set elsewhere.
      */
     public Config pekkoConfig() {
@@ -232,6 +232,9 @@ public record NodeSettings(
         m.put("pekko.cluster.split-brain-resolver.active-strategy", downing.strategy());
         m.put("pekko.cluster.split-brain-resolver.stable-after", downing.stableAfter().toMillis() + "ms");
         m.put("pekko.cluster.split-brain-resolver.static-quorum.quorum-size", downing.quorumSize());
+        // The status server serves Pekko Management's routes: read-only whatever a node's file
+        // says (its cluster routes can otherwise make members leave or be downed over HTTP).
+        m.put("pekko.management.http.route-providers-read-only", true);
         return ConfigFactory.parseMap(m, "vmfork.node settings");
     }
 }

@@ -2,6 +2,7 @@ package io.vmfork.cluster.node;
 
 import static org.apache.pekko.http.javadsl.server.Directives.complete;
 import static org.apache.pekko.http.javadsl.server.Directives.concat;
+import static org.apache.pekko.http.javadsl.server.Directives.extractRequest;
 import static org.apache.pekko.http.javadsl.server.Directives.get;
 import static org.apache.pekko.http.javadsl.server.Directives.onSuccess;
 import static org.apache.pekko.http.javadsl.server.Directives.path;
@@ -39,12 +40,20 @@ import org.apache.pekko.http.javadsl.Http;
 import org.apache.pekko.http.javadsl.ServerBinding;
 import org.apache.pekko.http.javadsl.model.ContentTypes;
 import org.apache.pekko.http.javadsl.model.HttpEntities;
+import org.apache.pekko.http.javadsl.model.HttpRequest;
+import org.apache.pekko.http.javadsl.model.HttpResponse;
+import org.apache.pekko.http.javadsl.model.StatusCode;
+import org.apache.pekko.http.javadsl.model.StatusCodes;
+import org.apache.pekko.http.javadsl.model.headers.Host;
+import org.apache.pekko.http.javadsl.model.headers.HttpChallenge;
+import org.apache.pekko.http.javadsl.model.headers.WWWAuthenticate;
 import org.apache.pekko.http.javadsl.server.Route;
+import org.apache.pekko.http.javadsl.settings.ServerSettings;
 import org.apache.pekko.management.javadsl.PekkoManagement;
 
 /**
  * A node's status over HTTP, on {@code vmfork.node.status.http-port} at
- * {@code vmfork.node.hostname}: the cluster page ({@link ClusterPage}: {@code GET /} the
+ * {@code vmfork.node.status.bind} (loopback unless configured otherwise): the cluster page ({@link ClusterPage}: {@code GET /} the
  * page, {@code GET /page/*} its script and style, {@code GET /events} its live feed of
  * server-sent events, whose messages {@link ClusterPage} describes), Pekko Management's
  * routes (among them the cluster's, such as {@code GET /cluster/members}) and the
@@ -72,6 +81,13 @@ import org.apache.pekko.management.javadsl.PekkoManagement;
  * </pre>
  *
  * Memory is in bytes. Unbinds when the node shuts down.
+ *
+ * <p>Every request first passes {@link #refusal}: its {@code Host} header must name one of
+ * {@link StatusSettings#allowedHosts} (else 421: a page of another site that rebinds its
+ * name to this address reads nothing), and, with a {@code vmfork.node.status.token}, every
+ * path but {@code /ready} and {@code /alive} needs {@code Authorization: Bearer TOKEN}
+ * (else 401). Pekko Management's routes are read-only whatever the configuration says
+ * ({@link NodeSettings#pekkoConfig} pins it): a POST, PUT or DELETE on them is refused.
  */
 public final class NodeStatusServer {
     private static final ObjectMapper JSON = new ObjectMapper();
@@ -82,12 +98,15 @@ public final class NodeStatusServer {
     private final AtomicReference<StatusSource> vms = new AtomicReference<>(StatusSource.NONE);
     private final ServerBinding binding;
     private final ClusterPage page;
+    private final StatusSettings access;
 
-    private NodeStatusServer(ActorSystem<?> system, NodeSettings settings, AdmissionLedger admission,
-                             int port, ClusterPage page, io.vmfork.vmm.platform.PlatformChoice platform) {
+    private NodeStatusServer(ActorSystem<?> system, NodeSettings settings, StatusSettings access,
+                             AdmissionLedger admission, int port, ClusterPage page,
+                             io.vmfork.vmm.platform.PlatformChoice platform) {
         this.platform = platform;
         this.system = system;
         this.settings = settings;
+        this.access = access;
         this.admission = admission;
         this.page = page;
         Route routes = concat(
@@ -95,19 +114,62 @@ public final class NodeStatusServer {
                         complete(HttpEntities.create(ContentTypes.APPLICATION_JSON, json))))),
                 page.routes(),
                 PekkoManagement.get(system).getRoutes());
+        Route guarded = extractRequest(request -> {
+            HttpResponse refused = refusal(access, request);
+            return refused == null ? routes : complete(refused);
+        });
         Duration timeout = settings.askTimeout();
+        // The peer's address on each request: the cluster page caps feeds per client by it
+        // (never by a header the client writes, such as X-Forwarded-For).
+        ServerSettings server = ServerSettings.create(system.classicSystem()).withRemoteAddressAttribute(true);
         try {
-            this.binding = Http.get(system).newServerAt(settings.hostname(), port).bind(routes)
+            this.binding = Http.get(system).newServerAt(access.bind(), port).withSettings(server).bind(guarded)
                     .toCompletableFuture().get(timeout.toMillis(), TimeUnit.MILLISECONDS);
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
             throw new IllegalStateException("interrupted while binding the status HTTP server", e);
         } catch (ExecutionException | TimeoutException e) {
             Throwable cause = e instanceof ExecutionException ? e.getCause() : e;
-            throw new IllegalStateException("cannot serve status on " + settings.hostname() + ":" + port
-                    + " (vmfork.node.status.http-port): " + cause, cause);
+            throw new IllegalStateException("cannot serve status on " + access.bind() + ":" + port
+                    + " (vmfork.node.status.bind, vmfork.node.status.http-port): " + cause, cause);
         }
         binding.addToCoordinatedShutdown(timeout, system);
+    }
+
+    // Pekko Management's health checks: a load balancer or an orchestrator asks them
+    // without credentials.
+    private static final Set<String> OPEN_PATHS = Set.of("/ready", "/alive");
+
+    /**
+     * Why {@code request} is refused, or null when it may go on: a {@code Host} that is not
+     * one of the node's names (421), or a missing or wrong bearer token where one is
+     * required (401).
+     */
+    static HttpResponse refusal(StatusSettings access, HttpRequest request) {
+        java.util.Optional<Host> host = request.getHeader(Host.class);
+        String name = host.map(h -> StatusSettings.hostName(h.host().address())).orElse("");
+        if (!access.allowedHosts().contains(name)) {
+            return text(StatusCodes.MISDIRECTED_REQUEST, "this node does not serve its status under that host"
+                    + " name (vmfork.node.status.allowed-hosts)");
+        }
+        if (access.tokenRequired() && !OPEN_PATHS.contains(request.getUri().path())) {
+            String presented = request.getHeader("Authorization")
+                    .map(h -> h.value().trim())
+                    .filter(v -> v.regionMatches(true, 0, "Bearer ", 0, 7))
+                    .map(v -> v.substring(7).trim())
+                    .orElse(null);
+            if (!access.tokenMatches(presented)) {
+                return text(StatusCodes.UNAUTHORIZED, "this node's status needs its bearer token"
+                        + " (Authorization: Bearer ...; vmfork.node.status.token)")
+                        .addHeader(WWWAuthenticate.create(HttpChallenge.create("Bearer", "vmfork")));
+            }
+        }
+        return null;
+    }
+
+    private static HttpResponse text(StatusCode code, String message) {
+        return HttpResponse.create().withStatus(code)
+                .withEntity(HttpEntities.create(ContentTypes.TEXT_PLAIN_UTF8, message + "\n"));
     }
 
     /**
@@ -116,9 +178,10 @@ public final class NodeStatusServer {
      *
      * @throws IllegalStateException if the port cannot be bound
      */
-    static NodeStatusServer start(ActorSystem<?> system, NodeSettings settings, AdmissionLedger admission,
-                                  int port, ClusterPage page, io.vmfork.vmm.platform.PlatformChoice platform) {
-        return new NodeStatusServer(system, settings, admission, port, page, platform);
+    static NodeStatusServer start(ActorSystem<?> system, NodeSettings settings, StatusSettings access,
+                                  AdmissionLedger admission, int port, ClusterPage page,
+                                  io.vmfork.vmm.platform.PlatformChoice platform) {
+        return new NodeStatusServer(system, settings, access, admission, port, page, platform);
     }
 
     /** Where this host's guests run and why (vmfork.vmm.platform). */

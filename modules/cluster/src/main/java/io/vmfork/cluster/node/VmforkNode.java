@@ -14,8 +14,13 @@ import io.vmfork.cluster.web.ClusterPage;
 import io.vmfork.cluster.web.PageSettings;
 import io.vmfork.vmm.Vmm;
 import io.vmfork.vmm.VmmSettings;
+import io.vmfork.vmm.guest.GuestImages;
 import java.io.File;
+import java.nio.file.Files;
+import java.nio.file.Path;
 import java.time.Duration;
+import java.util.ArrayList;
+import java.util.List;
 import java.util.Optional;
 import java.util.concurrent.CompletionStage;
 import org.apache.pekko.Done;
@@ -88,6 +93,52 @@ public final class VmforkNode implements AutoCloseable {
         }
     }
 
+    /** How many subscriptions the HostActor keeps, {@code vmfork.node.subscribers}. */
+    static HostActor.SubscriberLimits subscriberLimits(Config config) {
+        String key = "vmfork.node.subscribers";
+        try {
+            return HostActor.SubscriberLimits.fromConfig(config);
+        } catch (IllegalArgumentException e) {
+            throw new InvalidNodeConfigException(key, e.getMessage());
+        } catch (com.typesafe.config.ConfigException e) {
+            throw new InvalidNodeConfigException(key, e.getMessage(), e);
+        }
+    }
+
+    /**
+     * The guest images a {@code Launch} may name, {@code vmfork.node.images}: the shipped
+     * guests and the files under these directories (each an absolute path to a directory).
+     */
+    static GuestImages guestImages(Config config) {
+        String key = "vmfork.node.images";
+        try {
+            List<String> dirs = config.getStringList(key);
+            List<Path> paths = new ArrayList<>();
+            for (int i = 0; i < dirs.size(); i++) {
+                Path p;
+                try {
+                    p = Path.of(dirs.get(i));
+                } catch (java.nio.file.InvalidPathException e) {
+                    throw new InvalidNodeConfigException(key + "[" + i + "]", "'" + dirs.get(i) + "' is not a path");
+                }
+                if (!p.isAbsolute()) {
+                    throw new InvalidNodeConfigException(key + "[" + i + "]", "'" + dirs.get(i)
+                            + "' is not an absolute path");
+                }
+                if (!Files.isDirectory(p)) {
+                    throw new InvalidNodeConfigException(key + "[" + i + "]", "'" + dirs.get(i)
+                            + "' is not a directory");
+                }
+                paths.add(p);
+            }
+            return GuestImages.of(paths);
+        } catch (com.typesafe.config.ConfigException.Missing e) {
+            throw new InvalidNodeConfigException(key, "missing", e);
+        } catch (com.typesafe.config.ConfigException e) {
+            throw new InvalidNodeConfigException(key, e.getMessage(), e);
+        }
+    }
+
     /**
      * Starts a node from {@code config} (a resolved configuration with the modules'
      * reference.conf behind it, as {@link #loadConfig} gives).
@@ -97,8 +148,10 @@ public final class VmforkNode implements AutoCloseable {
     public static VmforkNode start(Config config) {
         NodeSettings settings = NodeSettings.create(config);
         Duration apiTimeout = apiTimeout(config);
+        GuestImages images = guestImages(config);
         VmmSettings vmmSettings = VmmSettings.create(config);
         PageSettings pageSettings = PageSettings.create(config);
+        StatusSettings statusSettings = StatusSettings.create(config);
         Config full = settings.pekkoConfig().withFallback(config).resolve();
         // The VMM first: a host that cannot run guests (no /dev/kvm for platform = kvm, ptrace
         // or seccomp refused) fails here, before its node has joined the cluster and started
@@ -136,7 +189,8 @@ public final class VmforkNode implements AutoCloseable {
                 host = system.systemActorOf(HostActor.create(vmm, admission, reporter, placement,
                         new HostActor.Settings(settings.hostId(), settings.hostName(), apiTimeout,
                                 io.vmfork.cluster.transfer.TransferSettings.fromConfig(config),
-                                config.getBytes("vmfork.transfer.image-cache")), cloneStats), "host",
+                                config.getBytes("vmfork.transfer.image-cache"), images,
+                                subscriberLimits(config)), cloneStats), "host",
                         Props.empty());
             } catch (RuntimeException e) {
                 vmm.close();
@@ -145,12 +199,12 @@ public final class VmforkNode implements AutoCloseable {
             VmCluster cluster = VmCluster.create(system, placement, apiTimeout);
             Optional<NodeStatusServer> status = Optional.empty();
             if (settings.statusHttpPort() >= 0) {
-                NodeStatusServer server = NodeStatusServer.start(system, settings, admission,
+                NodeStatusServer server = NodeStatusServer.start(system, settings, statusSettings, admission,
                         settings.statusHttpPort(), ClusterPage.create(system, cluster, settings.hostId(), pageSettings),
                         vmm.platform());
-                system.log().info("vmfork node: host {} serves its status at http://{}:{}/status and the cluster"
-                        + " page at http://{}:{}/", settings.hostId(), settings.hostname(), server.port(),
-                        settings.hostname(), server.port());
+                String at = server.address().getHostString() + ":" + server.port();
+                system.log().info("vmfork node: host {} serves its status at http://{}/status and the cluster"
+                        + " page at http://{}/ ({})", settings.hostId(), at, at, statusSettings);
                 status = Optional.of(server);
             }
             // Last: a conflict stops the node at once, which must not fail a start still under

@@ -11,12 +11,14 @@ import java.time.Duration;
  * @param buffer        messages queued for one browser's feed; a browser that falls this far
  *                      behind is dropped (its feed closed) and resyncs with a new snapshot
  * @param maxBrowsers   feeds served at once; one more is answered 503
+ * @param maxPerClient  feeds served at once to one client address; one more is answered 429
  * @param hostsInterval at most one {@code hosts} message per feed per interval (load
  *                      reports and membership changes in between are coalesced)
  * @param heartbeat     an SSE heartbeat after this much silence, so that idle connections stay
  *                      open and a browser that went away is noticed
  */
-public record PageSettings(int buffer, int maxBrowsers, Duration hostsInterval, Duration heartbeat) {
+public record PageSettings(int buffer, int maxBrowsers, int maxPerClient, Duration hostsInterval,
+                           Duration heartbeat) {
     private static final String PATH = "vmfork.node.status.page";
 
     public PageSettings {
@@ -25,6 +27,9 @@ public record PageSettings(int buffer, int maxBrowsers, Duration hostsInterval, 
         }
         if (maxBrowsers < 1) {
             throw new InvalidNodeConfigException(PATH + ".max-browsers", "must be positive");
+        }
+        if (maxPerClient < 1) {
+            throw new InvalidNodeConfigException(PATH + ".max-browsers-per-client", "must be positive");
         }
         if (hostsInterval.isNegative() || hostsInterval.isZero()) {
             throw new InvalidNodeConfigException(PATH + ".hosts-interval", "must be a positive duration");
@@ -38,8 +43,8 @@ public record PageSettings(int buffer, int maxBrowsers, Duration hostsInterval, 
     public static PageSettings create(Config config) {
         try {
             Config c = config.getConfig(PATH);
-            return new PageSettings(c.getInt("buffer"), c.getInt("max-browsers"), c.getDuration("hosts-interval"),
-                    c.getDuration("heartbeat"));
+            return new PageSettings(c.getInt("buffer"), c.getInt("max-browsers"), c.getInt("max-browsers-per-client"),
+                    c.getDuration("hosts-interval"), c.getDuration("heartbeat"));
         } catch (ConfigException e) {
             throw new InvalidNodeConfigException(PATH, e.getMessage(), e);
         }

@@ -227,7 +227,7 @@ class ClusterPageServerTest {
         BoundedSourceQueue<ServerSentEvent> queue = Source.<ServerSentEvent>queue(16)
                 .to(Sink.fromSubscriber(stalled)).run(node.system());
         ActorRef<PageFeed.Command> feed = node.system().systemActorOf(PageFeed.create(node.cluster(), 44,
-                new PageSettings(16, 1, Duration.ofMillis(100), Duration.ofSeconds(15)), queue), "stalled-feed",
+                new PageSettings(16, 1, 1, Duration.ofMillis(100), Duration.ofSeconds(15)), queue), "stalled-feed",
                 Props.empty());
         TestProbe<Object> watcher = ActorTestKit.create(node.system()).createTestProbe();
 

@@ -19,7 +19,11 @@ public final class Guests {
     private Guests() {
     }
 
-    /** A shipped guest by name, or a path to an ELF. */
+    /**
+     * A shipped guest by name, or a path to an ELF: any file this process may read. For
+     * the local user's own choice only ({@code vmfork run}, {@code vmfork snapshot}); what
+     * another host asks for is resolved by {@link GuestImages}.
+     */
     public static ElfImage resolve(String nameOrPath) {
         if (nameOrPath.contains("/") || nameOrPath.endsWith(".elf") || Files.exists(Path.of(nameOrPath))) {
             Path p = Path.of(nameOrPath);
@@ -29,6 +33,11 @@ public final class Guests {
             return ElfImage.read(p);
         }
         return shipped(nameOrPath);
+    }
+
+    /** Whether a guest named {@code name} is shipped in the native-kvm jar. */
+    public static boolean isShipped(String name) {
+        return !name.contains("/") && Guests.class.getResource(RESOURCE_DIR + name + ".elf") != null;
     }
 
     public static ElfImage shipped(String name) {
