@@ -37,7 +37,7 @@
 int vmfork_proc_spawn(int stub_fd, int *sock_out, int *ns_out);
 int vmfork_proc_unmaps(int pid, long *ranges, int max);
 int vmfork_proc_launch(int sock, const int *fds, int nfds, const long *extents, int nextents,
-                       const long *unmaps, int nunmaps, int vcpus, int *tids_out, int go);
+                       const long *unmaps, int nunmaps, int vcpus, int *tids_out, int go, int *uffd_out);
 int vmfork_proc_go(int sock);
 int vmfork_proc_seize(int tid);
 int vmfork_proc_run(int tid, const long *regs_in, int deliver, long *regs_out, long *info);
@@ -103,7 +103,7 @@ int main(int argc, char **argv)
         die("vmfork_proc_unmaps", nun);
     long ext[5] = { 0x1000, (long)RAM - 0x1000, 0, 0x1000, 1 };
     int tid;
-    int r = vmfork_proc_launch(sock, &mem, 1, ext, 1, unmaps, nun, 1, &tid, 0);
+    int r = vmfork_proc_launch(sock, &mem, 1, ext, 1, unmaps, nun, 1, &tid, 0, NULL);
     if (r < 0)
         die("vmfork_proc_launch", r);
     if ((r = vmfork_proc_seize(tid)) < 0)

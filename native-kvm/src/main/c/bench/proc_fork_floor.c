@@ -18,14 +18,17 @@
  *   the hypercall: the byte at RIP (0xEF) and the fork block, read from the process
  *     (process_vm_readv), as the VMM reads them;
  *   capture: the registers are the stop's; the XSAVE area (PTRACE_GETREGSET NT_X86_XSTATE);
- *   scan: PAGEMAP_SCAN of /proc/<pid>/pagemap over all of RAM for the written pages;
- *   copy: the new layer memfd (made ahead, as the VMM makes the next one after a fork)
- *     mapped, every written run read into it (process_vm_readv), unmapped; the image's
- *     extents overlaid with the new runs;
- *   the parent's move: a pooled process (spawned ahead, untraced) launched with the
- *     image's extents mapped privately (one mmap per extent, in the stub), the old
- *     process SIGKILLed, the new thread seized, GO, its int3 stop, XSAVE set (the
- *     registers go with its resume);
+ *   scan: PAGEMAP_SCAN of /proc/<pid>/pagemap over all of RAM for the written pages:
+ *     where the parent's launch gave it a write tracker (the stub's write-protect
+ *     userfaultfd), the pages written since the last fork, protected again in the same
+ *     walk (vmfork_proc_scan_written_wp); else its anonymous pages;
+ *   copy: every written run read from the process (process_vm_readv) into a 256 KiB
+ *     bounce buffer and written to the new layer memfd (made ahead, as the VMM makes the
+ *     next one after a fork) with pwrite; the image's extents overlaid with the new runs;
+ *   the parent's move, only where its writes are not tracked: a pooled process (spawned
+ *     ahead, untraced) launched with the image's extents mapped privately (one mmap per
+ *     extent, in the stub), the old process SIGKILLed, the new thread seized, GO, its int3
+ *     stop, XSAVE set (the registers go with its resume);
  *   the child's launch: a pooled process whose main thread a parked thread seized ahead,
  *     LAUNCH with GO; the child's fork block written (process_vm_writev); the parked
  *     thread woken, which collects the int3 stop, sets the XSAVE area and the registers
@@ -43,9 +46,10 @@
  *
  * Prints one JSON line: {"bench":"fork.c_floor","platform":"process","n":..,
  * "p50_ms":..,"p99_ms":.., the parts' p50/p99: capture (capture, scan, copy), move
- * (the parent's move), child (the child's launch to its first exit), parent_blocked
+ * (the parent's move; 0 where writes are tracked), child (the child's launch to its first exit), parent_blocked
  * (FORK stop to the parent's resume), and the shape: written runs and pages, image
- * extents and files, "children_left":0}. Exits 1 with a message naming the failed step
+ * extents and files, "write_tracking" (whether the parent's writes were tracked in place),
+ * "children_left":0}. Exits 1 with a message naming the failed step
  * on any error; kills and reaps every process it made, and checks that none is left.
  */
 #define _GNU_SOURCE
@@ -68,7 +72,7 @@
 int vmfork_proc_spawn(int stub_fd, int *sock_out, int *ns_out);
 int vmfork_proc_unmaps(int pid, long *ranges, int max);
 int vmfork_proc_launch(int sock, const int *fds, int nfds, const long *extents, int nextents,
-                       const long *unmaps, int nunmaps, int vcpus, int *tids_out, int go);
+                       const long *unmaps, int nunmaps, int vcpus, int *tids_out, int go, int *uffd_out);
 int vmfork_proc_go(int sock);
 int vmfork_proc_seize(int tid);
 int vmfork_proc_run(int tid, const long *regs_in, int deliver, long *regs_out, long *info);
@@ -78,6 +82,7 @@ int vmfork_proc_set_xstate(int tid, const void *buf, int len);
 long vmfork_proc_readv(int pid, long remote, void *local, long len);
 long vmfork_proc_writev(int pid, long remote, const void *local, long len);
 int vmfork_proc_scan_written(int pagemap_fd, long start, long end, long *ranges, int max);
+int vmfork_proc_scan_written_wp(int pagemap_fd, long start, long end, long *ranges, int max);
 
 #define MIB (1UL << 20)
 #define PAGE 4096L
@@ -89,6 +94,8 @@ int vmfork_proc_scan_written(int pagemap_fd, long start, long end, long *ranges,
 #define RUN_SIGNAL 1
 #define RUN_KILLED 4
 #define MAX_RUNS 1024
+#define BOUNCE (256 * 1024)     /* the VMM's bounce buffer (MemoryFreezer) */
+static unsigned char bounce[BOUNCE];
 #define MAX_EXTENTS 1024         /* STUB_MAX_EXTENTS */
 #define MAX_LAYERS 240
 #define PARENT_ID 1L
@@ -269,6 +276,7 @@ struct child {
     int xlen;
     struct user_regs_struct regs;   /* the capture, RAX = 0 */
     long first_rip;
+    int tracker;                    /* its write tracker, closed once it has ended */
     double t_first;
     const char *err;
     long rc;
@@ -414,9 +422,11 @@ int main(int argc, char **argv)
     int nfds;
     int nplan = mapping(fds, plan, &nfds);
     int tid;
-    int r = vmfork_proc_launch(cur.sock, fds, nfds, plan, nplan, cur.unmaps, cur.nun, 1, &tid, 0);
+    int tracker;
+    int r = vmfork_proc_launch(cur.sock, fds, nfds, plan, nplan, cur.unmaps, cur.nun, 1, &tid, 0, &tracker);
     if (r < 0)
         die("vmfork_proc_launch (parent)", r);
+    int tracked = tracker >= 0;
     if ((r = vmfork_proc_seize(cur.pid)) < 0 || (r = vmfork_proc_go(cur.sock)) < 0)
         die("seize/go (parent)", r);
     close(cur.sock);
@@ -442,7 +452,8 @@ int main(int argc, char **argv)
         struct child *c = malloc(sizeof *c);
         pool_child(c);
         struct pooled mv;
-        spawn_pooled(&mv);
+        if (!tracked)
+            spawn_pooled(&mv);
         int layer = new_layer();
 
         /* The parent runs to FORK: its first exit after the last fork (the push, `out`),
@@ -477,57 +488,67 @@ int main(int argc, char **argv)
         int pm = open(path, O_RDONLY | O_CLOEXEC);
         if (pm < 0)
             die("open pagemap", -errno);
-        nwritten = vmfork_proc_scan_written(pm, 0, ram, written, MAX_RUNS);
+        nwritten = tracked ? vmfork_proc_scan_written_wp(pm, 0, ram, written, MAX_RUNS)
+                           : vmfork_proc_scan_written(pm, 0, ram, written, MAX_RUNS);
         close(pm);
         if (nwritten < 0)
             die("vmfork_proc_scan_written", nwritten);
-        /* 3. copy them into the new layer, and overlay the image */
-        unsigned char *dst = mmap(NULL, (size_t)ram, PROT_READ | PROT_WRITE, MAP_SHARED, layers[layer], 0);
-        if (dst == MAP_FAILED)
-            die("mmap of the layer", -errno);
+        /* 3. copy them into the new layer through the bounce buffer, and overlay the image */
         shape_pages = 0;
         for (int i = 0; i < nwritten; i++) {
             long len = written[2 * i + 1] - written[2 * i];
             for (long done = 0; done < len;) {
-                long got = vmfork_proc_readv(cur.pid, written[2 * i] + done, dst + written[2 * i] + done, len - done);
+                long want = len - done < BOUNCE ? len - done : BOUNCE;
+                long got = vmfork_proc_readv(cur.pid, written[2 * i] + done, bounce, want);
                 if (got <= 0)
                     die("vmfork_proc_readv", got < 0 ? got : -EIO);
+                for (long put = 0; put < got;) {
+                    ssize_t w = pwrite(layers[layer], bounce + put, (size_t)(got - put), written[2 * i] + done + put);
+                    if (w <= 0)
+                        die("pwrite to the layer", w < 0 ? -errno : -EIO);
+                    put += w;
+                }
                 done += got;
             }
             shape_pages += len / PAGE;
         }
-        munmap(dst, (size_t)ram);
         overlay(written, nwritten, layer);
         double t1 = now_ms();
 
-        /* 4. the parent's move: launch, the old process killed, seize, GO, int3 stop, XSAVE */
+        /* 4. the parent's move, where its writes are not tracked: launch, the old process
+           killed, seize, GO, int3 stop, XSAVE */
         nplan = mapping(fds, plan, &nfds);
         shape_extents = nplan;
         shape_fds = nfds;
-        r = vmfork_proc_launch(mv.sock, fds, nfds, plan, nplan, mv.unmaps, mv.nun, 1, &tid, 0);
-        if (r < 0)
-            die("vmfork_proc_launch (move)", r);
-        kill(cur.pid, SIGKILL);
-        int old = cur.pid;
-        if ((r = vmfork_proc_seize(mv.pid)) < 0)
-            die("vmfork_proc_seize (move)", r);
-        if ((r = vmfork_proc_go(mv.sock)) < 0)
-            die("vmfork_proc_go (move)", r);
-        close(mv.sock);
-        struct user_regs_struct stop;
-        k = vmfork_proc_run(mv.pid, NULL, 0, (long *)&stop, info);
-        if (k != RUN_SIGNAL || info[0] != SIGTRAP)
-            die("the moved parent's int3 stop", k < 0 ? k : -EPROTO);
-        if ((r = vmfork_proc_set_xstate(mv.pid, xstate, xlen)) < 0)
-            die("PTRACE_SETREGSET NT_X86_XSTATE (move)", r);
         struct user_regs_struct captured = regs;
-        regs.orig_rax = stop.orig_rax;
-        regs.cs = stop.cs, regs.ss = stop.ss, regs.ds = stop.ds, regs.es = stop.es, regs.fs = stop.fs, regs.gs = stop.gs;
-        cur = mv;
+        int old = 0;
+        if (!tracked) {
+            r = vmfork_proc_launch(mv.sock, fds, nfds, plan, nplan, mv.unmaps, mv.nun, 1, &tid, 0, NULL);
+            if (r < 0)
+                die("vmfork_proc_launch (move)", r);
+            kill(cur.pid, SIGKILL);
+            old = cur.pid;
+            if ((r = vmfork_proc_seize(mv.pid)) < 0)
+                die("vmfork_proc_seize (move)", r);
+            if ((r = vmfork_proc_go(mv.sock)) < 0)
+                die("vmfork_proc_go (move)", r);
+            close(mv.sock);
+            struct user_regs_struct stop;
+            k = vmfork_proc_run(mv.pid, NULL, 0, (long *)&stop, info);
+            if (k != RUN_SIGNAL || info[0] != SIGTRAP)
+                die("the moved parent's int3 stop", k < 0 ? k : -EPROTO);
+            if ((r = vmfork_proc_set_xstate(mv.pid, xstate, xlen)) < 0)
+                die("PTRACE_SETREGSET NT_X86_XSTATE (move)", r);
+            regs.orig_rax = stop.orig_rax;
+            regs.cs = stop.cs, regs.ss = stop.ss, regs.ds = stop.ds, regs.es = stop.es, regs.fs = stop.fs,
+            regs.gs = stop.gs;
+            cur = mv;
+        }
         double t2 = now_ms();
 
         /* 5. the child: LAUNCH with GO, its fork block, its tracer woken */
-        r = vmfork_proc_launch(c->p.sock, fds, nfds, plan, nplan, c->p.unmaps, c->p.nun, 1, &tid, 1);
+        r = vmfork_proc_launch(c->p.sock, fds, nfds, plan, nplan, c->p.unmaps, c->p.nun, 1, &tid, 1,
+                               &c->tracker);
         if (r < 0)
             die("vmfork_proc_launch (child)", r);
         close(c->p.sock);
@@ -561,10 +582,13 @@ int main(int argc, char **argv)
         pthread_join(c->thread, NULL);
         if (c->err)
             die(c->err, c->rc);
-        /* Untimed: reap the process the parent left (the VMM's reaper thread does it). */
+        /* Untimed: reap the process the parent left (the VMM's reaper thread does it), and
+           close the child's write tracker (the VMM keeps it for the child's own forks). */
         int st;
-        while (waitpid(old, &st, __WALL) < 0 && errno == EINTR)
+        while (old > 0 && waitpid(old, &st, __WALL) < 0 && errno == EINTR)
             ;
+        if (c->tracker >= 0)
+            close(c->tracker);
         close_unused_layers();
         if (it >= warmup) {
             int i = it - warmup;
@@ -604,8 +628,11 @@ int main(int argc, char **argv)
            " \"child_p50_ms\": %.3f, \"child_p99_ms\": %.3f,"
            " \"parent_blocked_p50_ms\": %.3f, \"parent_blocked_p99_ms\": %.3f,"
            " \"ram_mib\": %ld, \"touch_mib\": %ld, \"written_runs\": %d, \"written_pages\": %ld,"
-           " \"image_extents\": %d, \"image_files\": %d, \"warmup_forks\": %d, \"children_left\": %d}\n",
+           " \"image_extents\": %d, \"image_files\": %d, \"warmup_forks\": %d, \"write_tracking\": %s,"
+           " \"children_left\": %d}\n",
            runs, all50, all99, cap50, cap99, mv50, mv99, ch50, ch99, bl50, bl99, ram_mib, touch_mib, nwritten,
-           shape_pages, shape_extents, shape_fds, warmup, left);
+           shape_pages, shape_extents, shape_fds, warmup, tracked ? "true" : "false", left);
+    if (tracker >= 0)
+        close(tracker);
     return 0;
 }

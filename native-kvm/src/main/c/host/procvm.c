@@ -487,13 +487,18 @@ static int host_tid(pid_t pid, int nstid)
  * LAUNCH at once (the socket keeps the two messages apart), for a caller that already
  * traces every thread the stub will have (one vCPU, seized before the launch): the stub
  * then goes on from its reply to its int3 without waiting for another message, which
- * saves a wake-up of each side (~0.1-0.2 ms here). Errors: the stub's -errno for a failed
- * mmap/munmap/clone, -ETIMEDOUT, -EPROTO for a malformed reply, -EPIPE if the stub has
- * gone. The caller SIGKILLs the stub after any failure.
+ * saves a wake-up of each side (~0.1-0.2 ms here). uffd_out (may be NULL): for private
+ * RAM, the stub's userfaultfd of the guest's address space in asynchronous write-protect
+ * mode (the caller owns and closes it; vmfork_proc_scan_written_wp uses it), else the
+ * -errno of why there is none (-ENOENT: shared RAM, none asked). Errors: the stub's
+ * -errno for a failed mmap/munmap/clone, -ETIMEDOUT, -EPROTO for a malformed reply,
+ * -EPIPE if the stub has gone. The caller SIGKILLs the stub after any failure.
  */
 int vmfork_proc_launch(int sock, const int *fds, int nfds, const long *extents, int nextents,
-                       const long *unmaps, int nunmaps, int vcpus, int *tids_out, int go)
+                       const long *unmaps, int nunmaps, int vcpus, int *tids_out, int go, int *uffd_out)
 {
+    if (uffd_out)
+        *uffd_out = -ENOENT;
     if (nfds < 0 || nfds > STUB_MAX_FDS || nextents < 0 || nextents > STUB_MAX_EXTENTS
         || nunmaps < 0 || nunmaps > STUB_MAX_UNMAPS || vcpus < 1 || vcpus > STUB_MAX_VCPUS)
         return -EINVAL;
@@ -556,30 +561,47 @@ int vmfork_proc_launch(int sock, const int *fds, int nfds, const long *extents, 
     if (n == 0)
         return -EPIPE;
     pid_t pid = 0;
+    int uffd = -1;
     for (struct cmsghdr *ch = CMSG_FIRSTHDR(&rm); ch; ch = CMSG_NXTHDR(&rm, ch)) {
         if (ch->cmsg_level == SOL_SOCKET && ch->cmsg_type == SCM_CREDENTIALS) {
             struct ucred u;
             memcpy(&u, CMSG_DATA(ch), sizeof u);
             pid = u.pid;
         } else if (ch->cmsg_level == SOL_SOCKET && ch->cmsg_type == SCM_RIGHTS) {
-            int k = (int)((ch->cmsg_len - CMSG_LEN(0)) / sizeof(int));   /* none expected */
-            for (int i = 0; i < k; i++)
-                close(((int *)CMSG_DATA(ch))[i]);
+            int k = (int)((ch->cmsg_len - CMSG_LEN(0)) / sizeof(int));   /* the userfaultfd, if any */
+            for (int i = 0; i < k; i++) {
+                int fd = ((int *)CMSG_DATA(ch))[i];
+                if (uffd < 0 && k == 1)
+                    uffd = fd;
+                else
+                    close(fd);
+            }
         }
     }
+    int st = 0;
     if ((size_t)n < sizeof rep.h || rep.h.magic != STUB_REPLY_MAGIC)
-        return -EPROTO;
-    if (rep.h.status != 0)
-        return rep.h.status < 0 ? rep.h.status : -EPROTO;
-    if (rep.h.ntids != vcpus || (size_t)n != sizeof rep.h + (size_t)vcpus * sizeof(int32_t) || pid <= 0)
-        return -EPROTO;
-    tids_out[0] = pid; /* the stub's main thread, the leader */
-    for (int i = 1; i < vcpus; i++) {
-        int t = host_tid(pid, rep.tids[i]);
-        if (t < 0)
-            return t;
-        tids_out[i] = t;
+        st = -EPROTO;
+    else if (rep.h.status != 0)
+        st = rep.h.status < 0 ? rep.h.status : -EPROTO;
+    else if (rep.h.ntids != vcpus || (size_t)n != sizeof rep.h + (size_t)vcpus * sizeof(int32_t) || pid <= 0
+             || (uffd >= 0) != (rep.h.uffd_status == 0))
+        st = -EPROTO;
+    if (st == 0) {
+        tids_out[0] = pid; /* the stub's main thread, the leader */
+        for (int i = 1; i < vcpus && st == 0; i++) {
+            int t = host_tid(pid, rep.tids[i]);
+            if (t < 0)
+                st = t;
+            else
+                tids_out[i] = t;
+        }
     }
+    if (st != 0 || !uffd_out) {
+        if (uffd >= 0)
+            close(uffd);
+        return st;
+    }
+    *uffd_out = uffd >= 0 ? uffd : rep.h.uffd_status < 0 ? rep.h.uffd_status : -ENOENT;
     return 0;
 }
 
@@ -902,6 +924,7 @@ long vmfork_proc_writev(int pid, long remote, const void *local, long len)
 /* PAGEMAP_SCAN (Linux 6.7); the build host's headers may predate it. */
 #ifndef PAGEMAP_SCAN
 #define PAGEMAP_SCAN _IOWR('f', 16, struct pm_scan_arg)
+#define PAGE_IS_WRITTEN (1 << 1)
 #define PAGE_IS_FILE (1 << 2)
 #define PAGE_IS_PRESENT (1 << 3)
 #define PAGE_IS_PFNZERO (1 << 5)
@@ -948,6 +971,66 @@ int vmfork_proc_scan_written(int pagemap_fd, long start, long end, long *ranges,
             }
             if (n == max)
                 return -ENOSPC;
+            ranges[2 * n] = (long)vec[i].start;
+            ranges[2 * n + 1] = (long)vec[i].end;
+            n++;
+        }
+        if (a.walk_end <= at)
+            return -EPROTO;
+        at = a.walk_end;
+    }
+    return n;
+}
+
+#ifndef PM_SCAN_WP_MATCHING
+#define PM_SCAN_WP_MATCHING (1 << 0)
+#define PM_SCAN_CHECK_WPASYNC (1 << 1)
+#endif
+
+/*
+ * The pages of [start, end) the guest wrote since the last call (or since its launch): in
+ * a process whose RAM is registered with its asynchronous write-protect userfaultfd
+ * (vmfork_proc_launch's uffd_out), the present anonymous pages without the write-protect
+ * bit; each is write-protected again by the same walk (PM_SCAN_WP_MATCHING), so that the
+ * next call sees only later writes, without moving the guest to a new process. The guest
+ * must not run meanwhile (the VMM calls it paused). Pages never touched stay unprotected
+ * holes: a write to one makes an anonymous page without the bit, seen next time.
+ *
+ * Never loses a page: when more runs than max are found, the last run is stretched over
+ * the rest (pages it covers that were not written hold what the image holds already).
+ * Returns the number of runs (start, end pairs) in ranges, or -errno (-EPERM: the range is
+ * not registered for asynchronous write-protect).
+ */
+int vmfork_proc_scan_written_wp(int pagemap_fd, long start, long end, long *ranges, int max)
+{
+    struct page_region vec[256];
+    int n = 0;
+    uint64_t at = (uint64_t)start;
+    if (max < 1)
+        return -EINVAL;
+    while (at < (uint64_t)end) {
+        struct pm_scan_arg a = {
+            .size = sizeof a,
+            .flags = PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC,
+            .start = at,
+            .end = (uint64_t)end,
+            .vec = (uint64_t)(uintptr_t)vec,
+            .vec_len = sizeof vec / sizeof vec[0],
+            .category_mask = PAGE_IS_WRITTEN | PAGE_IS_PRESENT | PAGE_IS_FILE | PAGE_IS_PFNZERO,
+            .category_inverted = PAGE_IS_FILE | PAGE_IS_PFNZERO,
+            .return_mask = PAGE_IS_WRITTEN,
+        };
+        int r = ioctl(pagemap_fd, PAGEMAP_SCAN, &a);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        for (int i = 0; i < r; i++) {
+            if (n > 0 && ((uint64_t)ranges[2 * n - 1] == vec[i].start || n == max)) {
+                ranges[2 * n - 1] = (long)vec[i].end;
+                continue;
+            }
             ranges[2 * n] = (long)vec[i].start;
             ranges[2 * n + 1] = (long)vec[i].end;
             n++;

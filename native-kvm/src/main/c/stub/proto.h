@@ -16,6 +16,11 @@
  *                them (ids in its own PID namespace; index 0 is the main thread). The VMM
  *                receives it with SO_PASSCRED, so the kernel adds the stub's host pid,
  *                from which procvm.c translates the ids through /proc/<pid>/task/<t>/status.
+ *                When RAM is private (extent 0 not shared), the stub tracks the guest's
+ *                writes for the VMM: a userfaultfd of its address space in asynchronous
+ *                write-protect mode, registered over extent 0, rides along as SCM_RIGHTS
+ *                (the stub keeps no copy); uffd_status says 0, or the -errno of the step
+ *                that failed (the launch goes on without it).
  *   VMM -> stub  GO: one byte, STUB_GO.
  */
 #ifndef VMFORK_STUB_PROTO_H
@@ -27,6 +32,9 @@
 #define STUB_REPLY_MAGIC 0x594c504552465056ull  /* "VPFREPLY" */
 #define STUB_GO 'G'
 #define STUB_READY 'R'
+
+/* Linux 6.7's UFFD_FEATURE_WP_ASYNC; the build host's headers may predate it. */
+#define STUB_UFFD_FEATURE_WP_ASYNC (1 << 15)
 
 #define STUB_MAX_FDS 250        /* below the kernel's SCM_MAX_FD (253) */
 #define STUB_MAX_EXTENTS 1024
@@ -47,6 +55,8 @@ struct stub_reply {
     int32_t index;              /* the failed extent or unmap, or -1 */
     int32_t step;               /* STUB_STEP_*: what failed */
     int32_t ntids;
+    int32_t uffd_status;        /* 0: a userfaultfd rides along; -errno: none (why); 1: not asked (shared RAM) */
+    int32_t pad;
 };
 
 enum { STUB_STEP_OK, STUB_STEP_MESSAGE, STUB_STEP_MMAP, STUB_STEP_UNMAP, STUB_STEP_THREAD };

@@ -12,6 +12,12 @@
  *      MAP_FIXED over the first and inside it; close those fds, and unmap the
  *      ranges the VMM lists (the kernel's [stack], [vdso], [vvar]: the stub runs on
  *      stacks in its own .bss, so nothing it needs is outside [__stub_start, __stub_end));
+ *   2b. for private RAM: make a userfaultfd of this address space (user-mode faults only,
+ *      asynchronous write-protect: a write to a protected page is resolved by the kernel
+ *      at once and leaves the page "written" for PAGEMAP_SCAN) and register extent 0 with
+ *      it in write-protect mode; it goes to the VMM with the reply, which then reads and
+ *      re-protects the pages the guest writes between two forks (procvm.c,
+ *      vmfork_proc_scan_written_wp) without this process's help;
  *   3. create vcpus - 1 more threads, which wait in FUTEX_WAIT;
  *   4. reply with the status and the thread ids, and wait for GO; by then the VMM has
  *      PTRACE_SEIZEd every thread;
@@ -35,6 +41,8 @@
 #include <linux/futex.h>
 #include <linux/seccomp.h>
 #include <linux/signal.h>
+#include <linux/ioctl.h>
+#include <linux/userfaultfd.h>
 #include <asm/unistd.h>
 
 #include "proto.h"
@@ -150,6 +158,10 @@ static void vcpu_thread(long index)
 
 /* -------- main -------- */
 
+/* The write tracker for the VMM (step 2b), -1 when there is none. */
+static int uffd = -1;
+static int uffd_status = 1;
+
 static void send_reply(int status, int index, int step, int ntids)
 {
     reply.h.magic = STUB_REPLY_MAGIC;
@@ -157,9 +169,52 @@ static void send_reply(int status, int index, int step, int ntids)
     reply.h.index = index;
     reply.h.step = step;
     reply.h.ntids = ntids;
+    reply.h.uffd_status = uffd_status;
     struct iovec_k iov = { &reply, sizeof reply.h + (size_t)ntids * sizeof(int32_t) };
     struct msghdr_k m = { 0, 0, &iov, 1, 0, 0, 0 };
+    union {
+        struct cmsghdr_k h;
+        unsigned char bytes[sizeof(struct cmsghdr_k) + 8];
+    } c;
+    if (status == 0 && uffd >= 0) {
+        c.h.len = sizeof(struct cmsghdr_k) + sizeof(int);
+        c.h.level = SOL_SOCKET;
+        c.h.type = SCM_RIGHTS;
+        memcpy(c.bytes + sizeof(struct cmsghdr_k), &uffd, sizeof(int));
+        m.control = &c;
+        m.controllen = sizeof c;
+    }
     sys3(__NR_sendmsg, CTL_FD, &m, 0);
+    if (uffd >= 0) {
+        sys3(__NR_close, uffd, 0, 0);   /* the guest holds no fd of its own */
+        uffd = -1;
+    }
+}
+
+/*
+ * Step 2b: a userfaultfd over [start, start + len) in asynchronous write-protect mode.
+ * Sets uffd, or uffd_status to the -errno of the failed step; never fails the launch.
+ */
+static void track_writes(uint64_t start, uint64_t len)
+{
+    long fd = sys3(__NR_userfaultfd, 02000000 /* O_CLOEXEC */ | UFFD_USER_MODE_ONLY, 0, 0);
+    if (fd < 0) {
+        uffd_status = (int)fd;
+        return;
+    }
+    struct uffdio_api api = { .api = UFFD_API, .features = STUB_UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_HUGETLBFS_SHMEM };
+    long r = sys3(__NR_ioctl, fd, UFFDIO_API, &api);
+    if (r == 0) {
+        struct uffdio_register reg = { .range = { start, len }, .mode = UFFDIO_REGISTER_MODE_WP };
+        r = sys3(__NR_ioctl, fd, UFFDIO_REGISTER, &reg);
+    }
+    if (r != 0) {
+        sys3(__NR_close, fd, 0, 0);
+        uffd_status = (int)r;
+        return;
+    }
+    uffd = (int)fd;
+    uffd_status = 0;
 }
 
 static void fail(int status, int index, int step)
@@ -225,6 +280,10 @@ void stub_main(void)
         if (r != 0)
             fail((int)r, (int)i, STUB_STEP_UNMAP);
     }
+
+    /* 2b. the guest's writes, tracked for the VMM */
+    if (h->nextents > 0 && ext[4] == 0)
+        track_writes((uint64_t)ext[0], (uint64_t)ext[1]);
 
     /* 3. the other vCPUs' threads */
     int vcpus = (int)h->vcpus;

@@ -19,6 +19,8 @@ public final class Processes {
 
     private static native int vmfork_proc_scan_written(int pagemapFd, long start, long end, long[] ranges, int max);
 
+    private static native int vmfork_proc_scan_written_wp(int pagemapFd, long start, long end, long[] ranges, int max);
+
     private static native int vmfork_proc_pidfd(int pid, int tid);
 
     private static native int vmfork_watch_create(int[] wakeOut);
@@ -85,6 +87,28 @@ public final class Processes {
                 check(n, "PAGEMAP_SCAN of /proc/" + pid + "/pagemap");
                 return java.util.Arrays.copyOf(r, 2 * n);
             }
+        } finally {
+            LibC.closeQuietly(fd);
+        }
+    }
+
+    /** Runs the tracked scan reports at most; more are merged into the last (never a page lost). */
+    private static final int TRACKED_MAX_RUNS = 4096;
+
+    /**
+     * The ranges of [start, end) that process {@code pid} wrote since the last call, in a
+     * process whose RAM its asynchronous write-protect userfaultfd tracks (GuestProcesses
+     * launch's write tracker), write-protecting them again in the same walk: start, end
+     * pairs, in order. The process must not run meanwhile. Past {@value #TRACKED_MAX_RUNS}
+     * runs the last one stretches over the rest, so a page written is never left out.
+     */
+    public static long[] writtenRangesTracked(int pid, long start, long end) {
+        int fd = LibC.checkedOpen("/proc/" + pid + "/pagemap", 0);
+        try {
+            long[] r = new long[2 * TRACKED_MAX_RUNS];
+            int n = check(vmfork_proc_scan_written_wp(fd, start, end, r, TRACKED_MAX_RUNS),
+                    "PAGEMAP_SCAN (write-protect) of /proc/" + pid + "/pagemap");
+            return java.util.Arrays.copyOf(r, 2 * n);
         } finally {
             LibC.closeQuietly(fd);
         }

@@ -43,7 +43,7 @@ public final class GuestProcesses {
     private static native String vmfork_proc_spawn_note();
 
     private static native int vmfork_proc_launch(int sock, int[] fds, int nfds, long[] extents, int nextents,
-            long[] unmaps, int nunmaps, int vcpus, int[] tidsOut, int go);
+            long[] unmaps, int nunmaps, int vcpus, int[] tidsOut, int go, int[] uffdOut);
 
     private static native int vmfork_proc_go(int sock);
 
@@ -124,11 +124,20 @@ public final class GuestProcesses {
      * it make {@code vcpus} threads; returns their host tids, vCPU 0's first. With
      * {@code go}, GO follows at once (every thread is traced already: see vmfork_proc_launch).
      */
-    public static int[] launch(int sock, int[] fds, long[] extents, long[] unmaps, int vcpus, boolean go) {
+    public static Launched launch(int sock, int[] fds, long[] extents, long[] unmaps, int vcpus, boolean go) {
         int[] tids = new int[vcpus];
+        int[] uffd = new int[1];
         check(vmfork_proc_launch(sock, fds, fds.length, extents, extents.length / 5, unmaps, unmaps.length / 2, vcpus,
-                tids, go ? 1 : 0), "guest process launch");
-        return tids;
+                tids, go ? 1 : 0, uffd), "guest process launch");
+        return new Launched(tids, uffd[0]);
+    }
+
+    /**
+     * A launched guest process: its threads' host tids, vCPU 0's first, and for private RAM
+     * the userfaultfd that tracks its writes (asynchronous write-protect; the caller owns
+     * and closes it), else the -errno of why there is none (-ENOENT: shared RAM).
+     */
+    public record Launched(int[] tids, int writeTracker) {
     }
 
     /** What the stub must unmap before the guest runs ([stack], [vdso], [vvar]): address, length pairs. */

@@ -163,6 +163,51 @@ class ForkTest extends VmmTestBase {
         }
     }
 
+    /**
+     * The process platform tracks a guest's writes in place (the stub's write-protect
+     * userfaultfd): after its first fork (its RAM file becomes the image, and it moves to a
+     * process mapping that privately) a parent keeps its guest process fork after fork, and
+     * each fork's children still see every page written since the last, the guest's own and
+     * those the VMM wrote into it.
+     */
+    @Test
+    @org.junit.jupiter.api.condition.DisabledIf(value = "io.vmfork.vmm.platform.HostPlatforms#vmmRunsOnKvm",
+            disabledReason = "process-platform-only by nature: where a guest process's writes are tracked")
+    void aParentForkedAgainKeepsItsGuestProcessAndItsChildrenSeeEveryLaterWrite() throws Exception {
+        Announcements a = new Announcements();
+        VirtualMachine parent = forker(a);
+        long slot = parent.memory().size() - (8L << 20); // below the stack, above what forker uses
+        VirtualMachine first = forkVia(parent, 1, a).get(0);
+        a.next(first);
+        int pid = parent.guestPid();
+        parent.memory().writeLong(slot, 0x1111);
+        assertEquals("ok", ask(parent, "write 5 222"));
+        VirtualMachine second = forkVia(parent, 1, a).get(0);
+        a.next(second);
+        assertEquals(pid, parent.guestPid(), "the parent moved to a new guest process at its second fork");
+        assertEquals("222", ask(second, "read 5"));
+        assertEquals(0x1111, second.memory().readLong(slot), "the VMM's write before the fork");
+        parent.memory().writeLong(slot, 0x2222);
+        assertEquals("ok", ask(parent, "write 5 333"));
+        VirtualMachine third = forkVia(parent, 1, a).get(0);
+        a.next(third);
+        assertEquals(pid, parent.guestPid());
+        assertEquals("333", ask(third, "read 5"));
+        assertEquals(0x2222, third.memory().readLong(slot));
+        assertEquals(0x1111, second.memory().readLong(slot), "an earlier child keeps what it had");
+        assertEquals("222", ask(second, "read 5"));
+        assertNotEquals("222", ask(first, "read 5"));
+        // A fork with nothing written since copies nothing and still sees everything.
+        VirtualMachine fourth = forkVia(parent, 1, a).get(0);
+        a.next(fourth);
+        assertEquals("333", ask(fourth, "read 5"));
+        assertEquals(0x2222, fourth.memory().readLong(slot));
+        assertEquals(ask(parent, "sum"), ask(fourth, "sum"));
+        for (VirtualMachine v : List.of(first, second, third, fourth, parent)) {
+            v.stop();
+        }
+    }
+
     @Test
     void anApplicationForksAVmThatIsBusyComputing() throws Exception {
         VirtualMachine spin = vmm.launch(VmSpec.of(Guests.shipped("spin"), 16L << 20));

@@ -86,11 +86,14 @@ public final class MemoryFreezer {
     /**
      * The process platform's freeze: the VM is paused, its RAM private to its process (or
      * still the shared RAM file, at its first freeze). {@code written}: the runs its
-     * process wrote since it started, which are copied into a new overlay layer. Returns
-     * the image; when {@code viewChanged}, the VM must go on in a new process mapping that
-     * image privately ({@link #attachProcess} it before the VM resumes).
+     * process wrote since the last freeze ({@code tracked}: its write tracker re-protected
+     * them, so the process can go on) or since it started, which are copied into a new
+     * overlay layer. Returns the image; when {@code viewChanged}, the VM must go on in a new
+     * process mapping that image privately ({@link GuestMemory#attachProcess} it before the
+     * VM resumes): at the first freeze, and at every freeze that copied pages of a process
+     * whose writes are not tracked.
      */
-    public synchronized Freeze freezeProcess(List<Run> written) {
+    public synchronized Freeze freezeProcess(List<Run> written, boolean tracked) {
         memory.checkOpen();
         if (image == null) {
             // First freeze: the RAM file becomes the image, nothing is copied; the VMM's
@@ -123,7 +126,7 @@ public final class MemoryFreezer {
         }
         replace(next);
         topLayerPages = pages;
-        return new Freeze(image.retain(), true, (int) pages, 0);
+        return new Freeze(image.retain(), !tracked, (int) pages, 0);
     }
 
     /**

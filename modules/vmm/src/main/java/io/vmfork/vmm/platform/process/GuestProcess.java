@@ -1,5 +1,6 @@
 package io.vmfork.vmm.platform.process;
 
+import io.vmfork.os.Errno;
 import io.vmfork.os.LibC;
 import io.vmfork.procvm.GuestProcesses;
 import io.vmfork.vmm.platform.ParkedThread;
@@ -41,6 +42,14 @@ public final class GuestProcess {
     private final AtomicBoolean went = new AtomicBoolean();
     private final AtomicBoolean killed = new AtomicBoolean();
     private volatile boolean sockClosed;
+    /**
+     * The userfaultfd that tracks the guest's writes to private RAM (asynchronous
+     * write-protect, made by the stub at launch), or a negative errno when there is none.
+     * Closed with the process.
+     */
+    private volatile int writeTracker = -Errno.ENOENT;
+    private static volatile boolean trackerRefusalLogged;
+    private static final org.slf4j.Logger log = org.slf4j.LoggerFactory.getLogger(GuestProcess.class);
 
     GuestProcess(GuestProcesses.Spawned s, long[] unmaps, ParkedThread leaderTracer) {
         this.pid = s.pid();
@@ -91,12 +100,28 @@ public final class GuestProcess {
         // One vCPU traced already: GO goes with the launch, and the stub goes on from its
         // reply to its stop for the tracer without another round trip.
         boolean goNow = vcpus == 1 && leaderTracedAhead;
-        tids = GuestProcesses.launch(sock, fds, extents, unmaps, vcpus, goNow);
+        GuestProcesses.Launched l = GuestProcesses.launch(sock, fds, extents, unmaps, vcpus, goNow);
+        tids = l.tids();
+        writeTracker = l.writeTracker();
+        if (writeTracker < 0 && extents.length >= 5 && extents[4] == 0 && !trackerRefusalLogged) {
+            trackerRefusalLogged = true;
+            log.warn("guest processes' writes cannot be tracked here ({}): a VM moves to a new guest process at"
+                    + " every fork instead", Errno.name(-writeTracker));
+        }
         toSeize = new CountDownLatch(vcpus);
         if (goNow) {
             went.set(true);
             closeSocketLocked();
         }
+    }
+
+    /**
+     * Whether the guest's writes are tracked in place (its private RAM registered with a
+     * write-protect userfaultfd): a capture reads and re-protects them without moving the
+     * VM to a new process.
+     */
+    public boolean tracksWrites() {
+        return writeTracker >= 0;
     }
 
     /** The host tid of vCPU {@code index}'s thread. */
@@ -158,6 +183,14 @@ public final class GuestProcess {
         }
         kill();
         reapAll();
+        closeWriteTracker();
+    }
+
+    private synchronized void closeWriteTracker() {
+        if (writeTracker >= 0) {
+            LibC.closeQuietly(writeTracker);
+            writeTracker = -Errno.ENOENT;
+        }
     }
 
     /**

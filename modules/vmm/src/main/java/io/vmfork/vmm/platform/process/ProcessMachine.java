@@ -98,10 +98,13 @@ final class ProcessMachine implements Machine {
     /**
      * Ordering requirements: every vCPU's state first, each read by its own thread
      * (ptrace), while the VM's RAM is still reachable through its process; then the runs
-     * that process wrote since it started (its anonymous pages, this platform's dirty log),
-     * copied into the image; then, when the image changed, the VM moves to a new process
-     * that maps it privately, every vCPU at once (the new process confines itself only once
-     * all its threads are traced), before it resumes.
+     * the process wrote since the last capture (this platform's dirty log: the pages its
+     * write-protect userfaultfd found written, protected again in the same walk; or, where
+     * the host gave no such userfaultfd, its anonymous pages, all written since it
+     * started), copied into the image; then, at the first capture of a booted VM (its RAM
+     * file becomes the image) or where writes are not tracked, the VM moves to a new
+     * process that maps the image privately, every vCPU at once (the new process confines
+     * itself only once all its threads are traced), before it resumes.
      */
     @Override
     public Capture capture(boolean[] started, BitSet resultPages, VcpuThreads threads) {
@@ -114,14 +117,16 @@ final class ProcessMachine implements Machine {
         }
         GuestProcess old = process;
         List<MemorySource.Run> written = new ArrayList<>();
+        boolean tracked = old.tracksWrites();
         if (memory.isPrivate()) {
-            long[] r = Processes.writtenRanges(old.pid(), 0, memory.size());
+            long[] r = tracked ? Processes.writtenRangesTracked(old.pid(), 0, memory.size())
+                    : Processes.writtenRanges(old.pid(), 0, memory.size());
             for (int i = 0; i < r.length; i += 2) {
                 written.add(new MemorySource.Run(r[i], r[i + 1] - r[i]));
             }
         }
         long tScanned = System.nanoTime();
-        MemoryFreezer.Freeze f = memory.freezer().freezeProcess(written);
+        MemoryFreezer.Freeze f = memory.freezer().freezeProcess(written, tracked);
         try {
             if (f.viewChanged()) {
                 moveToNewProcess(f.image(), states, old, threads);
