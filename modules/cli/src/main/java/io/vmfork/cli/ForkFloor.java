@@ -100,6 +100,8 @@ final class ForkFloor {
             Object value;
             if (v.startsWith("\"")) {
                 value = unquote(v);
+            } else if (v.equals("true") || v.equals("false")) {
+                value = Boolean.valueOf(v);
             } else if (v.contains(".")) {
                 value = Double.valueOf(v);
             } else {

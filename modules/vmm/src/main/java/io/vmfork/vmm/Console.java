@@ -4,14 +4,19 @@ import java.nio.charset.StandardCharsets;
 
 /** A VM's console: keeps the newest output in a bounded buffer, and forwards all of it. */
 public final class Console {
-    private final byte[] ring;
+    private final int capacity;
+    /** Made at the first output: most fork children never write to the console. */
+    private byte[] ring;
     private long written;
 
     Console(int capacity) {
-        this.ring = new byte[capacity];
+        this.capacity = capacity;
     }
 
     synchronized void append(byte[] bytes) {
+        if (ring == null) {
+            ring = new byte[capacity];
+        }
         for (byte b : bytes) {
             ring[(int) (written++ % ring.length)] = b;
         }
@@ -19,6 +24,9 @@ public final class Console {
 
     /** The newest output (at most the configured buffer), as UTF-8 text. */
     public synchronized String text() {
+        if (ring == null) {
+            return "";
+        }
         int n = (int) Math.min(written, ring.length);
         byte[] out = new byte[n];
         long start = written - n;

@@ -22,7 +22,6 @@ public record ForkBlock(long address, int vmType, int count, boolean remote, lon
     /** Bytes of {@code struct vmf_fork}. */
     public static final int SIZE = 48;
     private static final int ROLE = 32;
-    private static final int INDEX = 36;
     private static final int VM_ID = 40;
 
     /**
@@ -67,11 +66,18 @@ public record ForkBlock(long address, int vmType, int count, boolean remote, lon
 
     /** The parent's results: per copy its id (or ticket) and error, role parent, index 0, its own id. */
     public void writeParent(GuestMemory m, long[] childIds, long[] childErrors, long parentId) {
-        for (int i = 0; i < count; i++) {
-            m.writeLong(ids + 8L * i, childIds[i]);
-            m.writeLong(errors + 8L * i, childErrors[i]);
-        }
+        // Three writes, not two per copy: each is a process_vm_writev on the process platform.
+        m.write(ids, littleEndian(childIds, count));
+        m.write(errors, littleEndian(childErrors, count));
         writeRole(m, address, Hypercalls.FORK_PARENT, 0, parentId);
+    }
+
+    private static byte[] littleEndian(long[] values, int n) {
+        java.nio.ByteBuffer b = java.nio.ByteBuffer.allocate(8 * n).order(java.nio.ByteOrder.LITTLE_ENDIAN);
+        for (int i = 0; i < n; i++) {
+            b.putLong(values[i]);
+        }
+        return b.array();
     }
 
     /**
@@ -82,9 +88,9 @@ public record ForkBlock(long address, int vmType, int count, boolean remote, lon
         writeRole(m, address, Hypercalls.FORK_CHILD, index, childId);
     }
 
+    /** role, index and vm_id lie together at offset 32: one write. */
     private static void writeRole(GuestMemory m, long address, int role, int index, long id) {
-        m.writeInt(address + ROLE, role);
-        m.writeInt(address + INDEX, index);
-        m.writeLong(address + VM_ID, id);
+        m.write(address + ROLE, java.nio.ByteBuffer.allocate(VM_ID + 8 - ROLE).order(java.nio.ByteOrder.LITTLE_ENDIAN)
+                .putInt(role).putInt(index).putLong(id).array());
     }
 }
