@@ -126,10 +126,17 @@ final class ForkBench {
             }
             double[] toChild = new double[n];
             double[] blocked = new double[n];
+            double[] captured = new double[n];
+            double[] launched = new double[n];
+            double[] childRun = new double[n];
             for (int i = 0; i < n; i++) {
                 Forked f = forkOne(parent);
-                toChild[i] = (f.child().firstExitNanos() - f.record().exitNanos()) / 1e6;
-                blocked[i] = blockedMs(f.record());
+                ForkRecord r = f.record();
+                toChild[i] = (f.child().firstExitNanos() - r.exitNanos()) / 1e6;
+                blocked[i] = blockedMs(r);
+                captured[i] = (r.capturedNanos() - r.exitNanos()) / 1e6;
+                launched[i] = (r.launchedNanos() - r.capturedNanos()) / 1e6;
+                childRun[i] = (f.child().firstExitNanos() - r.launchedNanos()) / 1e6;
                 if (i % 10 == 0) {
                     expect(f.child(), "sum", sum); // the child sees the parent's memory
                 }
@@ -146,6 +153,13 @@ final class ForkBench {
             extra.put("parent_blocked_p50_ms", b.median());
             extra.put("parent_blocked_p99_ms", b.percentile(99));
             extra.put("parent_blocked_max_ms", b.max());
+            // Where the time goes (p50s): FORK exit to the capture's end (pause, placement,
+            // vCPU state, the dirty log and the copy), then the child's launch (its VM, its
+            // process), then from its launch to its first exit (its vCPU thread's wake-up and
+            // first run, beside the parent's resume).
+            extra.put("capture_p50_ms", new Stats(captured).median());
+            extra.put("child_launch_p50_ms", new Stats(launched).median());
+            extra.put("child_first_run_p50_ms", new Stats(childRun).median());
             if (floor.get("parent_blocked_p50_ms") instanceof Double floorBlocked) {
                 extra.put("parent_blocked_c_floor_p50_ms", floorBlocked);
                 extra.put("parent_blocked_ratio", b.median() / floorBlocked);

@@ -115,6 +115,8 @@ final class ForkPath {
                 return vm.control().stopRequested() ? HypercallDispatcher.STOP_VCPU : Hypercalls.EAGAIN;
             }
             List<VirtualMachine> launched;
+            long tCaptured;
+            long tLaunched;
             try {
                 long tPaused = System.nanoTime();
                 // 2. place
@@ -123,12 +125,13 @@ final class ForkPath {
                 // 3. capture
                 resultPages = block.resultPages();
                 Snapshot snap = capture(caller);
-                long tCaptured = System.nanoTime();
+                tCaptured = System.nanoTime();
                 try {
                     MachineState copyState = copyState(snap.state(), caller);
                     // 4. launch the local copies, and keep the image for the remote ones
                     launched = launchChildren(copyState, snap.image(), targets, vmType, childIds, childErrors, caller,
                             blockAddress);
+                    tLaunched = System.nanoTime();
                     if (acceptRemote) {
                         remote = prepareRemote(copyState, snap.image(), targets, vmType, blockAddress, childIds,
                                 childErrors, true);
@@ -155,7 +158,7 @@ final class ForkPath {
             regs[CpuState.RAX] = result;
             caller.setRegs(regs);
             caller.inRestartableHypercall = false;
-            lastFork = new ForkRecord(exitNanos, System.nanoTime(), launched, lastPageWorkNanos);
+            lastFork = new ForkRecord(exitNanos, System.nanoTime(), launched, lastPageWorkNanos, tCaptured, tLaunched);
         } catch (RuntimeException | Error e) {
             if (remote != null) {
                 remote.close();

@@ -579,14 +579,17 @@ public final class VirtualMachine {
 
     // ---- fork, snapshot --------------------------------------------------------------
 
-    /** Timing of one fork hypercall: when the caller exited to the VMM and when it was let go. */
     /**
-     * {@code pageWorkNanos}: the part of the pause the kernel spent on work that grows with
-     * the pages the parent touched or wrote: reading (and so re-protecting) KVM's dirty log,
-     * write-protecting pages whose copy is deferred, and swapping the memory slot at a VM's
-     * first fork (KVM drops its mappings of every touched page).
+     * Timing of one fork hypercall (System.nanoTime()): when the caller exited to the VMM,
+     * when its state and image were captured, when its local children were launched, and
+     * when it was let go. {@code pageWorkNanos}: the part of the pause the kernel spent on
+     * work that grows with the pages the parent touched or wrote: reading (and so
+     * re-protecting) the dirty log, write-protecting pages whose copy is deferred, and
+     * swapping the memory slot at a VM's first fork on KVM (KVM drops its mappings of every
+     * touched page).
      */
-    public record ForkRecord(long exitNanos, long resumedNanos, List<VirtualMachine> children, long pageWorkNanos) {
+    public record ForkRecord(long exitNanos, long resumedNanos, List<VirtualMachine> children, long pageWorkNanos,
+            long capturedNanos, long launchedNanos) {
     }
 
     /**
