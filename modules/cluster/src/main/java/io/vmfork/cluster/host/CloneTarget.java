@@ -6,6 +6,10 @@ import io.vmfork.proto.host.CloneResult;
 import io.vmfork.proto.host.CloneResults;
 import io.vmfork.proto.host.RefusedCopy;
 import io.vmfork.proto.host.TransferOpening;
+import io.vmfork.cluster.transfer.TransferException;
+import io.vmfork.cluster.transfer.TransferServer;
+import com.google.protobuf.InvalidProtocolBufferException;
+import java.net.InetSocketAddress;
 import io.vmfork.vmm.LaunchException;
 import io.vmfork.vmm.VirtualMachine;
 import io.vmfork.vmm.VmListener;
@@ -31,8 +35,8 @@ import org.slf4j.LoggerFactory;
  * <pre>
  *   OFFERED   offer(): copies admitted through the ledger, a single-use token made; the
  *             source is told where to connect (ClonesAccepted)
- *   RECEIVING receive(): the connection named the token (the transfer is claimed, so an
- *             expiry can no longer free it); the capsule is read and checked as it arrives:
+ *   RECEIVING accept(): the connection named the token (the transfer is claimed, so an
+ *             expiry can no longer free it); then its Receiver: the capsule is read and checked as it arrives:
  *             compatibility from its header before anything else, every chunk, the digest
  *   STARTED   the verified image becomes clones (Vmm.launchClone), one per accepted copy,
  *             sharing the image copy-on-write; the source gets a CloneResults
@@ -43,7 +47,8 @@ import org.slf4j.LoggerFactory;
  * No clone runs before the whole capsule is verified: the reader returns only after the
  * trailer's digest matched and the transport's end-of-data frame arrived.
  *
- * <p>Thread-safe: offer() and expire() run on the HostActor, receive() on a transfer thread.
+ * <p>Thread-safe: offer() and expire() run on the HostActor, accept() on a stream thread of
+ * the transfer server, the Receiver it returns on a transfer thread.
  */
 final class CloneTarget {
     private static final Logger log = LoggerFactory.getLogger(CloneTarget.class);
@@ -141,16 +146,29 @@ final class CloneTarget {
     }
 
     /**
-     * One transfer connection: {@code opening} names the pending offer; {@code in} carries
-     * the capsule. Returns the CloneResults bytes for the source.
+     * A transfer connection's opening, on the transfer server's stream thread (quick, never
+     * blocking): it must name a pending offer by its token and transfer id. The token is
+     * spent here, so that it is good for one connection only; the returned Receiver reads
+     * the capsule. Throws TransferException (the sender's ABORT says why) otherwise.
      */
-    byte[] receive(byte[] opening, InputStream in) throws IOException {
-        TransferOpening o = TransferOpening.parseFrom(opening);
-        Pending p = pending.remove(HexFormat.of().formatHex(o.getToken().toByteArray()));
-        if (p == null || p.offer().transferId() != o.getTransferId()) {
-            throw new IOException("no clone transfer " + o.getTransferId() + " is expected by host " + hostId
+    TransferServer.Receiver accept(byte[] opening, InetSocketAddress peer) throws TransferException {
+        TransferOpening o;
+        try {
+            o = TransferOpening.parseFrom(opening);
+        } catch (InvalidProtocolBufferException e) {
+            throw new TransferException("the opening is not a clone transfer's");
+        }
+        String key = HexFormat.of().formatHex(o.getToken().toByteArray());
+        Pending p = pending.get(key);
+        if (p == null || p.offer().transferId() != o.getTransferId() || !pending.remove(key, p)) {
+            throw new TransferException("no clone transfer " + o.getTransferId() + " is expected by host " + hostId
                     + " (unknown or expired token)");
         }
+        return (op, in) -> receive(p, in);
+    }
+
+    /** One claimed transfer: {@code in} carries the capsule. Returns the CloneResults bytes for the source. */
+    private byte[] receive(Pending p, InputStream in) throws IOException {
         HostActor.OfferClones offer = p.offer();
         // Copies whose admission is settled here (started, or failed and released), and those running.
         int settled = 0;

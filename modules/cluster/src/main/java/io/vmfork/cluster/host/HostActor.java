@@ -553,8 +553,8 @@ public final class HostActor extends AbstractBehavior<HostActor.Command> {
         };
         cloneTarget.wire(listener, st -> self.tell(new CloneStarted(st)),
                 () -> reporter.tell(LoadReporter.ReportNow.INSTANCE));
-        ctx.pipeToSelf(TransferServer.bind(ctx.getSystem(), settings.transfer().host(), settings.transfer().port(),
-                settings.transfer(), cloneTarget::receive), TransferBound::new);
+        ctx.pipeToSelf(TransferServer.bindAccepting(ctx.getSystem(), settings.transfer().host(),
+                settings.transfer().port(), settings.transfer(), cloneTarget::accept), TransferBound::new);
         ctx.getSystem().receptionist().tell(Receptionist.register(ALL_HOSTS, ctx.getSelf()));
         ctx.getSystem().receptionist().tell(Receptionist.register(serviceKey(settings.hostId()), ctx.getSelf()));
     }

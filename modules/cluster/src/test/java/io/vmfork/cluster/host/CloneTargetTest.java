@@ -30,6 +30,7 @@ import org.junit.jupiter.api.Test;
  */
 class CloneTargetTest {
     private static final long MIB = 1L << 20;
+    private static final java.net.InetSocketAddress FROM_SOURCE = new java.net.InetSocketAddress("127.0.0.1", 40000);
 
     private Vmm vmm;
     private AdmissionLedger ledger;
@@ -79,7 +80,7 @@ class CloneTargetTest {
         // Nobody comes for the first offer: its room is given back; its token is spent.
         target.expire(p.token());
         assertEquals(0, used());
-        IOException late = assertThrows(IOException.class, () -> target.receive(opening(7, p.token()),
+        IOException late = assertThrows(IOException.class, () -> receive(opening(7, p.token()),
                 new ByteArrayInputStream(new byte[0])));
         assertTrue(late.getMessage().contains("unknown or expired token"), late.getMessage());
     }
@@ -100,13 +101,18 @@ class CloneTargetTest {
         CloneTarget.Pending p = target.offer(offer(11, 2), new ArrayList<>());
         assertEquals(2, used());
         // Not even a capsule's magic: the read fails, nothing is started, the room goes back.
-        assertThrows(IOException.class, () -> target.receive(opening(11, p.token()),
+        assertThrows(IOException.class, () -> receive(opening(11, p.token()),
                 new ByteArrayInputStream(new byte[] {(byte) 0x89, 'V', 'M'})));
         assertEquals(0, used());
         assertEquals(0, vmm.liveCount());
         // The token was used up by that connection.
-        assertThrows(IOException.class, () -> target.receive(opening(11, p.token()),
+        assertThrows(IOException.class, () -> receive(opening(11, p.token()),
                 new ByteArrayInputStream(new byte[0])));
+    }
+
+    /** What the transfer server does with a connection from the offering host. */
+    private byte[] receive(byte[] opening, java.io.InputStream in) throws Exception {
+        return target.accept(opening, FROM_SOURCE).receive(opening, in);
     }
 
     private static byte[] opening(long transferId, byte[] token) {
