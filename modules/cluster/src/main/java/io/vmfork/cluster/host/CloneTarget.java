@@ -9,7 +9,9 @@ import io.vmfork.proto.host.TransferOpening;
 import io.vmfork.cluster.transfer.TransferException;
 import io.vmfork.cluster.transfer.TransferServer;
 import com.google.protobuf.InvalidProtocolBufferException;
+import java.net.InetAddress;
 import java.net.InetSocketAddress;
+import java.util.Set;
 import io.vmfork.vmm.LaunchException;
 import io.vmfork.vmm.VirtualMachine;
 import io.vmfork.vmm.VmListener;
@@ -54,8 +56,12 @@ final class CloneTarget {
     private static final Logger log = LoggerFactory.getLogger(CloneTarget.class);
     private static final SecureRandom RANDOM = new SecureRandom();
 
-    /** An offer the target accepted and waits to receive. */
-    record Pending(HostActor.OfferClones offer, List<Integer> accepted, byte[] token, RuntimeImage base) {
+    /**
+     * An offer the target accepted and waits to receive: its transfer must come from one of
+     * {@code senders}, the addresses of the member that offered it.
+     */
+    record Pending(HostActor.OfferClones offer, List<Integer> accepted, byte[] token, RuntimeImage base,
+                   Set<InetAddress> senders) {
     }
 
     /** A clone this target started: the HostActor registers it. */
@@ -94,7 +100,7 @@ final class CloneTarget {
      * Admits what it can of an offer. Returns the accepted copies (empty when none: the
      * reasons are in {@code refused}) and, when some are, the pending transfer's token.
      */
-    Pending offer(HostActor.OfferClones m, List<RefusedCopy> refused) {
+    Pending offer(HostActor.OfferClones m, Set<InetAddress> senders, List<RefusedCopy> refused) {
         long max = vmm.settings().maxMemory();
         if (m.memory() <= 0 || m.memory() > max || m.vcpus() < 1 || m.vcpus() > vmm.settings().maxVcpus()) {
             for (HostActor.CloneSlot s : m.copies()) {
@@ -118,7 +124,7 @@ final class CloneTarget {
         byte[] token = new byte[16];
         RANDOM.nextBytes(token);
         RuntimeImage base = m.baseKey().length == 0 ? null : cache.get(m.baseKey());
-        Pending p = new Pending(m, List.copyOf(accepted), token, base);
+        Pending p = new Pending(m, List.copyOf(accepted), token, base, Set.copyOf(senders));
         pending.put(HexFormat.of().formatHex(token), p);
         return p;
     }
@@ -147,9 +153,12 @@ final class CloneTarget {
 
     /**
      * A transfer connection's opening, on the transfer server's stream thread (quick, never
-     * blocking): it must name a pending offer by its token and transfer id. The token is
+     * blocking): it must name a pending offer by its token and transfer id, and come from
+     * the address of the member that made the offer (its Artery hostname's). The token is
      * spent here, so that it is good for one connection only; the returned Receiver reads
-     * the capsule. Throws TransferException (the sender's ABORT says why) otherwise.
+     * the capsule. Throws TransferException (the sender's ABORT says why) otherwise; a token
+     * shown from another address is refused and not spent (the offering member may still
+     * come with it).
      */
     TransferServer.Receiver accept(byte[] opening, InetSocketAddress peer) throws TransferException {
         TransferOpening o;
@@ -160,11 +169,31 @@ final class CloneTarget {
         }
         String key = HexFormat.of().formatHex(o.getToken().toByteArray());
         Pending p = pending.get(key);
-        if (p == null || p.offer().transferId() != o.getTransferId() || !pending.remove(key, p)) {
+        if (p == null || p.offer().transferId() != o.getTransferId()) {
+            throw new TransferException("no clone transfer " + o.getTransferId() + " is expected by host " + hostId
+                    + " (unknown or expired token)");
+        }
+        if (!p.senders().contains(peer.getAddress())) {
+            log.warn("clone transfer {} of host {}: its token was shown from {}, not from the offering member's address",
+                    o.getTransferId(), p.offer().sourceHostId(), peer.getAddress().getHostAddress());
+            throw new TransferException("clone transfer " + o.getTransferId() + " is not taken from "
+                    + peer.getAddress().getHostAddress() + ": only from the host that offered it");
+        }
+        if (!pending.remove(key, p)) {
             throw new TransferException("no clone transfer " + o.getTransferId() + " is expected by host " + hostId
                     + " (unknown or expired token)");
         }
         return (op, in) -> receive(p, in);
+    }
+
+    /** Whether an offer waits for a transfer from {@code peer} (the transfer server lets it in past its total cap). */
+    boolean expects(InetAddress peer) {
+        for (Pending p : pending.values()) {
+            if (p.senders().contains(peer)) {
+                return true;
+            }
+        }
+        return false;
     }
 
     /** One claimed transfer: {@code in} carries the capsule. Returns the CloneResults bytes for the source. */

@@ -55,6 +55,13 @@
  * inside carries its own per-chunk CRCs and SHA-256 as well.) A Receiver that returns before
  * ENDED fails the transfer too.
  *
+ * <h2>Who may send</h2>
+ * The server hands the Acceptor the connection's remote address with the opening; a node's
+ * Acceptor (CloneTarget.accept) takes a token only from the address of the member that
+ * made the offer, whose source host id was checked against that member when the offer came
+ * (HostActor.onOfferClones; docs/transfer.md, "Who may send"). A node sends from its own
+ * Artery hostname's address so that the check holds on multi-homed hosts.
+ *
  * <h2>Timeouts</h2>
  * A receiver's read that waits {@code idle-timeout} for the sender fails ("idle timeout")
  * and the receiver answers ABORT saying so; the sender's connection fails when nothing moved

@@ -31,6 +31,8 @@ import org.junit.jupiter.api.Test;
 class CloneTargetTest {
     private static final long MIB = 1L << 20;
     private static final java.net.InetSocketAddress FROM_SOURCE = new java.net.InetSocketAddress("127.0.0.1", 40000);
+    /** The offering member's addresses (its Artery hostname's). */
+    private static final java.util.Set<java.net.InetAddress> SOURCE = java.util.Set.of(FROM_SOURCE.getAddress());
 
     private Vmm vmm;
     private AdmissionLedger ledger;
@@ -64,7 +66,7 @@ class CloneTargetTest {
     @Test
     void aTargetOutOfRoomAdmitsWhatFitsAndRefusesTheRest() {
         List<RefusedCopy> refused = new ArrayList<>();
-        CloneTarget.Pending p = target.offer(offer(7, 3), refused);
+        CloneTarget.Pending p = target.offer(offer(7, 3), SOURCE, refused);
         assertNotNull(p);
         assertEquals(List.of(0, 1), p.accepted());
         assertEquals(1, refused.size());
@@ -74,7 +76,7 @@ class CloneTargetTest {
 
         // Full now: the next offer gets nothing, and says why.
         List<RefusedCopy> none = new ArrayList<>();
-        assertNull(target.offer(offer(8, 1), none));
+        assertNull(target.offer(offer(8, 1), SOURCE, none));
         assertEquals("HOST_FULL", none.get(0).getCode());
 
         // Nobody comes for the first offer: its room is given back; its token is spent.
@@ -91,14 +93,14 @@ class CloneTargetTest {
         HostActor.OfferClones huge = new HostActor.OfferClones(9, 1, 42, 1, 0,
                 List.of(new HostActor.CloneSlot(0, 0)), vmm.settings().maxMemory() + 4096, 1, new byte[] {1},
                 new byte[0], null);
-        assertNull(target.offer(huge, refused));
+        assertNull(target.offer(huge, SOURCE, refused));
         assertEquals("INVALID", refused.get(0).getCode());
         assertEquals(0, used());
     }
 
     @Test
     void aTruncatedCapsuleFreesTheCopiesItHadAdmitted() {
-        CloneTarget.Pending p = target.offer(offer(11, 2), new ArrayList<>());
+        CloneTarget.Pending p = target.offer(offer(11, 2), SOURCE, new ArrayList<>());
         assertEquals(2, used());
         // Not even a capsule's magic: the read fails, nothing is started, the room goes back.
         assertThrows(IOException.class, () -> receive(opening(11, p.token()),
@@ -108,6 +110,30 @@ class CloneTargetTest {
         // The token was used up by that connection.
         assertThrows(IOException.class, () -> receive(opening(11, p.token()),
                 new ByteArrayInputStream(new byte[0])));
+    }
+
+    @Test
+    void aTokenShownFromAnotherAddressIsRefusedAndNotSpent() throws Exception {
+        CloneTarget.Pending p = target.offer(offer(12, 1), SOURCE, new ArrayList<>());
+        assertTrue(target.expects(FROM_SOURCE.getAddress()));
+        java.net.InetSocketAddress elsewhere = new java.net.InetSocketAddress("127.0.0.2", 40000);
+        assertTrue(!target.expects(elsewhere.getAddress()));
+        io.vmfork.cluster.transfer.TransferException e = assertThrows(
+                io.vmfork.cluster.transfer.TransferException.class, () -> target.accept(opening(12, p.token()), elsewhere));
+        assertTrue(e.getMessage().contains("only from the host that offered it"), e.getMessage());
+        assertEquals(1, used(), "the admission stands");
+        // A wrong token is refused; the right one from the offering host is taken, once.
+        byte[] wrong = p.token().clone();
+        wrong[0] ^= 1;
+        e = assertThrows(io.vmfork.cluster.transfer.TransferException.class,
+                () -> target.accept(opening(12, wrong), FROM_SOURCE));
+        assertTrue(e.getMessage().contains("unknown or expired token"), e.getMessage());
+        assertNotNull(target.accept(opening(12, p.token()), FROM_SOURCE));
+        e = assertThrows(io.vmfork.cluster.transfer.TransferException.class,
+                () -> target.accept(opening(12, p.token()), FROM_SOURCE));
+        assertTrue(e.getMessage().contains("unknown or expired token"), e.getMessage());
+        assertTrue(!target.expects(FROM_SOURCE.getAddress()));
+        target.expireAll();
     }
 
     /** What the transfer server does with a connection from the offering host. */
