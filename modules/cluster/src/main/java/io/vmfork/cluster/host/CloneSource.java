@@ -137,6 +137,19 @@ final class CloneSource implements AutoCloseable {
     }
 
     /**
+     * The state the copies start from, as the capsule carries it: the parent's, with the VM
+     * type of the copies (the fork's), which the target checks against the type its offer
+     * was admitted for (the type its clones are then given).
+     */
+    private static io.vmfork.vmm.state.MachineState copiesState(RemoteFork fork) {
+        io.vmfork.vmm.state.MachineState s = fork.state();
+        io.vmfork.vmm.VmIdentity p = s.identity();
+        return new io.vmfork.vmm.state.MachineState(new io.vmfork.vmm.VmIdentity(p.vmId(), p.parentId(), p.hostId(),
+                p.forkGeneration(), fork.vmType()), s.memorySize(), s.cpuidEntries(), s.clockNs(), s.vcpus(),
+                s.devices());
+    }
+
+    /**
      * The local address transfers are sent from: this node's Artery hostname, which is where
      * a target accepts them from (CloneTarget.accept), when it is an address of this machine;
      * else (a hostname of a NAT in front of it) the kernel's choice.
@@ -207,7 +220,7 @@ final class CloneSource implements AutoCloseable {
                     long tOffered = System.nanoTime();
                     return TransferClient.send(system, to, localAddress(), opening, out -> {
                                 long tConnected = System.nanoTime();
-                                written.set(CapsuleImages.write(vmm, fork.state(), fork.image(),
+                                written.set(CapsuleImages.write(vmm, copiesState(fork), fork.image(),
                                         delta ? base.key() : null, delta ? base.image() : null,
                                         delta ? base.dataBytes() : 0, counted.wrap(out)));
                                 log.debug("clone transfer {} to host {}: connected in {} us, capsule of {} bytes "

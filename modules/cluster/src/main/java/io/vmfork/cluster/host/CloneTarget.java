@@ -39,7 +39,8 @@ import org.slf4j.LoggerFactory;
  *             source is told where to connect (ClonesAccepted)
  *   RECEIVING accept(): the connection named the token (the transfer is claimed, so an
  *             expiry can no longer free it); then its Receiver: the capsule is read and checked as it arrives:
- *             compatibility from its header before anything else, every chunk, the digest
+ *             from its header, the memory size and vCPUs the offer was admitted for, then
+ *             compatibility; from its state, the offer's VM type; every chunk, the digest
  *   STARTED   the verified image becomes clones (Vmm.launchClone), one per accepted copy,
  *             sharing the image copy-on-write; the source gets a CloneResults
  *   FREED     on every failure (bad or truncated capsule, source gone, idle, launch
@@ -207,7 +208,9 @@ final class CloneTarget {
         boolean ok = false;
         long t0 = System.nanoTime();
         try {
-            CapsuleImages.Received r = CapsuleImages.read(vmm, counted.wrap(in), offer.baseKey(), p.base());
+            // Only the VM the offer was admitted for: refused at its header or state otherwise.
+            CapsuleImages.Received r = CapsuleImages.read(vmm, counted.wrap(in), offer.baseKey(), p.base(),
+                    new io.vmfork.vmm.capsule.CapsuleReader.Expected(offer.memory(), offer.vcpus(), offer.vmType()));
             image = r.image();
             long tRead = System.nanoTime();
             failpoints.reach("target-after-last-chunk");

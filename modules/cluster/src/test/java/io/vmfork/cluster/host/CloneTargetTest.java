@@ -136,6 +136,84 @@ class CloneTargetTest {
         target.expireAll();
     }
 
+    /**
+     * A real capsule: the shipped spin guest of {@code memory} bytes and {@code vcpus},
+     * launched, captured with its copies' VM type {@code vmType}, and stopped.
+     */
+    private byte[] capsule(long memory, int vcpus, int vmType) throws Exception {
+        io.vmfork.vmm.VirtualMachine vm = vmm.launch(io.vmfork.vmm.VmSpec.of(
+                io.vmfork.vmm.guest.Guests.shipped("spin"), memory).withVcpus(vcpus).withVmType(vmType));
+        try (io.vmfork.vmm.VirtualMachine.Snapshot snap = vm.snapshot()) {
+            vm.stop();
+            java.io.ByteArrayOutputStream out = new java.io.ByteArrayOutputStream();
+            CapsuleImages.write(vmm, snap.state(), snap.image(), null, null, 0, out);
+            return out.toByteArray();
+        }
+    }
+
+    /** The capsule's first {@code frames} frames after its 8-byte magic (varint-prefixed), the rest cut off. */
+    private static byte[] firstFrames(byte[] capsule, int frames) {
+        int at = 8;
+        for (int f = 0; f < frames; f++) {
+            int len = 0;
+            for (int shift = 0; ; shift += 7) {
+                byte b = capsule[at++];
+                len |= (b & 0x7f) << shift;
+                if (b >= 0) {
+                    break;
+                }
+            }
+            at += len;
+        }
+        return java.util.Arrays.copyOf(capsule, at);
+    }
+
+    private static HostActor.OfferClones admitted(long transferId, long memory, int vcpus, int vmType) {
+        return new HostActor.OfferClones(transferId, 1, 42, vmType, 0, List.of(new HostActor.CloneSlot(0, 0)), memory,
+                vcpus, new byte[] {1}, new byte[0], null);
+    }
+
+    /** Receives {@code capsule} for an offer of {@code offer}: the refusal's message; nothing may be left. */
+    private String refusal(HostActor.OfferClones offer, byte[] capsule) throws Exception {
+        long memfdsBefore = CapsuleWarmupTest.memfds();
+        CloneTarget.Pending p = target.offer(offer, SOURCE, new ArrayList<>());
+        assertEquals(1, used());
+        IOException e = assertThrows(IOException.class, () -> receive(opening(offer.transferId(), p.token()),
+                new ByteArrayInputStream(capsule)));
+        assertEquals(0, used(), "the admission was freed");
+        assertEquals(0, vmm.liveCount(), "no clone was started");
+        assertEquals(memfdsBefore, CapsuleWarmupTest.memfds(), "the image sink's memfd was freed");
+        assertTrue(e.getMessage().startsWith("[CAPSULE_REFUSED] "), e.getMessage());
+        return e.getMessage();
+    }
+
+    @Test
+    void aCapsuleOtherThanTheOneAdmittedIsRefusedBeforeItsStateIsUsed() throws Exception {
+        byte[] big = capsule(1L << 30, 1, 1);
+        // Admitted for 64 MiB; the capsule says 1 GiB. Cut right after its header: the
+        // refusal must come from the header alone (else it would say the stream was cut).
+        String m = refusal(admitted(21, 64 * MIB, 1, 1), firstFrames(big, 1));
+        assertTrue(m.contains("the capsule is not the VM that was admitted: it has 1073741824 bytes of memory"), m);
+        assertTrue(refusal(admitted(22, 64 * MIB, 1, 1), big).contains("admitted for 67108864 bytes"));
+
+        // More vCPUs than admitted: refused at the header too.
+        byte[] two = capsule(64 * MIB, 2, 1);
+        m = refusal(admitted(23, 64 * MIB, 1, 1), firstFrames(two, 1));
+        assertTrue(m.contains("and 2 vCPUs, the offer was admitted for 67108864 bytes and 1 vCPUs"), m);
+
+        // Another VM type: refused right after the state frame, before any memory is read.
+        byte[] other = capsule(64 * MIB, 1, 7);
+        m = refusal(admitted(24, 64 * MIB, 1, 1), firstFrames(other, 2));
+        assertTrue(m.contains("its VM type is 7, the offer was admitted for VM type 1"), m);
+
+        // The VM that was admitted: its clone starts.
+        CloneTarget.Pending p = target.offer(admitted(25, 64 * MIB, 1, 7), SOURCE, new ArrayList<>());
+        io.vmfork.proto.host.CloneResults results = io.vmfork.proto.host.CloneResults.parseFrom(
+                receive(opening(25, p.token()), new ByteArrayInputStream(other)));
+        assertTrue(results.getResults(0).hasVm(), results.toString());
+        assertEquals(1, vmm.liveCount());
+    }
+
     /** What the transfer server does with a connection from the offering host. */
     private byte[] receive(byte[] opening, java.io.InputStream in) throws Exception {
         return target.accept(opening, FROM_SOURCE).receive(opening, in);
