@@ -43,10 +43,15 @@ class TransferFloodTest {
     private static final int ABUSERS = 200;
     private static final int ABUSER_ADDRESSES = 8;
     private static final long GENUINE_BYTES = 64L << 20;
-    private static final Duration OPEN_TIMEOUT = Duration.ofSeconds(3);
+    private static final Duration OPEN_TIMEOUT = Duration.ofSeconds(4);
     private static final InetAddress MEMBER = InetAddress.getLoopbackAddress();
-    /** Heap the flood may add, measured after a GC while every abuser is connected. */
-    private static final long HEAP_BOUND = 64L << 20;
+    /**
+     * Heap the flood may add, measured after a GC while the held abusers are connected; the
+     * genuine transfer's sender runs in this JVM too, and its buffers are part of it (about
+     * 20-40 MiB measured). Before issue 16 each held connection could take 4 MiB for its
+     * OPEN frame and each queued one ~30 MiB of reads.
+     */
+    private static final long HEAP_BOUND = 96L << 20;
     /** Threads of the server's actor system the flood may add. */
     private static final int THREAD_BOUND = 12;
 
@@ -74,7 +79,7 @@ class TransferFloodTest {
     @Test
     void aFloodNeitherStarvesNorSwellsTheServer() throws Exception {
         TransferSettings settings = TransferSettings.fromConfig(system.settings().config())
-                .withIdleTimeout(Duration.ofSeconds(5))
+                .withIdleTimeout(Duration.ofSeconds(20)) // its backstop (22 s) is not what closes the abusers
                 .withLimits(new TransferSettings.Limits(OPEN_TIMEOUT, 128, 32, 32, 4));
         byte[] token = new byte[16];
         new Random(7).nextBytes(token);
@@ -172,8 +177,9 @@ class TransferFloodTest {
         assertTrue(maxConnections.get() <= 128 + 1, "connections: " + maxConnections.get());
         for (Abuser a : abusers) {
             assertTrue(a.closedAfterMs >= 0, a + " was never closed");
-            // The open deadline, then at most the same again draining a refused vmfork peer.
-            assertTrue(a.closedAfterMs <= 2 * OPEN_TIMEOUT.toMillis() + 1500, a + " stayed too long");
+            // The open deadline, then at most the same again draining a refused vmfork peer
+            // (and 3 s for a machine shared with other work).
+            assertTrue(a.closedAfterMs <= 2 * OPEN_TIMEOUT.toMillis() + 3000, a + " stayed too long");
         }
 
         // And it keeps serving.
@@ -243,6 +249,7 @@ class TransferFloodTest {
             try (Socket s = new Socket()) {
                 s.bind(new InetSocketAddress(from, 0));
                 s.connect(to, 5000);
+                t0 = System.nanoTime(); // the server's deadline runs from here
                 s.setSoTimeout(200);
                 OutputStream out = s.getOutputStream();
                 InputStream in = s.getInputStream();
