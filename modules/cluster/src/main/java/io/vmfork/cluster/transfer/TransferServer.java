@@ -239,8 +239,8 @@ public final class TransferServer implements AutoCloseable {
                 blocking.execute(() -> serve(peer, a, streams.first(), streams.second()));
             } catch (RejectedExecutionException r) {
                 receiving.decrementAndGet();
+                // The dispatcher is shutting down: this is a stream thread, so no blocking ABORT.
                 LOG.warn("transfer from {} refused: no blocking thread ({})", peer, r.toString());
-                reply(streams.second(), Frames.abort("busy: no thread for the transfer"), peer);
                 closeQuietly(streams.first(), streams.second(), peer);
             }
         });
