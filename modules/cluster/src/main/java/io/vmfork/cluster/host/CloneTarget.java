@@ -175,8 +175,7 @@ final class CloneTarget {
                     + " (unknown or expired token)");
         }
         if (!p.senders().contains(peer.getAddress())) {
-            log.warn("clone transfer {} of host {}: its token was shown from {}, not from the offering member's address",
-                    o.getTransferId(), p.offer().sourceHostId(), peer.getAddress().getHostAddress());
+            // Logged by the transfer server with its other refusals (at most one WARN a second).
             throw new TransferException("clone transfer " + o.getTransferId() + " is not taken from "
                     + peer.getAddress().getHostAddress() + ": only from the host that offered it");
         }

@@ -167,7 +167,8 @@ public final class HostActor extends AbstractBehavior<HostActor.Command> {
     }
 
     /**
-     * From a source host's HostActor: start clones of a fork's frozen image here. The
+     * From a source host's HostActor: start clones of a fork's frozen image here. Taken only
+     * from the member that holds {@code sourceHostId} (else a {@link Failure} INVALID). The
      * target admits what it can and answers {@link ClonesAccepted}; the capsule follows
      * over the transfer connection (io.vmfork.cluster.transfer). Protocol and states:
      * {@link CloneSource} (source) and {@link CloneTarget} (target).
