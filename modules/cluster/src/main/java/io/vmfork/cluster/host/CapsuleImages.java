@@ -81,12 +81,16 @@ final class CapsuleImages {
      * Reads and verifies a whole capsule from {@code in} (compatibility with this host first,
      * then the guest model, every chunk, the digest, the end of the stream) into a new image;
      * a delta is laid over {@code base}, the image this host kept under the delta's base key
-     * (a delta naming another key is refused). Nothing is left behind when it throws.
+     * (a delta naming another key is refused). With non-null {@code expected} (what the
+     * offer was admitted for) a capsule of another memory size, vCPU count or VM type is
+     * refused ({@link io.vmfork.vmm.capsule.CapsuleNotAdmittedException}) as soon as its
+     * header or state says so. Nothing is left behind when it throws.
      */
-    static Received read(Vmm vmm, InputStream in, byte[] baseKey, RuntimeImage base) throws IOException {
+    static Received read(Vmm vmm, InputStream in, byte[] baseKey, RuntimeImage base,
+                         CapsuleReader.Expected expected) throws IOException {
         BaseResolver bases = key -> base != null && java.util.Arrays.equals(key, baseKey) ? base.retain() : null;
         ReceivedCapsule r = CapsuleReader.create(vmm.capsuleLimits()).readImage(in, "vmfork-clone",
-                vmm.hostPlatform(), vmm.guestRules(), bases, vmm.settings().maxImageExtents());
+                vmm.hostPlatform(), vmm.guestRules(), bases, vmm.settings().maxImageExtents(), expected);
         CapsuleContents c = r.contents();
         return new Received(c.state(), r.image(), c.stats().capsuleBytes(), c.delta() != null);
     }

@@ -67,6 +67,8 @@ final class CloneSource implements AutoCloseable {
     }
 
     private final ActorSystem<?> system;
+    /** {@link #localAddress()}, once looked up. */
+    private volatile java.util.Optional<InetSocketAddress> sendFrom;
     private final Vmm vmm;
     private final long hostId;
     private final Duration askTimeout;
@@ -134,6 +136,47 @@ final class CloneSource implements AutoCloseable {
         }
     }
 
+    /**
+     * The state the copies start from, as the capsule carries it: the parent's, with the VM
+     * type of the copies (the fork's), which the target checks against the type its offer
+     * was admitted for (the type its clones are then given).
+     */
+    private static io.vmfork.vmm.state.MachineState copiesState(RemoteFork fork) {
+        io.vmfork.vmm.state.MachineState s = fork.state();
+        io.vmfork.vmm.VmIdentity p = s.identity();
+        return new io.vmfork.vmm.state.MachineState(new io.vmfork.vmm.VmIdentity(p.vmId(), p.parentId(), p.hostId(),
+                p.forkGeneration(), fork.vmType()), s.memorySize(), s.cpuidEntries(), s.clockNs(), s.vcpus(),
+                s.devices());
+    }
+
+    /**
+     * The local address transfers are sent from: this node's Artery hostname, which is where
+     * a target accepts them from (CloneTarget.accept), when it is an address of this machine;
+     * else (a hostname of a NAT in front of it) the kernel's choice.
+     */
+    private InetSocketAddress localAddress() {
+        java.util.Optional<InetSocketAddress> known = sendFrom;
+        if (known == null) {
+            known = java.util.Optional.ofNullable(findLocalAddress());
+            sendFrom = known;
+        }
+        return known.orElse(null);
+    }
+
+    private InetSocketAddress findLocalAddress() {
+        String host = system.address().getHost().orElse(null);
+        if (host == null) {
+            return null;
+        }
+        try {
+            java.net.InetAddress a = java.net.InetAddress.getByName(host);
+            return a.isLoopbackAddress() || java.net.NetworkInterface.getByInetAddress(a) != null
+                    ? new InetSocketAddress(a, 0) : null;
+        } catch (java.io.IOException e) {
+            return null;
+        }
+    }
+
     private CompletionStage<Void> shipTo(RemoteFork fork, long target, List<RemoteFork.Copy> copies) {
         if (closed) {
             return CompletableFuture.failedFuture(new IllegalStateException("host " + hostId + " is stopping"));
@@ -175,9 +218,9 @@ final class CloneSource implements AutoCloseable {
                     var written = new java.util.concurrent.atomic.AtomicReference<CapsuleImages.Written>();
                     CapsuleImages.Counting counted = new CapsuleImages.Counting(failpoints, "source");
                     long tOffered = System.nanoTime();
-                    return TransferClient.send(system, to, opening, out -> {
+                    return TransferClient.send(system, to, localAddress(), opening, out -> {
                                 long tConnected = System.nanoTime();
-                                written.set(CapsuleImages.write(vmm, fork.state(), fork.image(),
+                                written.set(CapsuleImages.write(vmm, copiesState(fork), fork.image(),
                                         delta ? base.key() : null, delta ? base.image() : null,
                                         delta ? base.dataBytes() : 0, counted.wrap(out)));
                                 log.debug("clone transfer {} to host {}: connected in {} us, capsule of {} bytes "

@@ -1,7 +1,10 @@
 package io.vmfork.cluster.host;
 
+import com.google.protobuf.InvalidProtocolBufferException;
 import io.vmfork.cluster.api.ErrorCode;
 import io.vmfork.cluster.placement.AdmissionLedger;
+import io.vmfork.cluster.transfer.TransferException;
+import io.vmfork.cluster.transfer.TransferServer;
 import io.vmfork.proto.host.CloneResult;
 import io.vmfork.proto.host.CloneResults;
 import io.vmfork.proto.host.RefusedCopy;
@@ -14,11 +17,14 @@ import io.vmfork.vmm.capsule.CapsuleException;
 import io.vmfork.vmm.memory.RuntimeImage;
 import java.io.IOException;
 import java.io.InputStream;
+import java.net.InetAddress;
+import java.net.InetSocketAddress;
 import java.security.SecureRandom;
 import java.util.ArrayList;
 import java.util.HexFormat;
 import java.util.List;
 import java.util.Map;
+import java.util.Set;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.function.Consumer;
 import org.slf4j.Logger;
@@ -31,9 +37,10 @@ import org.slf4j.LoggerFactory;
  * <pre>
  *   OFFERED   offer(): copies admitted through the ledger, a single-use token made; the
  *             source is told where to connect (ClonesAccepted)
- *   RECEIVING receive(): the connection named the token (the transfer is claimed, so an
- *             expiry can no longer free it); the capsule is read and checked as it arrives:
- *             compatibility from its header before anything else, every chunk, the digest
+ *   RECEIVING accept(): the connection named the token (the transfer is claimed, so an
+ *             expiry can no longer free it); then its Receiver: the capsule is read and checked as it arrives:
+ *             from its header, the memory size and vCPUs the offer was admitted for, then
+ *             compatibility; from its state, the offer's VM type; every chunk, the digest
  *   STARTED   the verified image becomes clones (Vmm.launchClone), one per accepted copy,
  *             sharing the image copy-on-write; the source gets a CloneResults
  *   FREED     on every failure (bad or truncated capsule, source gone, idle, launch
@@ -43,14 +50,19 @@ import org.slf4j.LoggerFactory;
  * No clone runs before the whole capsule is verified: the reader returns only after the
  * trailer's digest matched and the transport's end-of-data frame arrived.
  *
- * <p>Thread-safe: offer() and expire() run on the HostActor, receive() on a transfer thread.
+ * <p>Thread-safe: offer() and expire() run on the HostActor, accept() on a stream thread of
+ * the transfer server, the Receiver it returns on a transfer thread.
  */
 final class CloneTarget {
     private static final Logger log = LoggerFactory.getLogger(CloneTarget.class);
     private static final SecureRandom RANDOM = new SecureRandom();
 
-    /** An offer the target accepted and waits to receive. */
-    record Pending(HostActor.OfferClones offer, List<Integer> accepted, byte[] token, RuntimeImage base) {
+    /**
+     * An offer the target accepted and waits to receive: its transfer must come from one of
+     * {@code senders}, the addresses of the member that offered it.
+     */
+    record Pending(HostActor.OfferClones offer, List<Integer> accepted, byte[] token, RuntimeImage base,
+                   Set<InetAddress> senders) {
     }
 
     /** A clone this target started: the HostActor registers it. */
@@ -89,7 +101,7 @@ final class CloneTarget {
      * Admits what it can of an offer. Returns the accepted copies (empty when none: the
      * reasons are in {@code refused}) and, when some are, the pending transfer's token.
      */
-    Pending offer(HostActor.OfferClones m, List<RefusedCopy> refused) {
+    Pending offer(HostActor.OfferClones m, Set<InetAddress> senders, List<RefusedCopy> refused) {
         long max = vmm.settings().maxMemory();
         if (m.memory() <= 0 || m.memory() > max || m.vcpus() < 1 || m.vcpus() > vmm.settings().maxVcpus()) {
             for (HostActor.CloneSlot s : m.copies()) {
@@ -113,7 +125,7 @@ final class CloneTarget {
         byte[] token = new byte[16];
         RANDOM.nextBytes(token);
         RuntimeImage base = m.baseKey().length == 0 ? null : cache.get(m.baseKey());
-        Pending p = new Pending(m, List.copyOf(accepted), token, base);
+        Pending p = new Pending(m, List.copyOf(accepted), token, base, Set.copyOf(senders));
         pending.put(HexFormat.of().formatHex(token), p);
         return p;
     }
@@ -141,16 +153,51 @@ final class CloneTarget {
     }
 
     /**
-     * One transfer connection: {@code opening} names the pending offer; {@code in} carries
-     * the capsule. Returns the CloneResults bytes for the source.
+     * A transfer connection's opening, on the transfer server's stream thread (quick, never
+     * blocking): it must name a pending offer by its token and transfer id, and come from
+     * the address of the member that made the offer (its Artery hostname's). The token is
+     * spent here, so that it is good for one connection only; the returned Receiver reads
+     * the capsule. Throws TransferException (the sender's ABORT says why) otherwise; a token
+     * shown from another address is refused and not spent (the offering member may still
+     * come with it).
      */
-    byte[] receive(byte[] opening, InputStream in) throws IOException {
-        TransferOpening o = TransferOpening.parseFrom(opening);
-        Pending p = pending.remove(HexFormat.of().formatHex(o.getToken().toByteArray()));
+    TransferServer.Receiver accept(byte[] opening, InetSocketAddress peer) throws TransferException {
+        TransferOpening o;
+        try {
+            o = TransferOpening.parseFrom(opening);
+        } catch (InvalidProtocolBufferException e) {
+            throw new TransferException("the opening is not a clone transfer's");
+        }
+        String key = HexFormat.of().formatHex(o.getToken().toByteArray());
+        Pending p = pending.get(key);
         if (p == null || p.offer().transferId() != o.getTransferId()) {
-            throw new IOException("no clone transfer " + o.getTransferId() + " is expected by host " + hostId
+            throw new TransferException("no clone transfer " + o.getTransferId() + " is expected by host " + hostId
                     + " (unknown or expired token)");
         }
+        if (!p.senders().contains(peer.getAddress())) {
+            // Logged by the transfer server with its other refusals (at most one WARN a second).
+            throw new TransferException("clone transfer " + o.getTransferId() + " is not taken from "
+                    + peer.getAddress().getHostAddress() + ": only from the host that offered it");
+        }
+        if (!pending.remove(key, p)) {
+            throw new TransferException("no clone transfer " + o.getTransferId() + " is expected by host " + hostId
+                    + " (unknown or expired token)");
+        }
+        return (op, in) -> receive(p, in);
+    }
+
+    /** Whether an offer waits for a transfer from {@code peer} (the transfer server lets it in past its total cap). */
+    boolean expects(InetAddress peer) {
+        for (Pending p : pending.values()) {
+            if (p.senders().contains(peer)) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    /** One claimed transfer: {@code in} carries the capsule. Returns the CloneResults bytes for the source. */
+    private byte[] receive(Pending p, InputStream in) throws IOException {
         HostActor.OfferClones offer = p.offer();
         // Copies whose admission is settled here (started, or failed and released), and those running.
         int settled = 0;
@@ -160,7 +207,9 @@ final class CloneTarget {
         boolean ok = false;
         long t0 = System.nanoTime();
         try {
-            CapsuleImages.Received r = CapsuleImages.read(vmm, counted.wrap(in), offer.baseKey(), p.base());
+            // Only the VM the offer was admitted for: refused at its header or state otherwise.
+            CapsuleImages.Received r = CapsuleImages.read(vmm, counted.wrap(in), offer.baseKey(), p.base(),
+                    new io.vmfork.vmm.capsule.CapsuleReader.Expected(offer.memory(), offer.vcpus(), offer.vmType()));
             image = r.image();
             long tRead = System.nanoTime();
             failpoints.reach("target-after-last-chunk");

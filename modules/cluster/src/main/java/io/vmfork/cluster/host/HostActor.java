@@ -21,6 +21,7 @@ import io.vmfork.vmm.VmSpec;
 import io.vmfork.vmm.Vmm;
 import io.vmfork.vmm.guest.GuestImages;
 import io.vmfork.vmm.guest.InvalidGuestImageException;
+import java.net.InetAddress;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.Arrays;
@@ -31,6 +32,7 @@ import java.util.Map;
 import java.util.Set;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CompletionException;
+import java.util.concurrent.CompletionStage;
 import java.util.concurrent.Executor;
 import java.util.concurrent.TimeoutException;
 import java.util.function.Supplier;
@@ -42,6 +44,7 @@ import org.apache.pekko.actor.typed.DispatcherSelector;
 import org.apache.pekko.actor.typed.PostStop;
 import org.apache.pekko.actor.typed.javadsl.AbstractBehavior;
 import org.apache.pekko.actor.typed.javadsl.ActorContext;
+import org.apache.pekko.actor.typed.javadsl.AskPattern;
 import org.apache.pekko.actor.typed.javadsl.Behaviors;
 import org.apache.pekko.actor.typed.javadsl.Receive;
 import org.apache.pekko.actor.typed.receptionist.Receptionist;
@@ -164,7 +167,8 @@ public final class HostActor extends AbstractBehavior<HostActor.Command> {
     }
 
     /**
-     * From a source host's HostActor: start clones of a fork's frozen image here. The
+     * From a source host's HostActor: start clones of a fork's frozen image here. Taken only
+     * from the member that holds {@code sourceHostId} (else a {@link Failure} INVALID). The
      * target admits what it can and answers {@link ClonesAccepted}; the capsule follows
      * over the transfer connection (io.vmfork.cluster.transfer). Protocol and states:
      * {@link CloneSource} (source) and {@link CloneTarget} (target).
@@ -370,6 +374,11 @@ public final class HostActor extends AbstractBehavior<HostActor.Command> {
     private record OfferExpired(byte[] token) implements Command, NoSerializationVerificationNeeded {
     }
 
+    /** An offer whose sender was checked: the addresses its transfer may come from, or why it is refused. */
+    private record OfferChecked(OfferClones offer, Set<InetAddress> senders, String refusal)
+            implements Command, NoSerializationVerificationNeeded {
+    }
+
     private record SubscriberGone(ActorRef<VmEvent> subscriber) implements Command, NoSerializationVerificationNeeded {
     }
 
@@ -480,6 +489,8 @@ public final class HostActor extends AbstractBehavior<HostActor.Command> {
         }
     };
     private static final int EARLY_EVENTS_KEPT = 1024;
+    /** How long an offer waits for this node's receptionist to know its source host id. */
+    private static final Duration OFFER_SENDER_WAIT = Duration.ofSeconds(2);
     private final Set<ActorRef<VmEvent>> subscribers = new HashSet<>();
     private final ImageCache imageCache;
     private final CloneTarget cloneTarget;
@@ -553,8 +564,19 @@ public final class HostActor extends AbstractBehavior<HostActor.Command> {
         };
         cloneTarget.wire(listener, st -> self.tell(new CloneStarted(st)),
                 () -> reporter.tell(LoadReporter.ReportNow.INSTANCE));
-        ctx.pipeToSelf(TransferServer.bind(ctx.getSystem(), settings.transfer().host(), settings.transfer().port(),
-                settings.transfer(), cloneTarget::receive), TransferBound::new);
+        ctx.pipeToSelf(TransferServer.bindAccepting(ctx.getSystem(), settings.transfer().host(),
+                settings.transfer().port(), settings.transfer(), new TransferServer.Acceptor() {
+                    @Override
+                    public TransferServer.Receiver accept(byte[] opening, java.net.InetSocketAddress peer)
+                            throws io.vmfork.cluster.transfer.TransferException {
+                        return cloneTarget.accept(opening, peer);
+                    }
+
+                    @Override
+                    public boolean expects(InetAddress peer) {
+                        return cloneTarget.expects(peer);
+                    }
+                }), TransferBound::new);
         ctx.getSystem().receptionist().tell(Receptionist.register(ALL_HOSTS, ctx.getSelf()));
         ctx.getSystem().receptionist().tell(Receptionist.register(serviceKey(settings.hostId()), ctx.getSelf()));
     }
@@ -578,6 +600,7 @@ public final class HostActor extends AbstractBehavior<HostActor.Command> {
                 .onMessage(VmEnded.class, this::onVmEvent)
                 .onMessage(ConsoleBytes.class, this::onVmEvent)
                 .onMessage(OfferClones.class, this::onOfferClones)
+                .onMessage(OfferChecked.class, this::onOfferChecked)
                 .onMessage(OfferExpired.class, m -> {
                     cloneTarget.expire(m.token());
                     return this;
@@ -693,14 +716,87 @@ public final class HostActor extends AbstractBehavior<HostActor.Command> {
 
     // ---- remote clones ----
 
+    /**
+     * An offer is taken only from the member that holds its {@code source_host_id}: the
+     * receptionist's {@link #serviceKey(long)} of that id must be held by an actor on the
+     * offer's sender's address (its replyTo's) and by none elsewhere. The token then goes to
+     * that sender only, and its transfer is accepted only from the address its Artery
+     * hostname resolves to (CloneTarget.accept).
+     */
     private Behavior<Command> onOfferClones(OfferClones m) {
         if (transferServer == null) {
             m.replyTo().tell(new Failure(ErrorCode.LAUNCH_FAILED, "host " + settings.hostId()
                     + " cannot receive clones: its transfer server is not bound"));
             return this;
         }
+        Address from = memberOf(m.replyTo());
+        Address self = getContext().getSystem().address();
+        ServiceKey<Command> key = serviceKey(m.sourceHostId());
+        long until = System.nanoTime() + OFFER_SENDER_WAIT.toNanos();
+        getContext().pipeToSelf(holdersOf(key, until).thenApplyAsync(holders ->
+                        checkSender(m, from, self, holders), blocking),
+                (checked, err) -> checked != null ? checked : new OfferChecked(m, Set.of(),
+                        "this host could not look up host id " + m.sourceHostId() + ": " + err));
+        return this;
+    }
+
+    /**
+     * The holders of {@code key} known to this node's receptionist; while there are none,
+     * asks again every 200 ms until {@code until} (a member that just joined is known to the
+     * receptionist a little after it can send).
+     */
+    private CompletionStage<Set<ActorRef<Command>>> holdersOf(ServiceKey<Command> key, long until) {
+        var system = getContext().getSystem();
+        return AskPattern.<Receptionist.Command, Receptionist.Listing>ask(system.receptionist(),
+                r -> Receptionist.find(key, r), settings.askTimeout(), system.scheduler())
+                .thenCompose(l -> {
+                    Set<ActorRef<Command>> all = l.getAllServiceInstances(key);
+                    if (!all.isEmpty() || System.nanoTime() > until) {
+                        return CompletableFuture.completedFuture(all);
+                    }
+                    return CompletableFuture.supplyAsync(() -> null,
+                                    CompletableFuture.delayedExecutor(200, java.util.concurrent.TimeUnit.MILLISECONDS))
+                            .thenCompose(x -> holdersOf(key, until));
+                });
+    }
+
+    /** Off the actor (it may resolve a host name): the offer's sender against the holders of its host id. */
+    private static OfferChecked checkSender(OfferClones m, Address from, Address self, Set<ActorRef<Command>> holders) {
+        long id = m.sourceHostId();
+        if (holders.isEmpty()) {
+            return new OfferChecked(m, Set.of(), "no member of the cluster holds host id " + id);
+        }
+        for (ActorRef<Command> h : holders) {
+            Address at = h.path().address().hasGlobalScope() ? h.path().address() : self;
+            if (!at.equals(from)) {
+                return new OfferChecked(m, Set.of(), "host id " + id + " is held by the member at " + at
+                        + ", and the offer came from " + from);
+            }
+        }
+        String host = from.getHost().orElse("localhost");
+        try {
+            return new OfferChecked(m, Set.of(InetAddress.getAllByName(host)), null);
+        } catch (java.net.UnknownHostException e) {
+            return new OfferChecked(m, Set.of(), "the offering member's host name " + host + " does not resolve");
+        }
+    }
+
+    private Behavior<Command> onOfferChecked(OfferChecked c) {
+        OfferClones m = c.offer();
+        if (c.refusal() != null) {
+            getContext().getLog().warn("host {}: clone offer {} (source host id {}) refused: {}", settings.hostId(),
+                    m.transferId(), m.sourceHostId(), c.refusal());
+            m.replyTo().tell(new Failure(ErrorCode.INVALID, "host " + settings.hostId() + " refused the offer: "
+                    + c.refusal()));
+            return this;
+        }
+        if (transferServer == null) {
+            m.replyTo().tell(new Failure(ErrorCode.LAUNCH_FAILED, "host " + settings.hostId()
+                    + " cannot receive clones: its transfer server is not bound"));
+            return this;
+        }
         List<io.vmfork.proto.host.RefusedCopy> refused = new ArrayList<>();
-        CloneTarget.Pending p = cloneTarget.offer(m, refused);
+        CloneTarget.Pending p = cloneTarget.offer(m, c.senders(), refused);
         List<RefusedCopy> no = refused.stream().map(r -> new RefusedCopy(r.getIndex(), r.getCode(), r.getReason()))
                 .toList();
         var address = transferServer.address();

@@ -33,8 +33,14 @@ final class Frames {
     static final int MIN_MAX_FRAME = 1024;
     /** So that {@code n} of a frame fits an int with room. */
     static final int MAX_MAX_FRAME = 1 << 30;
-    /** Longest ABORT reason sent (bytes of UTF-8); longer ones are cut. */
+    /** Longest ABORT reason sent (bytes of UTF-8); longer ones are cut, and a receiver reads no longer one. */
     static final int MAX_REASON = 512;
+    /**
+     * Largest OPEN payload (the magic, the version and the opening): an opening carries ids
+     * and a token, so a receiver never buffers more than this before it has admitted the
+     * transfer, whatever max-frame says.
+     */
+    static final int MAX_OPEN = 1024;
 
     private Frames() {
     }

@@ -6,26 +6,27 @@ import java.io.InputStream;
 import java.nio.ByteBuffer;
 
 /**
- * The receiver's side of one transfer: reads the OPEN frame, then gives the payload of the
- * DATA frames as a stream that ends (-1) only after the END frame arrived and its byte count
+ * The receiver's side of one transfer after its OPEN frame (read and admitted by
+ * {@link OpenGate}): gives the payload of the DATA frames as a stream that ends (-1) only after the END frame arrived and its byte count
  * matched. Anything else (the connection ending before END, a failure underneath, a frame of
  * the wrong kind or over the cap, the sender's ABORT) makes read throw a
  * {@link TransferException} saying what and after how many data bytes; the failure sticks.
  *
- * <p>States: AWAIT_OPEN → DATA (inside or between DATA frames) → ENDED, or FAILED from any.
+ * <p>States: DATA (inside or between DATA frames) → ENDED, or FAILED from either. It never
+ * allocates by a frame's length: DATA is read into the caller's buffer, an END is 8 bytes
+ * and an ABORT's reason is read only up to {@link Frames#MAX_REASON}.
  */
 final class ReceiverInput extends InputStream {
-    private enum State { AWAIT_OPEN, DATA, ENDED, FAILED }
+    private enum State { DATA, ENDED, FAILED }
 
     private final InputStream raw;
     private final int maxFrameBytes;
     private final java.time.Duration idleTimeout;
     private final byte[] header = new byte[Frames.HEADER];
-    private State state = State.AWAIT_OPEN;
+    private State state = State.DATA;
     private TransferException failure;
     private int leftInFrame;
     private long received;
-    private boolean vmforkPeer;
 
     /**
      * {@code raw} is the connection's stream from Pekko's asInputStream with a read timeout of
@@ -35,47 +36,6 @@ final class ReceiverInput extends InputStream {
         this.raw = raw;
         this.maxFrameBytes = maxFrameBytes;
         this.idleTimeout = idleTimeout;
-    }
-
-    /** Reads the OPEN frame; returns the opening bytes. */
-    byte[] readOpen() throws TransferException {
-        if (state != State.AWAIT_OPEN) {
-            throw new IllegalStateException("OPEN already read");
-        }
-        try {
-            int kind = readHeader();
-            if (kind != Frames.OPEN) {
-                throw new TransferException("protocol error: expected OPEN, got " + Frames.kindName(kind));
-            }
-            if (leftInFrame < Frames.OPEN_PREFIX) {
-                throw new TransferException("protocol error: OPEN frame of " + leftInFrame + " bytes is too short");
-            }
-            byte[] p = new byte[leftInFrame];
-            Frames.readFully(raw, p, 0, p.length);
-            leftInFrame = 0;
-            ByteBuffer b = ByteBuffer.wrap(p);
-            int magic = b.getInt();
-            short version = b.getShort();
-            if (magic != Frames.MAGIC) {
-                throw new TransferException(String.format("protocol error: not a vmfork transfer (magic 0x%08x)", magic));
-            }
-            vmforkPeer = true;
-            if (version != Frames.VERSION && version != Frames.PREVIOUS_VERSION) {
-                throw new TransferException("unsupported transfer protocol version " + version + " (this host speaks "
-                        + Frames.VERSION + " and " + Frames.PREVIOUS_VERSION + ")");
-            }
-            byte[] opening = new byte[p.length - Frames.OPEN_PREFIX];
-            b.get(opening);
-            state = State.DATA;
-            return opening;
-        } catch (IOException e) {
-            throw fail(e, "before the OPEN frame was complete");
-        }
-    }
-
-    /** Whether the peer's OPEN had the protocol's magic (a vmfork sender, whatever its version). */
-    boolean vmforkPeer() {
-        return vmforkPeer;
     }
 
     long received() {
@@ -97,7 +57,6 @@ final class ReceiverInput extends InputStream {
     public int read(byte[] b, int off, int len) throws IOException {
         java.util.Objects.checkFromIndexSize(off, len, b.length);
         switch (state) {
-            case AWAIT_OPEN -> throw new IllegalStateException("read before OPEN");
             case ENDED -> {
                 return -1;
             }
@@ -153,6 +112,9 @@ final class ReceiverInput extends InputStream {
     }
 
     private String readReason() throws IOException {
+        if (leftInFrame > Frames.MAX_REASON) {
+            return "(a reason of " + leftInFrame + " bytes, over " + Frames.MAX_REASON + ", not read)";
+        }
         byte[] p = new byte[leftInFrame];
         Frames.readFully(raw, p, 0, p.length);
         leftInFrame = 0;

@@ -53,14 +53,25 @@ public final class TransferClient {
      */
     public static CompletionStage<byte[]> send(ActorSystem<?> system, InetSocketAddress to, byte[] opening,
                                                IoWriter writer, TransferSettings settings) {
+        return send(system, to, null, opening, writer, settings);
+    }
+
+    /**
+     * As {@link #send(ActorSystem, InetSocketAddress, byte[], IoWriter, TransferSettings)}, from
+     * the local address {@code from} (null: the one the kernel picks). A node sends from its
+     * own cluster address, which is where the receiver expects its transfers to come from
+     * (package-info, "Who may send").
+     */
+    public static CompletionStage<byte[]> send(ActorSystem<?> system, InetSocketAddress to, InetSocketAddress from,
+                                               byte[] opening, IoWriter writer, TransferSettings settings) {
         Objects.requireNonNull(system, "system");
         Objects.requireNonNull(to, "to");
         Objects.requireNonNull(opening, "opening");
         Objects.requireNonNull(writer, "writer");
         Objects.requireNonNull(settings, "settings");
-        if (opening.length + Frames.OPEN_PREFIX > settings.maxFrameBytes()) {
+        if (opening.length + Frames.OPEN_PREFIX > Frames.MAX_OPEN) {
             return CompletableFuture.failedFuture(new TransferException("opening of " + opening.length
-                    + " bytes exceeds vmfork.transfer.max-frame (" + settings.maxFrameBytes() + ")"));
+                    + " bytes exceeds the OPEN frame's maximum of " + (Frames.MAX_OPEN - Frames.OPEN_PREFIX)));
         }
         Executor blocking = Background.executor(
                 system.dispatchers().lookup(DispatcherSelector.fromConfig(settings.blockingDispatcher())), settings.nice());
@@ -69,7 +80,7 @@ public final class TransferClient {
                 CompletionStage<ResponseDecoder.Frame>> m =
                 StreamConverters.asOutputStream(settings.writeTimeout())
                         .viaMat(KillSwitches.single(), Keep.both())
-                        .viaMat(Tcp.get(system).outgoingConnection(to, Optional.empty(), List.of(TcpSO.tcpNoDelay(true)), true,
+                        .viaMat(Tcp.get(system).outgoingConnection(to, Optional.ofNullable(from), List.of(TcpSO.tcpNoDelay(true)), true,
                                 // A little past the receiver's own: a silent sender hears the
                                 // receiver's ABORT saying so; this notices a silent receiver.
                                 Optional.of(settings.connectTimeout()), Optional.of(settings.senderIdleTimeout())), Keep.both())

@@ -3,26 +3,33 @@ package io.vmfork.cluster.transfer;
 import java.io.IOException;
 import java.io.InputStream;
 import java.io.OutputStream;
+import java.net.InetAddress;
 import java.net.InetSocketAddress;
+import java.util.HashMap;
 import java.util.List;
+import java.util.Map;
 import java.util.Objects;
 import java.util.Optional;
+import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CompletionStage;
 import java.util.concurrent.Executor;
 import java.util.concurrent.RejectedExecutionException;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicInteger;
-import org.apache.pekko.io.TcpSO;
 import org.apache.pekko.actor.typed.ActorSystem;
 import org.apache.pekko.actor.typed.DispatcherSelector;
+import org.apache.pekko.io.TcpSO;
 import org.apache.pekko.japi.Pair;
+import org.apache.pekko.stream.Attributes;
 import org.apache.pekko.stream.KillSwitches;
 import org.apache.pekko.stream.Materializer;
 import org.apache.pekko.stream.SharedKillSwitch;
+import org.apache.pekko.stream.javadsl.BidiFlow;
 import org.apache.pekko.stream.javadsl.Flow;
 import org.apache.pekko.stream.javadsl.Keep;
 import org.apache.pekko.stream.javadsl.Sink;
+import org.apache.pekko.stream.javadsl.Source;
 import org.apache.pekko.stream.javadsl.StreamConverters;
 import org.apache.pekko.stream.javadsl.Tcp;
 import org.apache.pekko.util.ByteString;
@@ -31,8 +38,11 @@ import org.slf4j.LoggerFactory;
 
 /**
  * The receiving end of capsule transfers: a Pekko Streams TCP server, one connection per
- * transfer, each handed to the {@link Receiver} on a thread of the configured blocking
- * dispatcher. package-info describes the protocol.
+ * transfer. A connection's OPEN frame is read and admitted by the {@link Acceptor} inside
+ * the stream ({@link OpenGate}), under {@code open-timeout}, before it takes a thread or a
+ * buffer; an admitted one is handed to its {@link Receiver} on a thread of the configured
+ * blocking dispatcher. Connections are capped in all and per peer address, admitted
+ * transfers in all (package-info, "Limits"). package-info describes the protocol.
  */
 public final class TransferServer implements AutoCloseable {
     private static final Logger LOG = LoggerFactory.getLogger(TransferServer.class);
@@ -57,34 +67,75 @@ public final class TransferServer implements AutoCloseable {
         byte[] receive(byte[] opening, InputStream in) throws Exception;
     }
 
+    /** Decides, from its opening and the connection's peer, whether a transfer may go on. */
+    @FunctionalInterface
+    public interface Acceptor {
+        /**
+         * Called on a stream thread once a connection's OPEN frame arrived: must be quick and
+         * must not block (a map lookup, a comparison). Returns the transfer's Receiver, or
+         * throws a {@link TransferException} whose message the sender gets in an ABORT
+         * ("refused: " and the message). The peer is the connection's remote address.
+         */
+        Receiver accept(byte[] opening, InetSocketAddress peer) throws TransferException;
+
+        /**
+         * Whether a transfer is expected from {@code peer} now (an offer from a member at that
+         * address waits for its capsule). Called on a stream thread for each new connection,
+         * before its opening: quick, non-blocking. A connection from an expected peer is held
+         * even when {@code max-connections} are open (its per-peer cap still applies), so that
+         * a flood from elsewhere cannot keep a member's transfer out.
+         */
+        default boolean expects(InetAddress peer) {
+            return false;
+        }
+    }
+
     private final TransferSettings settings;
-    private final Receiver receiver;
+    private final Acceptor acceptor;
     private final Materializer materializer;
     private final Executor blocking;
     private final SharedKillSwitch killSwitch = KillSwitches.shared("vmfork-transfer-server");
     private final AtomicBoolean closed = new AtomicBoolean();
     private final AtomicInteger active = new AtomicInteger();
+    /** Transfers past their opening, running or waiting for a thread. */
+    private final AtomicInteger receiving = new AtomicInteger();
+    /** Connections held, in all and by peer address; guarded by this. */
+    private int connections;
+    private final Map<InetAddress, Integer> byPeer = new HashMap<>();
+    private final RefusalLog refusals = new RefusalLog();
     private volatile Tcp.ServerBinding binding;
 
-    private TransferServer(ActorSystem<?> system, TransferSettings settings, Receiver receiver) {
+    private TransferServer(ActorSystem<?> system, TransferSettings settings, Acceptor acceptor) {
         this.settings = settings;
-        this.receiver = receiver;
+        this.acceptor = acceptor;
         this.materializer = Materializer.matFromSystem(system);
         this.blocking = Background.executor(
                 system.dispatchers().lookup(DispatcherSelector.fromConfig(settings.blockingDispatcher())), settings.nice());
     }
 
     /**
-     * Binds host:port (0 = a free port) on the system's materializer. Fails with a
-     * {@link TransferException} when the address cannot be bound (e.g. the port is in use).
+     * Binds host:port (0 = a free port) on the system's materializer, every transfer going
+     * to {@code receiver} (any opening from any peer is accepted: tools and tests). Fails
+     * with a {@link TransferException} when the address cannot be bound (e.g. the port is in use).
      */
     public static CompletionStage<TransferServer> bind(ActorSystem<?> system, String host, int port,
                                                        TransferSettings settings, Receiver receiver) {
+        Objects.requireNonNull(receiver, "receiver");
+        return bindAccepting(system, host, port, settings, (opening, peer) -> receiver);
+    }
+
+    /**
+     * Binds host:port (0 = a free port) on the system's materializer; {@code acceptor}
+     * admits each transfer from its opening. Fails with a {@link TransferException} when the
+     * address cannot be bound (e.g. the port is in use).
+     */
+    public static CompletionStage<TransferServer> bindAccepting(ActorSystem<?> system, String host, int port,
+                                                                TransferSettings settings, Acceptor acceptor) {
         Objects.requireNonNull(system, "system");
         Objects.requireNonNull(host, "host");
         Objects.requireNonNull(settings, "settings");
-        Objects.requireNonNull(receiver, "receiver");
-        TransferServer server = new TransferServer(system, settings, receiver);
+        Objects.requireNonNull(acceptor, "acceptor");
+        TransferServer server = new TransferServer(system, settings, acceptor);
         long readBuffer = system.settings().config().getBytes("pekko.io.tcp.direct-buffer-size");
         if (readBuffer < RECOMMENDED_READ_BUFFER) {
             LOG.info("pekko.io.tcp.direct-buffer-size is {} bytes: capsule transfers run at about half speed below "
@@ -124,6 +175,11 @@ public final class TransferServer implements AutoCloseable {
         return active.get();
     }
 
+    /** Connections the server holds now, in any state. */
+    public synchronized int openConnections() {
+        return connections;
+    }
+
     /** Unbinds and aborts transfers in progress (their Receivers see a TransferException). */
     @Override
     public void close() {
@@ -148,41 +204,98 @@ public final class TransferServer implements AutoCloseable {
     }
 
     private void handle(Tcp.IncomingConnection conn) {
-        Flow<ByteString, ByteString, Pair<InputStream, OutputStream>> io = Flow.fromSinkAndSourceCoupledMat(
-                StreamConverters.asInputStream(settings.idleTimeout()),
-                StreamConverters.asOutputStream(settings.writeTimeout()),
-                Keep.both());
-        Pair<InputStream, OutputStream> streams = conn.handleWith(
-                Flow.of(ByteString.class).via(killSwitch.flow()).viaMat(io, Keep.right()), materializer);
         InetSocketAddress peer = conn.remoteAddress();
-        if (closed.get()) {
-            closeQuietly(streams.first(), streams.second(), peer);
+        InetAddress ip = peer.getAddress();
+        String busy = closed.get() ? "the transfer server is closing" : reserveConnection(ip, acceptor.expects(ip));
+        if (busy != null) {
+            refusals.refused(peer, busy);
+            // Answered and closed at once: no thread, no buffer beyond the ABORT.
+            conn.handleWith(Flow.fromSinkAndSource(Sink.ignore(),
+                    Source.single(ByteString.fromArrayUnsafe(Frames.abort(busy)))), materializer);
             return;
         }
+        CompletableFuture<OpenGate.Admitted> admitted = new CompletableFuture<>();
+        OpenGate gate = new OpenGate(settings.limits().openTimeout(), opening -> admit(opening, peer), admitted,
+                () -> releaseConnection(ip));
+        Flow<ByteString, ByteString, Pair<InputStream, OutputStream>> io = Flow.fromSinkAndSourceMat(
+                StreamConverters.asInputStream(settings.idleTimeout())
+                        .addAttributes(Attributes.inputBuffer(1, settings.limits().receiveBuffer())),
+                StreamConverters.asOutputStream(settings.writeTimeout()),
+                Keep.both());
+        Pair<InputStream, OutputStream> streams;
         try {
-            blocking.execute(() -> serve(peer, streams.first(), streams.second()));
-        } catch (RejectedExecutionException e) {
-            LOG.warn("transfer from {} refused: no blocking thread ({})", peer, e.toString());
-            closeQuietly(streams.first(), streams.second(), peer);
+            streams = conn.handleWith(Flow.of(ByteString.class).via(killSwitch.flow())
+                    .viaMat(BidiFlow.fromGraph(gate).join(io, Keep.right()), Keep.right()), materializer);
+        } catch (RuntimeException e) {
+            releaseConnection(ip);
+            throw e;
+        }
+        admitted.whenComplete((a, e) -> {
+            if (e != null) {
+                refusals.refused(peer, e.getMessage());
+                return;
+            }
+            try {
+                blocking.execute(() -> serve(peer, a, streams.first(), streams.second()));
+            } catch (RejectedExecutionException r) {
+                receiving.decrementAndGet();
+                // The dispatcher is shutting down: this is a stream thread, so no blocking ABORT.
+                LOG.warn("transfer from {} refused: no blocking thread ({})", peer, r.toString());
+                closeQuietly(streams.first(), streams.second(), peer);
+            }
+        });
+    }
+
+    /** Takes a connection slot for {@code ip}, or says why there is none. */
+    private synchronized String reserveConnection(InetAddress ip, boolean expected) {
+        TransferSettings.Limits l = settings.limits();
+        if (connections >= l.maxConnections() && !expected) {
+            return "busy: " + connections + " connections open (vmfork.transfer.max-connections)";
+        }
+        int mine = byPeer.getOrDefault(ip, 0);
+        if (mine >= l.maxConnectionsPerPeer()) {
+            return "busy: " + mine + " connections open from " + ip.getHostAddress()
+                    + " (vmfork.transfer.max-connections-per-peer)";
+        }
+        connections++;
+        byPeer.put(ip, mine + 1);
+        return null;
+    }
+
+    private synchronized void releaseConnection(InetAddress ip) {
+        connections--;
+        byPeer.computeIfPresent(ip, (k, n) -> n > 1 ? n - 1 : null);
+    }
+
+    /** On the connection's stream thread: a slot among the transfers received, then the Acceptor's word. */
+    private Receiver admit(byte[] opening, InetSocketAddress peer) throws TransferException {
+        if (closed.get()) {
+            throw new TransferException("the transfer server is closing");
+        }
+        int max = settings.limits().maxReceiving();
+        if (receiving.incrementAndGet() > max) {
+            receiving.decrementAndGet();
+            throw new TransferException("busy: " + max + " transfers being received (vmfork.transfer.max-receiving)");
+        }
+        try {
+            Receiver r = acceptor.accept(opening, peer);
+            if (r == null) {
+                throw new TransferException("no receiver for the transfer");
+            }
+            return r;
+        } catch (TransferException | RuntimeException e) {
+            receiving.decrementAndGet();
+            throw e;
         }
     }
 
-    /** One transfer, on a blocking thread. */
-    private void serve(InetSocketAddress peer, InputStream raw, OutputStream out) {
+    /** One admitted transfer, on a blocking thread. */
+    private void serve(InetSocketAddress peer, OpenGate.Admitted admitted, InputStream raw, OutputStream out) {
         active.incrementAndGet();
         try {
             ReceiverInput in = new ReceiverInput(raw, settings.maxFrameBytes(), settings.idleTimeout());
-            byte[] opening;
-            try {
-                opening = in.readOpen();
-            } catch (TransferException e) {
-                LOG.warn("transfer from {} refused: {}", peer, e.getMessage());
-                reply(out, Frames.abort("refused: " + e.getMessage()), peer);
-                if (in.vmforkPeer()) { // it reads the ABORT and closes; anything else is just closed
-                    drain(raw);
-                }
-                return;
-            }
+            byte[] opening = admitted.opening();
+            Receiver receiver = admitted.receiver();
             byte[] result;
             try {
                 result = receiver.receive(opening, in);
@@ -211,6 +324,7 @@ public final class TransferServer implements AutoCloseable {
         } finally {
             closeQuietly(raw, out, peer);
             active.decrementAndGet();
+            receiving.decrementAndGet();
         }
     }
 
@@ -237,6 +351,32 @@ public final class TransferServer implements AutoCloseable {
             out.write(frame);
         } catch (IOException e) {
             LOG.debug("transfer from {}: cannot send the {} frame: {}", peer, Frames.kindName(frame[4]), e.toString());
+        }
+    }
+
+    /**
+     * Refusals before a transfer was admitted, logged at WARN at most once a second with the
+     * number left out since (a flood of connections must not flood the log as well).
+     */
+    private static final class RefusalLog {
+        private long lastNanos = System.nanoTime() - 2_000_000_000L;
+        private long suppressed;
+
+        void refused(InetSocketAddress peer, String why) {
+            long skipped;
+            synchronized (this) {
+                long now = System.nanoTime();
+                if (now - lastNanos < 1_000_000_000L) {
+                    suppressed++;
+                    LOG.debug("transfer connection from {} refused: {}", peer, why);
+                    return;
+                }
+                lastNanos = now;
+                skipped = suppressed;
+                suppressed = 0;
+            }
+            LOG.warn("transfer connection from {} refused: {}{}", peer, why,
+                    skipped == 0 ? "" : " (and " + skipped + " other refusals in the last second)");
         }
     }
 

@@ -11,8 +11,8 @@ import java.time.Duration;
  * @param idleTimeout        a transfer fails when nothing moved this long (package-info,
  *                           "Timeouts", has who notices what)
  * @param maxFrameBytes      the largest frame payload either side accepts (a longer length
- *                           is refused before anything is allocated); bounds the opening and
- *                           the result bytes too
+ *                           is refused before anything is allocated); bounds the result bytes
+ *                           too (an OPEN frame has its own cap, {@link Frames#MAX_OPEN})
  * @param dataFrameBytes     the payload of the DATA frames a sender writes (at most
  *                           {@code maxFrameBytes})
  * @param host               the address a node's {@link TransferServer} binds
@@ -21,6 +21,8 @@ import java.time.Duration;
  *                          transfer's encoding and decoding yields the CPU to guests and actors
  * @param blockingDispatcher config path of the Pekko dispatcher whose threads run the
  *                           Receivers and the IoWriters (one thread per transfer and side)
+ * @param limits             what a {@link TransferServer} holds for connections before and
+ *                           after their opening (package-info, "Limits")
  */
 public record TransferSettings(
         Duration connectTimeout,
@@ -30,7 +32,8 @@ public record TransferSettings(
         String host,
         int port,
         String blockingDispatcher,
-        int nice) {
+        int nice,
+        Limits limits) {
 
     /** The configuration path of the subtree {@link #fromConfig} reads. */
     public static final String PATH = "vmfork.transfer";
@@ -58,6 +61,46 @@ public record TransferSettings(
         if (nice < 0 || nice > 19) {
             throw new IllegalArgumentException(PATH + ".nice must be in 0..19, got " + nice);
         }
+        if (limits == null) {
+            throw new IllegalArgumentException(PATH + " limits must be given");
+        }
+    }
+
+    /**
+     * What a transfer server holds for connections (package-info, "Limits").
+     *
+     * @param openTimeout           a connection's OPEN frame must have arrived and been accepted
+     *                              (its token checked) this long after the connection was made
+     * @param maxConnections        connections the server holds at once, in any state; more are
+     *                              answered ABORT "busy" and closed at once
+     * @param maxConnectionsPerPeer the same for the connections from one IP address
+     * @param maxReceiving          transfers past their opening at once, running on a thread of the
+     *                              blocking dispatcher or waiting for one (the bounded queue); more
+     *                              are answered ABORT "busy"
+     * @param receiveBuffer         chunks of the connection (each at most
+     *                              {@code pekko.io.tcp.direct-buffer-size}) buffered for a Receiver
+     *                              that has not read them yet
+     */
+    public record Limits(Duration openTimeout, int maxConnections, int maxConnectionsPerPeer, int maxReceiving,
+                         int receiveBuffer) {
+        public Limits {
+            requirePositive(openTimeout, "open-timeout");
+            if (maxConnections < 1) {
+                throw new IllegalArgumentException(PATH + ".max-connections must be >= 1, got " + maxConnections);
+            }
+            if (maxConnectionsPerPeer < 1 || maxConnectionsPerPeer > maxConnections) {
+                throw new IllegalArgumentException(PATH + ".max-connections-per-peer must be in 1..max-connections ("
+                        + maxConnections + "), got " + maxConnectionsPerPeer);
+            }
+            if (maxReceiving < 1 || maxReceiving > maxConnections) {
+                throw new IllegalArgumentException(PATH + ".max-receiving must be in 1..max-connections ("
+                        + maxConnections + "), got " + maxReceiving);
+            }
+            if (receiveBuffer < 1 || receiveBuffer > 64) {
+                throw new IllegalArgumentException(PATH + ".receive-buffer must be in 1..64 chunks, got "
+                        + receiveBuffer);
+            }
+        }
     }
 
     /** Reads {@code vmfork.transfer} of the actor system's configuration. */
@@ -78,17 +121,27 @@ public record TransferSettings(
                 c.getString("host"),
                 c.getInt("port"),
                 PATH + ".blocking-dispatcher",
-                c.getInt("nice"));
+                c.getInt("nice"),
+                new Limits(c.getDuration("open-timeout"), c.getInt("max-connections"),
+                        c.getInt("max-connections-per-peer"), c.getInt("max-receiving"), c.getInt("receive-buffer")));
     }
 
     /** A copy with another idle timeout. */
     public TransferSettings withIdleTimeout(Duration d) {
-        return new TransferSettings(connectTimeout, d, maxFrameBytes, dataFrameBytes, host, port, blockingDispatcher, nice);
+        return new TransferSettings(connectTimeout, d, maxFrameBytes, dataFrameBytes, host, port, blockingDispatcher, nice,
+                limits);
     }
 
     /** A copy with other frame limits. */
     public TransferSettings withFrames(int maxFrame, int dataFrame) {
-        return new TransferSettings(connectTimeout, idleTimeout, maxFrame, dataFrame, host, port, blockingDispatcher, nice);
+        return new TransferSettings(connectTimeout, idleTimeout, maxFrame, dataFrame, host, port, blockingDispatcher, nice,
+                limits);
+    }
+
+    /** A copy with other server limits. */
+    public TransferSettings withLimits(Limits l) {
+        return new TransferSettings(connectTimeout, idleTimeout, maxFrameBytes, dataFrameBytes, host, port,
+                blockingDispatcher, nice, l);
     }
 
     /*

@@ -10,7 +10,7 @@
  * Every frame is {@code u32 n} (big-endian, the bytes that follow: the kind and the
  * payload), {@code u8 kind}, then {@code n - 1} payload bytes. A payload longer than
  * {@code vmfork.transfer.max-frame} is refused from its length alone, before anything is
- * allocated.
+ * allocated; an OPEN payload over {@code Frames.MAX_OPEN} (1 KiB) likewise.
  * <pre>
  * kind        payload                                   direction
  * 1 OPEN      u32 magic "VMFT", u16 version, opening    sender → receiver, first
@@ -29,18 +29,38 @@
  *
  * <h2>The receiver's states</h2>
  * <pre>
- * AWAIT_OPEN --OPEN (magic, version ok)--> DATA --END (count matches)--> ENDED --> RESULT sent
- *     |                                     |  \--DATA--> DATA
- *     +--anything else: ABORT "refused"     +--connection ends, idle, frame over the cap,
- *                                              wrong kind, ABORT from the sender, END with a
- *                                              wrong count: FAILED (read throws TransferException)
+ * AWAIT_OPEN --OPEN (magic, version ok, admitted)--> DATA --END (count matches)--> ENDED --> RESULT sent
+ *     |                                               |  \--DATA--> DATA
+ *     +--anything else, or open-timeout: ABORT        +--connection ends, idle, frame over the cap,
+ *                                                        wrong kind, ABORT from the sender, END with a
+ *                                                        wrong count: FAILED (read throws TransferException)
  * </pre>
+ * AWAIT_OPEN runs in the connection's stream ({@code OpenGate}): the OPEN frame is read and
+ * the {@code TransferServer.Acceptor} asked (the token, the peer) on the stream's thread;
+ * only an admitted transfer gets a thread of the blocking dispatcher for DATA onwards.
+ *
+ * <h2>Limits</h2>
+ * Nothing is spent on a connection before it is admitted, and what is spent after is
+ * bounded ({@link io.vmfork.cluster.transfer.TransferSettings.Limits}, docs/transfer.md
+ * "Limits"): the opening must be complete and accepted within {@code open-timeout}; at most
+ * {@code max-connections} connections in all and {@code max-connections-per-peer} from one
+ * IP address (a peer the Acceptor expects passes the first); at most {@code max-receiving}
+ * admitted transfers running or waiting for a thread; at most {@code receive-buffer} reads
+ * buffered for a Receiver. Beyond a cap the connection is answered ABORT "busy: ..." and
+ * closed.
  * A transfer is complete only in ENDED: only the END frame, with a byte count equal to what
  * arrived, makes the Receiver's stream return -1. A sender killed with SIGKILL closes its
  * socket like a clean end of stream; here that is "the connection ended after N data bytes,
  * before the end-of-data frame", never a short but complete-looking stream. (The capsule
  * inside carries its own per-chunk CRCs and SHA-256 as well.) A Receiver that returns before
  * ENDED fails the transfer too.
+ *
+ * <h2>Who may send</h2>
+ * The server hands the Acceptor the connection's remote address with the opening; a node's
+ * Acceptor (CloneTarget.accept) takes a token only from the address of the member that
+ * made the offer, whose source host id was checked against that member when the offer came
+ * (HostActor.onOfferClones; docs/transfer.md, "Who may send"). A node sends from its own
+ * Artery hostname's address so that the check holds on multi-homed hosts.
  *
  * <h2>Timeouts</h2>
  * A receiver's read that waits {@code idle-timeout} for the sender fails ("idle timeout")

@@ -19,6 +19,7 @@ class TransferSettingsTest {
         assertEquals(4 << 20, s.maxFrameBytes());
         assertEquals(1 << 20, s.dataFrameBytes());
         assertEquals("vmfork.transfer.blocking-dispatcher", s.blockingDispatcher());
+        assertEquals(new TransferSettings.Limits(Duration.ofSeconds(5), 128, 32, 32, 4), s.limits());
     }
 
     @Test
@@ -32,5 +33,8 @@ class TransferSettingsTest {
         e = assertThrows(IllegalArgumentException.class, () -> TransferSettings.fromConfig(
                 ConfigFactory.parseString("vmfork.transfer { idle-timeout = 0s }").withFallback(ConfigFactory.load())));
         assertTrue(e.getMessage().contains("vmfork.transfer.idle-timeout"), e.getMessage());
+        e = assertThrows(IllegalArgumentException.class, () -> TransferSettings.fromConfig(ConfigFactory.parseString(
+                "vmfork.transfer { max-connections-per-peer = 500 }").withFallback(ConfigFactory.load())));
+        assertTrue(e.getMessage().contains("vmfork.transfer.max-connections-per-peer"), e.getMessage());
     }
 }

@@ -81,6 +81,14 @@ public final class CapsuleReader {
 
     private final CapsuleLimits limits;
 
+    /**
+     * What a capsule must be, when its reader knows (a remote clone's target: what the offer
+     * was admitted for): guest RAM, vCPUs and the VM type in the state's identity. Checked
+     * as soon as each is read; a difference is a {@link CapsuleNotAdmittedException}.
+     */
+    public record Expected(long memorySize, int vcpuCount, int vmType) {
+    }
+
     private CapsuleReader(CapsuleLimits limits) {
         this.limits = limits;
     }
@@ -126,10 +134,22 @@ public final class CapsuleReader {
      */
     public CapsuleContents read(InputStream in, MemorySink sink, HostPlatform host, GuestModel.Rules guest,
             BaseResolver bases) throws IOException {
+        return read(in, sink, host, guest, bases, null);
+    }
+
+    /**
+     * As {@link #read(InputStream, MemorySink, HostPlatform, GuestModel.Rules, BaseResolver)},
+     * and with non-null {@code expected} refuses a capsule that is not that VM
+     * ({@link CapsuleNotAdmittedException}): its header's memory size and vCPU count right
+     * after the header, before anything else is checked or read; its state's VM type right
+     * after the state frame is decoded, before the guest model looks at it or any memory is read.
+     */
+    public CapsuleContents read(InputStream in, MemorySink sink, HostPlatform host, GuestModel.Rules guest,
+            BaseResolver bases, Expected expected) throws IOException {
         if (guest != null && host == null) {
             throw new IllegalArgumentException("guest rules need the host they are for");
         }
-        Pass pass = new Pass(new BufferedInputStream(in, STREAM_BUFFER_BYTES), sink, host, guest, bases);
+        Pass pass = new Pass(new BufferedInputStream(in, STREAM_BUFFER_BYTES), sink, host, guest, bases, expected);
         try {
             return pass.run();
         } catch (IOException | RuntimeException | Error e) {
@@ -163,8 +183,19 @@ public final class CapsuleReader {
      */
     public ReceivedCapsule readImage(InputStream in, String name, HostPlatform host, GuestModel.Rules guest,
             BaseResolver bases, int maxExtents) throws IOException {
+        return readImage(in, name, host, guest, bases, maxExtents, null);
+    }
+
+    /**
+     * As {@link #readImage(InputStream, String, HostPlatform, GuestModel.Rules, BaseResolver, int)},
+     * refusing a capsule that is not {@code expected} (see
+     * {@link #read(InputStream, MemorySink, HostPlatform, GuestModel.Rules, BaseResolver, Expected)});
+     * the image sink and its file are gone when it throws.
+     */
+    public ReceivedCapsule readImage(InputStream in, String name, HostPlatform host, GuestModel.Rules guest,
+            BaseResolver bases, int maxExtents, Expected expected) throws IOException {
         try (ImageSink sink = ImageSink.create(name, limits.maxMemoryBytes(), limits.maxChunkBytes())) {
-            CapsuleContents c = read(in, sink, host, guest, bases);
+            CapsuleContents c = read(in, sink, host, guest, bases, expected);
             if (c.delta() == null) {
                 return new ReceivedCapsule(c, sink.toImage(c.state().memorySize()));
             }
@@ -195,6 +226,7 @@ public final class CapsuleReader {
         private final HostPlatform host;
         private final GuestModel.Rules guest;
         private final BaseResolver bases;
+        private final Expected expected;
         /** A delta's base once resolved, with the resolver's reference; null once handed over. */
         private RuntimeImage base;
         private byte[] baseKey;
@@ -228,7 +260,9 @@ public final class CapsuleReader {
         /** The capsule's boot info page, kept aside when reading for a restore. */
         private byte[] bootInfoPage;
 
-        Pass(InputStream in, MemorySink sink, HostPlatform host, GuestModel.Rules guest, BaseResolver bases) {
+        Pass(InputStream in, MemorySink sink, HostPlatform host, GuestModel.Rules guest, BaseResolver bases,
+                Expected expected) {
+            this.expected = expected;
             this.in = in;
             this.sink = sink;
             this.host = host;
@@ -429,6 +463,13 @@ public final class CapsuleReader {
         }
 
         private void onHeader(CapsuleHeader h) {
+            if (expected != null && (h.getMemorySize() != expected.memorySize()
+                    || h.getVcpuCount() != expected.vcpuCount())) {
+                throw new CapsuleNotAdmittedException("the capsule is not the VM that was admitted: it has "
+                        + Long.toUnsignedString(h.getMemorySize()) + " bytes of memory and "
+                        + Integer.toUnsignedString(h.getVcpuCount()) + " vCPUs, the offer was admitted for "
+                        + expected.memorySize() + " bytes and " + expected.vcpuCount() + " vCPUs");
+            }
             if (h.getMagic() != CapsuleFormat.HEADER_MAGIC) {
                 throw fail(String.format("header magic 0x%08x is not 0x%08x", h.getMagic(), CapsuleFormat.HEADER_MAGIC));
             }
@@ -579,6 +620,10 @@ public final class CapsuleReader {
                 state = StateCodec.decode(p, header.getFormatVersion());
             } catch (CapsuleFormatException | IllegalArgumentException e) {
                 throw fail(e.getMessage(), e);
+            }
+            if (expected != null && state.identity().vmType() != expected.vmType()) {
+                throw new CapsuleNotAdmittedException("the capsule is not the VM that was admitted: its VM type is "
+                        + state.identity().vmType() + ", the offer was admitted for VM type " + expected.vmType());
             }
             if (guest != null) {
                 refuse(GuestModel.check(state, guest), "state.");
