@@ -34,6 +34,7 @@ import java.util.concurrent.TimeoutException;
  * <li>fork.local: from the FORK hypercall's exit in the parent to the child's first exit;
  *     {@code ratio} is its p50 over fork.c_floor's.
  * <li>fork.fanout_local: 64 children in one FORK, to the last child's first exit.
+ * <li>fork.child_first_touch: a child's first read, and first write, of all its parent's 64 MiB.
  * <li>fork.parent_blocked: how long the FORK hypercall holds the parent, per parent size
  *     and state: first fork of a booted VM, fork after fork, after reading or after
  *     rewriting its whole heap.
@@ -84,6 +85,7 @@ final class ForkBench {
         b.fanoutLocal(localP50);
         b.parentBlocked();
         b.parentWriteAfterFork();
+        b.childFirstTouch();
         b.versusCold();
         b.memoryPerChild();
         try {
@@ -347,6 +349,51 @@ final class ForkBench {
             m.put("ratio_to_kernel_page_work", new Stats(blocked).median() / w);
         }
         return m;
+    }
+
+    // ---- fork.child_first_touch ---------------------------------------------------------
+
+    private static final int CHILD_TOUCH_RUNS = 5;
+
+    /**
+     * fork.child_first_touch: a child's first read of all its parent's 64 MiB (each page
+     * mapped from the image on first access), then the same read again (steady state); its
+     * first write of every page (copy on write), then again. One child per fork, five forks.
+     */
+    private void childFirstTouch() {
+        VirtualMachine parent = launchForker(SMALL_MIB);
+        try {
+            String read = ask(parent, "readall " + SMALL_MIB);
+            if (!read.startsWith("read " + SMALL_MIB + " ")) {
+                throw new IllegalStateException("forker answered 'readall' with '" + read + "'");
+            }
+            String touched = "touched " + SMALL_MIB;
+            double[] readFirst = new double[CHILD_TOUCH_RUNS];
+            double[] readAgain = new double[CHILD_TOUCH_RUNS];
+            double[] writeFirst = new double[CHILD_TOUCH_RUNS];
+            double[] writeAgain = new double[CHILD_TOUCH_RUNS];
+            for (int i = 0; i < CHILD_TOUCH_RUNS; i++) {
+                VirtualMachine child = forkOne(parent).child();
+                readFirst[i] = timed(child, "readall " + SMALL_MIB, read);
+                readAgain[i] = timed(child, "readall " + SMALL_MIB, read);
+                writeFirst[i] = timed(child, "touch " + SMALL_MIB, touched);
+                writeAgain[i] = timed(child, "touch " + SMALL_MIB, touched);
+                stopForker(child);
+            }
+            Stats first = new Stats(readFirst);
+            Map<String, Object> extra = new LinkedHashMap<>();
+            extra.put("guest", FORKER);
+            extra.put("memory_mib", SMALL_MIB);
+            extra.put("read_again_p50_ms", new Stats(readAgain).median());
+            extra.put("write_first_p50_ms", new Stats(writeFirst).median());
+            extra.put("write_again_p50_ms", new Stats(writeAgain).median());
+            extra.put("read_first_us_per_page", first.median() * 1000 / (SMALL_MIB * 256.0));
+            extra.put("write_first_us_per_page", new Stats(writeFirst).median() * 1000 / (SMALL_MIB * 256.0));
+            print(first.fields("fork.child_first_touch", extra));
+            stopForker(parent);
+        } finally {
+            stopParent(parent);
+        }
     }
 
     // ---- fork.parent_write_after_fork ---------------------------------------------------
