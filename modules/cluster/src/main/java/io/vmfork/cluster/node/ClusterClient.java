@@ -52,6 +52,7 @@ public final class ClusterClient implements AutoCloseable {
         Duration timeout = VmforkNode.apiTimeout(root);
         ActorSystem<Void> system = ActorSystem.create(Behaviors.empty(), settings.systemName(),
                 settings.pekkoConfig().withFallback(root).resolve());
+        settings.logSecurity(system);
         try {
             PlacementEntity.init(system, settings.placement());
             PlacementClient placement = PlacementClient.create(system, settings.placement(), CLIENT_HOST_ID);

@@ -115,6 +115,7 @@ public final class VmforkNode implements AutoCloseable {
         // while the HostActor starts (Vmm.close is idempotent). Opened before the load
         // reporter starts, too: every report names the platform the VMM chose.
         system.getWhenTerminated().thenRun(vmm::close);
+        settings.logSecurity(system);
         try {
             if (settings.seedNodes().isEmpty()) {
                 Cluster cluster = Cluster.get(system);
