@@ -15,7 +15,8 @@ import java.util.Optional;
  *
  * <p>With credentials ({@code key-file}, {@code cert-file}, {@code ca-cert-file}, as
  * {@code vmfork certs} writes them) Artery runs over TLS with mutual authentication
- * ({@code transport = tls-tcp}, Pekko's {@code RotatingKeysSSLEngineProvider}: it reloads
+ * ({@code transport = tls-tcp}, Pekko's {@code RotatingKeysSSLEngineProvider}, through
+ * {@link RefusalLoggingSSLEngineProvider}, which logs the connections it refuses: it reloads
  * the files every {@code pekko.remote.artery.ssl.rotating-keys-engine.ssl-context-cache-ttl},
  * trusts the one CA, and accepts a peer only if its certificate has a subject name in common
  * with this member's own). Without them Artery runs over plain TCP, which a member accepts
@@ -110,8 +111,8 @@ public record SecuritySettings(Optional<ClusterCredentials.MemberFiles> credenti
             ClusterCredentials.MemberFiles f = credentials.get();
             String engine = "pekko.remote.artery.ssl.rotating-keys-engine.";
             m.put("pekko.remote.artery.transport", "tls-tcp");
-            m.put("pekko.remote.artery.ssl.ssl-engine-provider",
-                    "org.apache.pekko.remote.artery.tcp.ssl.RotatingKeysSSLEngineProvider");
+            // Pekko's RotatingKeysSSLEngineProvider, logging the connections it refuses.
+            m.put("pekko.remote.artery.ssl.ssl-engine-provider", RefusalLoggingSSLEngineProvider.class.getName());
             m.put(engine + "key-file", f.keyFile().toString());
             m.put(engine + "cert-file", f.certFile().toString());
             m.put(engine + "ca-cert-file", f.caCertFile().toString());

@@ -39,7 +39,7 @@ class SecuritySettingsTest {
         assertTrue(s.security().tls());
         Config p = s.pekkoConfig().withFallback(ConfigFactory.defaultReference()).resolve();
         assertEquals("tls-tcp", p.getString("pekko.remote.artery.transport"));
-        assertEquals("org.apache.pekko.remote.artery.tcp.ssl.RotatingKeysSSLEngineProvider",
+        assertEquals(RefusalLoggingSSLEngineProvider.class.getName(),
                 p.getString("pekko.remote.artery.ssl.ssl-engine-provider"));
         assertEquals(dir.resolve("node-1.key").toString(),
                 p.getString("pekko.remote.artery.ssl.rotating-keys-engine.key-file"));
