@@ -1,6 +1,7 @@
 package io.vmfork.cli;
 
 import com.typesafe.config.ConfigFactory;
+import io.vmfork.cluster.security.ClusterCredentials;
 import io.vmfork.cluster.api.VmCluster;
 import io.vmfork.cluster.api.VmInfo;
 import io.vmfork.cluster.node.VmforkNode;
@@ -46,6 +47,10 @@ import org.apache.pekko.actor.typed.javadsl.AskPattern;
  *     {@code vmm_only_p50_ms}/{@code vmm_only_p99_ms}: the same pause of a forker on a
  *     plain Vmm (CopyPlacement.LOCAL) in the same run.
  * </ul>
+ * Every figure is taken twice in one run, each time on a cluster of its own: over Artery TLS
+ * with mutual authentication (throw-away credentials, as {@link LocalCluster} makes them;
+ * {@code tls: true}), then over plain TCP ({@code tls: false}); a {@code cluster.tls_cost}
+ * line per figure gives their ratio.
  */
 final class ClusterBench {
     /** This JVM's host id; the node JVMs are hosts 2 and 3. */
@@ -67,6 +72,8 @@ final class ClusterBench {
     private final Vmm plainVmm;
     private final boolean json;
     private final int runs;
+    /** Where the figures of the run under way are kept, by bench name. */
+    private Map<String, Map<String, Object>> figures;
 
     private ClusterBench(Vmm plainVmm, boolean json, int runs) {
         this.plainVmm = plainVmm;
@@ -82,8 +89,38 @@ final class ClusterBench {
         new ClusterBench(vmm, json, runs).run();
     }
 
+    /**
+     * The benchmarks twice, each on a cluster of its own: over Artery TLS (as a deployed
+     * cluster runs), then over plain TCP; then the cost of TLS, one line per figure
+     * ({@code cluster.tls_cost}: each percentile with TLS over the same without).
+     */
     private void run() {
-        try (LocalCluster cluster = LocalCluster.start(NODES, BENCH_HOST + 1, CONFIG, Duration.ofSeconds(60))) {
+        Map<String, Map<String, Object>> withTls = new LinkedHashMap<>();
+        Map<String, Map<String, Object>> plain = new LinkedHashMap<>();
+        run(true, withTls);
+        run(false, plain);
+        Stats.tls = null;
+        for (Map.Entry<String, Map<String, Object>> e : withTls.entrySet()) {
+            Map<String, Object> off = plain.get(e.getKey());
+            Map<String, Object> cost = new LinkedHashMap<>();
+            cost.put("bench", "cluster.tls_cost");
+            cost.put("of", e.getKey());
+            for (String k : List.of("p50_ms", "p99_ms", "per_s")) {
+                if (e.getValue().get(k) instanceof Double on && off.get(k) instanceof Double o) {
+                    String name = k.replace("_ms", "");
+                    cost.put(name + "_tls", on);
+                    cost.put(name + "_plain", o);
+                    cost.put(name + "_ratio", on / o);
+                }
+            }
+            print(cost);
+        }
+    }
+
+    private void run(boolean tls, Map<String, Map<String, Object>> figures) {
+        Stats.tls = tls;
+        this.figures = figures;
+        try (LocalCluster cluster = LocalCluster.start(tls, NODES, BENCH_HOST + 1, CONFIG, Duration.ofSeconds(60))) {
             try {
                 VmforkNode node = joinAsHost(cluster, BENCH_HOST, CONFIG);
                 try {
@@ -102,7 +139,9 @@ final class ClusterBench {
     static VmforkNode joinAsHost(LocalCluster cluster, long hostId, String extraConfig) {
         String config = "vmfork.host { id = " + hostId + ", name = \"bench\" }\n"
                 + "vmfork.node { hostname = \"127.0.0.1\", port = " + LocalCluster.freePort()
-                + ", seed-nodes = [\"" + cluster.seed() + "\"] }\n" + LocalCluster.NODE_DEFAULTS + extraConfig;
+                + ", seed-nodes = [\"" + cluster.seed() + "\"] }\n"
+                + cluster.memberCredentials("bench", ClusterCredentials.Role.NODE) + LocalCluster.NODE_DEFAULTS
+                + extraConfig;
         VmforkNode node = VmforkNode.start(ConfigFactory.load(ConfigFactory.parseString(config)));
         try {
             long deadline = System.nanoTime() + TIMEOUT.toNanos();
@@ -132,6 +171,9 @@ final class ClusterBench {
     }
 
     private void print(Map<String, Object> fields) {
+        if (figures != null && Stats.tls != null) {
+            figures.put((String) fields.get("bench"), fields);
+        }
         System.out.println(json ? Stats.json(fields) : Stats.text(fields));
         System.out.flush();
     }
