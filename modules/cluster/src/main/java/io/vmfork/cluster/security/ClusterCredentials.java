@@ -25,6 +25,7 @@ import java.util.ArrayList;
 import java.util.Date;
 import java.util.List;
 import java.util.regex.Pattern;
+import org.bouncycastle.asn1.pkcs.PrivateKeyInfo;
 import org.bouncycastle.asn1.x500.X500Name;
 import org.bouncycastle.asn1.x500.X500NameBuilder;
 import org.bouncycastle.asn1.x500.style.BCStyle;
@@ -47,7 +48,6 @@ import org.bouncycastle.openssl.jcajce.JcaPEMWriter;
 import org.bouncycastle.openssl.jcajce.JcaPKCS8Generator;
 import org.bouncycastle.operator.OperatorCreationException;
 import org.bouncycastle.operator.jcajce.JcaContentSignerBuilder;
-import org.bouncycastle.asn1.pkcs.PrivateKeyInfo;
 
 /**
  * The credentials of a vmfork cluster: a cluster CA, and for every node and client a
@@ -242,8 +242,8 @@ public final class ClusterCredentials {
 
     /**
      * Checks a member's credential files as its node will use them: each readable and
-     * parsable, the key an RSA key and the certificate's, the certificate valid now and
-     * signed by the CA's certificate.
+     * parsable, the key an RSA key and the certificate's, the certificate and the CA's valid
+     * now, the certificate signed by the CA's.
      *
      * @throws IllegalArgumentException naming the file and what is wrong with it
      */
@@ -258,17 +258,22 @@ public final class ClusterCredentials {
                 || !pub.getModulus().equals(rsa.getModulus())) {
             throw new IllegalArgumentException(files.keyFile() + " is not the key of " + files.certFile());
         }
-        try {
-            cert.checkValidity();
-        } catch (GeneralSecurityException e) {
-            throw new IllegalArgumentException(files.certFile() + ": not valid now (" + e.getMessage() + ")");
-        }
+        validNow(files.certFile(), cert);
+        validNow(files.caCertFile(), ca);
         try {
             cert.verify(ca.getPublicKey());
         } catch (GeneralSecurityException e) {
             throw new IllegalArgumentException(files.certFile() + " is not signed by the CA of " + files.caCertFile());
         }
         return cert;
+    }
+
+    private static void validNow(Path file, X509Certificate cert) {
+        try {
+            cert.checkValidity();
+        } catch (GeneralSecurityException e) {
+            throw new IllegalArgumentException(file + ": not valid now (" + e.getMessage() + ")");
+        }
     }
 
     private static KeyPair rsaKeyPair() throws GeneralSecurityException {

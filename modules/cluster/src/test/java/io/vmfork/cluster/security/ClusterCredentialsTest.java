@@ -144,6 +144,17 @@ class ClusterCredentialsTest {
     }
 
     @Test
+    void anExpiredCertificateIsRefusedBeforeUse() throws Exception {
+        ClusterCredentials.Authority ca = ClusterCredentials.createAuthority(dir, "vmfork");
+        ClusterCredentials.MemberFiles node = ClusterCredentials.issue(ca, dir, "brief", ClusterCredentials.Role.NODE,
+                Duration.ofSeconds(1));
+        ClusterCredentials.check(node);
+        Thread.sleep(1100);
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> ClusterCredentials.check(node));
+        assertTrue(e.getMessage().startsWith(node.certFile() + ": not valid now"), e.getMessage());
+    }
+
+    @Test
     void anExistingCaIsNeverReplacedAndNamesAreChecked() {
         ClusterCredentials.Authority ca = ClusterCredentials.createAuthority(dir, "vmfork");
         assertThrows(UncheckedIOException.class, () -> ClusterCredentials.createAuthority(dir, "vmfork"));
