@@ -102,8 +102,9 @@ public final class Main {
                       fork.parent_write_after_fork, fork.vs_cold, fork.memory_per_child, capsule.size.
                       Cluster benchmarks (two node JVMs started on this machine, killed after):
                       cluster.placement, cluster.placement_throughput, cluster.launch_remote,
-                      cluster.fork_parent_blocked, each over Artery TLS (tls: true) and then
-                      plain TCP (tls: false), and cluster.tls_cost (their ratios). Capsule benchmark: capsule.compression (LZ4 on
+                      cluster.fork_parent_blocked, each over Artery TLS (tls: true), plain TCP
+                      twice (tls: false) and TLS again, and cluster.tls_cost (TLS over plain,
+                      means of their passes). Capsule benchmark: capsule.compression (LZ4 on
                       random memory and on a warm-worker's image, and capsules written with each
                       vmfork.capsule.compression).
                       Clone benchmarks (two node JVMs started here; this JVM is a third host that
