@@ -26,7 +26,7 @@ import java.util.regex.Pattern;
  * its key, so that a node never starts half-configured.
  *
  * @param systemName     the actor system's name; the same on every node of a cluster
- * @param hostname       the address this node's Artery TCP transport binds and announces
+ * @param hostname       the address this node's Artery transport binds and announces
  * @param port           its port (0: any free port, for tests)
  * @param seedNodes      {@code host:port} of the seed nodes; empty: this node forms a
  *                       cluster of its own and others may join it
