@@ -18,6 +18,7 @@ import com.typesafe.config.ConfigFactory;
 import io.vmfork.cluster.api.VmCluster;
 import io.vmfork.cluster.api.VmInfo;
 import io.vmfork.cluster.host.HostActor;
+import io.vmfork.cluster.node.NodeSettings;
 import io.vmfork.cluster.placement.AdmissionLedger;
 import io.vmfork.cluster.security.ClusterCredentials;
 import java.nio.file.Files;
@@ -77,18 +78,22 @@ class ClusterCredentialsTest {
         }
     }
 
-    /** An actor system that is not a vmfork node: Pekko and vmfork's serializers only. */
+    /**
+     * An actor system that is not a vmfork node, configured as a node's would be (so that
+     * Pekko's join checks of the cluster configuration let it in: the split brain resolver,
+     * vmfork's serializers) and with {@code transport} in front: it runs no HostActor and
+     * nothing of vmfork's own.
+     */
     private static ActorSystem foreign(String transport, int port, NodeProcess seed) {
+        Config vmforkLike = ConfigFactory.parseString("""
+                vmfork.host { id = 4000, name = "intruder" }
+                vmfork.node { hostname = "127.0.0.1", port = %d, seed-nodes = ["%s"] }
+                """.formatted(port, seed.hostPort())).withFallback(ConfigFactory.load()).resolve();
         Config c = ConfigFactory.parseString(transport + """
-                pekko {
-                  actor.provider = cluster
-                  actor.allow-java-serialization = off
-                  loglevel = WARNING
-                  remote.artery.canonical { hostname = "127.0.0.1", port = %d }
-                  cluster.seed-nodes = ["%s"]
-                  cluster.jmx.enabled = off
-                }
-                """.formatted(port, seed.address())).withFallback(ConfigFactory.load()).resolve();
+                pekko.loglevel = WARNING
+                pekko.cluster.jmx.enabled = off
+                """).withFallback(NodeSettings.create(vmforkLike).pekkoConfig())
+                .withFallback(ConfigFactory.parseString(TestCluster.NODE_DEFAULTS)).withFallback(vmforkLike).resolve();
         return ActorSystem.create("vmfork", c);
     }
 
