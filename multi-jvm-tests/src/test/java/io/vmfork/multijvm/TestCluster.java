@@ -1,6 +1,7 @@
 package io.vmfork.multijvm;
 
 import com.fasterxml.jackson.databind.JsonNode;
+import io.vmfork.cluster.security.ClusterCredentials;
 import java.io.IOException;
 import java.io.UncheckedIOException;
 import java.net.ServerSocket;
@@ -19,7 +20,10 @@ import org.junit.jupiter.api.extension.ExtensionContext;
 /**
  * The node JVMs of one test, on loopback ports it picks (a {@link ServerSocket} bound to
  * port 0, then closed), with their configs and logs in
- * {@code target/multi-jvm-logs/<TestClass>.<test>/}. Closing it kills every node it started
+ * {@code target/multi-jvm-logs/<TestClass>.<test>/}. Every member has credentials of the
+ * test's own cluster CA (in {@code certs/} there, created afresh for each test), so the
+ * nodes talk over Artery TLS with mutual authentication as a deployed cluster does.
+ * Closing it kills every node it started
  * with SIGKILL (and first stops the test JVM's own {@link ClientMember}, if any);
  * {@link MultiJvmExtension} closes it after each test, passed or failed, and
  * {@link NodeProcess}'s shutdown hook kills what is left should the test JVM itself die.
@@ -45,15 +49,46 @@ final class TestCluster implements AutoCloseable, ExtensionContext.Store.Closeab
             """;
 
     private final Path dir;
+    private final Path certs;
+    private final ClusterCredentials.Authority ca;
     private final List<NodeProcess> nodes = new ArrayList<>();
     private final List<ClientMember> clients = new ArrayList<>();
 
     TestCluster(String testName) {
-        this.dir = Path.of(System.getProperty("vmfork.multijvm.logs", "target/multi-jvm-logs"), testName);
+        this.dir = Path.of(System.getProperty("vmfork.multijvm.logs", "target/multi-jvm-logs"), testName)
+                .toAbsolutePath();
+        this.certs = dir.resolve("certs");
         try {
             Files.createDirectories(dir);
+            deleteTree(certs);
         } catch (IOException e) {
             throw new UncheckedIOException(e);
+        }
+        this.ca = ClusterCredentials.createAuthority(certs, "vmfork");
+    }
+
+    /**
+     * HOCON that gives a member {@code name} its own certificate of this test's CA
+     * ({@code vmfork.security}), issued now.
+     */
+    String credentials(String name, ClusterCredentials.Role role) {
+        return securityConfig(ClusterCredentials.issue(ca, certs, name, role, Duration.ofDays(1)));
+    }
+
+    /** The {@code vmfork.security} HOCON of {@code files}. */
+    static String securityConfig(ClusterCredentials.MemberFiles files) {
+        return "vmfork.security { key-file = \"" + files.keyFile() + "\", cert-file = \"" + files.certFile()
+                + "\", ca-cert-file = \"" + files.caCertFile() + "\" }\n";
+    }
+
+    private static void deleteTree(Path p) throws IOException {
+        if (!Files.exists(p)) {
+            return;
+        }
+        try (var walk = Files.walk(p)) {
+            for (Path f : walk.sorted(java.util.Comparator.reverseOrder()).toList()) {
+                Files.delete(f);
+            }
         }
     }
 
@@ -102,7 +137,7 @@ final class TestCluster implements AutoCloseable, ExtensionContext.Store.Closeab
         String config = "vmfork.host { id = " + hostId + ", name = \"" + name + "\" }\n"
                 + "vmfork.node { hostname = \"127.0.0.1\", port = " + port + ", status.http-port = " + httpPort
                 + ", seed-nodes = [" + (seed == null ? "" : "\"" + seed.hostPort() + "\"") + "] }\n"
-                + NODE_DEFAULTS + extraConfig + "\n";
+                + credentials(name, ClusterCredentials.Role.NODE) + NODE_DEFAULTS + extraConfig + "\n";
         try {
             Path file = dir.resolve(name + ".conf");
             Files.writeString(file, config);
@@ -116,7 +151,8 @@ final class TestCluster implements AutoCloseable, ExtensionContext.Store.Closeab
 
     /** The test JVM joins the cluster through {@code seed} as a member without capacity. */
     ClientMember joinAsClient(NodeProcess seed, String extraConfig) {
-        ClientMember client = ClientMember.join(seed.hostPort(), freePort(), NODE_DEFAULTS + extraConfig);
+        ClientMember client = ClientMember.join(seed.hostPort(), freePort(),
+                credentials("test-client", ClusterCredentials.Role.CLIENT) + NODE_DEFAULTS + extraConfig);
         clients.add(client);
         return client;
     }

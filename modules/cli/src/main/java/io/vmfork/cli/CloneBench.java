@@ -72,6 +72,9 @@ final class CloneBench {
 
     private void run() {
         try (LocalCluster cluster = LocalCluster.start(NODES, BENCH_HOST + 1, CONFIG, Duration.ofSeconds(60))) {
+            // Artery (offers, placement, replies) over TLS; the capsule bytes over the transfer
+            // server's own connection, which is not encrypted yet (docs/transfer.md).
+            Stats.tls = cluster.tls();
             if (System.getenv("VMFORK_KEEP_LOGS") != null) {
                 cluster.keepLogs();
             }

@@ -1,6 +1,7 @@
 package io.vmfork.cli;
 
 import com.typesafe.config.ConfigFactory;
+import io.vmfork.cluster.security.ClusterCredentials;
 import io.vmfork.cluster.api.VmCluster;
 import io.vmfork.cluster.api.VmInfo;
 import io.vmfork.cluster.node.VmforkNode;
@@ -46,6 +47,11 @@ import org.apache.pekko.actor.typed.javadsl.AskPattern;
  *     {@code vmm_only_p50_ms}/{@code vmm_only_p99_ms}: the same pause of a forker on a
  *     plain Vmm (CopyPlacement.LOCAL) in the same run.
  * </ul>
+ * Every figure is taken four times in one run, each time on a cluster of its own
+ * ({@code pass} 1 to 4): over Artery TLS with mutual authentication (throw-away
+ * credentials, as {@link LocalCluster} makes them; {@code tls: true}), over plain TCP
+ * twice ({@code tls: false}), and over TLS again; a {@code cluster.tls_cost} line per
+ * figure gives the ratio of the means of its TLS and plain passes.
  */
 final class ClusterBench {
     /** This JVM's host id; the node JVMs are hosts 2 and 3. */
@@ -67,6 +73,9 @@ final class ClusterBench {
     private final Vmm plainVmm;
     private final boolean json;
     private final int runs;
+    /** Where the figures of the pass under way are kept, by bench name, and its number. */
+    private Map<String, Map<String, Object>> figures;
+    private int pass;
 
     private ClusterBench(Vmm plainVmm, boolean json, int runs) {
         this.plainVmm = plainVmm;
@@ -82,8 +91,54 @@ final class ClusterBench {
         new ClusterBench(vmm, json, runs).run();
     }
 
+    /**
+     * The benchmarks four times, each on a cluster of its own, in the order TLS, plain TCP,
+     * plain TCP, TLS (so that neither mode profits more from this JVM's warming up); then
+     * the cost of TLS, one line per figure ({@code cluster.tls_cost}: each figure's mean over
+     * its two TLS passes against the same over the plain ones, and their ratio).
+     */
     private void run() {
-        try (LocalCluster cluster = LocalCluster.start(NODES, BENCH_HOST + 1, CONFIG, Duration.ofSeconds(60))) {
+        Map<Boolean, List<Map<String, Map<String, Object>>>> passes = new LinkedHashMap<>();
+        passes.put(true, new ArrayList<>());
+        passes.put(false, new ArrayList<>());
+        int pass = 0;
+        for (boolean tls : new boolean[] {true, false, false, true}) {
+            Map<String, Map<String, Object>> figures = new LinkedHashMap<>();
+            run(tls, ++pass, figures);
+            passes.get(tls).add(figures);
+        }
+        Stats.tls = null;
+        for (String bench : passes.get(true).get(0).keySet()) {
+            Map<String, Object> cost = new LinkedHashMap<>();
+            cost.put("bench", "cluster.tls_cost");
+            cost.put("of", bench);
+            for (String k : List.of("p50_ms", "p99_ms", "per_s")) {
+                if (passes.get(true).get(0).get(bench).get(k) instanceof Double) {
+                    double on = mean(passes.get(true), bench, k);
+                    double off = mean(passes.get(false), bench, k);
+                    String name = k.replace("_ms", "");
+                    cost.put(name + "_tls", on);
+                    cost.put(name + "_plain", off);
+                    cost.put(name + "_ratio", on / off);
+                }
+            }
+            print(cost);
+        }
+    }
+
+    private static double mean(List<Map<String, Map<String, Object>>> passes, String bench, String key) {
+        double sum = 0;
+        for (Map<String, Map<String, Object>> p : passes) {
+            sum += (Double) p.get(bench).get(key);
+        }
+        return sum / passes.size();
+    }
+
+    private void run(boolean tls, int pass, Map<String, Map<String, Object>> figures) {
+        Stats.tls = tls;
+        this.pass = pass;
+        this.figures = figures;
+        try (LocalCluster cluster = LocalCluster.start(tls, NODES, BENCH_HOST + 1, CONFIG, Duration.ofSeconds(60))) {
             try {
                 VmforkNode node = joinAsHost(cluster, BENCH_HOST, CONFIG);
                 try {
@@ -102,7 +157,9 @@ final class ClusterBench {
     static VmforkNode joinAsHost(LocalCluster cluster, long hostId, String extraConfig) {
         String config = "vmfork.host { id = " + hostId + ", name = \"bench\" }\n"
                 + "vmfork.node { hostname = \"127.0.0.1\", port = " + LocalCluster.freePort()
-                + ", seed-nodes = [\"" + cluster.seed() + "\"] }\n" + LocalCluster.NODE_DEFAULTS + extraConfig;
+                + ", seed-nodes = [\"" + cluster.seed() + "\"] }\n"
+                + cluster.memberCredentials("bench", ClusterCredentials.Role.NODE) + LocalCluster.NODE_DEFAULTS
+                + extraConfig;
         VmforkNode node = VmforkNode.start(ConfigFactory.load(ConfigFactory.parseString(config)));
         try {
             long deadline = System.nanoTime() + TIMEOUT.toNanos();
@@ -132,6 +189,10 @@ final class ClusterBench {
     }
 
     private void print(Map<String, Object> fields) {
+        if (figures != null && Stats.tls != null) {
+            fields.put("pass", pass);
+            figures.put((String) fields.get("bench"), fields);
+        }
         System.out.println(json ? Stats.json(fields) : Stats.text(fields));
         System.out.flush();
     }

@@ -10,6 +10,7 @@ import io.vmfork.cluster.api.VmInfo;
 import io.vmfork.cluster.api.VmOrigin;
 import io.vmfork.cluster.host.HostActor;
 import io.vmfork.cluster.node.ClusterClient;
+import io.vmfork.cluster.security.ClusterCredentials;
 import io.vmfork.cluster.node.InvalidNodeConfigException;
 import io.vmfork.cluster.node.NodeSettings;
 import io.vmfork.vmm.VmmSettings;
@@ -169,7 +170,7 @@ final class DemoCommand {
             CompletableFuture<ClusterClient> joining = new CompletableFuture<>();
             try {
                 cluster = LocalCluster.start(options.nodes(), 1, extraConfig, options.statusPort(), NODES_WITHIN,
-                        progress::step, first -> startJoining(first, extraConfig, joining));
+                        progress::step, (c, first) -> startJoining(c, first, extraConfig, joining));
             } catch (LocalCluster.NodeStartException e) {
                 joining.thenAccept(c -> c.system().terminate());
                 throw new DemoFailure(Main.EX_UNAVAILABLE, explain(e));
@@ -326,11 +327,12 @@ final class DemoCommand {
     }
 
     /** Starts joining the cluster of {@code seed} as a client member, on a thread of its own. */
-    private static void startJoining(LocalCluster.Node seed, String extraConfig,
+    private static void startJoining(LocalCluster cluster, LocalCluster.Node seed, String extraConfig,
                                      CompletableFuture<ClusterClient> joining) {
         Config config = ConfigFactory.parseString("vmfork.node { hostname = \"127.0.0.1\", port = 0,"
                         + " status.http-port = -1, seed-nodes = [\"" + seed.hostPort() + "\"] }\n"
                         + "vmfork.host.name = \"demo-client\"\n"
+                        + cluster.memberCredentials("demo-client", ClusterCredentials.Role.CLIENT)
                         // The demo stops its nodes itself; the JVM's exit must not wait to leave,
                         // nor log the connections its nodes' end cuts.
                         + "pekko.coordinated-shutdown.run-by-jvm-shutdown-hook = off\n"

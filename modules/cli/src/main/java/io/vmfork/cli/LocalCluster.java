@@ -2,6 +2,7 @@ package io.vmfork.cli;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
+import io.vmfork.cluster.security.ClusterCredentials;
 import java.io.File;
 import java.io.IOException;
 import java.io.UncheckedIOException;
@@ -19,6 +20,7 @@ import java.util.Comparator;
 import java.util.List;
 import java.util.Optional;
 import java.util.concurrent.TimeUnit;
+import java.util.function.BiConsumer;
 import java.util.function.Consumer;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
@@ -38,6 +40,11 @@ import java.util.stream.Stream;
  * and each node stops by itself once this JVM is gone, even after a SIGKILL of it
  * ({@code --parent-pid}). Each node's command line carries {@code -Dvmfork.local-cluster=PID}
  * (this JVM's pid), so that its processes can be told from others'.
+ *
+ * <p>Unless started with {@code tls} off (a benchmark's baseline), the cluster is secured
+ * as a deployed one: a throw-away cluster CA in the config directory (deleted with it), a
+ * certificate per node, and one per member that joins from this JVM
+ * ({@link #memberCredentials}), so Artery runs over TLS with mutual authentication.
  */
 final class LocalCluster implements AutoCloseable {
     /** Quick convergence and downing for a cluster that lives seconds. */
@@ -109,21 +116,49 @@ final class LocalCluster implements AutoCloseable {
 
     private final Path configDir;
     private final Path logDir;
+    /** The throw-away CA; empty: the nodes run Artery over plain TCP (loopback only). */
+    private final Optional<ClusterCredentials.Authority> ca;
     private final List<Process> processes = new ArrayList<>();
     private final List<Node> nodes = new ArrayList<>();
     private final Thread killer = new Thread(this::shutdown, "vmfork-local-cluster-killer");
     private final java.util.concurrent.atomic.AtomicBoolean closed = new java.util.concurrent.atomic.AtomicBoolean();
     private volatile boolean keepLogs;
 
-    private LocalCluster() throws IOException {
+    private LocalCluster(boolean tls) throws IOException {
         this.configDir = Files.createTempDirectory("vmfork-cluster-conf-");
         this.logDir = Files.createTempDirectory("vmfork-cluster-logs-");
         Runtime.getRuntime().addShutdownHook(killer);
+        this.ca = tls ? Optional.of(ClusterCredentials.createAuthority(configDir.resolve("certs"), "vmfork"))
+                : Optional.empty();
     }
 
-    /** {@link #start(int, long, String, int, Duration, Consumer, Consumer)} on free ports, without progress. */
+    /** {@link #start(int, long, String, int, Duration, Consumer, BiConsumer)} on free ports, without progress. */
     static LocalCluster start(int count, long firstHostId, String extraConfig, Duration within) {
-        return start(count, firstHostId, extraConfig, 0, within, s -> { }, n -> { });
+        return start(count, firstHostId, extraConfig, 0, within, s -> { }, (c, n) -> { });
+    }
+
+    /** As {@link #start(int, long, String, Duration)}, over TLS or, with {@code tls} off, plain TCP. */
+    static LocalCluster start(boolean tls, int count, long firstHostId, String extraConfig, Duration within) {
+        return start(tls, count, firstHostId, extraConfig, 0, within, s -> { }, (c, n) -> { });
+    }
+
+    /** Whether the nodes run Artery over TLS. */
+    boolean tls() {
+        return ca.isPresent();
+    }
+
+    /**
+     * HOCON that gives a member of this cluster named {@code name} its own certificate of the
+     * cluster's CA (issued now); empty when the cluster runs without TLS.
+     */
+    String memberCredentials(String name, ClusterCredentials.Role role) {
+        if (ca.isEmpty()) {
+            return "";
+        }
+        ClusterCredentials.MemberFiles f = ClusterCredentials.issue(ca.get(), configDir.resolve("certs"), name, role,
+                Duration.ofDays(1));
+        return "vmfork.security { key-file = \"" + f.keyFile() + "\", cert-file = \"" + f.certFile()
+                + "\", ca-cert-file = \"" + f.caCertFile() + "\" }\n";
     }
 
     /**
@@ -133,16 +168,21 @@ final class LocalCluster implements AutoCloseable {
      * status shows all of them Up. Node i serves its status at {@code firstStatusPort + i - 1},
      * or on a free port when {@code firstStatusPort} is 0. {@code progress} hears what
      * happens (a few words at a time); {@code firstUp} gets node 1 as soon as it runs (the
-     * others start then), e.g. to join the cluster meanwhile. On failure every node is killed
+     * others start then), with the cluster, e.g. to join it meanwhile. On failure every node is killed
      * and the logs are kept.
      *
      * @throws NodeStartException when a node exits or does not report its start in time
      */
     static LocalCluster start(int count, long firstHostId, String extraConfig, int firstStatusPort, Duration within,
-                              Consumer<String> progress, Consumer<Node> firstUp) {
+                              Consumer<String> progress, BiConsumer<LocalCluster, Node> firstUp) {
+        return start(true, count, firstHostId, extraConfig, firstStatusPort, within, progress, firstUp);
+    }
+
+    private static LocalCluster start(boolean tls, int count, long firstHostId, String extraConfig, int firstStatusPort,
+                                      Duration within, Consumer<String> progress, BiConsumer<LocalCluster, Node> firstUp) {
         LocalCluster c;
         try {
-            c = new LocalCluster();
+            c = new LocalCluster(tls);
         } catch (IOException e) {
             throw new UncheckedIOException("cannot create the local cluster's temporary directories", e);
         }
@@ -152,7 +192,7 @@ final class LocalCluster implements AutoCloseable {
             Node first = c.awaitStarted(c.startNode(1, firstHostId, statusPort(firstStatusPort, 1), null, extraConfig),
                     deadline, within);
             c.nodes.add(first);
-            firstUp.accept(first);
+            firstUp.accept(c, first);
             List<Starting> rest = new ArrayList<>();
             for (int i = 2; i <= count; i++) {
                 rest.add(c.startNode(i, firstHostId + i - 1, statusPort(firstStatusPort, i), first, extraConfig));
@@ -192,7 +232,7 @@ final class LocalCluster implements AutoCloseable {
         String config = "vmfork.host { id = " + hostId + ", name = \"" + name + "\" }\n"
                 + "vmfork.node { hostname = \"127.0.0.1\", port = 0, status.http-port = " + statusPort
                 + ", seed-nodes = [" + (seed == null ? "" : "\"" + seed.hostPort() + "\"") + "] }\n"
-                + NODE_DEFAULTS + extraConfig + "\n";
+                + memberCredentials(name, ClusterCredentials.Role.NODE) + NODE_DEFAULTS + extraConfig + "\n";
         try {
             Path file = configDir.resolve(name + ".conf");
             Files.writeString(file, config);

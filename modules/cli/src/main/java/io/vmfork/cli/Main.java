@@ -7,6 +7,7 @@ public final class Main {
     static final int EX_USAGE = 64;
     static final int EX_UNAVAILABLE = 69;
     static final int EX_SOFTWARE = 70;
+    static final int EX_CANTCREAT = 73;
     static final int EX_CONFIG = 78;
     static final int EX_TIMEOUT = 124;
 
@@ -31,6 +32,7 @@ public final class Main {
                 case "restore" -> CapsuleCommands.restore(new Args(rest));
                 case "node" -> NodeCommand.run(new Args(rest));
                 case "demo" -> DemoCommand.run(new Args(rest));
+                case "certs" -> CertsCommand.run(new Args(rest));
                 default -> {
                     System.err.println("vmfork: unknown command '" + args[0] + "'");
                     System.err.print(usage());
@@ -80,17 +82,29 @@ public final class Main {
                   node --config FILE [--parent-pid PID]
                       Start this host's node of the vmfork cluster with the configuration
                       in FILE (e.g. conf/node-1.conf) and run until stopped (SIGINT/SIGTERM:
-                      it leaves the cluster first). Exits 78 if FILE is invalid (the message
-                      names the key) or the cluster already has a node with its host id, 69 if
+                      it leaves the cluster first). Artery runs over TLS with mutual
+                      authentication when FILE names credentials (vmfork.security; see certs).
+                      Exits 78 if FILE is invalid (the message names the key; a node at an
+                      address other than loopback without credentials, unless
+                      vmfork.security.insecure = on) or the cluster already has a node with its host id, 69 if
                       the node cannot start (its port in use, or this host cannot run guests). With --parent-pid it
                       stops once process PID is gone (tools that start nodes use it).
+                  certs --dir DIR [--cluster NAME] [--node NAME]... [--client NAME]... [--days N]
+                      The cluster's credentials, as PEM files in DIR: creates the cluster CA
+                      (ca.crt, ca.key; cluster NAME, default vmfork) if DIR has none, then a
+                      certificate and key (NAME.crt, NAME.key, mode 0600; valid N days, default
+                      365) for each node and client member, replacing earlier ones (rotation).
+                      Prints each member's vmfork.security lines. Exits 64 on a bad name or a
+                      CA of another cluster, 73 if a file cannot be written.
                   bench launch|fork|hypercall|cluster|capsule|clone [--json] [--runs N]
                       Cold-launch benchmarks: launch.cold, launch.cold_warm_worker. Fork benchmarks:
                       fork.c_floor, fork.local, fork.fanout_local, fork.parent_blocked,
                       fork.parent_write_after_fork, fork.vs_cold, fork.memory_per_child, capsule.size.
                       Cluster benchmarks (two node JVMs started on this machine, killed after):
                       cluster.placement, cluster.placement_throughput, cluster.launch_remote,
-                      cluster.fork_parent_blocked. Capsule benchmark: capsule.compression (LZ4 on
+                      cluster.fork_parent_blocked, each over Artery TLS (tls: true), plain TCP
+                      twice (tls: false) and TLS again, and cluster.tls_cost (TLS over plain,
+                      means of their passes). Capsule benchmark: capsule.compression (LZ4 on
                       random memory and on a warm-worker's image, and capsules written with each
                       vmfork.capsule.compression).
                       Clone benchmarks (two node JVMs started here; this JVM is a third host that

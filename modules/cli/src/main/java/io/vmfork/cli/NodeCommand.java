@@ -46,6 +46,7 @@ final class NodeCommand {
             return Main.EX_UNAVAILABLE;
         }
         System.err.println("vmfork node: platform " + node.vmm().platform());
+        System.err.println("vmfork node: " + node.settings().security().describe(node.settings().hostname()));
         System.err.println("vmfork node: host " + node.settings().hostId() + " (" + node.settings().hostName()
                 + ") at " + node.system().address() + ", seeds " + node.settings().seedNodes()
                 + node.statusServer().map(st -> ", status at http://" + st.address().getHostString() + ":" + st.port()

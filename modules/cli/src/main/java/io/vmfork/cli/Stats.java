@@ -40,12 +40,20 @@ final class Stats {
     /** bench, n, p50_ms, p99_ms, min_ms, max_ms, then {@code extra}. */
     /** The platform the VMs of this JVM's benches run on ("kvm", "process"), named in every figure; null for none. */
     static volatile String platform;
+    /**
+     * Whether the figures of this JVM's cluster benches were taken over Artery TLS, named in
+     * every figure after the platform; null: not a cluster bench.
+     */
+    static volatile Boolean tls;
 
     Map<String, Object> fields(String bench, Map<String, Object> extra) {
         Map<String, Object> m = new LinkedHashMap<>();
         m.put("bench", bench);
         if (platform != null) {
             m.put("platform", platform);
+        }
+        if (tls != null) {
+            m.put("tls", tls);
         }
         m.put("n", n());
         m.put("p50_ms", median());
@@ -68,7 +76,7 @@ final class Stats {
             Object v = e.getValue();
             if (v instanceof Double d) {
                 sb.append(String.format(Locale.ROOT, "%.3f", d));
-            } else if (v instanceof Number) {
+            } else if (v instanceof Number || v instanceof Boolean) {
                 sb.append(v);
             } else {
                 sb.append('"').append(String.valueOf(v).replace("\\", "\\\\").replace("\"", "\\\"")).append('"');

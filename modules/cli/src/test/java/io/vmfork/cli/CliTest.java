@@ -227,31 +227,55 @@ class CliTest {
 
     /**
      * {@code bench cluster}: two node JVMs and this JVM as a host, one JSON object per
-     * benchmark with numeric figures; no node JVM and no temporary directory is left.
+     * benchmark and pass (over TLS, plain TCP, plain TCP, TLS) with numeric figures, then the
+     * cost of TLS per benchmark; no node JVM and no temporary directory is left.
      */
     @Test
-    void benchClusterPrintsItsFourFiguresAndLeavesNoNodeBehind() throws Exception {
+    void benchClusterPrintsItsFourFiguresWithAndWithoutTlsAndLeavesNoNodeBehind() throws Exception {
         java.util.Set<String> tempBefore = clusterTempDirs();
         Result r = vmfork("bench", "cluster", "--json", "--runs", "1");
         assertEquals(0, r.code(), r.err());
         com.fasterxml.jackson.databind.ObjectMapper mapper = new com.fasterxml.jackson.databind.ObjectMapper();
         java.util.List<String> lines = r.out().lines().toList();
-        java.util.List<String> benches = new java.util.ArrayList<>();
+        java.util.List<String> four = java.util.List.of("cluster.placement", "cluster.placement_throughput",
+                "cluster.launch_remote", "cluster.fork_parent_blocked");
+        // Four passes, TLS, plain, plain, TLS, of the four figures; then the cost of TLS per figure.
+        java.util.List<String> want = new java.util.ArrayList<>();
+        java.util.List<String> got = new java.util.ArrayList<>();
+        boolean[] tls = {true, false, false, true};
+        for (int pass = 1; pass <= 4; pass++) {
+            for (String b : four) {
+                want.add(b + " tls=" + tls[pass - 1] + " pass=" + pass);
+            }
+        }
+        for (String b : four) {
+            want.add("cluster.tls_cost of=" + b);
+        }
         for (String line : lines) {
             com.fasterxml.jackson.databind.JsonNode o = mapper.readTree(line);
-            benches.add(o.path("bench").asText());
+            if (o.path("bench").asText().equals("cluster.tls_cost")) {
+                got.add("cluster.tls_cost of=" + o.path("of").asText());
+                for (String f : new String[] {"p50_tls", "p50_plain", "p50_ratio", "p99_ratio"}) {
+                    assertTrue(o.path(f).isNumber() && o.path(f).asDouble() > 0, f + " in " + line);
+                }
+                assertEquals(o.path("p50_tls").asDouble() / o.path("p50_plain").asDouble(),
+                        o.path("p50_ratio").asDouble(), 0.01, line);
+                continue;
+            }
+            assertTrue(o.path("tls").isBoolean(), "tls in " + line);
+            got.add(o.path("bench").asText() + " tls=" + o.path("tls").asBoolean() + " pass=" + o.path("pass").asInt());
             for (String f : new String[] {"n", "p50_ms", "p99_ms"}) {
                 assertTrue(o.path(f).isNumber(), f + " in " + line);
             }
             assertTrue(o.path("p50_ms").asDouble() > 0, line);
+            if (o.path("bench").asText().equals("cluster.placement_throughput")) {
+                assertTrue(o.path("per_s").isNumber() && o.path("per_s").asDouble() > 0, line);
+            }
+            if (o.path("bench").asText().equals("cluster.fork_parent_blocked")) {
+                assertTrue(o.path("vmm_only_p50_ms").isNumber() && o.path("vmm_only_p50_ms").asDouble() > 0, line);
+            }
         }
-        assertEquals(java.util.List.of("cluster.placement", "cluster.placement_throughput", "cluster.launch_remote",
-                "cluster.fork_parent_blocked"), benches, r.out());
-        com.fasterxml.jackson.databind.JsonNode tp = mapper.readTree(lines.get(1));
-        assertTrue(tp.path("per_s").isNumber() && tp.path("per_s").asDouble() > 0, lines.get(1));
-        com.fasterxml.jackson.databind.JsonNode fork = mapper.readTree(lines.get(3));
-        assertTrue(fork.path("vmm_only_p50_ms").isNumber() && fork.path("vmm_only_p50_ms").asDouble() > 0,
-                lines.get(3));
+        assertEquals(want, got, r.out());
         try (java.util.stream.Stream<ProcessHandle> children = ProcessHandle.current().children()) {
             assertEquals(java.util.List.of(), children.filter(ProcessHandle::isAlive)
                     .map(h -> h.info().commandLine().orElse("?")).filter(c -> c.contains(LocalCluster.MARKER)).toList());

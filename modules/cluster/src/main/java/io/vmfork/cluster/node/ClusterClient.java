@@ -22,8 +22,9 @@ import org.apache.pekko.cluster.typed.Cluster;
  * application API ({@link #cluster()}). {@link #close} leaves the cluster.
  *
  * <p>Its configuration is a node's ({@code vmfork.node.hostname}, {@code port},
- * {@code seed-nodes}, {@code placement}, which must match the hosts'); its host id is
- * always {@link #CLIENT_HOST_ID}, which no host may use.
+ * {@code seed-nodes}, {@code placement}, which must match the hosts'; {@code vmfork.security}
+ * with a client certificate of the cluster's CA, which the nodes require over TLS); its host
+ * id is always {@link #CLIENT_HOST_ID}, which no host may use.
  */
 public final class ClusterClient implements AutoCloseable {
     /** The host id of every client member; {@code vmfork.host.id} is ignored. */
@@ -52,6 +53,7 @@ public final class ClusterClient implements AutoCloseable {
         Duration timeout = VmforkNode.apiTimeout(root);
         ActorSystem<Void> system = ActorSystem.create(Behaviors.empty(), settings.systemName(),
                 settings.pekkoConfig().withFallback(root).resolve());
+        settings.logSecurity(system);
         try {
             PlacementEntity.init(system, settings.placement());
             PlacementClient placement = PlacementClient.create(system, settings.placement(), CLIENT_HOST_ID);
@@ -82,7 +84,9 @@ public final class ClusterClient implements AutoCloseable {
         while (Cluster.get(system).selfMember().status() != MemberStatus.up()) {
             if (System.nanoTime() > deadline) {
                 throw new IllegalStateException("this client is " + Cluster.get(system).selfMember().status()
-                        + ", not Up, after " + within + ": are the seed nodes up?");
+                        + ", not Up, after " + within + ": are the seed nodes up, and does this client have a"
+                        + " certificate of the cluster's CA (vmfork.security; the nodes log each connection they"
+                        + " refuse)?");
             }
             Thread.sleep(50);
         }

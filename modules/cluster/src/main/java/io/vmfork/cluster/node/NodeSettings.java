@@ -8,6 +8,7 @@ import com.typesafe.config.ConfigValueType;
 import io.vmfork.cluster.placement.Capacity;
 import io.vmfork.cluster.placement.PlacementPolicy;
 import io.vmfork.cluster.placement.PlacementSettings;
+import io.vmfork.cluster.security.SecuritySettings;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.HashMap;
@@ -25,7 +26,7 @@ import java.util.regex.Pattern;
  * its key, so that a node never starts half-configured.
  *
  * @param systemName     the actor system's name; the same on every node of a cluster
- * @param hostname       the address this node's Artery TCP transport binds and announces
+ * @param hostname       the address this node's Artery transport binds and announces
  * @param port           its port (0: any free port, for tests)
  * @param seedNodes      {@code host:port} of the seed nodes; empty: this node forms a
  *                       cluster of its own and others may join it
@@ -38,6 +39,8 @@ import java.util.regex.Pattern;
  *                       0: a free port (logged); -1: none
  * @param downing        the split brain resolver's settings
  * @param hostIdCheckInterval how often a node checks that no older member has its host id
+ * @param security       how Artery is protected: TLS with this member's credentials, or
+ *                       plain TCP on loopback or when {@code vmfork.security.insecure = on}
  */
 public record NodeSettings(
         String systemName,
@@ -51,7 +54,8 @@ public record NodeSettings(
         Duration askTimeout,
         int statusHttpPort,
         Downing downing,
-        Duration hostIdCheckInterval) {
+        Duration hostIdCheckInterval,
+        SecuritySettings security) {
 
     /** Host ids are below 2^23: they form bits 40 and up of a VM id (see the VMM). */
     public static final long MAX_HOST_ID = (1L << 23) - 1;
@@ -128,9 +132,16 @@ public record NodeSettings(
 
             Duration hostIdCheck = positive(n, "host-id-check-interval");
 
+            SecuritySettings security;
+            try {
+                security = SecuritySettings.create(root, hostname);
+            } catch (SecuritySettings.Refused e) {
+                throw new InvalidNodeConfigException(e.key(), e.getMessage(), e);
+            }
+
             return new NodeSettings(systemName, hostname, port, seeds, hostId, hostName,
                     new Capacity(memory, slots, vcpus), placement(n.getConfig("placement")), askTimeout,
-                    httpPort, new Downing(strategy, stableAfter, quorum), hostIdCheck);
+                    httpPort, new Downing(strategy, stableAfter, quorum), hostIdCheck, security);
         } catch (ConfigException.Missing e) {
             throw new InvalidNodeConfigException(keyOf(e), "missing", e);
         } catch (ConfigException e) {
@@ -203,10 +214,11 @@ public record NodeSettings(
     }
 
     /**
-     * What this node's settings mean for Pekko: its Artery TCP address, the cluster's seed
-     * nodes, the split brain resolver, Pekko IO's TCP read buffer (1 MiB, for capsule
-     * transfers), and Pekko Management's routes read-only. Put in front of the node's configuration, so
-     * these win over the same {@code pekko.*} keys set elsewhere.
+     * What this node's settings mean for Pekko: its Artery address, transport and TLS
+     * credentials ({@link SecuritySettings#pekkoConfig}), the cluster's seed nodes, the split
+     * brain resolver, Pekko IO's TCP read buffer (1 MiB, for capsule transfers), and Pekko
+     * Management's routes read-only. Put in front of the node's configuration, so these win
+     * over the same {@code pekko.*} keys set elsewhere.
      */
     public Config pekkoConfig() {
         List<String> seeds = new ArrayList<>();
@@ -221,7 +233,6 @@ public record NodeSettings(
         // Pekko prints to stdout itself while a system starts and stops (before and after its
         // loggers run): stdout is the vmfork command's output (JSON with --json), never logs.
         m.put("pekko.stdout-loglevel", "OFF");
-        m.put("pekko.remote.artery.transport", "tcp");
         m.put("pekko.remote.artery.canonical.hostname", hostname);
         m.put("pekko.remote.artery.canonical.port", port);
         m.put("pekko.cluster.seed-nodes", seeds);
@@ -235,6 +246,16 @@ public record NodeSettings(
         // The status server serves Pekko Management's routes: read-only whatever a node's file
         // says (its cluster routes can otherwise make members leave or be downed over HTTP).
         m.put("pekko.management.http.route-providers-read-only", true);
-        return ConfigFactory.parseMap(m, "vmfork.node settings");
+        return ConfigFactory.parseMap(m, "vmfork.node settings").withFallback(security.pekkoConfig());
+    }
+
+    /** Says in {@code system}'s log how its Artery traffic is protected; a warning if not at all. */
+    void logSecurity(org.apache.pekko.actor.typed.ActorSystem<?> system) {
+        String line = "vmfork: " + security.describe(hostname);
+        if (security.insecure()) {
+            system.log().warn(line);
+        } else {
+            system.log().info(line);
+        }
     }
 }

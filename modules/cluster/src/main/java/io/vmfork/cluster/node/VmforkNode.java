@@ -35,7 +35,8 @@ import org.apache.pekko.cluster.typed.Join;
 
 /**
  * One vmfork node: the Pekko cluster member of a host. {@link #start} checks the
- * configuration ({@link NodeSettings}), starts the actor system with Artery TCP, the seed
+ * configuration ({@link NodeSettings}), starts the actor system with Artery (over TLS with
+ * the member's credentials, {@code vmfork.security}), the seed
  * nodes and the split brain resolver, joins the cluster, and starts the node's services:
  * the host-id guard (a second node with an id already in the cluster leaves at once),
  * this host's admission ledger and load reporter (so the host is chosen from the start,
@@ -168,6 +169,7 @@ public final class VmforkNode implements AutoCloseable {
         // while the HostActor starts (Vmm.close is idempotent). Opened before the load
         // reporter starts, too: every report names the platform the VMM chose.
         system.getWhenTerminated().thenRun(vmm::close);
+        settings.logSecurity(system);
         try {
             if (settings.seedNodes().isEmpty()) {
                 Cluster cluster = Cluster.get(system);

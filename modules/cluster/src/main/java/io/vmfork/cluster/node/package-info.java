@@ -1,7 +1,8 @@
 /**
  * A vmfork node: its settings ({@link io.vmfork.cluster.node.NodeSettings}, the
  * {@code vmfork.node} subtree, checked at start with the offending key named) and its
- * bootstrap ({@link io.vmfork.cluster.node.VmforkNode}): the actor system with Artery TCP,
+ * bootstrap ({@link io.vmfork.cluster.node.VmforkNode}): the actor system with Artery (TLS
+ * with the member's credentials, {@link io.vmfork.cluster.security.SecuritySettings}),
  * the seed nodes and Pekko's split brain resolver, then the node's services.
  *
  * <p>Unique host ids: each node registers a guard with the cluster receptionist under a key

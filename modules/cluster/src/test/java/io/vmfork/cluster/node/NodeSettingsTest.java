@@ -39,6 +39,7 @@ class NodeSettingsTest {
     @Test
     void seedsAndDowningBecomePekkoSettings() {
         NodeSettings s = NodeSettings.create(with("""
+                vmfork.security.insecure = on
                 vmfork.node { hostname = "10.0.0.5", port = 2552, seed-nodes = ["10.0.0.1:2552", "h2:2553"],
                               downing { strategy = keep-oldest, stable-after = 3s } }
                 """));
