@@ -198,7 +198,10 @@ class StatusServerAccessTest {
                 .filter(a -> a instanceof Inet4Address && !a.isLoopbackAddress() && !a.isLinkLocalAddress())
                 .findFirst();
         Assumptions.assumeTrue(external.isPresent(), "no non-loopback IPv4 address on this host");
-        start(65, "vmfork.node.hostname = \"" + external.get().getHostAddress() + "\"");
+        // Artery off loopback needs credentials or an explicit insecure = on; this test is
+        // about where the status server binds, not about Artery's protection.
+        start(65, "vmfork.node.hostname = \"" + external.get().getHostAddress() + "\"\n"
+                + "vmfork.security.insecure = on");
         InetSocketAddress bound = node.statusServer().orElseThrow().address();
         assertTrue(bound.getAddress().isLoopbackAddress(), "bound at " + bound);
         assertEquals(200, send("GET", "/status", null).statusCode());
