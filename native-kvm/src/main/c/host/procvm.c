@@ -935,26 +935,35 @@ struct pm_scan_arg {
 };
 #endif
 
+#ifndef PM_SCAN_WP_MATCHING
+#define PM_SCAN_WP_MATCHING (1 << 0)
+#define PM_SCAN_CHECK_WPASYNC (1 << 1)
+#endif
+
 /*
- * The pages of [start, end) that the guest wrote in a MAP_PRIVATE view of a file: those
- * present and not file pages (the copy-on-write made them anonymous), nor the zero page
- * (a read of a hole may map it). pagemap_fd: /proc/<pid>/pagemap. Fills ranges with
- * (start, end) pairs, adjacent pages merged; returns the pair count or -errno (-ENOSPC
- * if more than max). Swapped-out anonymous pages are not listed (no swap here).
+ * One PAGEMAP_SCAN walk of [start, end) for the pages of a MAP_PRIVATE view of a file that
+ * the guest wrote: present, not file pages (copy-on-write made them anonymous), not the
+ * zero page, and with `written` also without the write-protect bit. Fills ranges with
+ * (start, end) pairs, adjacent pages merged. Past max pairs: -ENOSPC, or with `stretch`
+ * the last pair grows over the rest (a superset: never a page left out).
  */
-int vmfork_proc_scan_written(int pagemap_fd, long start, long end, long *ranges, int max)
+static int scan_pages(int pagemap_fd, long start, long end, long *ranges, int max, uint64_t flags, int written,
+                      int stretch)
 {
     struct page_region vec[256];
     int n = 0;
     uint64_t at = (uint64_t)start;
+    if (max < 1)
+        return -EINVAL;
     while (at < (uint64_t)end) {
         struct pm_scan_arg a = {
             .size = sizeof a,
+            .flags = flags,
             .start = at,
             .end = (uint64_t)end,
             .vec = (uint64_t)(uintptr_t)vec,
             .vec_len = sizeof vec / sizeof vec[0],
-            .category_mask = PAGE_IS_PRESENT | PAGE_IS_FILE | PAGE_IS_PFNZERO,
+            .category_mask = PAGE_IS_PRESENT | PAGE_IS_FILE | PAGE_IS_PFNZERO | (written ? PAGE_IS_WRITTEN : 0),
             .category_inverted = PAGE_IS_FILE | PAGE_IS_PFNZERO,
             .return_mask = PAGE_IS_PRESENT,
         };
@@ -965,7 +974,7 @@ int vmfork_proc_scan_written(int pagemap_fd, long start, long end, long *ranges,
             return -errno;
         }
         for (int i = 0; i < r; i++) {
-            if (n > 0 && (uint64_t)ranges[2 * n - 1] == vec[i].start) {
+            if (n > 0 && ((uint64_t)ranges[2 * n - 1] == vec[i].start || (stretch && n == max))) {
                 ranges[2 * n - 1] = (long)vec[i].end;
                 continue;
             }
@@ -982,10 +991,15 @@ int vmfork_proc_scan_written(int pagemap_fd, long start, long end, long *ranges,
     return n;
 }
 
-#ifndef PM_SCAN_WP_MATCHING
-#define PM_SCAN_WP_MATCHING (1 << 0)
-#define PM_SCAN_CHECK_WPASYNC (1 << 1)
-#endif
+/*
+ * The pages of [start, end) that the guest wrote since its process started: its anonymous
+ * pages (pagemap_fd: /proc/<pid>/pagemap). Returns the pair count or -errno (-ENOSPC if
+ * more than max). Swapped-out anonymous pages are not listed (no swap here).
+ */
+int vmfork_proc_scan_written(int pagemap_fd, long start, long end, long *ranges, int max)
+{
+    return scan_pages(pagemap_fd, start, end, ranges, max, 0, 0, 0);
+}
 
 /*
  * The pages of [start, end) the guest wrote since the last call (or since its launch): in
@@ -1003,41 +1017,5 @@ int vmfork_proc_scan_written(int pagemap_fd, long start, long end, long *ranges,
  */
 int vmfork_proc_scan_written_wp(int pagemap_fd, long start, long end, long *ranges, int max)
 {
-    struct page_region vec[256];
-    int n = 0;
-    uint64_t at = (uint64_t)start;
-    if (max < 1)
-        return -EINVAL;
-    while (at < (uint64_t)end) {
-        struct pm_scan_arg a = {
-            .size = sizeof a,
-            .flags = PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC,
-            .start = at,
-            .end = (uint64_t)end,
-            .vec = (uint64_t)(uintptr_t)vec,
-            .vec_len = sizeof vec / sizeof vec[0],
-            .category_mask = PAGE_IS_WRITTEN | PAGE_IS_PRESENT | PAGE_IS_FILE | PAGE_IS_PFNZERO,
-            .category_inverted = PAGE_IS_FILE | PAGE_IS_PFNZERO,
-            .return_mask = PAGE_IS_WRITTEN,
-        };
-        int r = ioctl(pagemap_fd, PAGEMAP_SCAN, &a);
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        for (int i = 0; i < r; i++) {
-            if (n > 0 && ((uint64_t)ranges[2 * n - 1] == vec[i].start || n == max)) {
-                ranges[2 * n - 1] = (long)vec[i].end;
-                continue;
-            }
-            ranges[2 * n] = (long)vec[i].start;
-            ranges[2 * n + 1] = (long)vec[i].end;
-            n++;
-        }
-        if (a.walk_end <= at)
-            return -EPROTO;
-        at = a.walk_end;
-    }
-    return n;
+    return scan_pages(pagemap_fd, start, end, ranges, max, PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC, 1, 1);
 }
