@@ -10,7 +10,11 @@ import io.vmfork.vmm.VmmSettings;
 import io.vmfork.vmm.VmSpec;
 import io.vmfork.vmm.capsule.CapsuleFormatException;
 import io.vmfork.vmm.capsule.CapsuleIncompatibleException;
+import io.vmfork.vmm.capsule.CapsuleKeys;
+import io.vmfork.vmm.capsule.CapsuleSignatureException;
+import io.vmfork.vmm.capsule.CapsuleSigner;
 import io.vmfork.vmm.capsule.CapsuleStats;
+import io.vmfork.vmm.capsule.TrustedSigners;
 import io.vmfork.vmm.guest.ElfImage;
 import io.vmfork.vmm.guest.Guests;
 import io.vmfork.vmm.guest.InvalidGuestImageException;
@@ -25,7 +29,11 @@ import java.nio.file.Files;
 import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
 import java.nio.file.StandardCopyOption;
+import java.nio.file.StandardOpenOption;
+import java.nio.file.attribute.PosixFilePermissions;
+import java.security.KeyPair;
 import java.time.Duration;
+import java.util.ArrayList;
 import java.util.List;
 import java.util.Locale;
 import java.util.concurrent.ExecutionException;
@@ -34,17 +42,22 @@ import java.util.concurrent.TimeoutException;
 
 /**
  * {@code vmfork snapshot} boots a guest, lets it initialise, and saves its clone capsule
- * to a file; {@code vmfork restore} starts a clone VM from such a file.
+ * to a file, signed with {@code --sign}; {@code vmfork restore} starts a clone VM from such
+ * a file, only from a trusted signer with {@code --require-signer} or
+ * {@value TrustedSigners#CONFIG_KEY}; {@code vmfork capsule-key} makes a signing key pair.
  */
 final class CapsuleCommands {
     static final int EX_DATAERR = 65;
+    /** sysexits' EX_NOPERM: the capsule is not signed by a signer this host trusts. */
+    static final int EX_NOPERM = 77;
+    static final String DEFAULT_KEY_NAME = "capsule-signing";
     private static final Duration DEFAULT_READY_TIMEOUT = Duration.ofSeconds(120);
 
     private CapsuleCommands() {
     }
 
     static int snapshot(Args args) {
-        args.allowOnly("out", "memory", "request", "timeout", "when");
+        args.allowOnly("out", "memory", "request", "timeout", "when", "sign");
         String guest = args.positional(0, "GUEST (hello, warm-worker, or a path to an ELF)");
         String outName = args.option("out");
         if (outName == null) {
@@ -59,6 +72,19 @@ final class CapsuleCommands {
         When when = When.parse(args.option("when"));
         if (when == When.NOW && !requests.isEmpty()) {
             throw new Args.UsageException("--when now takes the snapshot at once: it cannot wait for --request replies");
+        }
+        CapsuleSigner signer = null;
+        if (args.option("sign") != null) {
+            // Before the guest boots: a bad key costs nothing.
+            try {
+                signer = CapsuleSigner.load(Path.of(args.option("sign")));
+            } catch (IllegalArgumentException e) {
+                System.err.println("vmfork snapshot: --sign: " + e.getMessage());
+                return Main.EX_USAGE;
+            } catch (IOException e) {
+                System.err.println("vmfork snapshot: --sign: cannot read " + args.option("sign") + ": " + reason(e));
+                return Main.EX_USAGE;
+            }
         }
         ElfImage image;
         try {
@@ -97,15 +123,15 @@ final class CapsuleCommands {
             long t0 = System.nanoTime();
             try (VirtualMachine.Snapshot snap = vm.snapshot();
                     OutputStream os = new BufferedOutputStream(Files.newOutputStream(tmp), 1 << 20)) {
-                stats = vmm.writeCapsule(snap, os);
+                stats = signer == null ? vmm.writeCapsule(snap, os) : vmm.writeCapsule(snap, os, signer);
             }
             Files.move(tmp, out, StandardCopyOption.REPLACE_EXISTING, StandardCopyOption.ATOMIC_MOVE);
             double ms = (System.nanoTime() - t0) / 1e6;
             System.err.printf(Locale.ROOT,
                     "vmfork snapshot: wrote %s: %d bytes (%d bytes of data in %d chunks, %d zero pages left out) "
-                            + "of a %d MiB VM in %.1f ms%n",
+                            + "of a %d MiB VM in %.1f ms%s%n",
                     out, stats.capsuleBytes(), stats.dataBytes(), stats.chunkCount(), stats.zeroPagesSkipped(),
-                    memory >> 20, ms);
+                    memory >> 20, ms, signer == null ? "" : ", signed by " + signer.fingerprint());
             vm.stop();
             return 0;
         } catch (KvmException e) {
@@ -161,15 +187,28 @@ final class CapsuleCommands {
     }
 
     static int restore(Args args) {
-        args.allowOnly("request", "timeout");
+        args.allowOnly("request", "timeout", "require-signer");
         Path file = Path.of(args.positional(0, "FILE (a capsule written by vmfork snapshot)"));
         Duration timeout = args.option("timeout") == null ? null : Args.duration("timeout", args.option("timeout"));
         List<String> requests = args.all("request");
+        TrustedSigners signers;
+        try {
+            signers = trustedSigners(args.all("require-signer"));
+        } catch (IllegalArgumentException e) {
+            System.err.println("vmfork restore: " + e.getMessage());
+            return Main.EX_USAGE;
+        } catch (com.typesafe.config.ConfigException e) {
+            System.err.println("vmfork restore: " + e.getMessage());
+            return Main.EX_CONFIG;
+        }
         VmSession session = new VmSession();
         try (Vmm vmm = Vmm.open(VmmSettings.load());
                 InputStream in = new BufferedInputStream(Files.newInputStream(file), 1 << 20)) {
-            VirtualMachine vm = vmm.restoreCapsule(in, session.listener());
+            VirtualMachine vm = vmm.restoreCapsule(in, session.listener(), signers);
             return session.attach(vm, requests, timeout, "the clone of " + file);
+        } catch (CapsuleSignatureException e) {
+            System.err.println("vmfork restore: " + file + " refused: " + e.getMessage());
+            return EX_NOPERM;
         } catch (CapsuleFormatException e) {
             System.err.println("vmfork restore: " + file + " is not a valid capsule: " + e.getMessage());
             return EX_DATAERR;
@@ -188,6 +227,74 @@ final class CapsuleCommands {
             System.err.println("vmfork restore: cannot read " + file + ": " + reason(e));
             return Main.EX_USAGE;
         }
+    }
+
+    /**
+     * The keys of {@code --require-signer} files and of {@value TrustedSigners#CONFIG_KEY}; a
+     * file that cannot be read or holds no Ed25519 public key is an IllegalArgumentException
+     * naming it.
+     */
+    private static TrustedSigners trustedSigners(List<String> files) {
+        List<Path> paths = new ArrayList<>();
+        for (String f : files) {
+            paths.add(Path.of(f));
+        }
+        TrustedSigners fromArgs;
+        try {
+            fromArgs = TrustedSigners.load(paths);
+        } catch (IOException e) {
+            throw new IllegalArgumentException("--require-signer: cannot read " + fileOf(e) + ": " + reason(e), e);
+        }
+        try {
+            return fromArgs.and(TrustedSigners.create(com.typesafe.config.ConfigFactory.load()));
+        } catch (IOException e) {
+            throw new IllegalArgumentException(TrustedSigners.CONFIG_KEY + ": cannot read " + fileOf(e) + ": "
+                    + reason(e), e);
+        }
+    }
+
+    private static String fileOf(IOException e) {
+        return e instanceof FileSystemException f && f.getFile() != null ? f.getFile() : "a key file";
+    }
+
+    /**
+     * {@code vmfork capsule-key --out DIR [--name NAME]}: a new Ed25519 key pair for signing
+     * capsules, DIR/NAME.key (private key and public key, mode 0600) and DIR/NAME.pub
+     * (public key, 0644). Refuses to overwrite either.
+     */
+    static int capsuleKey(Args args) {
+        args.allowOnly("out", "name");
+        if (args.option("out") == null) {
+            throw new Args.UsageException("--out DIR is required");
+        }
+        String name = args.option("name") == null ? DEFAULT_KEY_NAME : args.option("name");
+        if (name.isEmpty() || name.contains("/") || name.startsWith(".")) {
+            throw new Args.UsageException("--name must be a plain file name, got '" + name + "'");
+        }
+        Path dir = Path.of(args.option("out"));
+        Path key = dir.resolve(name + ".key");
+        Path pub = dir.resolve(name + ".pub");
+        KeyPair pair = CapsuleKeys.generate();
+        try {
+            Files.createDirectories(dir);
+            if (Files.exists(pub)) {
+                throw new java.nio.file.FileAlreadyExistsException(pub.toString());
+            }
+            // Created 0600 in one step: the private key is never readable by others, even for a moment.
+            Files.createFile(key, PosixFilePermissions.asFileAttribute(PosixFilePermissions.fromString("rw-------")));
+            Files.writeString(key, CapsuleKeys.signingKeyPem(pair), StandardOpenOption.TRUNCATE_EXISTING);
+            Files.writeString(pub, CapsuleKeys.publicKeyPem(pair.getPublic()), StandardOpenOption.CREATE_NEW);
+        } catch (java.nio.file.FileAlreadyExistsException e) {
+            System.err.println("vmfork capsule-key: " + e.getFile() + " exists; it is not overwritten");
+            return Main.EX_USAGE;
+        } catch (IOException e) {
+            System.err.println("vmfork capsule-key: cannot write the key pair in " + dir + ": " + reason(e));
+            return Main.EX_SOFTWARE;
+        }
+        System.out.println("private key (sign with: vmfork snapshot ... --sign " + key + "): " + key);
+        System.out.println("public key (trust with: vmfork restore ... --require-signer " + pub + "): " + pub);
+        System.out.println("fingerprint: " + CapsuleKeys.fingerprint(pair.getPublic()));
+        return 0;
     }
 
     /** Why a file operation failed, in words: "no such file", "permission denied", not just the path again. */

@@ -30,6 +30,7 @@ public final class Main {
                 case "bench" -> BenchCommand.run(new Args(rest));
                 case "snapshot" -> CapsuleCommands.snapshot(new Args(rest));
                 case "restore" -> CapsuleCommands.restore(new Args(rest));
+                case "capsule-key" -> CapsuleCommands.capsuleKey(new Args(rest));
                 case "node" -> NodeCommand.run(new Args(rest));
                 case "demo" -> DemoCommand.run(new Args(rest));
                 case "certs" -> CertsCommand.run(new Args(rest));
@@ -74,11 +75,21 @@ public final class Main {
                       on stdin; each reply is printed. Exits with the guest's exit code, 69
                       if this host cannot run guests (the line says what is refused).
                   snapshot GUEST --out FILE [--memory SIZE] [--request TEXT]... [--when ready|idle|now] [--timeout DURATION]
+                           [--sign KEY]
                       Boot GUEST, wait until it is ready (and has served the requests), and
-                      save its clone capsule to FILE.
-                  restore FILE [--request TEXT]... [--timeout DURATION]
+                      save its clone capsule to FILE; with --sign, signed with the Ed25519 key
+                      in KEY (a file from capsule-key).
+                  restore FILE [--request TEXT]... [--timeout DURATION] [--require-signer PUB]...
                       Start a clone VM from a capsule (checked first: format, digest, and
-                      this host's compatibility), attached like run.
+                      this host's compatibility), attached like run. With --require-signer
+                      (repeatable) or vmfork.capsule.trusted-signers, only a capsule signed
+                      by one of those public keys: any other exits 77 with the reason
+                      (unsigned, signed by another key, signature does not verify); an
+                      invalid capsule exits 65, one this host cannot run 69.
+                  capsule-key --out DIR [--name NAME]
+                      Make an Ed25519 key pair for signing capsules: DIR/NAME.key (private
+                      and public key, mode 0600; for --sign) and DIR/NAME.pub (for
+                      --require-signer); NAME defaults to capsule-signing. Never overwrites.
                   node --config FILE [--parent-pid PID]
                       Start this host's node of the vmfork cluster with the configuration
                       in FILE (e.g. conf/node-1.conf) and run until stopped (SIGINT/SIGTERM:

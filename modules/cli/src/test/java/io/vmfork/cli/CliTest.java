@@ -186,6 +186,59 @@ class CliTest {
     }
 
     @Test
+    void aSignedSnapshotRestoresOnlyWhereItsSignerIsTrusted(@TempDir Path dir) throws Exception {
+        Result k = vmfork("capsule-key", "--out", dir.resolve("keys").toString());
+        assertEquals(0, k.code(), k.err());
+        Path key = dir.resolve("keys/capsule-signing.key");
+        Path pub = dir.resolve("keys/capsule-signing.pub");
+        assertEquals("rw-------", java.nio.file.attribute.PosixFilePermissions.toString(
+                Files.getPosixFilePermissions(key)));
+        assertTrue(k.out().contains("fingerprint: SHA256:"), k.out());
+        assertEquals(Main.EX_USAGE, vmfork("capsule-key", "--out", dir.resolve("keys").toString()).code(),
+                "an existing key is never overwritten");
+        assertEquals(0, vmfork("capsule-key", "--out", dir.resolve("keys").toString(), "--name", "other").code());
+        Path otherKey = dir.resolve("keys/other.key");
+
+        Path signed = dir.resolve("signed.capsule");
+        Result s = vmfork("snapshot", "forker", "--memory", "16M", "--out", signed.toString(), "--sign", key.toString());
+        assertEquals(0, s.code(), s.err());
+        assertTrue(s.err().contains("signed by SHA256:"), s.err());
+        Result r = vmfork("restore", signed.toString(), "--require-signer", pub.toString(), "--request", "sum");
+        assertEquals(0, r.code(), r.err());
+        assertTrue(r.out().startsWith("sum="), r.out());
+
+        Path unsigned = dir.resolve("unsigned.capsule");
+        assertEquals(0, vmfork("snapshot", "forker", "--memory", "16M", "--out", unsigned.toString()).code());
+        Path foreign = dir.resolve("foreign.capsule");
+        assertEquals(0, vmfork("snapshot", "forker", "--memory", "16M", "--out", foreign.toString(),
+                "--sign", otherKey.toString()).code());
+        Path flipped = dir.resolve("flipped.capsule");
+        byte[] b = Files.readAllBytes(signed);
+        b[b.length - 5] ^= 1; // inside the signature
+        Files.write(flipped, b);
+        for (Object[] c : new Object[][] {{unsigned, "is not signed"}, {foreign, "which is not its trusted signer"},
+                {flipped, "does not verify"}}) {
+            Result bad = vmfork("restore", c[0].toString(), "--require-signer", pub.toString(), "--request", "sum");
+            assertEquals(CapsuleCommands.EX_NOPERM, bad.code(), bad.err() + bad.out());
+            assertTrue(bad.err().startsWith("vmfork restore: " + c[0] + " refused: the capsule from "), bad.err());
+            assertTrue(bad.err().contains((String) c[1]), bad.err());
+            assertEquals(1, bad.err().lines().count(), "one line, no stack trace: " + bad.err());
+            assertEquals("", bad.out(), "nothing ran");
+        }
+        // Without a required signer every one of them restores.
+        Result any = vmfork("restore", unsigned.toString(), "--request", "sum");
+        assertEquals(0, any.code(), any.err());
+
+        Result noKey = vmfork("restore", signed.toString(), "--require-signer", dir.resolve("none.pub").toString());
+        assertEquals(Main.EX_USAGE, noKey.code());
+        assertTrue(noKey.err().contains("none.pub: no such file"), noKey.err());
+        Result privAsSigner = vmfork("snapshot", "forker", "--out", dir.resolve("x").toString(), "--sign",
+                pub.toString());
+        assertEquals(Main.EX_USAGE, privAsSigner.code());
+        assertTrue(privAsSigner.err().contains("holds no PRIVATE KEY block"), privAsSigner.err());
+    }
+
+    @Test
     void restoreExplainsEveryRefusalWithoutAStackTrace(@TempDir Path dir) throws Exception {
         Path capsule = dir.resolve("forker.capsule");
         Result s = vmfork("snapshot", "forker", "--memory", "16M", "--out", capsule.toString());

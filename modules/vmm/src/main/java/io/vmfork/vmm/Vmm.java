@@ -234,12 +234,23 @@ public final class Vmm implements AutoCloseable {
      * state this host's KVM refuses after all (as {@link io.vmfork.vmm.capsule.CapsuleIncompatibleException}).
      */
     public VirtualMachine restoreCapsule(java.io.InputStream in, VmListener listener) throws java.io.IOException {
+        return restoreCapsule(in, listener, io.vmfork.vmm.capsule.TrustedSigners.none());
+    }
+
+    /**
+     * As {@link #restoreCapsule(java.io.InputStream, VmListener)}, taking only a capsule signed
+     * by one of {@code signers} (none required if empty): any other is refused with
+     * {@link io.vmfork.vmm.capsule.CapsuleSignatureException} once its digest is verified,
+     * before any VM exists.
+     */
+    public VirtualMachine restoreCapsule(java.io.InputStream in, VmListener listener,
+            io.vmfork.vmm.capsule.TrustedSigners signers) throws java.io.IOException {
         io.vmfork.vmm.capsule.CapsuleLimits limits = capsuleLimits();
         io.vmfork.vmm.capsule.HostPlatform host = hostPlatform();
         try (io.vmfork.vmm.capsule.ImageSink sink = io.vmfork.vmm.capsule.ImageSink.create("vmfork-capsule",
                 settings.maxMemory(), limits.maxChunkBytes())) {
             io.vmfork.vmm.capsule.CapsuleContents c = io.vmfork.vmm.capsule.CapsuleReader.create(limits)
-                    .read(in, sink, host, guestRules());
+                    .requireSignedBy(signers).read(in, sink, host, guestRules());
             RuntimeImage image = sink.toImage(c.state().memorySize());
             try {
                 return restore(c.state(), image, listener);
@@ -269,6 +280,13 @@ public final class Vmm implements AutoCloseable {
         // The header records what the guest could observe of this host's CPU.
         return io.vmfork.vmm.capsule.CapsuleWriter.create(capsuleLimits()).write(out, snapshot.state(),
                 snapshot.image(), hostPlatform());
+    }
+
+    /** As {@link #writeCapsule(VirtualMachine.Snapshot, java.io.OutputStream)}, signed by {@code signer}. */
+    public io.vmfork.vmm.capsule.CapsuleStats writeCapsule(VirtualMachine.Snapshot snapshot, java.io.OutputStream out,
+            io.vmfork.vmm.capsule.CapsuleSigner signer) throws java.io.IOException {
+        return io.vmfork.vmm.capsule.CapsuleWriter.create(capsuleLimits()).signedBy(signer).write(out,
+                snapshot.state(), snapshot.image(), hostPlatform());
     }
 
     public io.vmfork.vmm.capsule.CapsuleLimits capsuleLimits() {

@@ -32,12 +32,23 @@ public final class CapsuleFormat {
      * unknown flag) rather than run the vCPU; every other capsule stays readable by it.
      */
     public static final long FLAG_NOT_STARTED = 2;
+    /**
+     * Header flag, added within version 4: a signature frame follows the trailer. Set exactly
+     * then, so that a reader that does not know that frame refuses the capsule (an unknown
+     * flag) rather than call it trailing bytes, and a signature cut off whole is a truncation.
+     */
+    public static final long FLAG_SIGNED = 4;
+    /** The first version whose capsules may be signed (FLAG_SIGNED). */
+    public static final int SIGNED_VERSION = 4;
+    /** What a capsule's signed message starts with: "vmfork capsule signature v1" and a zero byte. */
+    static final byte[] SIGNATURE_CONTEXT = "vmfork capsule signature v1\0"
+            .getBytes(java.nio.charset.StandardCharsets.US_ASCII);
     /** Most bytes of a delta's base image key. */
     public static final int MAX_BASE_KEY_BYTES = 64;
     /** The oldest version this code reads: the rule is "accept the current and the previous one". */
     public static final int OLDEST_READABLE_VERSION = Math.max(1, CURRENT_VERSION - 1);
     /** Header flag bits this version understands; a reader refuses any other bit. */
-    public static final long KNOWN_FLAGS = FLAG_DELTA | FLAG_NOT_STARTED;
+    public static final long KNOWN_FLAGS = FLAG_DELTA | FLAG_NOT_STARTED | FLAG_SIGNED;
     /** Granularity of chunks and of zero-page elision. */
     public static final int PAGE_SIZE = 4096;
     /** Bytes of one kvm_cpuid_entry2. */
@@ -52,7 +63,10 @@ public final class CapsuleFormat {
 
     /** The header flags defined in format {@code version}. */
     static long knownFlags(int version) {
-        return version >= DELTA_VERSION ? KNOWN_FLAGS : 0;
+        if (version >= SIGNED_VERSION) {
+            return KNOWN_FLAGS;
+        }
+        return version >= DELTA_VERSION ? FLAG_DELTA | FLAG_NOT_STARTED : 0;
     }
 
     /** The 8-byte file magic, for callers that sniff a stream. */

@@ -67,6 +67,8 @@ public record CapsuleLimits(long maxMemoryBytes, int maxChunkBytes, int maxFrame
     static final int QUEUED_REQUEST_OVERHEAD = 8;
     /** Most bytes of the trailer frame: two counts and a 32-byte digest with tags. */
     static final int TRAILER_FRAME_MAX = 128;
+    /** Most bytes of the signature frame: the algorithm, a public key of at most 128 bytes and a 64-byte signature with tags. */
+    static final int SIGNATURE_FRAME_MAX = 256;
 
     /** The five caps above with the other defaults. */
     public CapsuleLimits(long maxMemoryBytes, int maxChunkBytes, int maxFrameBytes, int maxCpuidEntries, int maxVcpus) {

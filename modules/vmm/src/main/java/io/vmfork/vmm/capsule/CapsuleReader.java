@@ -64,6 +64,10 @@ import java.util.zip.CRC32C;
  * {@link CapsuleBaseUnknownException} when the resolver holds no such image.
  * {@link #readImage} does it all and returns the finished image for both kinds.
  *
+ * <p>A reader made with {@link #requireSignedBy} also refuses, after the digest and before
+ * {@link #read} returns, a capsule not signed by one of its trusted keys
+ * ({@link CapsuleSignatureException}); any reader checks that a signature frame is well formed.
+ *
  * <p>Instances are immutable; each {@link #read} call keeps its own state.
  */
 public final class CapsuleReader {
@@ -77,9 +81,11 @@ public final class CapsuleReader {
     private static final int INITIAL_FRAME_BUFFER = 64 << 10;
 
     /** Where the reader is in the frame sequence; the order is fixed. */
-    private enum Expect { MAGIC, HEADER, STATE, MEMORY, END }
+    private enum Expect { MAGIC, HEADER, STATE, MEMORY, SIGNATURE, END }
 
     private final CapsuleLimits limits;
+    /** Whose signature a capsule must carry; empty: none required. */
+    private final TrustedSigners signers;
 
     /**
      * What a capsule must be, when its reader knows (a remote clone's target: what the offer
@@ -89,13 +95,27 @@ public final class CapsuleReader {
     public record Expected(long memorySize, int vcpuCount, int vmType) {
     }
 
-    private CapsuleReader(CapsuleLimits limits) {
+    private CapsuleReader(CapsuleLimits limits, TrustedSigners signers) {
         this.limits = limits;
+        this.signers = signers;
     }
 
     /** A reader that refuses capsules beyond {@code limits}. */
     public static CapsuleReader create(CapsuleLimits limits) {
-        return new CapsuleReader(limits);
+        return new CapsuleReader(limits, TrustedSigners.none());
+    }
+
+    /**
+     * This reader, taking only capsules signed by one of {@code signers} (none if it is
+     * empty): after the digest is verified and before a read returns, a capsule without a
+     * signature, signed by another key, or whose signature does not verify is refused with
+     * a {@link CapsuleSignatureException}.
+     */
+    public CapsuleReader requireSignedBy(TrustedSigners signers) {
+        if (signers == null) {
+            throw new IllegalArgumentException("signers is null (TrustedSigners.none() requires none)");
+        }
+        return new CapsuleReader(limits, signers);
     }
 
     /** Reads a capsule without a host compatibility check (tools, tests, a local restore). */
@@ -259,6 +279,12 @@ public final class CapsuleReader {
         private long streamCap = Long.MAX_VALUE;
         /** The capsule's boot info page, kept aside when reading for a restore. */
         private byte[] bootInfoPage;
+        /** The header frame as read (without its length prefix): part of what a signature is over. */
+        private byte[] headerFrame;
+        /** The verified digest, once the trailer is read. */
+        private byte[] digest;
+        /** The signature frame of a signed capsule, once read. */
+        private io.vmfork.proto.CapsuleSignature signature;
 
         Pass(InputStream in, MemorySink sink, HostPlatform host, GuestModel.Rules guest, BaseResolver bases,
                 Expected expected) {
@@ -285,12 +311,15 @@ public final class CapsuleReader {
                 // Header and state are returned to the caller, so they get a buffer of their own;
                 // parsed with aliasing, their bytes would otherwise change under the caller.
                 byte[] buf = readFrame(length, expect == Expect.MEMORY);
-                if (expect != Expect.MEMORY) {
+                if (expect == Expect.HEADER || expect == Expect.STATE) {
                     FrameCounts.check(buf, length, expect == Expect.HEADER, limits, header, this::fail);
+                }
+                if (expect == Expect.HEADER) {
+                    headerFrame = Arrays.copyOf(buf, length);
                 }
                 CapsuleFrame frame = parse(buf, length, expect == Expect.MEMORY);
                 frameKind = describe(frame.getKindCase());
-                if (frame.getKindCase() != CapsuleFrame.KindCase.TRAILER) {
+                if (expect != Expect.SIGNATURE && frame.getKindCase() != CapsuleFrame.KindCase.TRAILER) {
                     sha.update(prefix, 0, prefixLen);
                     sha.update(buf, 0, length);
                 }
@@ -298,7 +327,13 @@ public final class CapsuleReader {
                 frameIndex++;
             }
             if (in.read() != -1) {
-                throw CapsuleFormatException.atByte(position, "trailing bytes after the trailer");
+                throw CapsuleFormatException.atByte(position, signature == null ? "trailing bytes after the trailer"
+                        : "trailing bytes after the signature");
+            }
+            if (!signers.isEmpty()) {
+                // After the digest and before anything is returned: no VM is made from an unsigned capsule.
+                signers.check(signature, digest, headerFrame, header.getSourceHostName() + " (id "
+                        + Long.toUnsignedString(header.getSourceHostId()) + ")");
             }
             CapsuleStats stats = new CapsuleStats(position, dataBytes, chunks, 0, compressedChunks);
             if (base != null) {
@@ -369,6 +404,7 @@ public final class CapsuleReader {
             long cap = switch (expect) {
                 case HEADER -> limits.maxHeaderFrameBytes();
                 case STATE -> limits.maxStateFrameBytes(header.getVcpuCount());
+                case SIGNATURE -> CapsuleLimits.SIGNATURE_FRAME_MAX;
                 default -> limits.maxChunkFrameBytes();
             };
             if (length > cap) {
@@ -449,8 +485,14 @@ public final class CapsuleReader {
                     } else {
                         expectKind(kind, CapsuleFrame.KindCase.TRAILER, "a memory chunk or the trailer");
                         onTrailer(frame);
-                        expect = Expect.END;
+                        expect = (header.getFlags() & CapsuleFormat.FLAG_SIGNED) != 0 ? Expect.SIGNATURE
+                                : Expect.END;
                     }
+                }
+                case SIGNATURE -> {
+                    expectKind(kind, CapsuleFrame.KindCase.SIGNATURE, "the signature (the header has flag SIGNED)");
+                    onSignature(frame);
+                    expect = Expect.END;
                 }
                 default -> throw new IllegalStateException(expect.toString());
             }
@@ -632,7 +674,8 @@ public final class CapsuleReader {
             long mem = header.getMemorySize();
             streamCap = position + mem + (mem / CapsuleFormat.PAGE_SIZE)
                     * (CapsuleLimits.CHUNK_FRAME_OVERHEAD + MAX_LENGTH_PREFIX_BYTES)
-                    + CapsuleLimits.TRAILER_FRAME_MAX + MAX_LENGTH_PREFIX_BYTES;
+                    + CapsuleLimits.TRAILER_FRAME_MAX + MAX_LENGTH_PREFIX_BYTES
+                    + CapsuleLimits.SIGNATURE_FRAME_MAX + MAX_LENGTH_PREFIX_BYTES;
         }
 
         private void onChunk(MemoryChunk c) throws IOException {
@@ -840,6 +883,31 @@ public final class CapsuleReader {
                 throw fail("SHA-256 of the capsule is " + hex(digest) + ", the trailer records "
                         + hex(t.getSha256().toByteArray()) + ": the capsule was altered");
             }
+            this.digest = digest;
+        }
+
+        /**
+         * The signature frame: well formed only. Whether its key is trusted and it verifies is
+         * decided once the stream has ended, and only by a reader that requires a signer.
+         */
+        private void onSignature(CapsuleFrame frame) {
+            io.vmfork.proto.CapsuleSignature s = frame.getSignature();
+            // Not covered by the digest, like the trailer: no field may hide in an unknown one.
+            if (!frame.getUnknownFields().asMap().isEmpty() || !s.getUnknownFields().asMap().isEmpty()) {
+                throw fail("signature has fields this format version does not define");
+            }
+            if (s.getAlgorithm() != io.vmfork.proto.SignatureAlgorithm.SIGNATURE_ALGORITHM_ED25519) {
+                throw fail("signature algorithm " + s.getAlgorithmValue() + " is not one this reader knows (Ed25519)");
+            }
+            if (s.getPublicKey().isEmpty() || s.getPublicKey().size() > CapsuleKeys.MAX_PUBLIC_KEY_BYTES) {
+                throw fail("the signer's public key is 1 to " + CapsuleKeys.MAX_PUBLIC_KEY_BYTES + " bytes, not "
+                        + s.getPublicKey().size());
+            }
+            if (s.getSignature().size() != CapsuleKeys.SIGNATURE_BYTES) {
+                throw fail("an Ed25519 signature is " + CapsuleKeys.SIGNATURE_BYTES + " bytes, not "
+                        + s.getSignature().size());
+            }
+            signature = s;
         }
 
         private CapsuleFormatException fail(String what) {

@@ -32,6 +32,8 @@ import java.util.zip.CRC32C;
  *                                    ones as zero runs), ascending, not overlapping; each
  *                                    chunk's data raw or one LZ4 block
  *   frame n  CapsuleFrame{trailer}   chunk count, data bytes, SHA-256 of all bytes before it
+ *   frame n+1 CapsuleFrame{signature} only with header flag SIGNED: the signer's public key and
+ *                                    its Ed25519 signature over the digest and the header
  *   end of stream
  * </pre>
  * A frame is a varint length and that many bytes of a serialized CapsuleFrame.
@@ -46,9 +48,12 @@ import java.util.zip.CRC32C;
  *     guest RAM is still streaming; its sizes must agree with the header's.
  * <li>Chunks come in ascending guest-physical order without overlap, so that the reader
  *     checks ordering with one number and writes every page at most once.
- * <li>The trailer is last and nothing follows it. Its digest covers every byte before it,
- *     and the reader reports success only after checking it: pages are written to the
- *     sink as they arrive, but no VM may run on them before then.
+ * <li>The trailer is last but for a signature, and nothing follows those. Its digest covers
+ *     every byte before it, and the reader reports success only after checking it (and the
+ *     signature, where it requires one): pages are written to the sink as they arrive, but
+ *     no VM may run on them before then.
+ * <li>The signature follows the trailer: it is over the digest, known only at the end, and
+ *     the header frame, so the writer signs without reading memory twice.
  * </ul>
  *
  * <p>Reader states: MAGIC → HEADER (checks, then the host compatibility check, then for a
@@ -75,14 +80,28 @@ public final class CapsuleWriter {
     private static final byte[] ZERO_PAGE = new byte[CapsuleFormat.PAGE_SIZE];
 
     private final CapsuleLimits limits;
+    /** Null: capsules are not signed. */
+    private final CapsuleSigner signer;
 
-    private CapsuleWriter(CapsuleLimits limits) {
+    private CapsuleWriter(CapsuleLimits limits, CapsuleSigner signer) {
         this.limits = limits;
+        this.signer = signer;
     }
 
     /** A writer whose chunks and frames stay within {@code limits}. */
     public static CapsuleWriter create(CapsuleLimits limits) {
-        return new CapsuleWriter(limits);
+        return new CapsuleWriter(limits, null);
+    }
+
+    /**
+     * This writer, signing every capsule with {@code signer}: header flag SIGNED and a
+     * signature frame after the trailer (docs/capsule.md, "Signed capsules").
+     */
+    public CapsuleWriter signedBy(CapsuleSigner signer) {
+        if (signer == null) {
+            throw new IllegalArgumentException("signer is null");
+        }
+        return new CapsuleWriter(limits, signer);
     }
 
     /**
@@ -169,6 +188,9 @@ public final class CapsuleWriter {
             hb.setFlags(hb.getFlags() | CapsuleFormat.FLAG_DELTA)
                     .setBaseImage(com.google.protobuf.ByteString.copyFrom(baseKey));
         }
+        if (signer != null) {
+            hb.setFlags(hb.getFlags() | CapsuleFormat.FLAG_SIGNED);
+        }
         CapsuleHeader header = hb.build();
         CapsuleFrame headerFrame = CapsuleFrame.newBuilder().setHeader(header).build();
         CapsuleFrame stateFrame = CapsuleFrame.newBuilder().setState(stateProto).build();
@@ -204,6 +226,10 @@ public final class CapsuleWriter {
                 .setSha256(UnsafeByteOperations.unsafeWrap(digest))
                 .build();
         writeFrame(cos, CapsuleFrame.newBuilder().setTrailer(trailer).build());
+        if (signer != null) {
+            writeFrame(cos, CapsuleFrame.newBuilder().setSignature(signer.sign(digest, headerFrame.toByteArray()))
+                    .build());
+        }
         cos.flush();
         out.flush();
         return new CapsuleStats(hashed.count, chunker.dataBytes, chunker.chunks, chunker.zeroPages,

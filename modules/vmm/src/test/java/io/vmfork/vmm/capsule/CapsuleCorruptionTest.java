@@ -176,7 +176,7 @@ class CapsuleCorruptionTest {
 
     @Test
     void unknownHeaderFlagsAndABadHeaderMagicAreRefused() throws Exception {
-        assertMentions(refused(withHeader(h -> h.setFlags(4))), "flags 0x4");
+        assertMentions(refused(withHeader(h -> h.setFlags(8))), "flags 0x8");
         assertMentions(refused(withHeader(h -> h.setMagic(0x12345678))), "header magic");
     }
 
