@@ -20,6 +20,7 @@ import org.apache.pekko.stream.KillSwitches;
 import org.apache.pekko.stream.Materializer;
 import org.apache.pekko.stream.StreamIdleTimeoutException;
 import org.apache.pekko.stream.UniqueKillSwitch;
+import org.apache.pekko.stream.javadsl.Flow;
 import org.apache.pekko.stream.javadsl.Keep;
 import org.apache.pekko.stream.javadsl.Sink;
 import org.apache.pekko.stream.javadsl.Source;
@@ -76,14 +77,17 @@ public final class TransferClient {
         Executor blocking = Background.executor(
                 system.dispatchers().lookup(DispatcherSelector.fromConfig(settings.blockingDispatcher())), settings.nice());
         ResponseDecoder decoder = new ResponseDecoder(settings.maxFrameBytes());
+        Flow<ByteString, ByteString, CompletionStage<Tcp.OutgoingConnection>> tcp = Tcp.get(system).outgoingConnection(to,
+                Optional.ofNullable(from), List.of(TcpSO.tcpNoDelay(true)), true,
+                // A little past the receiver's own: a silent sender hears the receiver's ABORT
+                // saying so; this notices a silent receiver.
+                Optional.of(settings.connectTimeout()), Optional.of(settings.senderIdleTimeout()));
         Pair<Pair<Pair<OutputStream, UniqueKillSwitch>, CompletionStage<Tcp.OutgoingConnection>>,
                 CompletionStage<ResponseDecoder.Frame>> m =
                 StreamConverters.asOutputStream(settings.writeTimeout())
                         .viaMat(KillSwitches.single(), Keep.both())
-                        .viaMat(Tcp.get(system).outgoingConnection(to, Optional.ofNullable(from), List.of(TcpSO.tcpNoDelay(true)), true,
-                                // A little past the receiver's own: a silent sender hears the
-                                // receiver's ABORT saying so; this notices a silent receiver.
-                                Optional.of(settings.connectTimeout()), Optional.of(settings.senderIdleTimeout())), Keep.both())
+                        .viaMat(settings.tls().isPresent() ? settings.tls().get().client(to).join(tcp, Keep.right())
+                                : tcp, Keep.both())
                         .mapConcat(decoder::feed)
                         .toMat(Sink.head(), Keep.both())
                         .run(Materializer.matFromSystem(system));
