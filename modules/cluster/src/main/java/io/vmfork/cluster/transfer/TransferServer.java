@@ -157,6 +157,10 @@ public final class TransferServer implements AutoCloseable {
                                 "cannot bind the transfer server to " + host + ":" + port + ": " + c.getMessage(), c));
                     }
                     server.binding = b;
+                    LOG.info("transfer server at {}: {}", b.localAddress(), settings.tls()
+                            .map(t -> "TLS with mutual authentication as " + t.subject() + ", CA "
+                                    + t.files().caCertFile())
+                            .orElse("plain TCP (no credentials)"));
                     return server;
                 });
     }

@@ -246,4 +246,39 @@ class TransferTlsTest {
         assertArrayEquals(expectedDigest(), send(tls(node2)));
     }
 
+
+    @Test
+    void aNodesTransfersUseItsSecurityCredentials() {
+        com.typesafe.config.Config withFiles = ConfigFactory.parseMap(java.util.Map.of(
+                "vmfork.security.key-file", node1.keyFile().toString(),
+                "vmfork.security.cert-file", node1.certFile().toString(),
+                "vmfork.security.ca-cert-file", node1.caCertFile().toString())).withFallback(system.settings().config());
+        TransferSettings s = TransferSettings.fromConfig(withFiles);
+        assertTrue(s.tls().isPresent());
+        assertEquals(node1, s.tls().get().files());
+        assertTrue(TransferSettings.fromConfig(system.settings().config()).tls().isEmpty(), "no credentials: plain TCP");
+    }
+
+    @Test
+    void theOpeningIsAdmittedBeforeAnyDataIsWritten() throws Exception {
+        // A source that holds before its first chunk (a failpoint, a slow capsule writer): its
+        // OPEN frame must get through the TLS session on its own, not wait for more bytes.
+        java.util.concurrent.CountDownLatch admitted = new java.util.concurrent.CountDownLatch(1);
+        java.util.concurrent.CompletableFuture<byte[]> r = TransferClient.send(system, server.address(),
+                new byte[] {1}, out -> {
+                    try {
+                        long until = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
+                        while (accepted.get() == 0 && System.nanoTime() < until) {
+                            Thread.sleep(20);
+                        }
+                        if (accepted.get() > 0) {
+                            admitted.countDown();
+                        }
+                    } catch (InterruptedException e) {
+                        throw new java.io.InterruptedIOException();
+                    }
+                }, tls(node2)).toCompletableFuture();
+        r.get(30, TimeUnit.SECONDS);
+        assertEquals(0, admitted.getCount(), "the opening was not admitted while the writer held");
+    }
 }
