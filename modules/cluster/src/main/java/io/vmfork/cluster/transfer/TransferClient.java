@@ -77,6 +77,7 @@ public final class TransferClient {
         Executor blocking = Background.executor(
                 system.dispatchers().lookup(DispatcherSelector.fromConfig(settings.blockingDispatcher())), settings.nice());
         ResponseDecoder decoder = new ResponseDecoder(settings.maxFrameBytes());
+        TransferTls.Handshake handshake = new TransferTls.Handshake();
         Flow<ByteString, ByteString, CompletionStage<Tcp.OutgoingConnection>> tcp = Tcp.get(system).outgoingConnection(to,
                 Optional.ofNullable(from), List.of(TcpSO.tcpNoDelay(true)), true,
                 // A little past the receiver's own: a silent sender hears the receiver's ABORT
@@ -86,7 +87,7 @@ public final class TransferClient {
                 CompletionStage<ResponseDecoder.Frame>> m =
                 StreamConverters.asOutputStream(settings.writeTimeout())
                         .viaMat(KillSwitches.single(), Keep.both())
-                        .viaMat(settings.tls().isPresent() ? settings.tls().get().client(to).join(tcp, Keep.right())
+                        .viaMat(settings.tls().isPresent() ? settings.tls().get().client(to, handshake).join(tcp, Keep.right())
                                 : tcp, Keep.both())
                         .mapConcat(decoder::feed)
                         .toMat(Sink.head(), Keep.both())
@@ -94,8 +95,13 @@ public final class TransferClient {
         Sending s = new Sending(to, m.first().first().first(), m.first().first().second());
         m.second().whenComplete(s::onResponse);
         // The writer starts once connected: a connection that cannot be made never runs it.
-        m.first().second().thenRun(() -> {
-            s.connected = true;
+        // Over TLS, once the session is established too: the OPEN frame then reaches the
+        // receiver at once, as over plain TCP, however long the writer then takes (a failed
+        // handshake fails the response side and never runs it).
+        m.first().second().thenRun(() -> s.connected = true);
+        CompletionStage<?> ready = settings.tls().isPresent()
+                ? m.first().second().thenCombine(handshake.established, (c, v) -> c) : m.first().second();
+        ready.thenRun(() -> {
             try {
                 blocking.execute(() -> s.write(opening, writer, settings.dataFrameBytes()));
             } catch (RejectedExecutionException e) {

@@ -80,6 +80,8 @@ public final class TransferTls {
         volatile String refusal;
         /** The peer's certificate was checked and accepted. */
         volatile boolean verified;
+        /** Completes when it is: the session is established. */
+        final java.util.concurrent.CompletableFuture<Void> established = new java.util.concurrent.CompletableFuture<>();
 
         void refused(String why) {
             if (refusal == null) {
@@ -193,10 +195,11 @@ public final class TransferTls {
     }
 
     /** The sending side's layer (top: application to network), for {@code join} with the TCP flow. */
-    BidiFlow<ByteString, ByteString, ByteString, ByteString, NotUsed> client(InetSocketAddress to) {
+    BidiFlow<ByteString, ByteString, ByteString, ByteString, NotUsed> client(InetSocketAddress to,
+                                                                             Handshake handshake) {
         // IgnoreComplete, as Pekko's Tcp.outgoingConnectionWithTls: a sender that ended its
         // output still reads the result; the session ends when it stops reading.
-        return layer(to, true, new Handshake(), IgnoreComplete$.MODULE$);
+        return layer(to, true, handshake, IgnoreComplete$.MODULE$);
     }
 
     private BidiFlow<ByteString, ByteString, ByteString, ByteString, NotUsed> layer(InetSocketAddress peer,
@@ -214,6 +217,7 @@ public final class TransferTls {
                     try {
                         verify(session);
                         handshake.verified = true;
+                        handshake.established.complete(null);
                     } catch (NameMismatch e) {
                         handshake.refused("TLS refused: " + e.getMessage());
                         throw e;
