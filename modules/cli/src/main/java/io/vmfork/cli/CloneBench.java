@@ -70,34 +70,54 @@ final class CloneBench {
         new CloneBench(json, runs).run();
     }
 
+    /**
+     * Every figure over TLS (Artery and the capsule transfers, {@code tls} and
+     * {@code transfer_tls: true}), then the cost of TLS on the 64 MiB clone.remote: passes of
+     * it alone over plain TCP, plain TCP, TLS (the first pass's figure is the first TLS one),
+     * each on a cluster of its own, and a {@code clone.tls_cost} line with the mean of each
+     * side's medians and their ratio (issue 16's target: at most 1.2).
+     */
     private void run() {
-        try (LocalCluster cluster = LocalCluster.start(NODES, BENCH_HOST + 1, CONFIG, Duration.ofSeconds(60))) {
-            // Artery (offers, placement, replies) over TLS; the capsule bytes over the transfer
-            // server's own connection, which is not encrypted yet (docs/transfer.md).
-            Stats.tls = cluster.tls();
-            if (System.getenv("VMFORK_KEEP_LOGS") != null) {
-                cluster.keepLogs();
-            }
-            try {
-                VmforkNode node = ClusterBench.joinAsHost(cluster, BENCH_HOST, CONFIG);
-                try {
-                    benchmarks(node);
-                } finally {
-                    node.close();
+        Map<Boolean, List<Double>> medians = new LinkedHashMap<>();
+        medians.put(true, new ArrayList<>());
+        medians.put(false, new ArrayList<>());
+        boolean first = true;
+        for (boolean tls : new boolean[] {true, false, false, true}) {
+            boolean all = first;
+            first = false;
+            try (LocalCluster cluster = LocalCluster.start(tls, NODES, BENCH_HOST + 1, CONFIG, Duration.ofSeconds(60))) {
+                Stats.tls = cluster.tls();
+                if (System.getenv("VMFORK_KEEP_LOGS") != null) {
+                    cluster.keepLogs();
                 }
-            } catch (RuntimeException | Error e) {
-                cluster.keepLogs();
-                throw e;
+                try {
+                    VmforkNode node = ClusterBench.joinAsHost(cluster, BENCH_HOST, CONFIG);
+                    try {
+                        medians.get(tls).add(all ? benchmarks(node) : remote(node, 64, runs).median());
+                    } finally {
+                        node.close();
+                    }
+                } catch (RuntimeException | Error e) {
+                    cluster.keepLogs();
+                    throw e;
+                }
             }
         }
+        Stats.tls = null;
+        double on = medians.get(true).stream().mapToDouble(Double::doubleValue).average().orElseThrow();
+        double off = medians.get(false).stream().mapToDouble(Double::doubleValue).average().orElseThrow();
+        print(ordered("bench", "clone.tls_cost", "memory_mib", 64, "remote_p50_ms_tls", round(on),
+                "remote_p50_ms_plain", round(off), "ratio", round(on / off), "target", 1.2,
+                "passes", "tls, plain, plain, tls"));
     }
 
-    private void benchmarks(VmforkNode node) {
-        for (int mib : new int[] {64, 1024}) {
-            remote(node, mib, mib == 64 ? runs : Math.max(5, runs / 4));
-        }
+    /** Every figure; returns the 64 MiB clone.remote median. */
+    private double benchmarks(VmforkNode node) {
+        double remote64 = remote(node, 64, runs).median();
+        remote(node, 1024, Math.max(5, runs / 4));
         incremental(node);
         fanout(node);
+        return remote64;
     }
 
     private void print(Map<String, Object> fields) {
@@ -107,7 +127,7 @@ final class CloneBench {
 
     // ---- clone.remote, clone.parent_blocked, clone.tcp_floor ----------------------------
 
-    private void remote(VmforkNode node, int mib, int n) {
+    private Stats remote(VmforkNode node, int mib, int n) {
         VmCluster api = node.cluster();
         double[] remote = new double[n];
         double[] blocked = new double[n];
@@ -135,9 +155,12 @@ final class CloneBench {
         print(floor.fields("clone.tcp_floor", ordered("memory_mib", mib, "bytes", capsuleBytes)));
         Stats r = new Stats(remote);
         print(r.fields("clone.remote", ordered("memory_mib", mib, "ratio", round(r.median() / floor.median()),
-                "capsule_bytes", capsuleBytes, "guest", "forker", "until", "clone_first_instruction")));
+                "capsule_bytes", capsuleBytes, "guest", "forker", "until", "clone_first_instruction",
+                // The node's transfers run over TLS when it has credentials (docs/transfer.md).
+                "transfer_tls", node.settings().security().tls())));
         print(new Stats(blocked).fields("clone.parent_blocked", ordered("memory_mib", mib,
                 "state", "first_fork_after_touching")));
+        return r;
     }
 
     // ---- clone.remote_incremental ---------------------------------------------------------

@@ -342,6 +342,21 @@ public final class ClusterCredentials {
         }
     }
 
+    /** A PEM private key (RSA, PKCS#1 or PKCS#8, unencrypted); IllegalArgumentException naming the file. */
+    public static PrivateKey readKey(Path file) {
+        return PemFiles.privateKey(file);
+    }
+
+    /** A PEM certificate; IllegalArgumentException naming the file. */
+    public static X509Certificate readCertificate(Path file) {
+        return PemFiles.certificate(file);
+    }
+
+    /** A certificate's DNS subject alternative names (every member's carries the cluster's name). */
+    public static List<String> dnsNames(X509Certificate cert) {
+        return PemFiles.dnsNames(cert);
+    }
+
     /** Reading PEM files back. */
     static final class PemFiles {
         private PemFiles() {

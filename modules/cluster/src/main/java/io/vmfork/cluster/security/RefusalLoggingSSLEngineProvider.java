@@ -42,12 +42,12 @@ public final class RefusalLoggingSSLEngineProvider implements SSLEngineProvider 
 
     @Override
     public SSLEngine createServerSSLEngine(String hostname, int port) {
-        return new Watched(engines.createServerSSLEngine(hostname, port), "inbound connection (peer address unknown)");
+        return watched(engines.createServerSSLEngine(hostname, port), "inbound connection (peer address unknown)");
     }
 
     @Override
     public SSLEngine createClientSSLEngine(String hostname, int port) {
-        return new Watched(engines.createClientSSLEngine(hostname, port),
+        return watched(engines.createClientSSLEngine(hostname, port),
                 "outbound connection to " + hostname + ":" + port);
     }
 
@@ -88,213 +88,28 @@ public final class RefusalLoggingSSLEngineProvider implements SSLEngineProvider 
         return "none";
     }
 
+    /** Why a TLS handshake failed, in words (also the transfer connection's refusals). */
+    public static String reason(SSLException e) {
+        String m = String.valueOf(e.getMessage());
+        if (m.contains("nrecognized SSL message")) {
+            return "not TLS (a plain TCP peer, e.g. a member without credentials)";
+        }
+        if (m.contains("PKIX path") || m.contains("unable to find valid certification path")) {
+            return "its certificate is not issued by this cluster's CA (" + m + ")";
+        }
+        if (m.contains("Empty client certificate chain") || m.contains("certificate_required")) {
+            return "it showed no certificate (" + m + ")";
+        }
+        if (m.contains("Received fatal alert: certificate_unknown") || m.contains("Received fatal alert: unknown_ca")
+                || m.contains("Received fatal alert: bad_certificate")) {
+            return "the peer does not accept this member's certificate: it does not trust this cluster's CA ("
+                    + m + ")";
+        }
+        return m;
+    }
+
     /** An engine that logs the failure of its handshake once, then fails as it would have. */
-    private final class Watched extends SSLEngine {
-        private final SSLEngine engine;
-        private final String what;
-        private boolean logged;
-
-        Watched(SSLEngine engine, String what) {
-            super(engine.getPeerHost(), engine.getPeerPort());
-            this.engine = engine;
-            this.what = what;
-        }
-
-        private SSLException refused(SSLException e) {
-            if (!logged) {
-                // The peer's certificate is not at hand here: the JDK sets it on the session
-                // only once it is trusted.
-                logged = true;
-                log.warning("vmfork: Artery TLS refused an {}: {}", what, reason(e));
-            }
-            return e;
-        }
-
-        private String reason(SSLException e) {
-            String m = String.valueOf(e.getMessage());
-            if (m.contains("nrecognized SSL message")) {
-                return "not TLS (a plain TCP peer, e.g. a member without credentials)";
-            }
-            if (m.contains("PKIX path") || m.contains("unable to find valid certification path")) {
-                return "its certificate is not issued by this cluster's CA (" + m + ")";
-            }
-            if (m.contains("Empty client certificate chain") || m.contains("certificate_required")) {
-                return "it showed no certificate (" + m + ")";
-            }
-            if (m.contains("Received fatal alert: certificate_unknown") || m.contains("Received fatal alert: unknown_ca")
-                    || m.contains("Received fatal alert: bad_certificate")) {
-                return "the peer does not accept this member's certificate: it does not trust this cluster's CA ("
-                        + m + ")";
-            }
-            return m;
-        }
-
-        @Override
-        public SSLEngineResult wrap(ByteBuffer[] srcs, int offset, int length, ByteBuffer dst) throws SSLException {
-            try {
-                return engine.wrap(srcs, offset, length, dst);
-            } catch (SSLException e) {
-                throw refused(e);
-            }
-        }
-
-        @Override
-        public SSLEngineResult unwrap(ByteBuffer src, ByteBuffer[] dsts, int offset, int length) throws SSLException {
-            try {
-                return engine.unwrap(src, dsts, offset, length);
-            } catch (SSLException e) {
-                throw refused(e);
-            }
-        }
-
-        @Override
-        public Runnable getDelegatedTask() {
-            // The certificate checks run here; their failure surfaces in the next wrap or unwrap.
-            return engine.getDelegatedTask();
-        }
-
-        @Override
-        public void closeInbound() throws SSLException {
-            engine.closeInbound();
-        }
-
-        @Override
-        public boolean isInboundDone() {
-            return engine.isInboundDone();
-        }
-
-        @Override
-        public void closeOutbound() {
-            engine.closeOutbound();
-        }
-
-        @Override
-        public boolean isOutboundDone() {
-            return engine.isOutboundDone();
-        }
-
-        @Override
-        public String[] getSupportedCipherSuites() {
-            return engine.getSupportedCipherSuites();
-        }
-
-        @Override
-        public String[] getEnabledCipherSuites() {
-            return engine.getEnabledCipherSuites();
-        }
-
-        @Override
-        public void setEnabledCipherSuites(String[] suites) {
-            engine.setEnabledCipherSuites(suites);
-        }
-
-        @Override
-        public String[] getSupportedProtocols() {
-            return engine.getSupportedProtocols();
-        }
-
-        @Override
-        public String[] getEnabledProtocols() {
-            return engine.getEnabledProtocols();
-        }
-
-        @Override
-        public void setEnabledProtocols(String[] protocols) {
-            engine.setEnabledProtocols(protocols);
-        }
-
-        @Override
-        public SSLSession getSession() {
-            return engine.getSession();
-        }
-
-        @Override
-        public SSLSession getHandshakeSession() {
-            return engine.getHandshakeSession();
-        }
-
-        @Override
-        public void beginHandshake() throws SSLException {
-            try {
-                engine.beginHandshake();
-            } catch (SSLException e) {
-                throw refused(e);
-            }
-        }
-
-        @Override
-        public SSLEngineResult.HandshakeStatus getHandshakeStatus() {
-            return engine.getHandshakeStatus();
-        }
-
-        @Override
-        public void setUseClientMode(boolean mode) {
-            engine.setUseClientMode(mode);
-        }
-
-        @Override
-        public boolean getUseClientMode() {
-            return engine.getUseClientMode();
-        }
-
-        @Override
-        public void setNeedClientAuth(boolean need) {
-            engine.setNeedClientAuth(need);
-        }
-
-        @Override
-        public boolean getNeedClientAuth() {
-            return engine.getNeedClientAuth();
-        }
-
-        @Override
-        public void setWantClientAuth(boolean want) {
-            engine.setWantClientAuth(want);
-        }
-
-        @Override
-        public boolean getWantClientAuth() {
-            return engine.getWantClientAuth();
-        }
-
-        @Override
-        public void setEnableSessionCreation(boolean flag) {
-            engine.setEnableSessionCreation(flag);
-        }
-
-        @Override
-        public boolean getEnableSessionCreation() {
-            return engine.getEnableSessionCreation();
-        }
-
-        @Override
-        public SSLParameters getSSLParameters() {
-            return engine.getSSLParameters();
-        }
-
-        @Override
-        public void setSSLParameters(SSLParameters params) {
-            engine.setSSLParameters(params);
-        }
-
-        @Override
-        public String getApplicationProtocol() {
-            return engine.getApplicationProtocol();
-        }
-
-        @Override
-        public String getHandshakeApplicationProtocol() {
-            return engine.getHandshakeApplicationProtocol();
-        }
-
-        @Override
-        public void setHandshakeApplicationProtocolSelector(BiFunction<SSLEngine, List<String>, String> selector) {
-            engine.setHandshakeApplicationProtocolSelector(selector);
-        }
-
-        @Override
-        public BiFunction<SSLEngine, List<String>, String> getHandshakeApplicationProtocolSelector() {
-            return engine.getHandshakeApplicationProtocolSelector();
-        }
+    private SSLEngine watched(SSLEngine engine, String what) {
+        return new WatchedSSLEngine(engine, e -> log.warning("vmfork: Artery TLS refused an {}: {}", what, reason(e)));
     }
 }

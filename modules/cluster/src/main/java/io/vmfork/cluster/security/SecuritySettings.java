@@ -122,16 +122,18 @@ public record SecuritySettings(Optional<ClusterCredentials.MemberFiles> credenti
         return ConfigFactory.parseMap(m, "vmfork.security settings");
     }
 
-    /** One line for the member's log: what protects its Artery traffic. */
+    /** One line for the member's log: what protects its Artery traffic and its capsule transfers. */
     public String describe(String hostname) {
         if (credentials.isPresent()) {
             return "Artery over TLS with mutual authentication as " + subject.orElse("?") + ", CA "
-                    + credentials.get().caCertFile();
+                    + credentials.get().caCertFile() + "; capsule transfers over TLS with the same credentials";
         }
         return insecure
                 ? "INSECURE: Artery over plain TCP at " + hostname + " (vmfork.security.insecure = on): anyone who"
-                        + " reaches this port can join the cluster and control its VMs"
-                : "Artery over plain TCP, loopback only (" + hostname + "): no credentials configured";
+                        + " reaches this port can join the cluster and control its VMs; capsule transfers over plain"
+                        + " TCP too (clones' memory in clear)"
+                : "Artery over plain TCP, loopback only (" + hostname + "): no credentials configured; capsule"
+                        + " transfers over plain TCP too";
     }
 
     private static boolean loopback(String address) {

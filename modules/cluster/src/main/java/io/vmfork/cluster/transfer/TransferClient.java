@@ -20,6 +20,7 @@ import org.apache.pekko.stream.KillSwitches;
 import org.apache.pekko.stream.Materializer;
 import org.apache.pekko.stream.StreamIdleTimeoutException;
 import org.apache.pekko.stream.UniqueKillSwitch;
+import org.apache.pekko.stream.javadsl.Flow;
 import org.apache.pekko.stream.javadsl.Keep;
 import org.apache.pekko.stream.javadsl.Sink;
 import org.apache.pekko.stream.javadsl.Source;
@@ -76,22 +77,31 @@ public final class TransferClient {
         Executor blocking = Background.executor(
                 system.dispatchers().lookup(DispatcherSelector.fromConfig(settings.blockingDispatcher())), settings.nice());
         ResponseDecoder decoder = new ResponseDecoder(settings.maxFrameBytes());
+        TransferTls.Handshake handshake = new TransferTls.Handshake();
+        Flow<ByteString, ByteString, CompletionStage<Tcp.OutgoingConnection>> tcp = Tcp.get(system).outgoingConnection(to,
+                Optional.ofNullable(from), List.of(TcpSO.tcpNoDelay(true)), true,
+                // A little past the receiver's own: a silent sender hears the receiver's ABORT
+                // saying so; this notices a silent receiver.
+                Optional.of(settings.connectTimeout()), Optional.of(settings.senderIdleTimeout()));
         Pair<Pair<Pair<OutputStream, UniqueKillSwitch>, CompletionStage<Tcp.OutgoingConnection>>,
                 CompletionStage<ResponseDecoder.Frame>> m =
                 StreamConverters.asOutputStream(settings.writeTimeout())
                         .viaMat(KillSwitches.single(), Keep.both())
-                        .viaMat(Tcp.get(system).outgoingConnection(to, Optional.ofNullable(from), List.of(TcpSO.tcpNoDelay(true)), true,
-                                // A little past the receiver's own: a silent sender hears the
-                                // receiver's ABORT saying so; this notices a silent receiver.
-                                Optional.of(settings.connectTimeout()), Optional.of(settings.senderIdleTimeout())), Keep.both())
+                        .viaMat(settings.tls().isPresent() ? settings.tls().get().client(to, handshake).join(tcp, Keep.right())
+                                : tcp, Keep.both())
                         .mapConcat(decoder::feed)
                         .toMat(Sink.head(), Keep.both())
                         .run(Materializer.matFromSystem(system));
         Sending s = new Sending(to, m.first().first().first(), m.first().first().second());
         m.second().whenComplete(s::onResponse);
         // The writer starts once connected: a connection that cannot be made never runs it.
-        m.first().second().thenRun(() -> {
-            s.connected = true;
+        // Over TLS, once the session is established too: the OPEN frame then reaches the
+        // receiver at once, as over plain TCP, however long the writer then takes (a failed
+        // handshake fails the response side and never runs it).
+        m.first().second().thenRun(() -> s.connected = true);
+        CompletionStage<?> ready = settings.tls().isPresent()
+                ? m.first().second().thenCombine(handshake.established, (c, v) -> c) : m.first().second();
+        ready.thenRun(() -> {
             try {
                 blocking.execute(() -> s.write(opening, writer, settings.dataFrameBytes()));
             } catch (RejectedExecutionException e) {

@@ -17,6 +17,7 @@ import java.util.concurrent.RejectedExecutionException;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicInteger;
+import org.apache.pekko.NotUsed;
 import org.apache.pekko.actor.typed.ActorSystem;
 import org.apache.pekko.actor.typed.DispatcherSelector;
 import org.apache.pekko.io.TcpSO;
@@ -156,6 +157,10 @@ public final class TransferServer implements AutoCloseable {
                                 "cannot bind the transfer server to " + host + ":" + port + ": " + c.getMessage(), c));
                     }
                     server.binding = b;
+                    LOG.info("transfer server at {}: {}", b.localAddress(), settings.tls()
+                            .map(t -> "TLS with mutual authentication as " + t.subject() + ", CA "
+                                    + t.files().caCertFile())
+                            .orElse("plain TCP (no credentials)"));
                     return server;
                 });
     }
@@ -207,14 +212,21 @@ public final class TransferServer implements AutoCloseable {
         InetSocketAddress peer = conn.remoteAddress();
         InetAddress ip = peer.getAddress();
         String busy = closed.get() ? "the transfer server is closing" : reserveConnection(ip, acceptor.expects(ip));
+        Optional<TransferTls> tls = settings.tls();
         if (busy != null) {
             refusals.refused(peer, busy);
-            // Answered and closed at once: no thread, no buffer beyond the ABORT.
-            conn.handleWith(Flow.fromSinkAndSource(Sink.ignore(),
-                    Source.single(ByteString.fromArrayUnsafe(Frames.abort(busy)))), materializer);
+            // Answered and closed at once: no thread, no buffer beyond the ABORT. Under TLS
+            // closed without a word: no handshake (its CPU) is spent on a connection refused.
+            conn.handleWith(tls.isPresent() ? Flow.fromSinkAndSource(Sink.cancelled(), Source.<ByteString>empty())
+                    : Flow.fromSinkAndSource(Sink.ignore(),
+                            Source.single(ByteString.fromArrayUnsafe(Frames.abort(busy)))), materializer);
             return;
         }
         CompletableFuture<OpenGate.Admitted> admitted = new CompletableFuture<>();
+        TransferTls.Handshake handshake = new TransferTls.Handshake();
+        // Ends this connection alone: a TLS session whose handshake never finished does not
+        // close when the gate completes its output (the ABORT cannot be sent through it).
+        SharedKillSwitch connection = KillSwitches.shared("vmfork-transfer-from-" + peer);
         OpenGate gate = new OpenGate(settings.limits().openTimeout(), opening -> admit(opening, peer), admitted,
                 () -> releaseConnection(ip));
         Flow<ByteString, ByteString, Pair<InputStream, OutputStream>> io = Flow.fromSinkAndSourceMat(
@@ -224,15 +236,23 @@ public final class TransferServer implements AutoCloseable {
                 Keep.both());
         Pair<InputStream, OutputStream> streams;
         try {
-            streams = conn.handleWith(Flow.of(ByteString.class).via(killSwitch.flow())
-                    .viaMat(BidiFlow.fromGraph(gate).join(io, Keep.right()), Keep.right()), materializer);
+            // Under TLS the handshake runs below the gate, within its open-timeout: a peer
+            // without a certificate of the cluster CA fails the stream before its OPEN is read.
+            BidiFlow<ByteString, ByteString, ByteString, ByteString, NotUsed> layer = tls.isPresent()
+                    ? tls.get().server(peer, handshake) : BidiFlow.identity();
+            streams = conn.handleWith(Flow.of(ByteString.class).via(killSwitch.flow()).via(connection.flow())
+                    .viaMat(layer.atop(BidiFlow.fromGraph(gate)).join(io, Keep.right()), Keep.right()),
+                    materializer);
         } catch (RuntimeException e) {
             releaseConnection(ip);
             throw e;
         }
         admitted.whenComplete((a, e) -> {
             if (e != null) {
-                refusals.refused(peer, e.getMessage());
+                refusals.refused(peer, handshake.refusal != null ? handshake.refusal : e.getMessage());
+                if (tls.isPresent() && !handshake.verified) {
+                    connection.abort(e);
+                }
                 return;
             }
             try {

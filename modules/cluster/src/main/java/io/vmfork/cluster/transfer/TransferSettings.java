@@ -23,6 +23,8 @@ import java.time.Duration;
  *                           Receivers and the IoWriters (one thread per transfer and side)
  * @param limits             what a {@link TransferServer} holds for connections before and
  *                           after their opening (package-info, "Limits")
+ * @param tls                TLS with mutual authentication from the member's credentials
+ *                           ({@code vmfork.security}); empty: plain TCP (package-info, "TLS")
  */
 public record TransferSettings(
         Duration connectTimeout,
@@ -33,7 +35,8 @@ public record TransferSettings(
         int port,
         String blockingDispatcher,
         int nice,
-        Limits limits) {
+        Limits limits,
+        java.util.Optional<TransferTls> tls) {
 
     /** The configuration path of the subtree {@link #fromConfig} reads. */
     public static final String PATH = "vmfork.transfer";
@@ -64,6 +67,16 @@ public record TransferSettings(
         if (limits == null) {
             throw new IllegalArgumentException(PATH + " limits must be given");
         }
+        if (tls == null) {
+            throw new IllegalArgumentException(PATH + " tls must be given (empty: plain TCP)");
+        }
+    }
+
+    /** Settings over plain TCP. */
+    public TransferSettings(Duration connectTimeout, Duration idleTimeout, int maxFrameBytes, int dataFrameBytes,
+                            String host, int port, String blockingDispatcher, int nice, Limits limits) {
+        this(connectTimeout, idleTimeout, maxFrameBytes, dataFrameBytes, host, port, blockingDispatcher, nice, limits,
+                java.util.Optional.empty());
     }
 
     /**
@@ -108,7 +121,12 @@ public record TransferSettings(
         return fromConfig(system.settings().config());
     }
 
-    /** Reads {@code vmfork.transfer} of {@code config} (a whole configuration, e.g. the actor system's). */
+    /**
+     * Reads {@code vmfork.transfer} of {@code config} (a whole configuration, e.g. the actor
+     * system's), and {@code vmfork.security}: with its three credential files set, transfers run
+     * over TLS with them, the files read again every
+     * {@code pekko.remote.artery.ssl.rotating-keys-engine.ssl-context-cache-ttl} as Artery's.
+     */
     public static TransferSettings fromConfig(Config config) {
         Config c = config.getConfig(PATH);
         long maxFrame = c.getBytes("max-frame");
@@ -123,25 +141,50 @@ public record TransferSettings(
                 PATH + ".blocking-dispatcher",
                 c.getInt("nice"),
                 new Limits(c.getDuration("open-timeout"), c.getInt("max-connections"),
-                        c.getInt("max-connections-per-peer"), c.getInt("max-receiving"), c.getInt("receive-buffer")));
+                        c.getInt("max-connections-per-peer"), c.getInt("max-receiving"), c.getInt("receive-buffer")),
+                tls(config));
+    }
+
+    private static java.util.Optional<TransferTls> tls(Config config) {
+        if (!config.hasPath("vmfork.security")) {
+            return java.util.Optional.empty();
+        }
+        Config s = config.getConfig("vmfork.security");
+        String key = s.getString("key-file");
+        String cert = s.getString("cert-file");
+        String ca = s.getString("ca-cert-file");
+        if (key.isEmpty() || cert.isEmpty() || ca.isEmpty()) {
+            return java.util.Optional.empty();
+        }
+        String ttlPath = "pekko.remote.artery.ssl.rotating-keys-engine.ssl-context-cache-ttl";
+        Duration ttl = config.hasPath(ttlPath) ? config.getDuration(ttlPath) : Duration.ofMinutes(5);
+        return java.util.Optional.of(new TransferTls(new io.vmfork.cluster.security.ClusterCredentials.MemberFiles(
+                java.nio.file.Path.of(key).toAbsolutePath(), java.nio.file.Path.of(cert).toAbsolutePath(),
+                java.nio.file.Path.of(ca).toAbsolutePath()), ttl));
+    }
+
+    /** A copy over TLS with {@code t}, or plain TCP (empty). */
+    public TransferSettings withTls(java.util.Optional<TransferTls> t) {
+        return new TransferSettings(connectTimeout, idleTimeout, maxFrameBytes, dataFrameBytes, host, port,
+                blockingDispatcher, nice, limits, t);
     }
 
     /** A copy with another idle timeout. */
     public TransferSettings withIdleTimeout(Duration d) {
         return new TransferSettings(connectTimeout, d, maxFrameBytes, dataFrameBytes, host, port, blockingDispatcher, nice,
-                limits);
+                limits, tls);
     }
 
     /** A copy with other frame limits. */
     public TransferSettings withFrames(int maxFrame, int dataFrame) {
         return new TransferSettings(connectTimeout, idleTimeout, maxFrame, dataFrame, host, port, blockingDispatcher, nice,
-                limits);
+                limits, tls);
     }
 
     /** A copy with other server limits. */
     public TransferSettings withLimits(Limits l) {
         return new TransferSettings(connectTimeout, idleTimeout, maxFrameBytes, dataFrameBytes, host, port,
-                blockingDispatcher, nice, l);
+                blockingDispatcher, nice, l, tls);
     }
 
     /*

@@ -1,6 +1,6 @@
 /**
  * Transfer of clone capsules between hosts: the bulk bytes of a remote clone, moved over
- * one Pekko Streams TCP connection per transfer ({@link io.vmfork.cluster.transfer.TransferClient}
+ * one Pekko Streams TCP connection per transfer (TLS when the node has credentials) ({@link io.vmfork.cluster.transfer.TransferClient}
  * on the source, {@link io.vmfork.cluster.transfer.TransferServer} on the target), with
  * backpressure end to end and the outcome coming back on the same connection. The control
  * messages around it (which capsule, which copies) are the HostActors' Protobuf messages;
@@ -61,6 +61,19 @@
  * made the offer, whose source host id was checked against that member when the offer came
  * (HostActor.onOfferClones; docs/transfer.md, "Who may send"). A node sends from its own
  * Artery hostname's address so that the check holds on multi-homed hosts.
+ *
+ * <h2>TLS</h2>
+ * With the node's credentials ({@code vmfork.security}; {@link io.vmfork.cluster.transfer.TransferTls})
+ * the connection is TLS (v1.2, see TransferTls) with mutual authentication: both sides trust the
+ * cluster CA alone and require the peer's certificate to share a name with their own (the
+ * cluster's name), as Artery does. The TLS layer sits below {@code OpenGate}: the handshake
+ * runs within the connection's slot and its {@code open-timeout}, and a peer refused in it
+ * (no certificate, another CA, another cluster's name, plain TCP) never has its OPEN frame
+ * read nor the Acceptor asked; a connection whose handshake never completed is cut at the
+ * deadline (the gate's ABORT cannot travel over an unfinished session). A connection over a
+ * cap is closed without a handshake. The refusal is logged with the peer's address and the
+ * handshake's reason. Without credentials the connection is plain TCP. The frames and the
+ * version rule are the same either way (docs/transfer.md, "TLS: who may connect").
  *
  * <h2>Timeouts</h2>
  * A receiver's read that waits {@code idle-timeout} for the sender fails ("idle timeout")

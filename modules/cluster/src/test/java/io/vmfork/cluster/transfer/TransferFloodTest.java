@@ -5,6 +5,7 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import com.typesafe.config.ConfigFactory;
+import io.vmfork.cluster.security.ClusterCredentials;
 import java.io.IOException;
 import java.io.InputStream;
 import java.io.OutputStream;
@@ -13,11 +14,13 @@ import java.net.InetSocketAddress;
 import java.net.Socket;
 import java.net.SocketTimeoutException;
 import java.nio.ByteBuffer;
+import java.nio.file.Path;
 import java.security.MessageDigest;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
+import java.util.Optional;
 import java.util.Random;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CountDownLatch;
@@ -29,6 +32,7 @@ import org.apache.pekko.actor.typed.ActorSystem;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
 
 /**
  * The transfer server under a flood from loopback (issue 16, finding 3): 200 connections
@@ -78,9 +82,23 @@ class TransferFloodTest {
 
     @Test
     void aFloodNeitherStarvesNorSwellsTheServer() throws Exception {
+        flood(Optional.empty());
+    }
+
+    /** The same over TLS: the abusers' bytes fail the handshake, a silent one is cut at the deadline. */
+    @Test
+    void aFloodNeitherStarvesNorSwellsTheServerOverTls(@TempDir Path dir) throws Exception {
+        ClusterCredentials.Authority ca = ClusterCredentials.createAuthority(dir, "flood");
+        ClusterCredentials.MemberFiles node = ClusterCredentials.issue(ca, dir, "node-1", ClusterCredentials.Role.NODE,
+                Duration.ofDays(1));
+        flood(Optional.of(new TransferTls(node, Duration.ofMinutes(5))));
+    }
+
+    private void flood(Optional<TransferTls> tls) throws Exception {
         TransferSettings settings = TransferSettings.fromConfig(system.settings().config())
                 .withIdleTimeout(Duration.ofSeconds(20)) // its backstop (22 s) is not what closes the abusers
-                .withLimits(new TransferSettings.Limits(OPEN_TIMEOUT, 128, 32, 32, 4));
+                .withLimits(new TransferSettings.Limits(OPEN_TIMEOUT, 128, 32, 32, 4))
+                .withTls(tls);
         byte[] token = new byte[16];
         new Random(7).nextBytes(token);
         TransferServer.Receiver digesting = (opening, in) -> {
@@ -164,9 +182,9 @@ class TransferFloodTest {
         for (Abuser a : abusers) {
             slowestMs = Math.max(slowestMs, a.closedAfterMs < 0 ? Long.MAX_VALUE : a.closedAfterMs);
         }
-        System.out.printf("flood: %d abusers, genuine %d MiB in %d ms; heap %d MiB after GC before, %d MiB during (%d ms into the flood); "
+        System.out.printf("flood%s: %d abusers, genuine %d MiB in %d ms; heap %d MiB after GC before, %d MiB during (%d ms into the flood); "
                         + "system threads %d before, max %d; blocking-dispatcher threads max %d; connections max %d; "
-                        + "slowest abuser closed after %d ms%n", ABUSERS, GENUINE_BYTES >> 20, genuineMs,
+                        + "slowest abuser closed after %d ms%n", tls.isPresent() ? " over TLS" : "", ABUSERS, GENUINE_BYTES >> 20, genuineMs,
                 heapBefore >> 20, heapDuring >> 20, measuredAtMs, threadsBefore, maxThreads.get(), maxBlockingThreads.get(),
                 maxConnections.get(), slowestMs);
         // The genuine receiver and the genuine sender's writer share the dispatcher: no abuser got a thread.
