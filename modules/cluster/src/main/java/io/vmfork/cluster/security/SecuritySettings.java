@@ -28,7 +28,7 @@ import java.util.Optional;
  * @param subject     the subject of this member's certificate, for logs; empty without one
  */
 public record SecuritySettings(Optional<ClusterCredentials.MemberFiles> credentials, boolean insecure,
-                               Optional<String> subject) {
+                               Optional<String> subject, boolean transferTls) {
 
     /** Why a member's security settings are refused; names the key. */
     public static final class Refused extends RuntimeException {
@@ -74,7 +74,7 @@ public record SecuritySettings(Optional<ClusterCredentials.MemberFiles> credenti
                 throw new Refused("vmfork.security", e.getMessage() + " (vmfork certs creates credentials)");
             }
             return new SecuritySettings(Optional.of(files), false,
-                    Optional.of(c.getSubjectX500Principal().getName()));
+                    Optional.of(c.getSubjectX500Principal().getName()), transferTls(root));
         }
         if (set != 0) {
             String missing = key.isEmpty() ? "key-file" : cert.isEmpty() ? "cert-file" : "ca-cert-file";
@@ -92,7 +92,12 @@ public record SecuritySettings(Optional<ClusterCredentials.MemberFiles> credenti
                 }
             }
         }
-        return new SecuritySettings(Optional.empty(), insecure, Optional.empty());
+        return new SecuritySettings(Optional.empty(), insecure, Optional.empty(), false);
+    }
+
+    /** {@code vmfork.transfer.tls}: whether capsule transfers use the credentials too (off by default for now). */
+    private static boolean transferTls(Config root) {
+        return root.hasPath("vmfork.transfer.tls") && root.getBoolean("vmfork.transfer.tls");
     }
 
     /** Whether Artery runs over TLS. */
@@ -126,7 +131,8 @@ public record SecuritySettings(Optional<ClusterCredentials.MemberFiles> credenti
     public String describe(String hostname) {
         if (credentials.isPresent()) {
             return "Artery over TLS with mutual authentication as " + subject.orElse("?") + ", CA "
-                    + credentials.get().caCertFile() + "; capsule transfers over TLS with the same credentials";
+                    + credentials.get().caCertFile() + (transferTls ? "; capsule transfers over TLS with the same credentials"
+                            : "; capsule transfers over plain TCP (vmfork.transfer.tls = off)");
         }
         return insecure
                 ? "INSECURE: Artery over plain TCP at " + hostname + " (vmfork.security.insecure = on): anyone who"

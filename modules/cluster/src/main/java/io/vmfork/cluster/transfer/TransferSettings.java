@@ -123,8 +123,8 @@ public record TransferSettings(
 
     /**
      * Reads {@code vmfork.transfer} of {@code config} (a whole configuration, e.g. the actor
-     * system's), and {@code vmfork.security}: with its three credential files set, transfers run
-     * over TLS with them, the files read again every
+     * system's), and {@code vmfork.security}: with {@code vmfork.transfer.tls = on} and its
+     * three credential files set, transfers run over TLS with them, the files read again every
      * {@code pekko.remote.artery.ssl.rotating-keys-engine.ssl-context-cache-ttl} as Artery's.
      */
     public static TransferSettings fromConfig(Config config) {
@@ -146,7 +146,7 @@ public record TransferSettings(
     }
 
     private static java.util.Optional<TransferTls> tls(Config config) {
-        if (!config.hasPath("vmfork.security")) {
+        if (!config.getBoolean(PATH + ".tls") || !config.hasPath("vmfork.security")) {
             return java.util.Optional.empty();
         }
         Config s = config.getConfig("vmfork.security");

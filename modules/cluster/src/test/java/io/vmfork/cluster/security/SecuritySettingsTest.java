@@ -49,7 +49,8 @@ class SecuritySettingsTest {
                 p.getString("pekko.remote.artery.ssl.rotating-keys-engine.ca-cert-file"));
         assertEquals("TLSv1.3", p.getString("pekko.remote.artery.ssl.rotating-keys-engine.protocol"));
         assertTrue(s.security().describe("10.0.0.5").contains("CN=node-1"));
-        assertTrue(s.security().describe("10.0.0.5").contains("capsule transfers over TLS"));
+        assertTrue(s.security().describe("10.0.0.5").contains("capsule transfers over plain TCP (vmfork.transfer.tls = off)"),
+                s.security().describe("10.0.0.5"));
     }
 
     @Test

@@ -253,10 +253,13 @@ class TransferTlsTest {
                 "vmfork.security.key-file", node1.keyFile().toString(),
                 "vmfork.security.cert-file", node1.certFile().toString(),
                 "vmfork.security.ca-cert-file", node1.caCertFile().toString())).withFallback(system.settings().config());
-        TransferSettings s = TransferSettings.fromConfig(withFiles);
+        com.typesafe.config.Config on = ConfigFactory.parseString("vmfork.transfer.tls = on").withFallback(withFiles);
+        TransferSettings s = TransferSettings.fromConfig(on);
         assertTrue(s.tls().isPresent());
         assertEquals(node1, s.tls().get().files());
-        assertTrue(TransferSettings.fromConfig(system.settings().config()).tls().isEmpty(), "no credentials: plain TCP");
+        assertTrue(TransferSettings.fromConfig(withFiles).tls().isEmpty(), "vmfork.transfer.tls off: plain TCP");
+        assertTrue(TransferSettings.fromConfig(ConfigFactory.parseString("vmfork.transfer.tls = on")
+                .withFallback(system.settings().config())).tls().isEmpty(), "no credentials: plain TCP");
     }
 
     @Test
