@@ -16,11 +16,13 @@ import io.vmfork.cluster.placement.AdmissionLedger;
 import io.vmfork.cluster.placement.Capacity;
 import io.vmfork.cluster.placement.HostLoad;
 import io.vmfork.cluster.placement.LoadReports;
+import io.vmfork.cluster.security.MemberTls;
 import io.vmfork.cluster.web.ClusterPage;
 import java.net.InetSocketAddress;
 import java.time.Duration;
 import java.util.HashMap;
 import java.util.Map;
+import java.util.Optional;
 import java.util.Set;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CompletionStage;
@@ -36,12 +38,18 @@ import org.apache.pekko.cluster.ddata.LWWMap;
 import org.apache.pekko.cluster.ddata.typed.javadsl.DistributedData;
 import org.apache.pekko.cluster.ddata.typed.javadsl.Replicator;
 import org.apache.pekko.cluster.typed.Cluster;
+import javax.net.ssl.SSLEngine;
+import javax.net.ssl.SSLPeerUnverifiedException;
+import org.apache.pekko.http.javadsl.ConnectionContext;
 import org.apache.pekko.http.javadsl.Http;
+import org.apache.pekko.http.javadsl.ServerBuilder;
 import org.apache.pekko.http.javadsl.ServerBinding;
 import org.apache.pekko.http.javadsl.model.ContentTypes;
 import org.apache.pekko.http.javadsl.model.HttpEntities;
 import org.apache.pekko.http.javadsl.model.HttpRequest;
 import org.apache.pekko.http.javadsl.model.HttpResponse;
+import org.apache.pekko.http.javadsl.model.AttributeKeys;
+import org.apache.pekko.http.javadsl.model.SslSessionInfo;
 import org.apache.pekko.http.javadsl.model.StatusCode;
 import org.apache.pekko.http.javadsl.model.StatusCodes;
 import org.apache.pekko.http.javadsl.model.headers.Host;
@@ -86,7 +94,9 @@ import org.apache.pekko.management.javadsl.PekkoManagement;
  * {@link StatusSettings#allowedHosts} (else 421: a page of another site that rebinds its
  * name to this address reads nothing), and, with a {@code vmfork.node.status.token}, every
  * path but {@code /ready} and {@code /alive} needs {@code Authorization: Bearer TOKEN}
- * (else 401). Pekko Management's routes are read-only whatever the configuration says
+ * (else 401); with {@code client-certificate = on} a client certificate of the cluster
+ * admits it as the token does. With {@code tls = on} the server speaks HTTPS only, with the
+ * member's credentials ({@link MemberTls}). Pekko Management's routes are read-only whatever the configuration says
  * ({@link NodeSettings#pekkoConfig} pins it): a POST, PUT or DELETE on them is refused.
  */
 public final class NodeStatusServer {
@@ -101,7 +111,7 @@ public final class NodeStatusServer {
     private final StatusSettings access;
 
     private NodeStatusServer(ActorSystem<?> system, NodeSettings settings, StatusSettings access,
-                             AdmissionLedger admission, int port, ClusterPage page,
+                             Optional<MemberTls> tls, AdmissionLedger admission, int port, ClusterPage page,
                              io.vmfork.vmm.platform.PlatformChoice platform) {
         this.platform = platform;
         this.system = system;
@@ -115,15 +125,33 @@ public final class NodeStatusServer {
                 page.routes(),
                 PekkoManagement.get(system).getRoutes());
         Route guarded = extractRequest(request -> {
-            HttpResponse refused = refusal(access, request);
+            HttpResponse refused = refusal(access, tls, request);
             return refused == null ? routes : complete(refused);
         });
         Duration timeout = settings.askTimeout();
         // The peer's address on each request: the cluster page caps feeds per client by it
         // (never by a header the client writes, such as X-Forwarded-For).
+        // And its TLS session, whose client certificate may admit it.
         ServerSettings server = ServerSettings.create(system.classicSystem()).withRemoteAddressAttribute(true);
+        server = server.withParserSettings(server.getParserSettings().withIncludeSslSessionAttribute(true));
+        if (access.tls() && tls.isEmpty()) {
+            throw new IllegalArgumentException("vmfork.node.status.tls is on, but no credentials were given");
+        }
+        ServerBuilder builder = Http.get(system).newServerAt(access.bind(), port).withSettings(server);
+        if (access.tls()) {
+            MemberTls t = tls.get();
+            boolean want = access.clientCertificate();
+            // A new engine from the context as last read for every connection: rotated files
+            // are used from their next reading on.
+            builder = builder.enableHttps(ConnectionContext.httpsServer(() -> {
+                SSLEngine e = t.context().createSSLEngine();
+                e.setUseClientMode(false);
+                e.setWantClientAuth(want);
+                return e;
+            }));
+        }
         try {
-            this.binding = Http.get(system).newServerAt(access.bind(), port).withSettings(server).bind(guarded)
+            this.binding = builder.bind(guarded)
                     .toCompletableFuture().get(timeout.toMillis(), TimeUnit.MILLISECONDS);
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
@@ -145,26 +173,51 @@ public final class NodeStatusServer {
      * one of the node's names (421), or a missing or wrong bearer token where one is
      * required (401).
      */
-    static HttpResponse refusal(StatusSettings access, HttpRequest request) {
+    static HttpResponse refusal(StatusSettings access, Optional<MemberTls> tls, HttpRequest request) {
         java.util.Optional<Host> host = request.getHeader(Host.class);
         String name = host.map(h -> StatusSettings.hostName(h.host().address())).orElse("");
         if (!access.allowedHosts().contains(name)) {
             return text(StatusCodes.MISDIRECTED_REQUEST, "this node does not serve its status under that host"
                     + " name (vmfork.node.status.allowed-hosts)");
         }
-        if (access.tokenRequired() && !OPEN_PATHS.contains(request.getUri().path())) {
+        if (access.credentialRequired() && !OPEN_PATHS.contains(request.getUri().path())) {
+            if (access.clientCertificate() && tls.isPresent() && clusterCertificate(tls.get(), request)) {
+                return null;
+            }
             String presented = request.getHeader("Authorization")
                     .map(h -> h.value().trim())
                     .filter(v -> v.regionMatches(true, 0, "Bearer ", 0, 7))
                     .map(v -> v.substring(7).trim())
                     .orElse(null);
             if (!access.tokenMatches(presented)) {
-                return text(StatusCodes.UNAUTHORIZED, "this node's status needs its bearer token"
-                        + " (Authorization: Bearer ...; vmfork.node.status.token)")
+                String needs = !access.clientCertificate() ? "its bearer token (Authorization: Bearer ...;"
+                        + " vmfork.node.status.token)"
+                        : !access.tokenRequired() ? "a client certificate of this cluster (vmfork certs client;"
+                                + " vmfork.node.status.client-certificate)"
+                                : "its bearer token (Authorization: Bearer ...; vmfork.node.status.token) or a"
+                                        + " client certificate of this cluster (vmfork certs client)";
+                return text(StatusCodes.UNAUTHORIZED, "this node's status needs " + needs)
                         .addHeader(WWWAuthenticate.create(HttpChallenge.create("Bearer", "vmfork")));
             }
         }
         return null;
+    }
+
+    /**
+     * Whether {@code request} came over a TLS session whose client showed a certificate of
+     * this cluster: issued by its CA (the handshake checked that) and sharing a subject name
+     * with the node's own.
+     */
+    private static boolean clusterCertificate(MemberTls tls, HttpRequest request) {
+        Optional<SslSessionInfo> info = request.getAttribute(AttributeKeys.sslSession);
+        if (info.isEmpty()) {
+            return false;
+        }
+        try {
+            return tls.mismatch(info.get().getSession().getPeerCertificates()).isEmpty();
+        } catch (SSLPeerUnverifiedException e) {
+            return false;
+        }
     }
 
     private static HttpResponse text(StatusCode code, String message) {
@@ -179,9 +232,9 @@ public final class NodeStatusServer {
      * @throws IllegalStateException if the port cannot be bound
      */
     static NodeStatusServer start(ActorSystem<?> system, NodeSettings settings, StatusSettings access,
-                                  AdmissionLedger admission, int port, ClusterPage page,
+                                  Optional<MemberTls> tls, AdmissionLedger admission, int port, ClusterPage page,
                                   io.vmfork.vmm.platform.PlatformChoice platform) {
-        return new NodeStatusServer(system, settings, access, admission, port, page, platform);
+        return new NodeStatusServer(system, settings, access, tls, admission, port, page, platform);
     }
 
     /** Where this host's guests run and why (vmfork.vmm.platform). */

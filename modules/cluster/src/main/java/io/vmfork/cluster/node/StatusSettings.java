@@ -12,7 +12,8 @@ import java.util.Set;
 
 /**
  * Who may use a node's status server ({@link NodeStatusServer}): the {@code bind},
- * {@code token} and {@code allowed-hosts} keys of {@code vmfork.node.status}.
+ * {@code token}, {@code allowed-hosts}, {@code tls} and {@code client-certificate} keys of
+ * {@code vmfork.node.status}.
  *
  * @param bind         the address the server binds: loopback unless configured otherwise
  * @param token        the bearer token every request but {@code /ready} and {@code /alive}
@@ -20,8 +21,14 @@ import java.util.Set;
  * @param allowedHosts the names a request's {@code Host} header may give (without port,
  *                     lower case, IPv6 without brackets); any other is refused, so that a
  *                     page of another site cannot read the status through DNS rebinding
+ * @param tls          HTTPS with this member's credentials ({@code vmfork.security}) instead
+ *                     of plain HTTP
+ * @param clientCertificate whether a client certificate issued by the cluster CA, sharing a
+ *                     subject name with the node's ({@code vmfork certs client}), admits a
+ *                     request as the token does; needs {@code tls}
  */
-public record StatusSettings(String bind, String token, Set<String> allowedHosts) {
+public record StatusSettings(String bind, String token, Set<String> allowedHosts, boolean tls,
+                             boolean clientCertificate) {
     private static final String PATH = "vmfork.node.status";
 
     public StatusSettings {
@@ -36,6 +43,10 @@ public record StatusSettings(String bind, String token, Set<String> allowedHosts
                     "must be empty (none) or at least 16 printable ASCII characters without spaces");
         }
         allowedHosts = Set.copyOf(allowedHosts);
+        if (clientCertificate && !tls) {
+            throw new InvalidNodeConfigException(PATH + ".client-certificate",
+                    "is on, but vmfork.node.status.tls is off: client certificates need HTTPS");
+        }
     }
 
     /** Reads {@code vmfork.node.status} of {@code config}. */
@@ -60,7 +71,8 @@ public record StatusSettings(String bind, String token, Set<String> allowedHosts
                     allowed.add(name);
                 }
             }
-            return new StatusSettings(bind, c.getString("token"), allowed);
+            return new StatusSettings(bind, c.getString("token"), allowed, c.getBoolean("tls"),
+                    c.getBoolean("client-certificate"));
         } catch (ConfigException.Missing e) {
             throw new InvalidNodeConfigException(PATH, "missing: " + e.getMessage(), e);
         } catch (ConfigException e) {
@@ -80,6 +92,14 @@ public record StatusSettings(String bind, String token, Set<String> allowedHosts
     /** Whether a request must carry a token. */
     public boolean tokenRequired() {
         return !token.isEmpty();
+    }
+
+    /**
+     * Whether a request (but to {@code /ready} and {@code /alive}) must show a credential: the
+     * token or, where {@link #clientCertificate}, a client certificate of the cluster.
+     */
+    public boolean credentialRequired() {
+        return tokenRequired() || clientCertificate;
     }
 
     /**
@@ -105,6 +125,6 @@ public record StatusSettings(String bind, String token, Set<String> allowedHosts
     public String toString() {
         // Never the token itself: settings end up in logs.
         return "StatusSettings[bind=" + bind + ", token=" + (tokenRequired() ? "(set)" : "(none)")
-                + ", allowedHosts=" + allowedHosts + "]";
+                + ", allowedHosts=" + allowedHosts + ", tls=" + tls + ", clientCertificate=" + clientCertificate + "]";
     }
 }

@@ -10,6 +10,7 @@ import io.vmfork.cluster.placement.LoadReporter;
 import io.vmfork.cluster.placement.LoadReports;
 import io.vmfork.cluster.placement.PlacementClient;
 import io.vmfork.cluster.placement.PlacementEntity;
+import io.vmfork.cluster.security.MemberTls;
 import io.vmfork.cluster.web.ClusterPage;
 import io.vmfork.cluster.web.PageSettings;
 import io.vmfork.vmm.Vmm;
@@ -141,6 +142,26 @@ public final class VmforkNode implements AutoCloseable {
     }
 
     /**
+     * The status server's TLS context: with {@code vmfork.node.status.tls = on}, this member's
+     * credentials, read now (a node without them, or with unreadable ones, does not start).
+     */
+    private static Optional<MemberTls> statusTls(Config config, NodeSettings settings, StatusSettings status) {
+        if (!status.tls() || settings.statusHttpPort() < 0) {
+            return Optional.empty();
+        }
+        var files = settings.security().credentials().orElseThrow(() -> new InvalidNodeConfigException(
+                "vmfork.node.status.tls", "is on, but this member has no credentials: set vmfork.security.key-file,"
+                        + " cert-file and ca-cert-file (vmfork certs creates them)"));
+        String ttlPath = "pekko.remote.artery.ssl.rotating-keys-engine.ssl-context-cache-ttl";
+        Duration ttl = config.hasPath(ttlPath) ? config.getDuration(ttlPath) : Duration.ofMinutes(5);
+        try {
+            return Optional.of(new MemberTls(files, ttl, "status TLS"));
+        } catch (IllegalArgumentException e) {
+            throw new InvalidNodeConfigException("vmfork.node.status.tls", e.getMessage(), e);
+        }
+    }
+
+    /**
      * Starts a node from {@code config} (a resolved configuration with the modules'
      * reference.conf behind it, as {@link #loadConfig} gives).
      *
@@ -153,6 +174,7 @@ public final class VmforkNode implements AutoCloseable {
         VmmSettings vmmSettings = VmmSettings.create(config);
         PageSettings pageSettings = PageSettings.create(config);
         StatusSettings statusSettings = StatusSettings.create(config);
+        Optional<MemberTls> statusTls = statusTls(config, settings, statusSettings);
         Config full = settings.pekkoConfig().withFallback(config).resolve();
         // The VMM first: a host that cannot run guests (no /dev/kvm for platform = kvm, ptrace
         // or seccomp refused) fails here, before its node has joined the cluster and started
@@ -201,12 +223,13 @@ public final class VmforkNode implements AutoCloseable {
             VmCluster cluster = VmCluster.create(system, placement, apiTimeout);
             Optional<NodeStatusServer> status = Optional.empty();
             if (settings.statusHttpPort() >= 0) {
-                NodeStatusServer server = NodeStatusServer.start(system, settings, statusSettings, admission,
+                NodeStatusServer server = NodeStatusServer.start(system, settings, statusSettings, statusTls, admission,
                         settings.statusHttpPort(), ClusterPage.create(system, cluster, settings.hostId(), pageSettings),
                         vmm.platform());
-                String at = server.address().getHostString() + ":" + server.port();
-                system.log().info("vmfork node: host {} serves its status at http://{}/status and the cluster"
-                        + " page at http://{}/ ({})", settings.hostId(), at, at, statusSettings);
+                String at = (statusSettings.tls() ? "https://" : "http://") + server.address().getHostString() + ":"
+                        + server.port();
+                system.log().info("vmfork node: host {} serves its status at {}/status and the cluster"
+                        + " page at {}/ ({})", settings.hostId(), at, at, statusSettings);
                 status = Optional.of(server);
             }
             // Last: a conflict stops the node at once, which must not fail a start still under

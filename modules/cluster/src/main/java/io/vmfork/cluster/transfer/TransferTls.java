@@ -1,26 +1,16 @@
 package io.vmfork.cluster.transfer;
 
 import io.vmfork.cluster.security.ClusterCredentials;
+import io.vmfork.cluster.security.MemberTls;
 import io.vmfork.cluster.security.RefusalLoggingSSLEngineProvider;
 import io.vmfork.cluster.security.WatchedSSLEngine;
 import java.net.InetSocketAddress;
-import java.security.GeneralSecurityException;
-import java.security.KeyStore;
-import java.security.PrivateKey;
-import java.security.SecureRandom;
 import java.security.cert.Certificate;
-import java.security.cert.X509Certificate;
 import java.time.Duration;
 import java.util.Arrays;
-import java.util.HashSet;
-import java.util.Objects;
-import java.util.Set;
-import javax.net.ssl.KeyManagerFactory;
-import javax.net.ssl.SSLContext;
 import javax.net.ssl.SSLEngine;
 import javax.net.ssl.SSLPeerUnverifiedException;
 import javax.net.ssl.SSLSession;
-import javax.net.ssl.TrustManagerFactory;
 import org.apache.pekko.NotUsed;
 import org.apache.pekko.stream.IgnoreCancel$;
 import org.apache.pekko.stream.IgnoreComplete$;
@@ -30,8 +20,6 @@ import org.apache.pekko.stream.javadsl.BidiFlow;
 import org.apache.pekko.stream.javadsl.Flow;
 import org.apache.pekko.stream.javadsl.TLS;
 import org.apache.pekko.util.ByteString;
-import org.slf4j.Logger;
-import org.slf4j.LoggerFactory;
 
 /**
  * TLS with mutual authentication for the transfer connection, from a member's credential
@@ -41,16 +29,13 @@ import org.slf4j.LoggerFactory;
  * {@code vmfork certs} puts in every certificate). TLSv1.2 only (see {@link #PROTOCOLS});
  * the server requires the client's certificate.
  *
- * <p>The files are read again when the context is older than {@code cacheTtl} (Pekko's
- * {@code ssl-context-cache-ttl}, as for Artery), so a rotated certificate is used for new
- * connections from then on; files that cannot be read then keep the last good context,
- * with a warning.
+ * <p>The context comes from {@link MemberTls}: the files are read again when it is older
+ * than {@code cacheTtl}, so a rotated certificate is used for new connections from then on.
  *
  * <p>Cost: one RSA-2048 handshake per transfer (a few ms of CPU, once per capsule), then
  * AES-GCM on every byte (docs/transfer.md, "TLS", has the measured figures).
  */
 public final class TransferTls {
-    private static final Logger LOG = LoggerFactory.getLogger(TransferTls.class);
     /**
      * TLSv1.2 alone for now: over TLSv1.3 with client authentication, Pekko 1.2's TLS stage
      * held a sender's lone OPEN frame until more bytes came (a source holding before its first
@@ -60,12 +45,7 @@ public final class TransferTls {
     private static final String[] PROTOCOLS = {"TLSv1.2"};
     private static final char[] NO_PASSWORD = new char[0];
 
-    private final ClusterCredentials.MemberFiles files;
-    private final long cacheTtlNanos;
-    private Loaded loaded; // guarded by this
-
-    private record Loaded(SSLContext context, Set<String> names, String subject, long atNanos) {
-    }
+    private final MemberTls tls;
 
     /** Refused after the handshake: the peer's certificate shares no name with ours. */
     static final class NameMismatch extends RuntimeException {
@@ -92,68 +72,20 @@ public final class TransferTls {
 
     /** Reads the files once now: an unusable set fails here, naming the file. */
     public TransferTls(ClusterCredentials.MemberFiles files, Duration cacheTtl) {
-        this.files = Objects.requireNonNull(files, "files");
-        this.cacheTtlNanos = Objects.requireNonNull(cacheTtl, "cacheTtl").toNanos();
-        current();
+        this.tls = new MemberTls(files, cacheTtl, "transfer TLS");
     }
 
     public ClusterCredentials.MemberFiles files() {
-        return files;
+        return tls.files();
     }
 
     /** The subject of this member's certificate, as last read. */
     public String subject() {
-        return current().subject();
-    }
-
-    private synchronized Loaded current() {
-        long now = System.nanoTime();
-        if (loaded == null || now - loaded.atNanos() >= cacheTtlNanos) {
-            try {
-                loaded = load(now);
-            } catch (IllegalArgumentException | GeneralSecurityException | java.io.IOException e) {
-                if (loaded == null) {
-                    throw new IllegalArgumentException("transfer TLS: " + e.getMessage(), e);
-                }
-                LOG.warn("transfer TLS: cannot read the credentials again, keeping the ones read before: {}",
-                        e.getMessage());
-                loaded = new Loaded(loaded.context(), loaded.names(), loaded.subject(), now);
-            }
-        }
-        return loaded;
-    }
-
-    private Loaded load(long now) throws GeneralSecurityException, java.io.IOException {
-        PrivateKey key = ClusterCredentials.readKey(files.keyFile());
-        X509Certificate cert = ClusterCredentials.readCertificate(files.certFile());
-        X509Certificate ca = ClusterCredentials.readCertificate(files.caCertFile());
-        KeyStore keys = KeyStore.getInstance("PKCS12");
-        keys.load(null, null);
-        keys.setKeyEntry("member", key, NO_PASSWORD, new Certificate[] {cert, ca});
-        KeyManagerFactory kmf = KeyManagerFactory.getInstance(KeyManagerFactory.getDefaultAlgorithm());
-        kmf.init(keys, NO_PASSWORD);
-        KeyStore trust = KeyStore.getInstance("PKCS12");
-        trust.load(null, null);
-        trust.setCertificateEntry("ca", ca);
-        TrustManagerFactory tmf = TrustManagerFactory.getInstance(TrustManagerFactory.getDefaultAlgorithm());
-        tmf.init(trust);
-        SSLContext context = SSLContext.getInstance("TLS");
-        context.init(kmf.getKeyManagers(), tmf.getTrustManagers(), new SecureRandom());
-        return new Loaded(context, names(cert), cert.getSubjectX500Principal().getName(), now);
-    }
-
-    private static Set<String> names(X509Certificate cert) {
-        Set<String> names = new HashSet<>(ClusterCredentials.dnsNames(cert));
-        for (String part : cert.getSubjectX500Principal().getName().split(",")) {
-            if (part.startsWith("CN=")) {
-                names.add(part.substring(3));
-            }
-        }
-        return names;
+        return tls.subject();
     }
 
     private SSLEngine engine(InetSocketAddress peer, boolean client) {
-        SSLEngine e = current().context().createSSLEngine(peer.getHostString(), peer.getPort());
+        SSLEngine e = tls.context().createSSLEngine(peer.getHostString(), peer.getPort());
         e.setUseClientMode(client);
         if (!client) {
             e.setNeedClientAuth(true);
@@ -165,22 +97,15 @@ public final class TransferTls {
 
     /** After the handshake: the peer's certificate (chained to the CA already) must share a name with ours. */
     private void verify(SSLSession session) {
-        Set<String> ours = current().names();
+        Certificate[] chain;
         try {
-            Certificate[] chain = session.getPeerCertificates();
-            if (chain.length > 0 && chain[0] instanceof X509Certificate c) {
-                for (String n : names(c)) {
-                    if (ours.contains(n)) {
-                        return;
-                    }
-                }
-                throw new NameMismatch("its certificate (" + c.getSubjectX500Principal().getName()
-                        + ") shares no subject name with this member's: another cluster under the same CA");
-            }
+            chain = session.getPeerCertificates();
         } catch (SSLPeerUnverifiedException e) {
-            throw new NameMismatch("it showed no certificate");
+            chain = null;
         }
-        throw new NameMismatch("it showed no X.509 certificate");
+        tls.mismatch(chain).ifPresent(why -> {
+            throw new NameMismatch(why);
+        });
     }
 
     /**

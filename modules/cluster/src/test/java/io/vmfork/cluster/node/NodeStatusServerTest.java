@@ -42,6 +42,8 @@ class NodeStatusServerTest {
         node = VmforkNode.start(ConfigFactory.parseString("""
                 vmfork.host { id = 41, name = "h41" }
                 vmfork.node.status.http-port = 0
+                # Its VMs would show in "vms", which must be empty at first.
+                vmfork.node.fork-warm-up = off
                 vmfork.node.capacity { vm-slots = 8, vcpus = 16, guest-memory = 1 GiB }
                 """).withFallback(ConfigFactory.load()).resolve());
         int port = node.statusServer().orElseThrow().port();
