@@ -192,10 +192,10 @@ public final class NodeStatusServer {
             if (!access.tokenMatches(presented)) {
                 String needs = !access.clientCertificate() ? "its bearer token (Authorization: Bearer ...;"
                         + " vmfork.node.status.token)"
-                        : !access.tokenRequired() ? "a client certificate of this cluster (vmfork certs client;"
+                        : !access.tokenRequired() ? "a client certificate of this cluster (vmfork certs --client NAME;"
                                 + " vmfork.node.status.client-certificate)"
                                 : "its bearer token (Authorization: Bearer ...; vmfork.node.status.token) or a"
-                                        + " client certificate of this cluster (vmfork certs client)";
+                                        + " client certificate of this cluster (vmfork certs --client NAME)";
                 return text(StatusCodes.UNAUTHORIZED, "this node's status needs " + needs)
                         .addHeader(WWWAuthenticate.create(HttpChallenge.create("Bearer", "vmfork")));
             }

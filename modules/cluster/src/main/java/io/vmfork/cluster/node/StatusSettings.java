@@ -24,7 +24,7 @@ import java.util.Set;
  * @param tls          HTTPS with this member's credentials ({@code vmfork.security}) instead
  *                     of plain HTTP
  * @param clientCertificate whether a client certificate issued by the cluster CA, sharing a
- *                     subject name with the node's ({@code vmfork certs client}), admits a
+ *                     subject name with the node's ({@code vmfork certs --client NAME}), admits a
  *                     request as the token does; needs {@code tls}
  */
 public record StatusSettings(String bind, String token, Set<String> allowedHosts, boolean tls,
