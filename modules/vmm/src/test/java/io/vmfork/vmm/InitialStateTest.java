@@ -140,8 +140,9 @@ class InitialStateTest {
         }
         assertEquals(cr4, sregs.cr4(), "CR4 as the VMM set it");
         assertEquals(1, hex("sse"), "CR4.OSFXSR: SSE works");
-        if (PVM) {
-            // The guest runs with the host's CR4, XCR0 and CPUID.
+        if (PVM && !vmm.kvmPlatform().cpuidIntercepted()) {
+            // The guest runs with the host's CR4, XCR0 and CPUID (a PVM host without CPUID
+            // faulting: the guest's cpuid is the host CPU's own).
             long[] host1 = toLongs(HostHelper.hostCpuid(1, 0));
             assertEquals((host1[2] >> 27) & 1, hex("osxsave"), "CR4.OSXSAVE as the host's");
             assertEquals(HostHelper.hostXcr0(), hex("xcr0"), "XCR0: the host's");
@@ -153,6 +154,26 @@ class InitialStateTest {
                     got[1] &= 0x00ffffff;
                 }
                 assertArrayEquals(want, got, "CPUID." + Integer.toHexString(l[0]) + "." + l[1] + ": the host's");
+            }
+        } else if (PVM) {
+            // A PVM host with CPUID faulting: KVM answers the guest's cpuid from a view of
+            // its own (here the host's less OSXSAVE and PCID), neither the host's nor the
+            // CPUID the VMM set. The VMM records what its probe of a real vCPU read.
+            byte[] probed = vmm.kvmPlatform().hostPlatform().observedCpuid();
+            for (int[] l : LEAVES) {
+                if (!io.vmfork.vmm.capsule.CpuFeatures.observedLeaves().contains(java.util.List.of(l[0], l[1]))) {
+                    continue; // not probed: no capsule records it
+                }
+                long[] got = guestLeaf(l[0], l[1]);
+                for (int reg = 0; reg < 4; reg++) {
+                    long want = io.vmfork.vmm.capsule.CpuFeatures.value(probed, l[0], l[1], reg) & 0xffffffffL;
+                    long seen = got[reg];
+                    if (l[0] == 1 && reg == 1) {
+                        want &= 0x00ffffff;
+                        seen &= 0x00ffffff;
+                    }
+                    assertEquals(want, seen, "CPUID." + Integer.toHexString(l[0]) + "." + l[1] + " as probed");
+                }
             }
         } else {
             assertEquals(kvmCpuid.hasXsave() ? 1 : 0, hex("osxsave"));

@@ -206,17 +206,23 @@ public final class CpuFeatures {
         return out;
     }
 
+    /** The leaves a capsule records as observed: leaf 0 (the vendor) and those of {@link #CHECKED}, as {function, index}. */
+    public static List<List<Integer>> observedLeaves() {
+        java.util.LinkedHashSet<List<Integer>> leaves = new java.util.LinkedHashSet<>();
+        leaves.add(List.of(0, 0));
+        for (Register r : CHECKED) {
+            leaves.add(List.of(r.function(), r.index()));
+        }
+        return List.copyOf(leaves);
+    }
+
     /**
      * The leaves of {@link #CHECKED} and leaf 0 (the vendor) as this process reads them
      * with the cpuid instruction, in kvm_cpuid_entry2 layout: what a guest at CPL3 sees on
      * a PVM host, where CPUID is not intercepted.
      */
     public static byte[] hostObserved() {
-        java.util.LinkedHashSet<List<Integer>> leaves = new java.util.LinkedHashSet<>();
-        leaves.add(List.of(0, 0));
-        for (Register r : CHECKED) {
-            leaves.add(List.of(r.function(), r.index()));
-        }
+        List<List<Integer>> leaves = observedLeaves();
         ByteBuffer b = ByteBuffer.allocate(leaves.size() * CapsuleFormat.CPUID_ENTRY_BYTES)
                 .order(ByteOrder.LITTLE_ENDIAN);
         for (List<Integer> l : leaves) {

@@ -14,8 +14,10 @@ import java.util.Set;
  * @param maxMemoryBytes largest guest RAM this host gives a VM (vmfork.vmm.memory.max)
  * @param maxVcpus       most vCPUs this host gives a VM (vmfork.vmm.max-vcpus)
  * @param fpuFormats     the FPU state layouts this host can restore into a vCPU
- * @param observedCpuid  CPUID as a program at CPL3 reads it on this host, same layout: on
- *                       PVM hosts a guest sees these bits, not {@code supportedCpuid}
+ * @param observedCpuid  CPUID as a guest reads it on this host, same layout: asked of a real
+ *                       vCPU on KVM hosts (where KVM intercepts cpuid, the CPUID the VMM set;
+ *                       on PVM hosts without CPUID faulting, the host CPU's own), the host's on
+ *                       the process platform
  * @param observedXcr0   XCR0 in force for such a program: the state components a guest may use
  */
 public record HostPlatform(long hostId, String hostName, int kvmApiVersion, byte[] supportedCpuid,
@@ -75,10 +77,11 @@ public record HostPlatform(long hostId, String hostName, int kvmApiVersion, byte
     }
 
     /**
-     * This host: its KVM's answers and the VMM's limits, less the CPU features
-     * {@code vmfork.capsule.hide-cpu-features} hides ({@link #hiding}).
+     * This host: its KVM's answers, the CPUID its guests read ({@code observed}: the KVM
+     * platform asks a vCPU, see {@code CpuidProbe}) and the VMM's limits, less the CPU
+     * features {@code vmfork.capsule.hide-cpu-features} hides ({@link #hiding}).
      */
-    public static HostPlatform of(Kvm kvm, VmmSettings settings) {
+    public static HostPlatform of(Kvm kvm, VmmSettings settings, byte[] observed) {
         io.vmfork.kvm.x86.Cpuid cpuid = kvm.supportedCpuid();
         Set<CpuState.FpuFormat> fpu = EnumSet.of(CpuState.FpuFormat.FXSAVE);
         // As Vmm's host capabilities: wherever KVM can set the XSAVE area, whatever its
@@ -87,7 +90,7 @@ public record HostPlatform(long hostId, String hostName, int kvmApiVersion, byte
             fpu.add(CpuState.FpuFormat.XSAVE);
         }
         return new HostPlatform(settings.hostId(), settings.hostName(), kvm.apiVersion(), cpuid.entryBytes(),
-                settings.maxMemory(), settings.maxVcpus(), fpu, CpuFeatures.hostObserved(),
+                settings.maxMemory(), settings.maxVcpus(), fpu, observed,
                 io.vmfork.os.HostHelper.hostXcr0()).hiding(settings.capsuleLimits().hiddenCpuFeatures());
     }
 

@@ -38,6 +38,9 @@ public final class KvmPlatform implements Platform {
     private final Kvm kvm;
     private final Cpuid cpuid;
     private final byte[] cpuidEntries;
+    /** What a guest reads with cpuid here (CpuidProbe), in kvm_cpuid_entry2 layout. */
+    private final byte[] observedCpuid;
+    private final boolean cpuidIntercepted;
     private final HostCaps caps;
     /** KVM VMs made ahead of need, or null (vmfork.vmm.pool.size = 0). */
     private final VmPool pool;
@@ -47,6 +50,9 @@ public final class KvmPlatform implements Platform {
         this.kvm = kvm;
         this.cpuid = kvm.supportedCpuid();
         this.cpuidEntries = cpuid.entryBytes();
+        this.observedCpuid = CpuidProbe.observed(kvm, cpuid, io.vmfork.vmm.capsule.CpuFeatures.observedLeaves());
+        this.cpuidIntercepted = !java.util.Arrays.equals(withoutApicId(observedCpuid),
+                withoutApicId(io.vmfork.vmm.capsule.CpuFeatures.hostObserved()));
         this.caps = hostCaps(kvm, cpuid);
         this.pool = settings.poolSize() > 0 ? VmPool.start(kvm, cpuid, settings.poolSize(), settings.poolMaxSize(),
                 settings.poolShrinkAfter(), settings.poolRetryAfter(), settings.poolRefillAfter())
@@ -117,7 +123,28 @@ public final class KvmPlatform implements Platform {
 
     @Override
     public HostPlatform hostPlatform() {
-        return HostPlatform.of(kvm, settings);
+        return HostPlatform.of(kvm, settings, observedCpuid);
+    }
+
+    /** {@code entries} (kvm_cpuid_entry2) with leaf 1's initial APIC id (EBX[31:24]) cleared: it names the CPU that asked. */
+    private static byte[] withoutApicId(byte[] entries) {
+        byte[] e = entries.clone();
+        java.nio.ByteBuffer b = java.nio.ByteBuffer.wrap(e).order(java.nio.ByteOrder.LITTLE_ENDIAN);
+        for (int at = 0; at + 40 <= e.length; at += 40) {
+            if (b.getInt(at) == 1) {
+                e[at + 19] = 0;
+            }
+        }
+        return e;
+    }
+
+    /**
+     * Whether a guest's cpuid is answered by KVM from the CPUID the VMM set (hardware
+     * virtualisation, PVM with CPUID faulting) rather than by the host CPU itself (PVM
+     * without it): what the {@link CpuidProbe} found.
+     */
+    public boolean cpuidIntercepted() {
+        return cpuidIntercepted;
     }
 
     /** The /dev/kvm handle. */
