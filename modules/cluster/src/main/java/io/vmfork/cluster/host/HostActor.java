@@ -49,8 +49,8 @@ import org.apache.pekko.actor.typed.javadsl.Behaviors;
 import org.apache.pekko.actor.typed.javadsl.Receive;
 import org.apache.pekko.actor.typed.receptionist.Receptionist;
 import org.apache.pekko.actor.typed.receptionist.ServiceKey;
-import org.apache.pekko.cluster.Member;
 import org.apache.pekko.cluster.ClusterEvent;
+import org.apache.pekko.cluster.Member;
 import org.apache.pekko.cluster.MemberStatus;
 import org.apache.pekko.cluster.typed.Cluster;
 
@@ -80,8 +80,8 @@ import org.apache.pekko.cluster.typed.Cluster;
  *       partition, or a member's {@code Down}), it fences the host at once, before the node's
  *       coordinated shutdown: it stops taking launches, forks and offers, aborts the
  *       transfers coming in and closes the Vmm, so every VM of this host is stopped within
- *       moments of the decision that the other side takes at the same time (docs/transfer.md,
- *       "Network partitions").</li>
+ *       moments of its own decision; the other side reports them LOST only a removal margin
+ *       after it removed this node (docs/transfer.md, "Network partitions").</li>
  * </ul>
  */
 public final class HostActor extends AbstractBehavior<HostActor.Command> {
@@ -396,6 +396,9 @@ public final class HostActor extends AbstractBehavior<HostActor.Command> {
     /** The cluster marked this node Down (an adapted {@code MemberDowned} of this member). */
     private enum SelfDowned implements Command, NoSerializationVerificationNeeded { INSTANCE }
 
+    /** An adapted {@code MemberDowned} of another member. */
+    private enum Ignored implements Command, NoSerializationVerificationNeeded { INSTANCE }
+
     /** Every VM of the fenced host is stopped: how long the Vmm's close took, or why it failed. */
     private record Fenced(int vms, long nanos, Throwable failure) implements Command, NoSerializationVerificationNeeded {
     }
@@ -603,8 +606,6 @@ public final class HostActor extends AbstractBehavior<HostActor.Command> {
                 ClusterEvent.MemberDowned.class));
     }
 
-    /** An adapted cluster event that concerns another member. */
-    private enum Ignored implements Command, NoSerializationVerificationNeeded { INSTANCE }
 
     @Override
     public Receive<Command> createReceive() {
@@ -1067,11 +1068,12 @@ public final class HostActor extends AbstractBehavior<HostActor.Command> {
     }
 
     /**
-     * The fence. The other side of a partition decides at the same moment (the same
-     * {@code stable-after}) that this node is gone and may tell applications its VMs are
-     * LOST, so nothing here waits for the coordinated shutdown that follows (which stops the
-     * VMs only when the actor system terminates, after the cluster's own phases): every VM
-     * is stopped now, and incoming transfers are aborted so their senders fail at once.
+     * The fence. The other side of a partition decides about as soon (its own
+     * {@code stable-after}; it may even have removed this node a second or two before) and
+     * tells applications this host's VMs are LOST a removal margin later, so nothing here
+     * waits for the coordinated shutdown that follows (which stops the VMs only when the
+     * actor system terminates, after the cluster's own phases): every VM is stopped now, and
+     * incoming transfers are aborted so their senders fail at once.
      */
     private Behavior<Command> onSelfDowned() {
         if (fenced != null) {
