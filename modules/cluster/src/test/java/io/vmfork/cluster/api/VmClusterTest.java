@@ -407,7 +407,7 @@ class VmClusterTest {
         }
         VmInfo vm = await(api.launchOn(28, "forker", 1, 64L << 20));
         assertEquals(28, vm.hostId());
-        assertEquals(1, b.vmm().liveCount());
+        assertNotNull(b.vmm().vm(vm.vmId()), "b runs the VM"); // besides, maybe, its warm-up's VMs
 
         Cluster.get(a.system()).manager().tell(new org.apache.pekko.cluster.typed.Down(b.system().address()));
         deadline = System.nanoTime() + WAIT.toNanos();
