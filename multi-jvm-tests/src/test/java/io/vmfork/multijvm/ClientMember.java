@@ -45,9 +45,9 @@ final class ClientMember implements AutoCloseable {
         this.cluster = VmCluster.create(system, placement, API_TIMEOUT);
     }
 
-    static ClientMember join(String seedHostPort, int port, String extraConfig) {
+    static ClientMember join(String seedHostPort, String hostname, int port, String extraConfig) {
         Config config = ConfigFactory.parseString("vmfork.host { id = " + CLIENT_HOST_ID + ", name = \"test-client\" }\n"
-                        + "vmfork.node { hostname = \"127.0.0.1\", port = " + port + ", seed-nodes = [\"" + seedHostPort
+                        + "vmfork.node { hostname = \"" + hostname + "\", port = " + port + ", seed-nodes = [\"" + seedHostPort
                         + "\"] }\n" + extraConfig)
                 .withFallback(ConfigFactory.load()).resolve();
         NodeSettings settings = NodeSettings.create(config);

@@ -56,7 +56,9 @@ import org.openqa.selenium.support.ui.WebDriverWait;
 class ClusterPageTest {
     private static final Duration FORM = Duration.ofSeconds(60);
     private static final Duration WAIT = Duration.ofSeconds(60);
-    private static final Duration PAGE = Duration.ofSeconds(20);
+    // A killed host's VMs are LOST a removal margin (stable-after 2 s + the failure
+    // detector's 3 s pause) after its removal, some 12 s after the kill.
+    private static final Duration PAGE = Duration.ofSeconds(30);
     private static final long MIB = 1L << 20;
     /** Selenium warns that it has no DevTools bindings for this chromium: the test uses none. */
     private static final java.util.logging.Logger DEVTOOLS_LOG = quiet("org.openqa.selenium.devtools");

@@ -37,14 +37,17 @@ final class NodeProcess implements AutoCloseable {
 
     private final String name;
     private final long hostId;
+    private final String hostname;
     private final int port;
     private final int httpPort;
     private final Path log;
     private final Process process;
 
-    private NodeProcess(String name, long hostId, int port, int httpPort, Path log, Process process) {
+    private NodeProcess(String name, long hostId, String hostname, int port, int httpPort, Path log,
+                        Process process) {
         this.name = name;
         this.hostId = hostId;
+        this.hostname = hostname;
         this.port = port;
         this.httpPort = httpPort;
         this.log = log;
@@ -57,7 +60,17 @@ final class NodeProcess implements AutoCloseable {
      */
     static NodeProcess start(String name, long hostId, int port, int httpPort, Path config, Path log)
             throws IOException {
-        List<String> cmd = new ArrayList<>();
+        return start(name, hostId, "127.0.0.1", port, httpPort, config, log, List.of());
+    }
+
+    /**
+     * As {@link #start(String, long, int, int, Path, Path)}, for a node whose Artery and
+     * status are at {@code hostname}, run through {@code prefix} (e.g. {@code ip netns exec
+     * NS}, which execs the JVM: the process is still the node's own).
+     */
+    static NodeProcess start(String name, long hostId, String hostname, int port, int httpPort, Path config,
+                             Path log, List<String> prefix) throws IOException {
+        List<String> cmd = new ArrayList<>(prefix);
         cmd.add(Path.of(System.getProperty("java.home"), "bin", "java").toString());
         // Small and quick to start: the nodes share two cores with the test JVM.
         cmd.addAll(List.of("-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Xshare:auto",
@@ -68,7 +81,7 @@ final class NodeProcess implements AutoCloseable {
                 .redirectOutput(ProcessBuilder.Redirect.appendTo(log.toFile())).start();
         LIVE.add(p);
         p.onExit().thenRun(() -> LIVE.remove(p));
-        return new NodeProcess(name, hostId, port, httpPort, log, p);
+        return new NodeProcess(name, hostId, hostname, port, httpPort, log, p);
     }
 
     // Surefire runs tests with the class path in java.class.path (useManifestOnlyJar=false);
@@ -103,16 +116,21 @@ final class NodeProcess implements AutoCloseable {
 
     /** {@code host:port} for other nodes' seed lists. */
     String hostPort() {
-        return "127.0.0.1:" + port;
+        return hostname + ":" + port;
     }
 
     /** The node's Pekko address, as cluster members and /status name it. */
     String address() {
-        return "pekko://vmfork@127.0.0.1:" + port;
+        return "pekko://vmfork@" + hostname + ":" + port;
     }
 
     Path log() {
         return log;
+    }
+
+    /** The node's process, e.g. to find its guest processes among its descendants. */
+    ProcessHandle handle() {
+        return process.toHandle();
     }
 
     boolean isAlive() {
@@ -125,9 +143,14 @@ final class NodeProcess implements AutoCloseable {
 
     /** The node's {@code GET /status}, or empty when it does not answer (yet, or any more). */
     Optional<JsonNode> status() {
+        return getJson("/status");
+    }
+
+    /** The JSON the node's status server answers to {@code GET path}, or empty when it does not answer. */
+    Optional<JsonNode> getJson(String path) {
         try {
             HttpResponse<String> r = HTTP.send(HttpRequest.newBuilder(
-                            URI.create("http://127.0.0.1:" + httpPort + "/status")).timeout(Duration.ofSeconds(3)).build(),
+                            URI.create("http://" + hostname + ":" + httpPort + path)).timeout(Duration.ofSeconds(3)).build(),
                     HttpResponse.BodyHandlers.ofString());
             return r.statusCode() == 200 ? Optional.of(JSON.readTree(r.body())) : Optional.empty();
         } catch (IOException e) {
@@ -172,6 +195,6 @@ final class NodeProcess implements AutoCloseable {
 
     @Override
     public String toString() {
-        return name + " (host " + hostId + ", pid " + process.pid() + ", port " + port + ", http " + httpPort + ")";
+        return name + " (host " + hostId + " at " + hostname + ", pid " + process.pid() + ", port " + port + ", http " + httpPort + ")";
     }
 }

@@ -315,7 +315,7 @@ class RemoteClonesTest {
     // ---- helpers ----
 
     /** What a node process holds of VMs: memfds open, memfd mappings, KVM VM fds. */
-    private record Leaks(long pid, int memfds, int mappings, int kvmVms) {
+    record Leaks(long pid, int memfds, int mappings, int kvmVms) {
         static Leaks of(NodeProcess n) throws IOException {
             long pid = n.pid();
             int memfds = 0;

@@ -133,15 +133,33 @@ final class TestCluster implements AutoCloseable, ExtensionContext.Store.Closeab
 
     /** As {@link #start(String, long, NodeProcess, String)}, with its status on {@code httpPort}. */
     NodeProcess start(String name, long hostId, NodeProcess seed, String extraConfig, int httpPort) {
+        return start(name, hostId, "127.0.0.1", List.of(), seed, extraConfig, httpPort);
+    }
+
+    /**
+     * As {@link #start(String, long, NodeProcess, String)}, for a node at {@code hostname}
+     * (its Artery, its transfer server and its status all bind that address) started
+     * through {@code prefix}, e.g. in a network namespace of its own
+     * ({@link NetworkNamespaces#exec}).
+     */
+    NodeProcess start(String name, long hostId, String hostname, List<String> prefix, NodeProcess seed,
+                      String extraConfig) {
+        return start(name, hostId, hostname, prefix, seed, extraConfig, freePort());
+    }
+
+    private NodeProcess start(String name, long hostId, String hostname, List<String> prefix, NodeProcess seed,
+                              String extraConfig, int httpPort) {
         int port = freePort();
         String config = "vmfork.host { id = " + hostId + ", name = \"" + name + "\" }\n"
-                + "vmfork.node { hostname = \"127.0.0.1\", port = " + port + ", status.http-port = " + httpPort
+                + "vmfork.node { hostname = \"" + hostname + "\", port = " + port + ", status.http-port = " + httpPort
+                + ", status.bind = \"" + hostname + "\""
                 + ", seed-nodes = [" + (seed == null ? "" : "\"" + seed.hostPort() + "\"") + "] }\n"
                 + credentials(name, ClusterCredentials.Role.NODE) + NODE_DEFAULTS + extraConfig + "\n";
         try {
             Path file = dir.resolve(name + ".conf");
             Files.writeString(file, config);
-            NodeProcess node = NodeProcess.start(name, hostId, port, httpPort, file, dir.resolve(name + ".log"));
+            NodeProcess node = NodeProcess.start(name, hostId, hostname, port, httpPort, file,
+                    dir.resolve(name + ".log"), prefix);
             nodes.add(node);
             return node;
         } catch (IOException e) {
@@ -151,7 +169,12 @@ final class TestCluster implements AutoCloseable, ExtensionContext.Store.Closeab
 
     /** The test JVM joins the cluster through {@code seed} as a member without capacity. */
     ClientMember joinAsClient(NodeProcess seed, String extraConfig) {
-        ClientMember client = ClientMember.join(seed.hostPort(), freePort(),
+        return joinAsClient(seed, "127.0.0.1", extraConfig);
+    }
+
+    /** As {@link #joinAsClient(NodeProcess, String)}, with the test JVM's Artery at {@code hostname}. */
+    ClientMember joinAsClient(NodeProcess seed, String hostname, String extraConfig) {
+        ClientMember client = ClientMember.join(seed.hostPort(), hostname, freePort(),
                 credentials("test-client", ClusterCredentials.Role.CLIENT) + NODE_DEFAULTS + extraConfig);
         clients.add(client);
         return client;

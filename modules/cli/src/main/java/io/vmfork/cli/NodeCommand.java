@@ -5,7 +5,6 @@ import io.vmfork.cluster.node.InvalidNodeConfigException;
 import io.vmfork.cluster.node.VmforkNode;
 import java.io.File;
 import java.util.Optional;
-import java.util.concurrent.ExecutionException;
 import org.apache.pekko.actor.CoordinatedShutdown;
 
 /**
@@ -52,19 +51,20 @@ final class NodeCommand {
                 + node.statusServer().map(st -> ", status at http://" + st.address().getHostString() + ":" + st.port()
                         + "/status, cluster page at http://" + st.address().getHostString() + ":" + st.port() + "/")
                         .orElse(""));
+        Optional<CoordinatedShutdown.Reason> reason;
         try {
-            node.whenTerminated().toCompletableFuture().get();
+            reason = node.awaitStopped();
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
             return Main.EX_SOFTWARE;
-        } catch (ExecutionException e) {
-            System.err.println("vmfork node: " + e.getCause());
-            return Main.EX_SOFTWARE;
         }
-        Optional<CoordinatedShutdown.Reason> reason = node.shutdownReason();
         if (reason.isPresent() && reason.get() instanceof HostIdConflict conflict) {
             System.err.println("vmfork node: " + conflict);
             return Main.EX_CONFIG;
+        }
+        if (reason.isPresent() && VmforkNode.wasDowned(reason.get())) {
+            System.err.println("vmfork node: " + VmforkNode.DOWNED_MESSAGE);
+            return VmforkNode.EXIT_DOWNED;
         }
         return 0;
     }

@@ -25,8 +25,11 @@ import org.apache.pekko.actor.typed.receptionist.Receptionist;
  * for its VMs ({@link HostActor.ListVms}, which names its host id) and subscribed to
  * ({@link HostActor.Subscribe}); its events keep the view current and go on to this
  * node's subscribers. A host that leaves the listing (its node was removed from the
- * cluster, downed after it died, or stopped) takes its VMs with it: subscribers get a
- * {@link VmEvent.Kind#LOST} event for each VM the view had on it. A VM the view learns of
+ * cluster: downed after it died or was cut off, or stopped) takes its VMs with it:
+ * subscribers get a {@link VmEvent.Kind#LOST} event for each VM the view had on it, a
+ * removal margin after the host left ({@link #removalMargin}), so that a node on the losing
+ * side of a partition, which stops its VMs when it downs itself, has stopped them by then.
+ * An unreachable host stays listed: its VMs are not lost while it may come back. A VM the view learns of
  * from a host's list (a host that appeared after the subscription) reaches subscribers as
  * {@link VmEvent.Kind#KNOWN}, and so does each VM the view knows already when a
  * subscriber is added (whenever the view learnt of it, the subscriber learns of it).
@@ -63,6 +66,10 @@ public final class ClusterView extends AbstractBehavior<ClusterView.Command> {
     private record SubscriberGone(ActorRef<VmEvent> subscriber) implements Command {
     }
 
+    /** The removal margin after {@code hostId} left the listing: its VMs {@code vms} are lost. */
+    private record HostLost(long hostId, Map<Long, VmInfo> vms) implements Command {
+    }
+
     /** A view whose asks to hosts wait at most {@code askTimeout}. */
     public static Behavior<Command> create(Duration askTimeout) {
         return Behaviors.setup(ctx -> new ClusterView(ctx, askTimeout));
@@ -74,10 +81,14 @@ public final class ClusterView extends AbstractBehavior<ClusterView.Command> {
     private final Set<ActorRef<HostActor.Command>> listed = new HashSet<>();
     private final Map<Long, Map<Long, VmInfo>> vmsByHost = new HashMap<>();
     private final Set<ActorRef<VmEvent>> subscribers = new HashSet<>();
+    /** The VMs of hosts that left the listing, until their removal margin has passed, by host id. */
+    private final Map<Long, Map<Long, VmInfo>> departing = new HashMap<>();
+    private final Duration removalMargin;
 
     private ClusterView(ActorContext<Command> ctx, Duration askTimeout) {
         super(ctx);
         this.askTimeout = askTimeout;
+        this.removalMargin = removalMargin(ctx.getSystem().settings().config());
         this.eventAdapter = ctx.messageAdapter(VmEvent.class, HostEvent::new);
         ActorRef<Receptionist.Listing> listingAdapter = ctx.messageAdapter(Receptionist.Listing.class,
                 HostsChanged::new);
@@ -92,6 +103,7 @@ public final class ClusterView extends AbstractBehavior<ClusterView.Command> {
                 .onMessage(HostsChanged.class, this::onHostsChanged)
                 .onMessage(HostListed.class, this::onHostListed)
                 .onMessage(HostEvent.class, this::onHostEvent)
+                .onMessage(HostLost.class, this::onHostLost)
                 .onMessage(SubscriberGone.class, m -> {
                     subscribers.remove(m.subscriber());
                     return this;
@@ -113,13 +125,15 @@ public final class ClusterView extends AbstractBehavior<ClusterView.Command> {
     private Behavior<Command> onGetVms(GetVms m) {
         List<VmInfo> all = new ArrayList<>();
         vmsByHost.values().forEach(vms -> all.addAll(vms.values()));
+        departing.values().forEach(vms -> all.addAll(vms.values()));
         all.sort(Comparator.comparingLong(VmInfo::vmId));
         m.replyTo().tell(List.copyOf(all));
         return this;
     }
 
     private Behavior<Command> onHostsChanged(HostsChanged m) {
-        Set<ActorRef<HostActor.Command>> now = m.listing().getServiceInstances(HostActor.ALL_HOSTS);
+        // All instances, unreachable ones too: a host is gone only once its member is removed.
+        Set<ActorRef<HostActor.Command>> now = m.listing().getAllServiceInstances(HostActor.ALL_HOSTS);
         for (ActorRef<HostActor.Command> h : now) {
             if (listed.add(h)) {
                 askHost(h);
@@ -131,16 +145,49 @@ public final class ClusterView extends AbstractBehavior<ClusterView.Command> {
                 Long hostId = hosts.remove(h);
                 if (hostId != null) {
                     Map<Long, VmInfo> lost = vmsByHost.remove(hostId);
-                    if (lost != null) {
-                        for (VmInfo vm : lost.values()) {
-                            publish(new VmEvent(VmEvent.Kind.LOST, vm.vmId(), hostId, vm, -1,
-                                    "host " + hostId + " left the cluster"));
-                        }
+                    if (lost != null && !lost.isEmpty()) {
+                        departing.put(hostId, lost);
+                        getContext().scheduleOnce(removalMargin, getContext().getSelf(), new HostLost(hostId, lost));
                     }
                 }
             }
         }
         return this;
+    }
+
+    private Behavior<Command> onHostLost(HostLost m) {
+        departing.remove(m.hostId(), m.vms());
+        for (VmInfo vm : m.vms().values()) {
+            publish(new VmEvent(VmEvent.Kind.LOST, vm.vmId(), m.hostId(), vm, -1,
+                    "host " + m.hostId() + " left the cluster"));
+        }
+        return this;
+    }
+
+    /**
+     * How long after a member's removal its VMs count as lost. Pekko's
+     * {@code down-removal-margin} when set. Else, under the split brain resolver, its
+     * {@code stable-after} plus the failure detector's {@code acceptable-heartbeat-pause}:
+     * the losing side downs itself (and its HostActor stops its VMs) {@code stable-after}
+     * after its own view of the partition settles, and it may see the partition later than
+     * the winning side by up to about that pause (each side's detector judges its peers'
+     * heartbeat histories; NetworkFaultTest measured the lone side 2 s behind, its last peer
+     * marked unreachable 2 s after the first). Pekko's sharding waits {@code stable-after}
+     * alone before it starts a removed member's entities elsewhere. Without a downing
+     * provider, none.
+     */
+    static Duration removalMargin(com.typesafe.config.Config c) {
+        String margin = "pekko.cluster.down-removal-margin";
+        if (c.hasPath(margin) && !c.getString(margin).equals("off")) {
+            return c.getDuration(margin);
+        }
+        String sbr = "pekko.cluster.split-brain-resolver.stable-after";
+        String pause = "pekko.cluster.failure-detector.acceptable-heartbeat-pause";
+        if (c.hasPath("pekko.cluster.downing-provider-class") && c.getString("pekko.cluster.downing-provider-class")
+                .endsWith("SplitBrainResolverProvider") && c.hasPath(sbr)) {
+            return c.getDuration(sbr).plus(c.hasPath(pause) ? c.getDuration(pause) : Duration.ZERO);
+        }
+        return Duration.ZERO;
     }
 
     private void askHost(ActorRef<HostActor.Command> h) {

@@ -49,6 +49,7 @@ import org.apache.pekko.actor.typed.javadsl.Behaviors;
 import org.apache.pekko.actor.typed.javadsl.Receive;
 import org.apache.pekko.actor.typed.receptionist.Receptionist;
 import org.apache.pekko.actor.typed.receptionist.ServiceKey;
+import org.apache.pekko.cluster.ClusterEvent;
 import org.apache.pekko.cluster.Member;
 import org.apache.pekko.cluster.MemberStatus;
 import org.apache.pekko.cluster.typed.Cluster;
@@ -75,6 +76,12 @@ import org.apache.pekko.cluster.typed.Cluster;
  *       names its host in bits 40 and up).</li>
  *   <li>When it stops (the actor system terminates), it closes the Vmm: every VM is
  *       stopped and its threads and memory released.</li>
+ *   <li>When the cluster downs this node (the split brain resolver on the losing side of a
+ *       partition, or a member's {@code Down}), it fences the host at once, before the node's
+ *       coordinated shutdown: it stops taking launches, forks and offers, aborts the
+ *       transfers coming in and closes the Vmm, so every VM of this host is stopped within
+ *       moments of its own decision; the other side reports them LOST only a removal margin
+ *       after it removed this node (docs/transfer.md, "Network partitions").</li>
  * </ul>
  */
 public final class HostActor extends AbstractBehavior<HostActor.Command> {
@@ -386,6 +393,16 @@ public final class HostActor extends AbstractBehavior<HostActor.Command> {
             implements Command, NoSerializationVerificationNeeded {
     }
 
+    /** The cluster marked this node Down (an adapted {@code MemberDowned} of this member). */
+    private enum SelfDowned implements Command, NoSerializationVerificationNeeded { INSTANCE }
+
+    /** An adapted {@code MemberDowned} of another member. */
+    private enum Ignored implements Command, NoSerializationVerificationNeeded { INSTANCE }
+
+    /** Every VM of the fenced host is stopped: how long the Vmm's close took, or why it failed. */
+    private record Fenced(int vms, long nanos, Throwable failure) implements Command, NoSerializationVerificationNeeded {
+    }
+
     /**
      * Settings a HostActor needs besides its VMM.
      *
@@ -496,6 +513,8 @@ public final class HostActor extends AbstractBehavior<HostActor.Command> {
     private final CloneTarget cloneTarget;
     private final CloneSource cloneSource;
     private TransferServer transferServer;
+    /** Why this host takes no more work: the cluster downed its node (null while it is a member). */
+    private String fenced;
     // Forks asked from outside whose remote copies are still under way, by fork id, and
     // outcomes that came before their fork's result (bounded like `early`).
     private final Map<Long, PendingFork> pendingForks = new HashMap<>();
@@ -579,7 +598,14 @@ public final class HostActor extends AbstractBehavior<HostActor.Command> {
                 }), TransferBound::new);
         ctx.getSystem().receptionist().tell(Receptionist.register(ALL_HOSTS, ctx.getSelf()));
         ctx.getSystem().receptionist().tell(Receptionist.register(serviceKey(settings.hostId()), ctx.getSelf()));
+        Cluster cluster = Cluster.get(ctx.getSystem());
+        org.apache.pekko.cluster.UniqueAddress me = cluster.selfMember().uniqueAddress();
+        cluster.subscriptions().tell(org.apache.pekko.cluster.typed.Subscribe.create(
+                ctx.messageAdapter(ClusterEvent.MemberDowned.class, d ->
+                        d.member().uniqueAddress().equals(me) ? SelfDowned.INSTANCE : Ignored.INSTANCE),
+                ClusterEvent.MemberDowned.class));
     }
+
 
     @Override
     public Receive<Command> createReceive() {
@@ -616,6 +642,9 @@ public final class HostActor extends AbstractBehavior<HostActor.Command> {
                     vms.values().forEach(e -> e.console.remove(m.subscriber()));
                     return this;
                 })
+                .onMessage(SelfDowned.class, m -> onSelfDowned())
+                .onMessage(Fenced.class, this::onFenced)
+                .onMessage(Ignored.class, m -> this)
                 .onSignal(PostStop.class, s -> onPostStop())
                 .build();
     }
@@ -623,6 +652,10 @@ public final class HostActor extends AbstractBehavior<HostActor.Command> {
     // ---- commands ----
 
     private Behavior<Command> onLaunch(Launch m) {
+        if (fenced != null) {
+            m.replyTo().tell(new Failure(ErrorCode.HOST_GONE, fenced));
+            return this;
+        }
         long memory = m.memory() == 0 ? vmm.settings().defaultMemory() : m.memory();
         int vcpus = 1; // VmSpec.of below: the cluster launches one-vCPU VMs
         boolean admitted = ledger.admit(m.reservationId(), memory, vcpus);
@@ -664,6 +697,10 @@ public final class HostActor extends AbstractBehavior<HostActor.Command> {
     }
 
     private Behavior<Command> onFork(Fork m) {
+        if (fenced != null) {
+            m.replyTo().tell(new Failure(ErrorCode.HOST_GONE, fenced));
+            return this;
+        }
         Entry e = live(m.vmId(), m.replyTo());
         if (e == null) {
             return this;
@@ -724,6 +761,10 @@ public final class HostActor extends AbstractBehavior<HostActor.Command> {
      * hostname resolves to (CloneTarget.accept).
      */
     private Behavior<Command> onOfferClones(OfferClones m) {
+        if (fenced != null) {
+            m.replyTo().tell(new Failure(ErrorCode.HOST_GONE, fenced));
+            return this;
+        }
         if (transferServer == null) {
             m.replyTo().tell(new Failure(ErrorCode.LAUNCH_FAILED, "host " + settings.hostId()
                     + " cannot receive clones: its transfer server is not bound"));
@@ -1024,6 +1065,43 @@ public final class HostActor extends AbstractBehavior<HostActor.Command> {
                 onVmEvent(p);
             }
         }
+    }
+
+    /**
+     * The fence. The other side of a partition decides about as soon (its own
+     * {@code stable-after}; it may even have removed this node a second or two before) and
+     * tells applications this host's VMs are LOST a removal margin later, so nothing here
+     * waits for the coordinated shutdown that follows (which stops the VMs only when the
+     * actor system terminates, after the cluster's own phases): every VM is stopped now, and
+     * incoming transfers are aborted so their senders fail at once.
+     */
+    private Behavior<Command> onSelfDowned() {
+        if (fenced != null) {
+            return this;
+        }
+        fenced = "host " + settings.hostId() + " (" + settings.hostName() + ") was downed by the cluster";
+        int running = vms.size();
+        getContext().getLog().warn("vmfork: this node was downed by the cluster: stopping its {} VMs now and"
+                + " taking no more work; the node shuts down next", running);
+        if (transferServer != null) {
+            transferServer.close();
+            transferServer = null;
+        }
+        cloneTarget.expireAll();
+        long start = System.nanoTime();
+        getContext().pipeToSelf(CompletableFuture.runAsync(vmm::close, blocking),
+                (ok, f) -> new Fenced(running, System.nanoTime() - start, unwrap(f)));
+        return this;
+    }
+
+    private Behavior<Command> onFenced(Fenced m) {
+        if (m.failure() != null) {
+            getContext().getLog().error("vmfork: this downed node could not stop its VMs", m.failure());
+        } else {
+            getContext().getLog().warn("vmfork: this downed node stopped its {} VMs in {} ms", m.vms(),
+                    m.nanos() / 1_000_000);
+        }
+        return this;
     }
 
     private Behavior<Command> onPostStop() {

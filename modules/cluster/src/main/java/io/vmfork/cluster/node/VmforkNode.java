@@ -23,6 +23,7 @@ import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Optional;
+import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CompletionStage;
 import org.apache.pekko.Done;
 import org.apache.pekko.actor.CoordinatedShutdown;
@@ -60,6 +61,8 @@ public final class VmforkNode implements AutoCloseable {
     private final ActorRef<HostActor.Command> host;
     private final VmCluster cluster;
     private io.vmfork.cluster.host.CloneStats cloneStats = new io.vmfork.cluster.host.CloneStats();
+    /** Completes when the node's coordinated shutdown begins, whatever began it. */
+    private final CompletableFuture<Done> stopping = new CompletableFuture<>();
 
     private VmforkNode(ActorSystem<Void> system, NodeSettings settings,
                        ActorRef<ShardingEnvelope<PlacementEntity.Command>> placementRegion,
@@ -238,6 +241,11 @@ public final class VmforkNode implements AutoCloseable {
                     "host-id-guard", Props.empty());
             VmforkNode node = new VmforkNode(system, settings, region, loadReports, admission, reporter, placement, vmm,
                     host, cluster, status);
+            CoordinatedShutdown.get(system).addTask(CoordinatedShutdown.PhaseBeforeServiceUnbind(), "vmfork-stopping",
+                    () -> {
+                        node.stopping.complete(Done.done());
+                        return CompletableFuture.completedFuture(Done.done());
+                    });
             node.vmStatus(HostStatus.of(vmm));
             if (status.isPresent()) {
                 status.get().cloneStatus(cloneStats::toJson);
@@ -336,6 +344,22 @@ public final class VmforkNode implements AutoCloseable {
         status.ifPresent(s -> s.vmStatus(source));
     }
 
+    /**
+     * The exit code of a node the cluster downed ({@code EX_TEMPFAIL}): it stopped its VMs,
+     * and only a new start (a new incarnation) can join again, which a supervisor that
+     * restarts on failure does.
+     */
+    public static final int EXIT_DOWNED = 75;
+
+    /** What a downed node says as it exits. */
+    public static final String DOWNED_MESSAGE = "this node was downed by the cluster (a partition's losing side,"
+            + " or a member's Down): its VMs were stopped; start it again to rejoin as a new incarnation";
+
+    /** Whether {@code reason} is the cluster's downing of this node. */
+    public static boolean wasDowned(CoordinatedShutdown.Reason reason) {
+        return reason == CoordinatedShutdown.clusterDowningReason();
+    }
+
     /** Why the node stopped, once it has begun to: e.g. a {@link HostIdConflict}. */
     public Optional<CoordinatedShutdown.Reason> shutdownReason() {
         return CoordinatedShutdown.get(system).getShutdownReason();
@@ -344,6 +368,33 @@ public final class VmforkNode implements AutoCloseable {
     /** Completes when the node has stopped. */
     public CompletionStage<Done> whenTerminated() {
         return system.getWhenTerminated();
+    }
+
+    /**
+     * Waits until the node has stopped, or until its coordinated shutdown, once begun (on
+     * SIGTERM, when the cluster downs it, on a host-id conflict), has run all its phases,
+     * each within its own timeout. Then a process may exit, as Pekko's
+     * {@code coordinated-shutdown.exit-jvm} would: a node cut off by a partition may never
+     * see its actor system finish terminating (its last phase timed out after 10 s in
+     * NetworkFaultTest, with the peers out of reach), and it must not linger. Its VMs are
+     * stopped by then (the HostActor's fence, or its stop).
+     *
+     * @return why the node stopped
+     */
+    public Optional<CoordinatedShutdown.Reason> awaitStopped() throws InterruptedException {
+        CompletableFuture<?> terminated = system.getWhenTerminated().toCompletableFuture();
+        CompletableFuture<?> phasesRun = stopping.thenCompose(begun ->
+                CoordinatedShutdown.get(system).runAll(CoordinatedShutdown.unknownReason())).toCompletableFuture();
+        try {
+            CompletableFuture.anyOf(terminated, phasesRun).get();
+        } catch (java.util.concurrent.ExecutionException e) {
+            // a phase failed: the shutdown has ended all the same
+        }
+        if (!terminated.isDone()) {
+            system.log().warn("vmfork node: the shutdown's phases have run but the actor system has not"
+                    + " terminated: stopping anyway");
+        }
+        return shutdownReason();
     }
 
     /** Leaves the cluster and stops the node, waiting up to {@code timeout}. */
@@ -367,7 +418,8 @@ public final class VmforkNode implements AutoCloseable {
      * Starts a node from the configuration file named by the only argument, until it stops;
      * exits as {@code vmfork node} does: 0 when it stopped (e.g. on SIGTERM, after leaving
      * the cluster), 78 when the file is invalid or the cluster already has a node with its
-     * host id, 69 when it cannot start (e.g. a port in use), 64 on a usage error. The
+     * host id, 75 when the cluster downed it, 69 when it cannot start (e.g. a port in use),
+     * 64 on a usage error. The
      * multi-JVM tests start nodes this way.
      */
     /**
@@ -396,11 +448,14 @@ public final class VmforkNode implements AutoCloseable {
             System.exit(69);
             return;
         }
-        node.whenTerminated().toCompletableFuture().get();
-        Optional<CoordinatedShutdown.Reason> reason = node.shutdownReason();
+        Optional<CoordinatedShutdown.Reason> reason = node.awaitStopped();
         if (reason.isPresent() && reason.get() instanceof HostIdConflict conflict) {
             System.err.println("vmfork node: " + conflict);
             System.exit(78);
+        }
+        if (reason.isPresent() && wasDowned(reason.get())) {
+            System.err.println("vmfork node: " + DOWNED_MESSAGE);
+            System.exit(EXIT_DOWNED);
         }
         System.exit(0);
     }

@@ -391,6 +391,36 @@ class VmClusterTest {
         assertEquals(ErrorCode.HOST_GONE, failure(api.request(w.vmId(), "id".getBytes(StandardCharsets.UTF_8))).code());
     }
 
+    /**
+     * The HostActor's fence: a node the cluster downs stops its VMs itself, before its
+     * actor system has terminated, and its shutdown names the downing (vmfork node exits 75).
+     */
+    @Test
+    void aNodeTheClusterDownsStopsItsVmsAtOnce() throws Exception {
+        VmforkNode a = start(27, "");
+        VmforkNode b = start(28, "vmfork.node.seed-nodes = [\"" + hostPort(a) + "\"]");
+        VmCluster api = a.cluster();
+        long deadline = System.nanoTime() + WAIT.toNanos();
+        while (!await(api.knowsHost(28))) {
+            assertTrue(System.nanoTime() < deadline, "node a does not see host 28");
+            Thread.sleep(50);
+        }
+        VmInfo vm = await(api.launchOn(28, "forker", 1, 64L << 20));
+        assertEquals(28, vm.hostId());
+        assertNotNull(b.vmm().vm(vm.vmId()), "b runs the VM"); // besides, maybe, its warm-up's VMs
+
+        Cluster.get(a.system()).manager().tell(new org.apache.pekko.cluster.typed.Down(b.system().address()));
+        deadline = System.nanoTime() + WAIT.toNanos();
+        while (b.vmm().liveCount() > 0) {
+            assertTrue(System.nanoTime() < deadline, "node b still runs its VM after it was downed");
+            Thread.sleep(5);
+        }
+        // Stopped by the fence, not by the actor system's end: Artery's flush alone takes longer.
+        assertTrue(!b.whenTerminated().toCompletableFuture().isDone(), "b's VM stopped only as b terminated");
+        b.whenTerminated().toCompletableFuture().get(30, TimeUnit.SECONDS);
+        assertTrue(VmforkNode.wasDowned(b.shutdownReason().orElseThrow()), b.shutdownReason().toString());
+    }
+
     @Test
     void theReadmeExampleRuns() throws Exception {
         VmforkNode node = start(27, "");
