@@ -110,6 +110,8 @@ public final class ConfigCheck {
                         + ROOT + "? (as written, every setting under it is ignored)");
             }
         }
+        // In the file's order (an object's keys come in no particular order).
+        problems.sort(java.util.Comparator.comparingInt(ConfigCheck::lineOf));
         return problems;
     }
 
@@ -294,6 +296,13 @@ public final class ConfigCheck {
 
     private static String describe(ConfigException e) {
         return "cannot read the configuration: " + e.getMessage();
+    }
+
+    private static final java.util.regex.Pattern LINE = java.util.regex.Pattern.compile("^[^:]*:(\\d+): ");
+
+    private static int lineOf(String problem) {
+        java.util.regex.Matcher m = LINE.matcher(problem);
+        return m.find() ? Integer.parseInt(m.group(1)) : 0;
     }
 
     /** Levenshtein distance. */
