@@ -126,8 +126,7 @@ public final class ConfigCheck {
             String key = e.getKey();
             String full = path + "." + ConfigUtil.joinPath(key);
             ConfigValue v = e.getValue();
-            if (systemProperties && NOT_CONFIGURATION.stream().anyMatch(p -> full.equals(p)
-                    || full.startsWith(p + "."))) {
+            if (systemProperties && notConfiguration(full, v)) {
                 continue;
             }
             ConfigValue r = ref.get(key);
@@ -147,6 +146,18 @@ public final class ConfigCheck {
                 }
             }
         }
+    }
+
+    /** Whether {@code v} at {@code path} holds only properties that are not configuration. */
+    private static boolean notConfiguration(String path, ConfigValue v) {
+        if (NOT_CONFIGURATION.stream().anyMatch(p -> path.equals(p) || path.startsWith(p + "."))) {
+            return true;
+        }
+        if (v instanceof ConfigObject o && !o.isEmpty()) {
+            return o.entrySet().stream().allMatch(e -> notConfiguration(path + "." + ConfigUtil.joinPath(e.getKey()),
+                    e.getValue()));
+        }
+        return false;
     }
 
     /** A subtree whose keys are the user's: a map left empty in reference.conf, a dispatcher's settings. */

@@ -63,9 +63,12 @@ class ConfigCheckTest {
     @Test
     void aSystemPropertyIsNamedAsItsOption() {
         Config props = ConfigFactory.parseMap(java.util.Map.of("vmfork.vmm.max-vmz", "3",
-                "vmfork.local-cluster", "123", "vmfork.log.level", "INFO"));
+                "vmfork.local-cluster", "123", "vmfork.log.level", "INFO", "vmfork.demo.test.stop-worker-after", "5"));
         assertEquals(List.of("-Dvmfork.vmm.max-vmz: unknown key; did you mean max-vms?"),
                 ConfigCheck.check(props, REFERENCE, props.withFallback(REFERENCE).resolve(), true));
+        Config mixed = ConfigFactory.parseMap(java.util.Map.of("vmfork.demo.test.x", "1", "vmfork.demo.other", "2"));
+        assertEquals(List.of("-Dvmfork.demo: unknown key; vmfork has node, vmm"),
+                ConfigCheck.check(mixed, REFERENCE, mixed.withFallback(REFERENCE).resolve(), true));
     }
 
     @Test
