@@ -47,7 +47,14 @@ public final class Kvm implements AutoCloseable {
             throw new KvmException("cannot open " + path + ": " + e.getMessage()
                     + " (is KVM available, and may this user open it?)", e);
         }
-        return new Kvm(fd);
+        try {
+            return new Kvm(fd);
+        } catch (NativeCallException e) {
+            LibC.closeQuietly(fd);
+            // ENOTTY: the file opened, but it answers no KVM ioctl (vmfork.vmm.kvm-device = /dev/null).
+            throw new KvmException(path + (e.errno() == io.vmfork.os.Errno.ENOTTY ? " is not a KVM device: " : ": ")
+                    + e.getMessage() + " (vmfork.vmm.kvm-device names the KVM device, usually /dev/kvm)", e);
+        }
     }
 
     public int apiVersion() {

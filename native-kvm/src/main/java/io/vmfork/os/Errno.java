@@ -18,6 +18,8 @@ public final class Errno {
     public static final int EINVAL = 22;
     public static final int ENFILE = 23;
     public static final int EMFILE = 24;
+    /** An ioctl the file does not know: the file is not the device it was taken for. */
+    public static final int ENOTTY = 25;
     public static final int ENOSPC = 28;
     public static final int E2BIG = 7;
     public static final int ENXIO = 6;
@@ -56,6 +58,7 @@ public final class Errno {
             case EINVAL -> "EINVAL";
             case ENFILE -> "ENFILE";
             case EMFILE -> "EMFILE";
+            case ENOTTY -> "ENOTTY";
             case ENOSPC -> "ENOSPC";
             case ENOSYS -> "ENOSYS";
             case EOPNOTSUPP -> "EOPNOTSUPP";

@@ -5,7 +5,12 @@ import java.io.UncheckedIOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
+import java.util.ArrayList;
 import java.util.List;
+import java.util.concurrent.Callable;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
+import picocli.CommandLine.Option;
 
 /**
  * {@code vmfork certs --dir DIR [--cluster NAME] [--node NAME]... [--client NAME]... [--days N]}:
@@ -15,27 +20,45 @@ import java.util.List;
  * {@code pekko.remote.artery.ssl.rotating-keys-engine.ssl-context-cache-ttl}). Prints the
  * {@code vmfork.security} lines of each member's config.
  */
-final class CertsCommand {
-    private CertsCommand() {
-    }
+@Command(name = "certs", header = "Create the cluster's CA and its members' certificates and keys.", sortOptions = false,
+        description = "The cluster's credentials, as PEM files in DIR: creates the cluster CA (ca.crt, ca.key) if DIR has "
+                + "none, then a certificate and key (NAME.crt, NAME.key, mode 0600) for each node and client member, "
+                + "replacing earlier ones (rotation). Prints each member's vmfork.security lines.",
+        exitCodeListHeading = "%nExit codes:%n",
+        exitCodeList = {"0:written", "64:bad usage: a name that is not a DNS label, a CA of another cluster, no member"
+                + " named for an existing CA", "73:a file cannot be written"})
+final class CertsCommand implements Callable<Integer> {
+    @Mixin
+    HelpOption help;
 
-    static int run(Args args) {
-        args.allowOnly("dir", "cluster", "node", "client", "days");
-        String dirText = args.option("dir");
-        if (dirText == null) {
-            throw new Args.UsageException("missing --dir DIR (where the CA and the members' files are)");
-        }
-        Path dir = Path.of(dirText).toAbsolutePath();
-        String clusterName = args.option("cluster");
-        List<String> nodes = args.all("node");
-        List<String> clients = args.all("client");
-        int days = args.intOption("days", (int) ClusterCredentials.MEMBER_VALIDITY.toDays());
+    @Option(names = "--dir", paramLabel = "DIR", required = true,
+            description = "Where the CA and the members' files are (created if missing).")
+    Path dirOption;
+
+    @Option(names = "--cluster", paramLabel = "NAME",
+            description = "The cluster's name, for a new CA (default vmfork); must match an existing CA's.")
+    String clusterName;
+
+    @Option(names = "--node", paramLabel = "NAME", description = "Issue a node certificate (repeatable).")
+    List<String> nodes = new ArrayList<>();
+
+    @Option(names = "--client", paramLabel = "NAME", description = "Issue a client certificate (repeatable).")
+    List<String> clients = new ArrayList<>();
+
+    @Option(names = "--days", paramLabel = "N", description = "Validity of the members' certificates, in days."
+            + " Default: 365.")
+    Integer daysOption;
+
+    @Override
+    public Integer call() {
+        Path dir = dirOption.toAbsolutePath();
+        int days = daysOption == null ? (int) ClusterCredentials.MEMBER_VALIDITY.toDays() : daysOption;
         if (days < 1) {
-            throw new Args.UsageException("--days must be at least 1");
+            throw Failure.usage("--days must be at least 1");
         }
         boolean haveCa = Files.exists(dir.resolve(ClusterCredentials.CA_CERT));
         if (haveCa && nodes.isEmpty() && clients.isEmpty()) {
-            throw new Args.UsageException(dir + " has a cluster CA already: name the members to issue certificates"
+            throw Failure.usage(dir + " has a cluster CA already: name the members to issue certificates"
                     + " for with --node NAME or --client NAME");
         }
         try {
@@ -43,9 +66,8 @@ final class CertsCommand {
             if (haveCa) {
                 ca = ClusterCredentials.loadAuthority(dir);
                 if (clusterName != null && !clusterName.equals(ca.clusterName())) {
-                    System.err.println("vmfork certs: the CA in " + dir + " is cluster '" + ca.clusterName()
-                            + "', not '" + clusterName + "'");
-                    return Main.EX_USAGE;
+                    throw Failure.usage("the CA in " + dir + " is cluster '" + ca.clusterName() + "', not '"
+                            + clusterName + "'");
                 }
             } else {
                 ca = ClusterCredentials.createAuthority(dir, clusterName == null ? "vmfork" : clusterName);
@@ -61,11 +83,9 @@ final class CertsCommand {
             }
             return 0;
         } catch (IllegalArgumentException e) {
-            System.err.println("vmfork certs: " + e.getMessage());
-            return Main.EX_USAGE;
+            throw Failure.usage(e.getMessage());
         } catch (UncheckedIOException e) {
-            System.err.println("vmfork certs: " + e.getCause().getMessage());
-            return Main.EX_CANTCREAT;
+            throw Failure.cantCreate(e.getCause().getMessage());
         }
     }
 

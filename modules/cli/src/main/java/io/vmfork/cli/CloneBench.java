@@ -62,11 +62,7 @@ final class CloneBench {
         this.runs = runs;
     }
 
-    static void run(Args args, boolean json) {
-        int runs = args.intOption("runs", 20);
-        if (runs < 1) {
-            throw new Args.UsageException("--runs must be at least 1");
-        }
+    static void run(int runs, boolean json) {
         new CloneBench(json, runs).run();
     }
 

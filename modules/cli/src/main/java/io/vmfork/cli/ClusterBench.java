@@ -87,11 +87,7 @@ final class ClusterBench {
         this.runs = runs;
     }
 
-    static void run(Vmm vmm, Args args, boolean json) {
-        int runs = args.intOption("runs", 200);
-        if (runs < 1) {
-            throw new Args.UsageException("--runs must be at least 1");
-        }
+    static void run(Vmm vmm, int runs, boolean json) {
         new ClusterBench(vmm, json, runs).run();
     }
 

@@ -46,11 +46,7 @@ final class CompressionBench {
         this.runs = runs;
     }
 
-    static void run(Vmm vmm, Args args, boolean json) {
-        int runs = args.intOption("runs", 3);
-        if (runs < 1) {
-            throw new Args.UsageException("--runs must be at least 1");
-        }
+    static void run(Vmm vmm, int runs, boolean json) {
         try {
             new CompressionBench(vmm, json, runs).all();
         } catch (Exception e) {

@@ -14,6 +14,7 @@ import io.vmfork.cluster.security.ClusterCredentials;
 import io.vmfork.cluster.node.InvalidNodeConfigException;
 import io.vmfork.cluster.node.NodeSettings;
 import io.vmfork.vmm.VmmSettings;
+import io.vmfork.vmm.config.ConfigCheck;
 import java.io.IOException;
 import java.io.InputStream;
 import java.nio.channels.FileChannel;
@@ -45,6 +46,9 @@ import java.util.regex.Pattern;
 import org.apache.pekko.actor.typed.ActorRef;
 import org.apache.pekko.actor.typed.Props;
 import org.apache.pekko.actor.typed.javadsl.Behaviors;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
+import picocli.CommandLine.Option;
 
 /**
  * {@code vmfork demo}: what vmfork is for, on a real cluster on this machine. Starts
@@ -108,31 +112,94 @@ final class DemoCommand {
         this.options = options;
     }
 
-    static int run(Args args) {
-        args.allowOnly("workers", "requests", "nodes", "in-flight", "keep", "status-port", "node-config");
-        int workers = args.intOption("workers", 12);
-        int requests = args.intOption("requests", 10_000);
-        int nodes = args.intOption("nodes", 3);
-        int inFlight = args.intOption("in-flight", 4);
-        int statusPort = args.intOption("status-port", 0);
-        if (workers < 1 || workers > 256) {
-            throw new Args.UsageException("--workers must be 1..256 (one fork call), got " + workers);
+    /** {@code vmfork demo}'s command line: every option checked, and --node-config read and checked, first. */
+    @Command(name = "demo", header = "Run the main job on a local cluster of node JVMs: launch, fork, clone, a checked burst.", sortOptions = false,
+            description = "The main job, on a real cluster on this machine: starts N nodes (each a `vmfork node` JVM on free "
+                    + "loopback ports), launches one warm-worker where placement puts it, forks it into a pool of workers"
+                    + " that placement spreads over the hosts (children on its host, clones on the others), sends a burst"
+                    + " of requests over them checking every reply, prints a table and stops every node.",
+            exitCodeListHeading = "%nExit codes:%n",
+            exitCodeList = {"0:every step worked and every reply was right", "64:bad usage",
+                "66:--node-config names a file that does not exist or cannot be read",
+                "69:this host cannot run guests, or a node cannot start (its log's last lines are shown)",
+                "70:a step failed or a worker ended during the burst (the table is printed first)",
+                "78:--node-config or the configuration is invalid (file and line named)"})
+    static final class Cli implements java.util.concurrent.Callable<Integer> {
+        @Mixin
+        HelpOption help;
+
+        @Option(names = "--workers", paramLabel = "N", defaultValue = "12",
+                description = "Copies of the warm-worker, 1..256 (one fork call). Default: ${DEFAULT-VALUE}.")
+        int workers;
+
+        @Option(names = "--requests", paramLabel = "N", defaultValue = "10000",
+                description = "Requests of the burst, 0 or more. Default: ${DEFAULT-VALUE}.")
+        int requests;
+
+        @Option(names = "--nodes", paramLabel = "N", defaultValue = "3",
+                description = "Node JVMs, 1..16. Default: ${DEFAULT-VALUE}.")
+        int nodes;
+
+        @Option(names = "--in-flight", paramLabel = "N", defaultValue = "4",
+                description = "Requests in flight per worker, 1..64. Default: ${DEFAULT-VALUE}.")
+        int inFlight;
+
+        @Option(names = "--keep", description = "Leave the cluster running until Ctrl-C and print each node's page.")
+        boolean keep;
+
+        @Option(names = "--status-port", paramLabel = "PORT", defaultValue = "0",
+                description = "Node i serves its page at PORT+i-1. Default: free ports.")
+        int statusPort;
+
+        @Option(names = "--node-config", paramLabel = "FILE",
+                description = "HOCON added to every node's config after conf/demo.conf (placement policies,"
+                        + " capacity, any node key).")
+        Path nodeConfig;
+
+        @Override
+        public Integer call() {
+            if (workers < 1 || workers > 256) {
+                throw Failure.usage("--workers must be 1..256 (one fork call), got " + workers);
+            }
+            if (requests < 0) {
+                throw Failure.usage("--requests must not be negative");
+            }
+            if (nodes < 1 || nodes > 16) {
+                throw Failure.usage("--nodes must be 1..16, got " + nodes);
+            }
+            if (inFlight < 1 || inFlight > 64) {
+                throw Failure.usage("--in-flight must be 1..64, got " + inFlight);
+            }
+            if (statusPort != 0 && (statusPort < 1 || statusPort + nodes - 1 > 65535)) {
+                throw Failure.usage("--status-port must leave room for " + nodes + " ports below 65536");
+            }
+            CliConfig.load();
+            if (nodeConfig != null) {
+                checkNodeConfig(nodeConfig);
+            }
+            return new DemoCommand(new Options(workers, requests, nodes, inFlight, keep, statusPort, nodeConfig))
+                    .run();
         }
-        if (requests < 0) {
-            throw new Args.UsageException("--requests must not be negative");
+    }
+
+    /**
+     * --node-config's file on its own, so that a problem is named by its own line: it
+     * exists (66), is HOCON, and every key under vmfork in it is one that reference.conf
+     * defines, with a value of the right type (78).
+     */
+    static void checkNodeConfig(Path file) {
+        if (!Files.isRegularFile(file) || !Files.isReadable(file)) {
+            throw Failure.noInput("--node-config " + file + ": " + (Files.exists(file) ? (Files.isRegularFile(file)
+                    ? "permission denied" : "not a file") : "no such file"));
         }
-        if (nodes < 1 || nodes > 16) {
-            throw new Args.UsageException("--nodes must be 1..16, got " + nodes);
+        Config parsed;
+        try {
+            parsed = ConfigFactory.parseFile(file.toFile(),
+                    com.typesafe.config.ConfigParseOptions.defaults().setAllowMissing(false));
+        } catch (ConfigException e) {
+            throw Failure.config("--node-config " + file + ": " + e.getMessage());
         }
-        if (inFlight < 1 || inFlight > 64) {
-            throw new Args.UsageException("--in-flight must be 1..64, got " + inFlight);
-        }
-        if (statusPort != 0 && (statusPort < 1 || statusPort + nodes - 1 > 65535)) {
-            throw new Args.UsageException("--status-port must leave room for " + nodes + " ports below 65536");
-        }
-        String file = args.option("node-config");
-        return new DemoCommand(new Options(workers, requests, nodes, inFlight, args.flag("keep"), statusPort,
-                file == null ? null : Path.of(file))).run();
+        ConfigCheck.load(parsed, file.toString());
     }
 
     // ---- the whole run: checks, cluster, scenario, table, cleanup ------------------------------
@@ -203,12 +270,12 @@ final class DemoCommand {
             }
             return f.code;
         } catch (RuntimeException e) {
+            // ExitCodes prints it, after every node is stopped.
             progress.clear();
-            System.err.println("vmfork demo: failed: " + e);
             if (cluster != null) {
                 cluster.keepLogs();
             }
-            return Main.EX_SOFTWARE;
+            throw e;
         } finally {
             finished.set(true);
             if (client != null) {
@@ -247,9 +314,9 @@ final class DemoCommand {
         try {
             return own + "\n# --node-config " + options.nodeConfig() + "\n" + Files.readString(options.nodeConfig());
         } catch (NoSuchFileException e) {
-            throw new DemoFailure(Main.EX_USAGE, "--node-config " + options.nodeConfig() + ": no such file");
+            throw new DemoFailure(ExitCodes.NOINPUT, "--node-config " + options.nodeConfig() + ": no such file");
         } catch (IOException e) {
-            throw new DemoFailure(Main.EX_USAGE, "--node-config " + options.nodeConfig() + ": cannot read it: " + e);
+            throw new DemoFailure(ExitCodes.NOINPUT, "--node-config " + options.nodeConfig() + ": cannot read it: " + e);
         }
     }
 

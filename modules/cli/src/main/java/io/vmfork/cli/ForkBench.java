@@ -69,11 +69,7 @@ final class ForkBench {
         this.runs = runs;
     }
 
-    static void run(Vmm vmm, Args args, boolean json) {
-        int runs = args.intOption("runs", 200);
-        if (runs < 1) {
-            throw new Args.UsageException("--runs must be at least 1");
-        }
+    static void run(Vmm vmm, int runs, boolean json) {
         ForkBench b = new ForkBench(vmm, json, runs);
         // The C floor of the platform the VMs run on: KVM's (a VM, a memory slot and a vCPU
         // per child) or the process platform's (a pooled process per child and per move).

@@ -33,8 +33,7 @@ final class HypercallBench {
     private HypercallBench() {
     }
 
-    static void run(Vmm vmm, Args args, boolean json) {
-        int runs = args.intOption("runs", 30);
+    static void run(Vmm vmm, int runs, boolean json) {
         VirtualMachine vm = vmm.launch(VmSpec.of(Guests.shipped("forker"), 64L << 20));
         double[] us;
         try {

@@ -1,6 +1,6 @@
 package io.vmfork.cli;
 
-import io.vmfork.kvm.KvmException;
+import com.typesafe.config.Config;
 import io.vmfork.vmm.LaunchException;
 import io.vmfork.vmm.VirtualMachine;
 import io.vmfork.vmm.Vmm;
@@ -9,46 +9,112 @@ import io.vmfork.vmm.VmSpec;
 import io.vmfork.vmm.guest.ElfImage;
 import io.vmfork.vmm.guest.Guests;
 import io.vmfork.vmm.guest.InvalidGuestImageException;
+import java.nio.file.Files;
+import java.nio.file.Path;
 import java.time.Duration;
+import java.util.ArrayList;
 import java.util.List;
+import java.util.concurrent.Callable;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
+import picocli.CommandLine.Option;
+import picocli.CommandLine.Parameters;
 
-/** {@code vmfork run}: one VM, its console on stdout, its message channel on the command line or stdin. */
-final class RunCommand {
-    private RunCommand() {
-    }
+/**
+ * {@code vmfork run}: one VM, its console on stdout, its message channel on the command
+ * line or stdin. A guest kind that takes arguments adds them as positionals after GUEST
+ * ({@code vmfork run PROGRAM [-- ARGS...]}, picocli ends options at {@code --}) and
+ * repeatable options beside {@code --request}.
+ */
+@Command(name = "run", header = "Boot a guest in a VM, attached to the terminal.", sortOptions = false,
+        description = "Boot GUEST in a VM on this host's platform. Its console streams to stdout. Requests for its message "
+                + "channel come from --request (repeatable) or, without any, one per line on stdin; each reply is "
+                + "printed. The command exits with the guest's exit code.",
+        exitCodeListHeading = "%nExit codes:%n",
+        exitCodeList = {"N:the guest's exit code (0 when it exited cleanly)",
+            "64:bad usage: an unknown guest name, an option out of range",
+            "65:GUEST is not a guest image (not a static x86-64 ELF of the SDK)",
+            "66:GUEST names a file that does not exist",
+            "69:this host cannot run guests (the line says what is refused)",
+            "70:the VM crashed (the reason names the RIP)",
+            "78:invalid configuration", "124:--timeout ran out"})
+final class RunCommand implements Callable<Integer> {
+    @Mixin
+    HelpOption help;
 
-    static int run(Args args) {
-        args.allowOnly("memory", "timeout", "request", "vm-type", "vcpus");
-        String guest = args.positional(0, "GUEST (hello, warm-worker, or a path to an ELF)");
-        VmmSettings settings = VmmSettings.load();
-        long memory = args.option("memory") == null ? settings.defaultMemory() : Args.bytes("memory", args.option("memory"));
-        Duration timeout = args.option("timeout") == null ? null : Args.duration("timeout", args.option("timeout"));
-        int vmType = args.intOption("vm-type", 0);
-        int vcpus = args.intOption("vcpus", 1);
+    @Parameters(index = "0", paramLabel = "GUEST",
+            description = "A shipped example (hello, warm-worker, forker, smp, ...) or a path to an ELF built with the"
+                    + " guest SDK.")
+    String guest;
+
+    @Option(names = "--memory", paramLabel = "SIZE", converter = Converters.Size.class,
+            description = "Guest RAM (64M, 1G; a multiple of 2 MiB). Default: vmfork.vmm.memory.default (256 MiB);"
+                    + " untouched RAM costs nothing.")
+    Long memory;
+
+    @Option(names = "--vcpus", paramLabel = "N", defaultValue = "1",
+            description = "vCPUs, 1 to vmfork.vmm.max-vcpus. Default: ${DEFAULT-VALUE}.")
+    int vcpus;
+
+    @Option(names = "--timeout", paramLabel = "DURATION", converter = Converters.Duration.class,
+            description = "Stop the VM after DURATION (10s, 500ms) and exit 124. Default: none.")
+    Duration timeout;
+
+    @Option(names = "--vm-type", paramLabel = "N", defaultValue = "0",
+            description = "The VM's vm_type (what placement policies key on). Default: ${DEFAULT-VALUE}.")
+    int vmType;
+
+    @Option(names = "--request", paramLabel = "TEXT",
+            description = "A request for the guest's message channel (repeatable); without any, stdin's lines.")
+    List<String> requests = new ArrayList<>();
+
+    @Override
+    public Integer call() {
         if (vcpus < 1) {
-            System.err.println("vmfork run: --vcpus: a VM has at least one vCPU, not " + vcpus);
-            return Main.EX_USAGE;
+            throw Failure.usage("--vcpus: a VM has at least one vCPU, not " + vcpus);
         }
-        List<String> requests = args.all("request");
-
-        ElfImage image;
+        if (vmType < 0) {
+            throw Failure.usage("--vm-type: a vm_type cannot be negative, got " + vmType);
+        }
+        Config config = CliConfig.load();
+        VmmSettings settings = CliConfig.vmm(config);
+        long mem = memory == null ? settings.defaultMemory() : memory;
         try {
-            image = Guests.resolve(guest);
-        } catch (InvalidGuestImageException e) {
-            System.err.println("vmfork run: " + e.getMessage());
-            return Main.EX_USAGE;
+            Vmm.checkLaunch(settings, mem, vcpus);
+        } catch (LaunchException e) {
+            throw Failure.usage(e.getMessage());
         }
+        ElfImage image = guestImage(guest);
         VmSession session = new VmSession();
         try (Vmm vmm = Vmm.open(settings)) {
             System.err.println("vmfork run: platform " + vmm.platform());
-            VirtualMachine vm = vmm.launch(new VmSpec(image, memory, vcpus, vmType, session.listener()));
+            VirtualMachine vm = vmm.launch(new VmSpec(image, mem, vcpus, vmType, session.listener()));
             return session.attach(vm, requests, timeout, guest);
-        } catch (KvmException | io.vmfork.vmm.platform.process.ProcessPlatformException e) {
-            System.err.println("vmfork run: " + e.getMessage());
-            return Main.EX_UNAVAILABLE;
         } catch (LaunchException e) {
-            System.err.println("vmfork run: cannot launch " + guest + ": " + e.getMessage());
-            return Main.EX_USAGE;
+            throw Failure.usage("cannot launch " + guest + ": " + e.getMessage());
+        }
+    }
+
+    /**
+     * GUEST as an image, before any device opens: a path that names no file exits 66, a
+     * name that is no shipped guest 64, a file that is not a guest image 65.
+     */
+    static ElfImage guestImage(String guest) {
+        boolean path = guest.contains("/") || guest.endsWith(".elf");
+        if (path && !Files.isRegularFile(Path.of(guest))) {
+            throw Failure.noInput("no guest image at " + guest + (Files.exists(Path.of(guest)) ? " (not a file)"
+                    : ": no such file"));
+        }
+        if (path && !Files.isReadable(Path.of(guest))) {
+            throw Failure.noInput("cannot read " + guest + ": permission denied");
+        }
+        try {
+            return Guests.resolve(guest);
+        } catch (InvalidGuestImageException e) {
+            if (!path && !Files.exists(Path.of(guest))) {
+                throw Failure.usage(e.getMessage());
+            }
+            throw Failure.data(e.getMessage());
         }
     }
 }

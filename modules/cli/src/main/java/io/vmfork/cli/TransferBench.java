@@ -109,21 +109,8 @@ final class TransferBench {
         this.refPath = refReceiver.path().toStringWithAddress(Cluster.get(system).selfAddress());
     }
 
-    static void run(Args args, boolean json) {
-        int runs = args.intOption("runs", 5);
-        if (runs < 1) {
-            throw new Args.UsageException("--runs must be at least 1");
-        }
-        List<Long> sizes = new ArrayList<>();
-        for (String s : (args.option("sizes") == null ? "64,1024" : args.option("sizes")).split(",")) {
-            sizes.add(Long.parseLong(s.strip()));
-        }
-        String kill = args.option("kill") == null ? "on" : args.option("kill");
-        if (!kill.equals("on") && !kill.equals("off")) {
-            throw new Args.UsageException("--kill must be on or off");
-        }
-        String directBuffer = args.option("direct-buffer") == null ? DIRECT_BUFFER : args.option("direct-buffer");
-        Args.bytes("direct-buffer", directBuffer);
+    /** {@code sizes} in MiB; {@code directBuffer} a size that {@code pekko.io.tcp.direct-buffer-size} takes. */
+    static void run(int runs, List<Long> sizes, boolean kill, String directBuffer, boolean json) {
         ActorSystem system = ActorSystem.create(TransferPeer.SYSTEM, com.typesafe.config.ConfigFactory.parseString(
                 "pekko.io.tcp.direct-buffer-size = " + directBuffer).withFallback(TransferPeer.systemConfig()));
         Cluster.get(system).join(Cluster.get(system).selfAddress());
@@ -132,7 +119,7 @@ final class TransferBench {
             b = new TransferBench(json, system);
             b.directBuffer = directBuffer;
             b.peer = PeerProcess.start(b.seed, directBuffer, START);
-            b.all(sizes, runs, kill.equals("on"));
+            b.all(sizes, runs, kill);
         } catch (Exception e) {
             throw new IllegalStateException("bench transfer: " + e.getMessage(), e);
         } finally {

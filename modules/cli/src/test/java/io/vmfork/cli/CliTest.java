@@ -194,7 +194,7 @@ class CliTest {
         assertEquals("rw-------", java.nio.file.attribute.PosixFilePermissions.toString(
                 Files.getPosixFilePermissions(key)));
         assertTrue(k.out().contains("fingerprint: SHA256:"), k.out());
-        assertEquals(Main.EX_USAGE, vmfork("capsule-key", "--out", dir.resolve("keys").toString()).code(),
+        assertEquals(ExitCodes.CANTCREAT, vmfork("capsule-key", "--out", dir.resolve("keys").toString()).code(),
                 "an existing key is never overwritten");
         assertEquals(0, vmfork("capsule-key", "--out", dir.resolve("keys").toString(), "--name", "other").code());
         Path otherKey = dir.resolve("keys/other.key");
@@ -230,7 +230,7 @@ class CliTest {
         assertEquals(0, any.code(), any.err());
 
         Result noKey = vmfork("restore", signed.toString(), "--require-signer", dir.resolve("none.pub").toString());
-        assertEquals(Main.EX_USAGE, noKey.code());
+        assertEquals(ExitCodes.NOINPUT, noKey.code());
         assertTrue(noKey.err().contains("none.pub: no such file"), noKey.err());
         Result privAsSigner = vmfork("snapshot", "forker", "--out", dir.resolve("x").toString(), "--sign",
                 pub.toString());
@@ -251,7 +251,7 @@ class CliTest {
         assertFalse(bad.err().contains("\tat "), "no stack trace: " + bad.err());
 
         Result missing = vmfork("restore", dir.resolve("nothing-here").toString());
-        assertEquals(Main.EX_USAGE, missing.code());
+        assertEquals(ExitCodes.NOINPUT, missing.code());
         assertTrue(missing.err().endsWith("nothing-here: no such file\n"), missing.err());
     }
 

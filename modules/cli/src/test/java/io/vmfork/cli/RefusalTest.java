@@ -84,6 +84,11 @@ class RefusalTest {
             {"node", "--config", conf.toString()}, {"demo", "--nodes", "1"}};
     }
 
+    /** The command's name as its messages start: "bench launch" for a bench scenario. */
+    private static String name(String[] args) {
+        return args[0].equals("bench") ? "bench " + args[1] : args[0];
+    }
+
     private static boolean isRoot() throws IOException {
         return Files.readString(Path.of("/proc/self/status")).matches("(?s).*\\nUid:\\s+0\\s.*");
     }
@@ -115,7 +120,7 @@ class RefusalTest {
             @TempDir Path dir) throws Exception {
         for (String[] args : commands(dir)) {
             Result r = vmfork(dir, List.of(refusal), Map.of("VMFORK_PLATFORM", "process"), args);
-            assertRefused(r, args[0], what);
+            assertRefused(r, name(args), what);
             assertTrue(r.err().contains(fix) && r.err().contains(OR_KVM), r.err());
             if (args[0].equals("demo")) {
                 assertTrue(r.err().endsWith("No node was started.\n"), r.err());
@@ -155,7 +160,7 @@ class RefusalTest {
                 assertTrue(r.err().endsWith("set vmfork.vmm.platform = auto to run the demo's VMs on the process"
                         + " platform. No node was started.\n"), r.err());
             } else {
-                assertRefused(r, args[0], "the kvm platform is configured (vmfork.vmm.platform or VMFORK_PLATFORM ="
+                assertRefused(r, name(args), "the kvm platform is configured (vmfork.vmm.platform or VMFORK_PLATFORM ="
                         + " kvm) but /dev/kvm does not exist: ");
                 assertTrue(r.err().endsWith("or set vmfork.vmm.platform = auto to run guests on the process"
                         + " platform\n"), r.err());

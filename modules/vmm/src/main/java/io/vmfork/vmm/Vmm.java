@@ -135,11 +135,7 @@ public final class Vmm implements AutoCloseable {
     /** Boots a new VM from a guest image. */
     public VirtualMachine launch(VmSpec spec) {
         long start = System.nanoTime();
-        checkMemorySize(spec.memoryBytes());
-        if (spec.vcpus() > settings.maxVcpus()) {
-            throw new LaunchException("a VM may have at most " + settings.maxVcpus() + " vCPUs (vmfork.vmm.max-vcpus), got "
-                    + spec.vcpus());
-        }
+        checkLaunch(settings, spec.memoryBytes(), spec.vcpus());
         reserveSlot();
         try {
             VmIdentity id = new VmIdentity(newVmId(), 0, settings.hostId(), 0, spec.vmType());
@@ -408,7 +404,25 @@ public final class Vmm implements AutoCloseable {
         return guestPlatform.caps();
     }
 
+    /**
+     * What {@link #launch} refuses before anything exists, for callers that check a launch's
+     * arguments before they open a VMM (the CLI): RAM size and range, the vCPU count.
+     *
+     * @throws LaunchException naming the limit and its key
+     */
+    public static void checkLaunch(VmmSettings settings, long memoryBytes, int vcpus) {
+        checkMemorySize(settings, memoryBytes);
+        if (vcpus > settings.maxVcpus()) {
+            throw new LaunchException("a VM may have at most " + settings.maxVcpus() + " vCPUs (vmfork.vmm.max-vcpus), got "
+                    + vcpus);
+        }
+    }
+
     void checkMemorySize(long bytes) {
+        checkMemorySize(settings, bytes);
+    }
+
+    private static void checkMemorySize(VmmSettings settings, long bytes) {
         if (bytes % GuestLayout.LARGE_PAGE != 0) {
             throw new LaunchException("guest RAM must be a multiple of 2 MiB, got " + bytes + " bytes");
         }

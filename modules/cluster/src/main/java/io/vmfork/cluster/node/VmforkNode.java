@@ -15,6 +15,7 @@ import io.vmfork.cluster.web.ClusterPage;
 import io.vmfork.cluster.web.PageSettings;
 import io.vmfork.vmm.Vmm;
 import io.vmfork.vmm.VmmSettings;
+import io.vmfork.vmm.config.ConfigCheck;
 import io.vmfork.vmm.guest.GuestImages;
 import java.io.File;
 import java.nio.file.Files;
@@ -174,7 +175,13 @@ public final class VmforkNode implements AutoCloseable {
         NodeSettings settings = NodeSettings.create(config);
         Duration apiTimeout = apiTimeout(config);
         GuestImages images = guestImages(config);
-        VmmSettings vmmSettings = VmmSettings.create(config);
+        VmmSettings vmmSettings;
+        try {
+            vmmSettings = VmmSettings.create(config);
+        } catch (IllegalArgumentException | com.typesafe.config.ConfigException e) {
+            // VmmSettings names the key in its message.
+            throw new InvalidNodeConfigException("vmfork.vmm", e.getMessage(), e);
+        }
         PageSettings pageSettings = PageSettings.create(config);
         StatusSettings statusSettings = StatusSettings.create(config);
         Optional<MemberTls> statusTls = statusTls(config, settings, statusSettings);
@@ -259,18 +266,21 @@ public final class VmforkNode implements AutoCloseable {
     }
 
     /**
-     * The configuration of a node from a file: the file, over system properties'
-     * overrides, over the modules' reference.conf.
+     * The configuration of a node from a file: system properties' overrides, over the file,
+     * over the modules' reference.conf; every key under vmfork in the file and the
+     * properties checked against reference.conf ({@link ConfigCheck}), before anything starts.
      *
      * @throws InvalidNodeConfigException if the file is missing or not valid HOCON
+     * @throws io.vmfork.vmm.config.InvalidConfigException naming each unknown key and wrong type, with its line
      */
     public static Config loadConfig(File file) {
+        Config parsed;
         try {
-            Config parsed = ConfigFactory.parseFile(file, ConfigParseOptions.defaults().setAllowMissing(false));
-            return ConfigFactory.load(parsed);
+            parsed = ConfigFactory.parseFile(file, ConfigParseOptions.defaults().setAllowMissing(false));
         } catch (com.typesafe.config.ConfigException e) {
             throw new InvalidNodeConfigException(file.getPath(), e.getMessage(), e);
         }
+        return ConfigCheck.load(parsed, file.getPath());
     }
 
     public ActorSystem<Void> system() {
@@ -439,7 +449,7 @@ public final class VmforkNode implements AutoCloseable {
         VmforkNode node;
         try {
             node = start(loadConfig(new File(args[0])));
-        } catch (InvalidNodeConfigException e) {
+        } catch (InvalidNodeConfigException | io.vmfork.vmm.config.InvalidConfigException e) {
             System.err.println("vmfork node: " + args[0] + ": " + e.getMessage());
             System.exit(78);
             return;

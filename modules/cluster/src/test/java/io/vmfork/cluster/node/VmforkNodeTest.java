@@ -141,4 +141,15 @@ class VmforkNodeTest {
         e = assertThrows(InvalidNodeConfigException.class, () -> VmforkNode.start(VmforkNode.loadConfig(bad.toFile())));
         assertEquals("vmfork.node.capacity.vm-slots", e.key());
     }
+
+    /** A typo in a node's file stops it at loadConfig, before a VMM or an actor system exists (ConfigCheck). */
+    @Test
+    void aTypoInANodesFileIsRefusedWithItsLine(@org.junit.jupiter.api.io.TempDir Path dir) throws Exception {
+        Path typo = dir.resolve("typo.conf");
+        Files.writeString(typo, "# a node\nvmfork.node.capacity.vm-slotz = 3\nvmfork.node.port = many\n");
+        io.vmfork.vmm.config.InvalidConfigException e = assertThrows(io.vmfork.vmm.config.InvalidConfigException.class,
+                () -> VmforkNode.loadConfig(typo.toFile()));
+        assertEquals(java.util.List.of(typo + ":2: vmfork.node.capacity.vm-slotz: unknown key; did you mean vm-slots?",
+                typo + ":3: vmfork.node.port: 'many' is not a whole number"), e.problems());
+    }
 }
