@@ -113,14 +113,16 @@ public final class Main {
                       fork.parent_write_after_fork, fork.vs_cold, fork.memory_per_child, capsule.size.
                       Cluster benchmarks (two node JVMs started on this machine, killed after):
                       cluster.placement, cluster.placement_throughput, cluster.launch_remote,
-                      cluster.fork_parent_blocked, each over Artery TLS (tls: true), plain TCP
-                      twice (tls: false) and TLS again, and cluster.tls_cost (TLS over plain,
-                      means of their passes). Capsule benchmark: capsule.compression (LZ4 on
+                      cluster.fork_parent_blocked, each over TLS (tls: true: Artery and the
+                      capsule transfers), plain TCP twice (tls: false) and TLS again, and
+                      cluster.tls_cost (TLS over plain, means of their passes). Capsule benchmark: capsule.compression (LZ4 on
                       random memory and on a warm-worker's image, and capsules written with each
                       vmfork.capsule.compression).
                       Clone benchmarks (two node JVMs started here; this JVM is a third host that
                       forks): clone.tcp_floor, clone.remote, clone.parent_blocked (64 and 1024 MiB),
-                      clone.remote_incremental, clone.fanout.
+                      clone.remote_incremental, clone.fanout, with the transfers over TLS
+                      (transfer_tls: true); the 64 MiB clone.remote also with them over plain
+                      TCP (passes plain, TLS, TLS, plain) and clone.tls_cost (their ratio).
                   bench transfer [--json] [--runs N] [--sizes MIB,...] [--kill on|off] [--direct-buffer SIZE]
                       Bulk bytes between two JVMs on loopback (a sender JVM started here):
                       transfer.tcp_floor, transfer.streams_tcp, transfer.stream_refs per size

@@ -257,7 +257,9 @@ class TransferTlsTest {
         TransferSettings s = TransferSettings.fromConfig(on);
         assertTrue(s.tls().isPresent());
         assertEquals(node1, s.tls().get().files());
-        assertTrue(TransferSettings.fromConfig(withFiles).tls().isEmpty(), "vmfork.transfer.tls off: plain TCP");
+        assertTrue(TransferSettings.fromConfig(withFiles).tls().isPresent(), "vmfork.transfer.tls is on by default");
+        assertTrue(TransferSettings.fromConfig(ConfigFactory.parseString("vmfork.transfer.tls = off")
+                .withFallback(withFiles)).tls().isEmpty(), "vmfork.transfer.tls off: plain TCP");
         assertTrue(TransferSettings.fromConfig(ConfigFactory.parseString("vmfork.transfer.tls = on")
                 .withFallback(system.settings().config())).tls().isEmpty(), "no credentials: plain TCP");
     }
