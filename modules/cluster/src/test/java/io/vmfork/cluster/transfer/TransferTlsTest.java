@@ -265,6 +265,12 @@ class TransferTlsTest {
     }
 
     @Test
+    void theWarmUpRunsAHandshakeAndRecordsInMemory() throws Exception {
+        // Its own client and server engines of one member's context: no peer, no socket.
+        new TransferTls(node1, Duration.ofMinutes(1)).warmUp(1 << 20);
+    }
+
+    @Test
     void theOpeningIsAdmittedBeforeAnyDataIsWritten() throws Exception {
         // A source that holds before its first chunk (a failpoint, a slow capsule writer): its
         // OPEN frame must get through the TLS session on its own, not wait for more bytes.
