@@ -123,7 +123,7 @@ final class BenchCommand implements Callable<Integer> {
     }
 
     @Command(name = "cluster", header = "Placement and remote launch on a cluster of node JVMs started here.", description = "cluster.placement, cluster.placement_throughput,"
-            + " cluster.launch_remote, cluster.fork_parent_blocked over Artery TLS and plain TCP, and"
+            + " cluster.launch_remote, cluster.fork_parent_blocked over TLS (Artery and the capsule transfers; tls: true) and plain TCP, and"
             + " cluster.tls_cost (two node JVMs started here, stopped after).",
             exitCodeListHeading = EXIT_CODES, exitCodeList = {"0:measured", "64:bad usage",
                 "69:this host cannot run guests", "70:a step failed", "78:invalid configuration"})
@@ -154,7 +154,9 @@ final class BenchCommand implements Callable<Integer> {
     }
 
     @Command(name = "clone", header = "Remote clones on node JVMs started here.", description = "clone.tcp_floor, clone.remote, clone.parent_blocked (64 and 1024"
-            + " MiB), clone.remote_incremental, clone.fanout (two node JVMs started here; this JVM forks).",
+            + " MiB), clone.remote_incremental, clone.fanout with the transfers over TLS (transfer_tls: true), and the 64 MiB"
+            + " clone.remote over plain TCP too (passes plain, TLS, TLS, plain) with clone.tls_cost, their ratio (two node"
+            + " JVMs started here; this JVM forks).",
             exitCodeListHeading = EXIT_CODES, exitCodeList = {"0:measured", "64:bad usage",
                 "69:this host cannot run guests", "70:a step failed", "78:invalid configuration"})
     static final class Clone extends Scenario {

@@ -48,8 +48,9 @@ import org.apache.pekko.actor.typed.javadsl.AskPattern;
  *     plain Vmm (CopyPlacement.LOCAL) in the same run.
  * </ul>
  * Every figure is taken four times in one run, each time on a cluster of its own
- * ({@code pass} 1 to 4): over Artery TLS with mutual authentication (throw-away
- * credentials, as {@link LocalCluster} makes them; {@code tls: true}), over plain TCP
+ * ({@code pass} 1 to 4): over TLS with mutual authentication, Artery's and the capsule
+ * transfers' as a node runs by default (throw-away credentials, as {@link LocalCluster}
+ * makes them; {@code tls: true}), over plain TCP
  * twice ({@code tls: false}), and over TLS again; a {@code cluster.tls_cost} line per
  * figure gives the ratio of the means of its TLS and plain passes.
  */

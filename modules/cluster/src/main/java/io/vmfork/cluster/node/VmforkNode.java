@@ -219,10 +219,15 @@ public final class VmforkNode implements AutoCloseable {
             PlacementClient placement = PlacementClient.create(system, settings.placement(), settings.hostId());
             ActorRef<HostActor.Command> host;
             io.vmfork.cluster.host.CloneStats cloneStats = new io.vmfork.cluster.host.CloneStats();
+            io.vmfork.cluster.transfer.TransferSettings transfer =
+                    io.vmfork.cluster.transfer.TransferSettings.fromConfig(config);
+            // A fresh JVM runs AES-GCM interpreted at first, and its first capsule pays for it
+            // (reference.conf, vmfork.transfer.tls-warm-up: off by default, no gain shown yet).
+            transfer.tls().ifPresent(t -> t.warmUpInBackground(config.getBytes("vmfork.transfer.tls-warm-up")));
             try {
                 host = system.systemActorOf(HostActor.create(vmm, admission, reporter, placement,
                         new HostActor.Settings(settings.hostId(), settings.hostName(), apiTimeout,
-                                io.vmfork.cluster.transfer.TransferSettings.fromConfig(config),
+                                transfer,
                                 config.getBytes("vmfork.transfer.image-cache"), images,
                                 subscriberLimits(config)), cloneStats), "host",
                         Props.empty());

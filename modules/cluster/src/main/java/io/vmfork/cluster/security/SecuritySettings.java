@@ -95,7 +95,7 @@ public record SecuritySettings(Optional<ClusterCredentials.MemberFiles> credenti
         return new SecuritySettings(Optional.empty(), insecure, Optional.empty(), false);
     }
 
-    /** {@code vmfork.transfer.tls}: whether capsule transfers use the credentials too (off by default for now). */
+    /** {@code vmfork.transfer.tls}: whether capsule transfers use the credentials too (on by default). */
     private static boolean transferTls(Config root) {
         return root.hasPath("vmfork.transfer.tls") && root.getBoolean("vmfork.transfer.tls");
     }

@@ -49,8 +49,12 @@ class SecuritySettingsTest {
                 p.getString("pekko.remote.artery.ssl.rotating-keys-engine.ca-cert-file"));
         assertEquals("TLSv1.3", p.getString("pekko.remote.artery.ssl.rotating-keys-engine.protocol"));
         assertTrue(s.security().describe("10.0.0.5").contains("CN=node-1"));
-        assertTrue(s.security().describe("10.0.0.5").contains("capsule transfers over plain TCP (vmfork.transfer.tls = off)"),
+        assertTrue(s.security().describe("10.0.0.5").contains("capsule transfers over TLS with the same credentials"),
                 s.security().describe("10.0.0.5"));
+        NodeSettings off = NodeSettings.create(with(credentials("node-1") + "vmfork.node.hostname = \"10.0.0.5\"\n"
+                + "vmfork.transfer.tls = off"));
+        assertTrue(off.security().describe("10.0.0.5").contains("capsule transfers over plain TCP (vmfork.transfer.tls = off)"),
+                off.security().describe("10.0.0.5"));
     }
 
     @Test

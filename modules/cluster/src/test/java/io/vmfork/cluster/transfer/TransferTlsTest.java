@@ -257,9 +257,17 @@ class TransferTlsTest {
         TransferSettings s = TransferSettings.fromConfig(on);
         assertTrue(s.tls().isPresent());
         assertEquals(node1, s.tls().get().files());
-        assertTrue(TransferSettings.fromConfig(withFiles).tls().isEmpty(), "vmfork.transfer.tls off: plain TCP");
+        assertTrue(TransferSettings.fromConfig(withFiles).tls().isPresent(), "vmfork.transfer.tls is on by default");
+        assertTrue(TransferSettings.fromConfig(ConfigFactory.parseString("vmfork.transfer.tls = off")
+                .withFallback(withFiles)).tls().isEmpty(), "vmfork.transfer.tls off: plain TCP");
         assertTrue(TransferSettings.fromConfig(ConfigFactory.parseString("vmfork.transfer.tls = on")
                 .withFallback(system.settings().config())).tls().isEmpty(), "no credentials: plain TCP");
+    }
+
+    @Test
+    void theWarmUpRunsAHandshakeAndRecordsInMemory() throws Exception {
+        // Its own client and server engines of one member's context: no peer, no socket.
+        new TransferTls(node1, Duration.ofMinutes(1)).warmUp(1 << 20);
     }
 
     @Test
