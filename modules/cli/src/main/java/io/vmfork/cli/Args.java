@@ -17,10 +17,16 @@ final class Args {
 
     private final List<String> positionals = new ArrayList<>();
     private final List<String[]> options = new ArrayList<>();
+    /** What follows a bare "--", verbatim (a Linux program's arguments); null when there is no "--". */
+    private List<String> tail;
 
     Args(String[] args) {
         for (int i = 0; i < args.length; i++) {
             String a = args[i];
+            if (a.equals("--")) {
+                tail = List.of(java.util.Arrays.copyOfRange(args, i + 1, args.length));
+                break;
+            }
             if (a.startsWith("--")) {
                 String name = a.substring(2);
                 String value = null;
@@ -40,6 +46,11 @@ final class Args {
 
     private static boolean isFlag(String name) {
         return name.equals("json") || name.equals("quiet") || name.equals("keep");
+    }
+
+    /** The arguments after a bare "--", verbatim; null when the command line has none. */
+    List<String> tail() {
+        return tail;
     }
 
     List<String> positionals() {

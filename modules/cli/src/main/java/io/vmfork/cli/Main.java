@@ -69,11 +69,18 @@ public final class Main {
                       the process platform) or a node cannot start (its log's last lines are
                       shown), 70 if a step failed or a worker ended during the burst.
                   run GUEST [--memory SIZE] [--vcpus N] [--timeout DURATION] [--vm-type N] [--request TEXT]...
-                      Boot GUEST (a shipped example: hello, warm-worker; or a path to an ELF)
-                      in a KVM VM. Its console streams to stdout. Requests for its message
-                      channel come from --request (repeatable) or, without any, one per line
-                      on stdin; each reply is printed. Exits with the guest's exit code, 69
-                      if this host cannot run guests (the line says what is refused).
+                      [--env K=V]... [-- ARGS...]
+                      Boot GUEST (a shipped example: hello, warm-worker; or a path to an ELF:
+                      an SDK guest, or a static x86-64 Linux program, docs/linux.md) in a VM.
+                      Its console (a Linux program's stderr) streams to stdout. Requests for
+                      its message channel come from --request (repeatable) or, without any,
+                      one per line on stdin; each reply is printed (a Linux program reads
+                      each request as a line of its stdin and answers with a line of its
+                      stdout). A Linux program gets ARGS after "--" (argv[0] is "/" and its
+                      file name) and exactly the --env entries as its environment; the system
+                      calls it made that are not served are listed on stderr at its end.
+                      Exits with the guest's exit code, 69 if this host cannot run guests
+                      (the line says what is refused).
                   snapshot GUEST --out FILE [--memory SIZE] [--request TEXT]... [--when ready|idle|now] [--timeout DURATION]
                            [--sign KEY]
                       Boot GUEST, wait until it is ready (and has served the requests), and
