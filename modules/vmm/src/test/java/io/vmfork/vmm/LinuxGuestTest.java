@@ -149,6 +149,41 @@ class LinuxGuestTest extends VmmTestBase {
     }
 
     @Test
+    void aStaticLuaWorkerWarmsUpAnswersRequestsAndForks() throws Exception {
+        assumeProcessPlatform();
+        ElfImage lua = Guests.shipped("lua-worker");
+        assertEquals(ElfImage.Kind.LINUX, lua.kind());
+        VirtualMachine parent = vmm.launch(VmSpec.of(lua, MEMORY).withProgram(ProgramArgs.of("/lua-worker")));
+        try {
+            parent.ready().get(60, TimeUnit.SECONDS);
+            assertTrue(parent.console().text().contains("lua-worker: ready (200000 keys)"), parent.console().text());
+            assertEquals("200000", ask(parent, "count"));
+            String sum = ask(parent, "sum");
+            String v7 = ask(parent, "get 7");
+            assertEquals("miss", ask(parent, "get 200000"));
+            assertEquals("ok", ask(parent, "set 7 parent"));
+            VirtualMachine.ForkResult fork = parent.fork(2, 0);
+            assertEquals(List.of(), fork.errors());
+            VirtualMachine a = fork.children().get(0);
+            VirtualMachine b = fork.children().get(1);
+            assertEquals("parent", ask(a, "get 7"));
+            assertEquals("ok", ask(a, "set 7 " + v7));
+            assertEquals(sum, ask(a, "sum"), "the child restored key 7: its whole table is the warm one");
+            assertEquals("ok", ask(b, "set 8 b"));
+            assertEquals("parent", ask(b, "get 7"));
+            assertEquals("parent", ask(parent, "get 7"));
+            assertNotEquals("b", ask(parent, "get 8"));
+            assertNotEquals("b", ask(a, "get 8"));
+            assertEquals(Map.of(), a.unservedSyscalls());
+            a.channel().request("exit 4".getBytes(StandardCharsets.UTF_8));
+            assertEquals(VmExit.exited(4), a.awaitTermination(VmmTesting.TIMEOUT));
+            b.stop();
+        } finally {
+            parent.stop();
+        }
+    }
+
+    @Test
     void onKvmALinuxProgramIsRefusedWithTheReason() {
         assumeTrue(!vmm.platform().isProcess(), "a process-platform VMM runs Linux programs");
         LaunchException e = assertThrows(LaunchException.class,
