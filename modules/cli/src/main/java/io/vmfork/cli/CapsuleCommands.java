@@ -93,6 +93,11 @@ final class CapsuleCommands {
             System.err.println("vmfork snapshot: " + e.getMessage());
             return Main.EX_USAGE;
         }
+        if (image.kind() == ElfImage.Kind.LINUX) {
+            System.err.println("vmfork snapshot: " + guest + " is a Linux program: capsules of Linux guests are not"
+                    + " implemented yet (docs/linux.md, \"State, and forks\")");
+            return Main.EX_USAGE;
+        }
         VmSession session = new VmSession();
         try (Vmm vmm = Vmm.open(settings)) {
             VirtualMachine vm = vmm.launch(VmSpec.of(image, memory).withListener(session.listener()));

@@ -79,6 +79,9 @@ class LinuxRunTest {
         Result dynamic = vmfork("run", "linux-probe-dynamic");
         assertEquals(Main.EX_USAGE, dynamic.code());
         assertTrue(dynamic.err().contains("dynamically linked"), dynamic.err());
+        Result snapshot = vmfork("snapshot", "linux-probe-musl", "--out", "/nonexistent/never-written.capsule");
+        assertEquals(Main.EX_USAGE, snapshot.code());
+        assertTrue(snapshot.err().contains("capsules of Linux guests are not implemented yet"), snapshot.err());
         Result sdkArgs = vmfork("run", "hello", "--env", "A=B");
         assertEquals(Main.EX_USAGE, sdkArgs.code());
         assertTrue(sdkArgs.err().contains("SDK guest"), sdkArgs.err());
