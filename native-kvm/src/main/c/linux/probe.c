@@ -9,6 +9,9 @@
  *   set KEY VALUE   remember VALUE under KEY (a table of the process: forks carry it)
  *   get KEY         the VALUE, or "-"
  *   loop N          N getppid calls: the system call round trip, "ns_per_call=..."
+ *   cat PATH        the file's size in bytes and first line (stdio), or its errno
+ *   wopen PATH      open for writing: its errno (a read-only root: EROFS)
+ *   cd DIR          chdir, then getcwd
  *   exit N          exit_group(N)
  *
  * It says "probe: up" on stderr (the VM's console) before its first read.
@@ -173,6 +176,42 @@ static void reply_loop(long n)
     printf("calls=%ld ns_per_call=%ld\n", n, n > 0 ? ns / n : 0);
 }
 
+static void reply_cat(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        printf("errno=%d\n", errno);
+        return;
+    }
+    char first[256] = "";
+    if (!fgets(first, sizeof first, f))
+        first[0] = 0;
+    first[strcspn(first, "\n")] = 0;
+    long n = (long)strlen(first) + (first[0] ? 1 : 0);
+    char buf[4096];
+    size_t k;
+    while ((k = fread(buf, 1, sizeof buf, f)) > 0)
+        n += (long)k;
+    fclose(f);
+    printf("bytes=%ld first=%s\n", n, first);
+}
+
+static void reply_wopen(const char *path)
+{
+    FILE *f = fopen(path, "w");
+    printf("errno=%d\n", f ? 0 : errno);
+    if (f)
+        fclose(f);
+}
+
+static void reply_cd(const char *dir)
+{
+    char cwd[512];
+    int r = chdir(dir);
+    int e = errno;
+    printf("chdir=%d errno=%d cwd=%s\n", r, r ? e : 0, getcwd(cwd, sizeof cwd) ? cwd : "?");
+}
+
 static void remember(const char *k, const char *v)
 {
     for (int i = 0; i < SLOTS; i++)
@@ -229,6 +268,12 @@ int main(int argc, char **argv)
             reply_malloc(atol(arg));
         else if (!strcmp(line, "loop") && arg)
             reply_loop(atol(arg));
+        else if (!strcmp(line, "cat") && arg)
+            reply_cat(arg);
+        else if (!strcmp(line, "wopen") && arg)
+            reply_wopen(arg);
+        else if (!strcmp(line, "cd") && arg)
+            reply_cd(arg);
         else if (!strcmp(line, "brk"))
             reply_brk();
         else if (!strcmp(line, "set") && arg && strchr(arg, ' ')) {

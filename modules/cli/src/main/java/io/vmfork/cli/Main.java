@@ -69,7 +69,7 @@ public final class Main {
                       the process platform) or a node cannot start (its log's last lines are
                       shown), 70 if a step failed or a worker ended during the burst.
                   run GUEST [--memory SIZE] [--vcpus N] [--timeout DURATION] [--vm-type N] [--request TEXT]...
-                      [--env K=V]... [-- ARGS...]
+                      [--env K=V]... [--root DIR] [-- ARGS...]
                       Boot GUEST (a shipped example: hello, warm-worker; or a path to an ELF:
                       an SDK guest, or a static x86-64 Linux program, docs/linux.md) in a VM.
                       Its console (a Linux program's stderr) streams to stdout. Requests for
@@ -77,8 +77,9 @@ public final class Main {
                       one per line on stdin; each reply is printed (a Linux program reads
                       each request as a line of its stdin and answers with a line of its
                       stdout). A Linux program gets ARGS after "--" (argv[0] is "/" and its
-                      file name) and exactly the --env entries as its environment; the system
-                      calls it made that are not served are listed on stderr at its end.
+                      file name), exactly the --env entries as its environment and DIR as its
+                      read-only root (no files without it); the system calls it made that
+                      are not served are listed on stderr at its end.
                       Exits with the guest's exit code, 69 if this host cannot run guests
                       (the line says what is refused).
                   snapshot GUEST --out FILE [--memory SIZE] [--request TEXT]... [--when ready|idle|now] [--timeout DURATION]

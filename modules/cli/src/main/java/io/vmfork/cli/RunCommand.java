@@ -23,7 +23,7 @@ final class RunCommand {
     }
 
     static int run(Args args) {
-        args.allowOnly("memory", "timeout", "request", "vm-type", "vcpus", "env");
+        args.allowOnly("memory", "timeout", "request", "vm-type", "vcpus", "env", "root");
         String guest = args.positional(0, "GUEST (hello, warm-worker, or a path to an ELF: an SDK guest or a static"
                 + " Linux program)");
         VmmSettings settings = VmmSettings.load();
@@ -53,14 +53,15 @@ final class RunCommand {
             argv.add("/" + file);
             argv.addAll(programArgs);
             try {
-                program = new ProgramArgs(argv, env);
+                program = new ProgramArgs(argv, env,
+                        args.option("root") == null ? null : java.nio.file.Path.of(args.option("root")));
             } catch (IllegalArgumentException e) {
                 System.err.println("vmfork run: " + e.getMessage());
                 return Main.EX_USAGE;
             }
-        } else if (!env.isEmpty() || !programArgs.isEmpty()) {
+        } else if (!env.isEmpty() || !programArgs.isEmpty() || args.option("root") != null) {
             System.err.println("vmfork run: " + guest + " is an SDK guest: it takes no arguments after -- and no --env"
-                    + " (those are for Linux programs, docs/linux.md)");
+                    + " or --root (those are for Linux programs, docs/linux.md)");
             return Main.EX_USAGE;
         }
         VmSession session = new VmSession();

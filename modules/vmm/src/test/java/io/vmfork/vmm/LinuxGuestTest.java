@@ -183,6 +183,49 @@ class LinuxGuestTest extends VmmTestBase {
         }
     }
 
+    @ParameterizedTest
+    @ValueSource(strings = {"musl", "glibc"})
+    void filesAreReadOnlyAndNeverReachOutsideTheRoot(String libc, @org.junit.jupiter.api.io.TempDir java.nio.file.Path dir)
+            throws Exception {
+        assumeProcessPlatform();
+        java.nio.file.Path root = dir.resolve("root");
+        java.nio.file.Files.createDirectories(root.resolve("etc"));
+        java.nio.file.Files.createDirectories(root.resolve("data/sub"));
+        java.nio.file.Files.writeString(root.resolve("etc/greeting"), "hello from the root\nsecond line\n");
+        java.nio.file.Files.writeString(dir.resolve("outside"), "the host's\n");
+        java.nio.file.Files.createSymbolicLink(root.resolve("relative"), java.nio.file.Path.of("etc/greeting"));
+        java.nio.file.Files.createSymbolicLink(root.resolve("absolute"), java.nio.file.Path.of("/etc/greeting"));
+        java.nio.file.Files.createSymbolicLink(root.resolve("escape"), dir.resolve("outside"));
+        java.nio.file.Files.createSymbolicLink(root.resolve("up"), java.nio.file.Path.of("../outside"));
+        java.nio.file.Files.createSymbolicLink(root.resolve("loop"), java.nio.file.Path.of("loop"));
+        VirtualMachine vm = vmm.launch(VmSpec.of(Guests.shipped("linux-probe-" + libc), MEMORY)
+                .withProgram(new ProgramArgs(List.of("/probe"), List.of(), root)));
+        try {
+            vm.ready().get(30, TimeUnit.SECONDS);
+            String greeting = "bytes=32 first=hello from the root";
+            assertEquals(greeting, ask(vm, "cat /etc/greeting"));
+            assertEquals(greeting, ask(vm, "cat etc/../etc/./greeting"));
+            assertEquals(greeting, ask(vm, "cat /relative"));
+            assertEquals(greeting, ask(vm, "cat /absolute"), "an absolute link starts at the root");
+            assertEquals(greeting, ask(vm, "cat /../../../../etc/greeting"), ".. stops at the root");
+            assertEquals("errno=2", ask(vm, "cat /escape"), "a link to the host's file resolves inside the root");
+            assertEquals("errno=2", ask(vm, "cat /up"));
+            assertEquals("errno=2", ask(vm, "cat /proc/1/environ"));
+            assertEquals("errno=2", ask(vm, "cat /etc/passwd"));
+            assertEquals("errno=40", ask(vm, "cat /loop"));
+            assertEquals("errno=30", ask(vm, "wopen /etc/greeting"));
+            assertEquals("errno=30", ask(vm, "wopen /tmp/new"));
+            assertEquals("chdir=0 errno=0 cwd=/data/sub", ask(vm, "cd /data/sub"));
+            assertEquals(greeting, ask(vm, "cat ../../etc/greeting"));
+            assertEquals("chdir=-1 errno=20 cwd=/data/sub", ask(vm, "cd /etc/greeting"));
+            VirtualMachine child = vm.fork(1, 0).children().get(0);
+            assertEquals(greeting, ask(child, "cat ../../relative"), "a fork keeps the root and the working directory");
+            child.stop();
+        } finally {
+            vm.stop();
+        }
+    }
+
     @Test
     void onKvmALinuxProgramIsRefusedWithTheReason() {
         assumeTrue(!vmm.platform().isProcess(), "a process-platform VMM runs Linux programs");

@@ -11,8 +11,8 @@ import java.nio.charset.StandardCharsets;
  * Files: the three standard streams over the VM's message channel (docs/linux.md,
  * "Requests"), and the first slice of the file calls. Standard input is the requests,
  * each one's bytes and a newline; each line written to standard output is a reply;
- * standard error is the console. There are no other files yet: paths answer ENOENT,
- * except {@code /proc/self/exe} for readlink (the program's name, as AT_EXECFN).
+ * standard error is the console. Other files are a read-only root's ({@link FileCalls});
+ * {@code /proc/self/exe} for readlink is the program (its name, as AT_EXECFN).
  */
 final class IoCalls {
     static final int STDIN = 0, STDOUT = 1, STDERR = 2;
@@ -39,7 +39,11 @@ final class IoCalls {
      * EBADF: any other fd (stdout and stderr are write-only).
      */
     static long read(Call c) {
-        long fd = c.a0(), buf = c.a1(), count = c.a2();
+        long fd = (int) c.a0(), buf = c.a1(), count = c.a2();
+        FileCalls.OpenFile f = FileCalls.file(c, fd);
+        if (f != null) {
+            return FileCalls.read(c, f, buf, count, -1);
+        }
         if (fd != STDIN) {
             return err(EBADF);
         }
@@ -63,13 +67,28 @@ final class IoCalls {
 
     /** readv(fd, iov, iovcnt) of stdin: as read, filling the buffers in order. EINVAL: iovcnt outside 0..1024. */
     static long readv(Call c) {
-        long fd = c.a0();
-        if (fd != STDIN) {
+        long fd = (int) c.a0();
+        FileCalls.OpenFile f = FileCalls.file(c, fd);
+        if (fd != STDIN && f == null) {
             return err(EBADF);
         }
         long[][] iov = iovecs(c, c.a1(), c.a2());
         if (iov == null) {
             return c.a2() < 0 || c.a2() > IOV_MAX ? err(EINVAL) : err(EFAULT);
+        }
+        if (f != null) {
+            long total = 0;
+            for (long[] v : iov) {
+                long r = FileCalls.read(c, f, v[0], v[1], -1);
+                if (r < 0) {
+                    return total > 0 ? total : r;
+                }
+                total += r;
+                if (r < v[1]) {
+                    break;
+                }
+            }
+            return total;
         }
         long total = 0;
         for (long[] v : iov) {
@@ -146,7 +165,7 @@ final class IoCalls {
      * EFAULT: buf is not the program's; EBADF: another fd (stdin is read-only).
      */
     static long write(Call c) {
-        long fd = c.a0(), buf = c.a1(), count = c.a2();
+        long fd = (int) c.a0(), buf = c.a1(), count = c.a2();
         if (fd != STDOUT && fd != STDERR) {
             return err(EBADF);
         }
@@ -166,7 +185,7 @@ final class IoCalls {
 
     /** writev(fd, iov, iovcnt): as write, the buffers in order. EINVAL: iovcnt outside 0..1024. */
     static long writev(Call c) {
-        long fd = c.a0();
+        long fd = (int) c.a0();
         if (fd != STDOUT && fd != STDERR) {
             return err(EBADF);
         }
@@ -245,24 +264,32 @@ final class IoCalls {
         }
     }
 
-    /** close(fd): the standard streams stay open (0); any other fd EBADF. */
+    /** close(fd): the standard streams stay open (0); a file is closed; any other fd EBADF. */
     static long close(Call c) {
-        return isStream(c.a0()) ? 0 : err(EBADF);
+        return isStream((int) c.a0()) ? 0 : FileCalls.close(c, c.a0());
     }
 
-    /** lseek(fd, ...): ESPIPE on the standard streams (they are pipes), else EBADF. */
+    /** lseek(fd, offset, whence): ESPIPE on the standard streams (they are pipes), a file's offset, else EBADF. */
     static long lseek(Call c) {
-        return isStream(c.a0()) ? err(ESPIPE) : err(EBADF);
+        FileCalls.OpenFile f = FileCalls.file(c, c.a0());
+        if (f != null) {
+            return FileCalls.lseek(c, f, c.a1(), c.a2());
+        }
+        return isStream((int) c.a0()) ? err(ESPIPE) : err(EBADF);
     }
 
-    /** pread64, pwrite64: ESPIPE on the standard streams, else EBADF. */
+    /** pread64(fd, buf, count, offset): ESPIPE on the standard streams, a file's bytes at offset (EINVAL if negative), else EBADF. */
     static long pread(Call c) {
-        return isStream(c.a0()) ? err(ESPIPE) : err(EBADF);
+        FileCalls.OpenFile f = FileCalls.file(c, c.a0());
+        if (f != null && c.nr() == 17) {
+            return c.a3() < 0 ? err(EINVAL) : FileCalls.read(c, f, c.a1(), c.a2(), c.a3());
+        }
+        return isStream((int) c.a0()) ? err(ESPIPE) : err(EBADF);
     }
 
-    /** ioctl(fd, request, arg): ENOTTY on the standard streams (not terminals: TCGETS, TIOCGWINSZ, ...), else EBADF. */
+    /** ioctl(fd, request, arg): ENOTTY on the standard streams (not terminals: TCGETS, TIOCGWINSZ, ...) and files, else EBADF. */
     static long ioctl(Call c) {
-        return isStream(c.a0()) ? err(ENOTTY) : err(EBADF);
+        return isStream((int) c.a0()) || FileCalls.file(c, c.a0()) != null ? err(ENOTTY) : err(EBADF);
     }
 
     /**
@@ -270,8 +297,8 @@ final class IoCalls {
      * O_RDONLY (stdin) or O_WRONLY, F_SETFL accepted; other commands EINVAL. EBADF: another fd.
      */
     static long fcntl(Call c) {
-        long fd = c.a0(), cmd = c.a1();
-        if (!isStream(fd)) {
+        long fd = (int) c.a0(), cmd = c.a1();
+        if (!isStream(fd) && FileCalls.file(c, fd) == null) {
             return err(EBADF);
         }
         if (cmd == F_GETFD || cmd == F_SETFD || cmd == F_SETFL) {
@@ -285,7 +312,8 @@ final class IoCalls {
 
     /** fstat(fd, statbuf): the standard streams are pipes (S_IFIFO, mode 0600). EFAULT: statbuf; EBADF: another fd. */
     static long fstat(Call c) {
-        return stat(c, c.a0(), c.a1());
+        FileCalls.OpenFile f = FileCalls.file(c, c.a0());
+        return f != null ? FileCalls.stat(c, f.path, c.a1()) : stat(c, c.a0(), c.a1());
     }
 
     /**
@@ -298,12 +326,14 @@ final class IoCalls {
             return err(EFAULT);
         }
         if (path.isEmpty() && (c.a3() & AT_EMPTY_PATH) != 0) {
-            return stat(c, c.a0(), c.a2());
+            FileCalls.OpenFile f = FileCalls.file(c, c.a0());
+            return f != null ? FileCalls.stat(c, f.path, c.a2()) : stat(c, c.a0(), c.a2());
         }
-        return err(ENOENT);
+        return FileCalls.fstatat(c, c.a0(), path, c.a2(), c.a3());
     }
 
-    private static long stat(Call c, long fd, long buf) {
+    private static long stat(Call c, long fdArg, long buf) {
+        long fd = (int) fdArg;
         if (!isStream(fd)) {
             return err(EBADF);
         }
@@ -322,46 +352,52 @@ final class IoCalls {
         return 0;
     }
 
-    /** open(path, flags, mode): ENOENT (no files yet). EFAULT: path. */
+    /** open(path, flags, mode): as openat from the working directory. */
     static long open(Call c) {
-        return c.mem().cString(c.a0(), PATH_MAX) == null ? err(EFAULT) : err(ENOENT);
+        return FileCalls.openat(c, FileCalls.AT_FDCWD, c.a0(), c.a1());
     }
 
-    /** openat(dirfd, path, flags, mode): ENOENT (no files yet). EFAULT: path. */
+    /** openat(dirfd, path, flags, mode): a file of the read-only root (FileCalls). */
     static long openat(Call c) {
-        return c.mem().cString(c.a1(), PATH_MAX) == null ? err(EFAULT) : err(ENOENT);
+        return FileCalls.openat(c, c.a0(), c.a1(), c.a2());
     }
 
-    /** access(path, mode): ENOENT (no files yet). EFAULT: path. */
+    /** access(path, mode): as faccessat from the working directory. */
     static long access(Call c) {
-        return c.mem().cString(c.a0(), PATH_MAX) == null ? err(EFAULT) : err(ENOENT);
+        String path = c.mem().cString(c.a0(), PATH_MAX);
+        return path == null ? err(EFAULT) : FileCalls.access(c, FileCalls.AT_FDCWD, path, c.a1());
     }
 
-    /** faccessat(dirfd, path, mode[, flags]): ENOENT. EFAULT: path. */
+    /** faccessat(dirfd, path, mode[, flags]) inside the root. EFAULT: path. */
     static long faccessat(Call c) {
-        return c.mem().cString(c.a1(), PATH_MAX) == null ? err(EFAULT) : err(ENOENT);
+        String path = c.mem().cString(c.a1(), PATH_MAX);
+        return path == null ? err(EFAULT) : FileCalls.access(c, c.a0(), path, c.a2());
     }
 
-    /** getcwd(buf, size): "/". ERANGE: size < 2; EFAULT: buf. Returns the length with the NUL. */
+    /** getcwd(buf, size): the working directory inside the root. ERANGE: too small; EFAULT: buf. Returns the length with the NUL. */
     static long getcwd(Call c) {
-        if (c.a1() < 2) {
+        byte[] cwd;
+        synchronized (c.state()) {
+            cwd = (c.state().cwd + "\0").getBytes(StandardCharsets.UTF_8);
+        }
+        if (c.a1() < cwd.length) {
             return err(ERANGE);
         }
-        if (!c.mem().ok(c.a0(), 2)) {
+        if (!c.mem().ok(c.a0(), cwd.length)) {
             return err(EFAULT);
         }
-        c.mem().write(c.a0(), new byte[] {'/', 0});
-        return 2;
+        c.mem().write(c.a0(), cwd);
+        return cwd.length;
     }
 
     /** readlink(path, buf, size). */
     static long readlink(Call c) {
-        return readlinkOf(c, c.a0(), c.a1(), c.a2());
+        return readlinkOf(c, FileCalls.AT_FDCWD, c.a0(), c.a1(), c.a2());
     }
 
     /** readlinkat(dirfd, path, buf, size). */
     static long readlinkat(Call c) {
-        return readlinkOf(c, c.a1(), c.a2(), c.a3());
+        return readlinkOf(c, c.a0(), c.a1(), c.a2(), c.a3());
     }
 
     /**
@@ -369,7 +405,7 @@ final class IoCalls {
      * file name); any other path ENOENT. EINVAL: size
      * <= 0; EFAULT: path or buf. Returns the bytes placed, not NUL-terminated, cut to size.
      */
-    private static long readlinkOf(Call c, long pathAddr, long buf, long size) {
+    private static long readlinkOf(Call c, long dirfd, long pathAddr, long buf, long size) {
         String path = c.mem().cString(pathAddr, PATH_MAX);
         if (path == null) {
             return err(EFAULT);
@@ -378,7 +414,7 @@ final class IoCalls {
             return err(EINVAL);
         }
         if (!path.equals(SELF_EXE)) {
-            return err(ENOENT);
+            return FileCalls.readlink(c, dirfd, path, buf, size);
         }
         String target;
         synchronized (c.state()) {

@@ -35,6 +35,12 @@ public final class LinuxState {
     /** What readlink("/proc/self/exe") answers: absolute, as glibc's static start asserts. */
     String exePath = "/";
 
+    // Files: the read-only root (a host directory's absolute path, or null: no files), the
+    // working directory inside it, the open files by fd.
+    String root;
+    String cwd = "/";
+    TreeMap<Integer, FileCalls.OpenFile> files = new TreeMap<>();
+
     // Threads (one): set_tid_address, set_robust_list.
     long clearTidAddress;
     long robustListHead;
@@ -77,6 +83,9 @@ public final class LinuxState {
         c.free = new TreeMap<>(free);
         c.execfn = execfn;
         c.exePath = exePath;
+        c.root = root;
+        c.cwd = cwd;
+        files.forEach((fd, f) -> c.files.put(fd, f.copy()));
         c.clearTidAddress = clearTidAddress;
         c.robustListHead = robustListHead;
         c.robustListLength = robustListLength;
@@ -124,7 +133,8 @@ public final class LinuxState {
         synchronized (x) {
             return brkStart == x.brkStart && brk == x.brk && mmapBottom == x.mmapBottom && mmapTop == x.mmapTop
                     && stackTop == x.stackTop && stackSize == x.stackSize && free.equals(x.free)
-                    && execfn.equals(x.execfn) && exePath.equals(x.exePath) && clearTidAddress == x.clearTidAddress
+                    && execfn.equals(x.execfn) && exePath.equals(x.exePath) && java.util.Objects.equals(root, x.root)
+                    && cwd.equals(x.cwd) && files.equals(x.files) && clearTidAddress == x.clearTidAddress
                     && robustListHead == x.robustListHead && robustListLength == x.robustListLength
                     && signalMask == x.signalMask && altStackSp == x.altStackSp && altStackFlags == x.altStackFlags
                     && altStackSize == x.altStackSize && sameArrays(sigactions, x.sigactions)

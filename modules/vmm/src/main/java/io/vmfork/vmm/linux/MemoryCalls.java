@@ -10,8 +10,7 @@ import java.util.Map;
 /**
  * Memory: the program break and anonymous mappings, all inside guest RAM (docs/linux.md,
  * "Memory"). Protections are recorded nowhere and not enforced (all RAM is read, write and
- * execute, as for an SDK guest); mappings of files are not served yet (EBADF: there are no
- * files). Memory given back is zeroed then, so that every new mapping reads zero.
+ * execute, as for an SDK guest); mappings of files are not served yet (ENODEV). Memory given back is zeroed then, so that every new mapping reads zero.
  */
 final class MemoryCalls {
     static final long PAGE = GuestLayout.PAGE;
@@ -19,7 +18,7 @@ final class MemoryCalls {
             MAP_FIXED_NOREPLACE = 0x100000;
     static final long MREMAP_MAYMOVE = 1, MREMAP_FIXED = 2, MREMAP_DONTUNMAP = 4;
     static final long MADV_DONTNEED = 4, MADV_FREE = 8, MADV_REMOVE = 9;
-    static final long EEXIST = 17;
+    static final long EEXIST = 17, ENODEV = 19;
 
     private MemoryCalls() {
     }
@@ -51,7 +50,8 @@ final class MemoryCalls {
     /**
      * mmap(addr, length, prot, flags, fd, offset), anonymous only. EINVAL: length 0, no or
      * an unknown mapping type, an unaligned offset, or an unaligned address with MAP_FIXED;
-     * EBADF: not MAP_ANONYMOUS (there are no files to map); ENOMEM: no room left in RAM (or
+     * ENODEV: a mapping of an open file (not served yet); EBADF: of any other fd; ENOMEM: no
+     * room left in RAM (or
      * a MAP_FIXED outside the mmap area); EEXIST: MAP_FIXED_NOREPLACE over a mapping.
      */
     static long mmap(Call c) {
@@ -61,7 +61,7 @@ final class MemoryCalls {
             return err(EINVAL);
         }
         if ((flags & MAP_ANONYMOUS) == 0) {
-            return err(EBADF);
+            return FileCalls.file(c, c.a4()) != null ? err(ENODEV) : err(EBADF);
         }
         if ((off & (PAGE - 1)) != 0) {
             return err(EINVAL);

@@ -84,17 +84,18 @@ final class ProcessCalls {
      * EINVAL: sig outside 0..64; ESRCH: another pid.
      */
     static long kill(Call c) {
-        return signalSelf(c, c.a0() == PID || c.a0() == 0 || c.a0() == -1, c.a1(), "kill");
+        int pid = (int) c.a0(); // pid_t, int: the register's upper half is not the caller's
+        return signalSelf(c, pid == PID || pid == 0 || pid == -1, (int) c.a1(), "kill");
     }
 
     /** tkill(tid, sig): as kill, for tid 1. */
     static long tkill(Call c) {
-        return signalSelf(c, c.a0() == PID, c.a1(), "tkill");
+        return signalSelf(c, (int) c.a0() == PID, (int) c.a1(), "tkill");
     }
 
     /** tgkill(tgid, tid, sig): as kill, for tgid 1 and tid 1. */
     static long tgkill(Call c) {
-        return signalSelf(c, c.a0() == PID && c.a1() == PID, c.a2(), "tgkill");
+        return signalSelf(c, (int) c.a0() == PID && (int) c.a1() == PID, (int) c.a2(), "tgkill");
     }
 
     private static long signalSelf(Call c, boolean self, long sig, String call) {
@@ -185,7 +186,7 @@ final class ProcessCalls {
      * max; EFAULT: either pointer.
      */
     static long prlimit64(Call c) {
-        if (c.a0() != 0 && c.a0() != PID) {
+        if ((int) c.a0() != 0 && (int) c.a0() != PID) {
             return err(ESRCH);
         }
         if (c.a1() < 0 || c.a1() >= RLIM_NLIMITS) {
@@ -285,7 +286,7 @@ final class ProcessCalls {
      * ESRCH: another pid; EINVAL: size < 8 or not a multiple of 8; EFAULT: mask. Returns 8.
      */
     static long schedGetaffinity(Call c) {
-        if (c.a0() != 0 && c.a0() != PID) {
+        if ((int) c.a0() != 0 && (int) c.a0() != PID) {
             return err(ESRCH);
         }
         if (c.a1() < 8 || (c.a1() & 7) != 0) {

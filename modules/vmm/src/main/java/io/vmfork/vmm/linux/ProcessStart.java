@@ -154,6 +154,7 @@ public final class ProcessStart {
         st.stackTop = size;
         st.stackSize = stackSize;
         st.execfn = execfn;
+        st.root = args.root() == null ? null : args.root().toString();
         String file = image.name().substring(image.name().lastIndexOf('/') + 1);
         st.exePath = execfn.startsWith("/") ? execfn : "/" + (file.isEmpty() ? "program" : file);
         return new Started(base + image.entry(), sp, st);

@@ -3,15 +3,29 @@ package io.vmfork.vmm.linux;
 import java.util.List;
 
 /**
- * What a Linux program is started with: its argument vector ({@code argv[0]} first) and
- * its whole environment, given explicitly ("K=V" each). Nothing of the host's environment
- * is added.
+ * What a Linux program is started with: its argument vector ({@code argv[0]} first), its
+ * whole environment, given explicitly ("K=V" each; nothing of the host's is added), and its
+ * read-only root: a host directory its file calls see as "/" (null: no files at all).
  */
-public record ProgramArgs(List<String> argv, List<String> env) {
+public record ProgramArgs(List<String> argv, List<String> env, java.nio.file.Path root) {
     /** Bytes of argv and env strings together a start accepts (as the kernel's ARG_MAX-like bound). */
     public static final int MAX_BYTES = 128 * 1024;
 
+    public ProgramArgs(List<String> argv, List<String> env) {
+        this(argv, env, null);
+    }
+
     public ProgramArgs {
+        if (root != null) {
+            try {
+                root = root.toRealPath();
+            } catch (java.io.IOException e) {
+                throw new IllegalArgumentException("the root " + root + " cannot be read: " + e.getMessage());
+            }
+            if (!java.nio.file.Files.isDirectory(root)) {
+                throw new IllegalArgumentException("the root " + root + " is not a directory");
+            }
+        }
         argv = List.copyOf(argv);
         env = List.copyOf(env);
         long bytes = 0;
@@ -41,5 +55,10 @@ public record ProgramArgs(List<String> argv, List<String> env) {
     /** argv = {name}, no environment. */
     public static ProgramArgs of(String name) {
         return new ProgramArgs(List.of(name), List.of());
+    }
+
+    /** The same with {@code dir} as the read-only root. */
+    public ProgramArgs withRoot(java.nio.file.Path dir) {
+        return new ProgramArgs(argv, env, dir);
     }
 }

@@ -63,6 +63,7 @@ public final class Syscalls {
         served(63, "uname", ProcessCalls::uname);
         served(72, "fcntl", IoCalls::fcntl);
         served(79, "getcwd", IoCalls::getcwd);
+        served(80, "chdir", FileCalls::chdir);
         served(89, "readlink", IoCalls::readlink);
         served(96, "gettimeofday", TimeCalls::gettimeofday);
         served(97, "getrlimit", ProcessCalls::getrlimit);

@@ -202,6 +202,9 @@ class LinuxSyscallsTest {
         assertEquals(3, call(READ, 0, buf, 100));
         assertEquals("ef\n", new String(memory.read(buf, 3), StandardCharsets.UTF_8));
         assertEquals(0, call(READ, 0, buf, 100), "end of input");
+        memory.write(buf, "x\n".getBytes(StandardCharsets.UTF_8));
+        assertEquals(2, call(WRITE, 0xffffffff00000001L, buf, 2), "an fd is an int: the register's upper half is not the caller's");
+        assertEquals("x", host.lines.get(host.lines.size() - 1));
         assertEquals(EBADF, call(READ, 1, buf, 1));
         assertEquals(EBADF, call(WRITE, 0, buf, 1));
         assertEquals(EFAULT, call(WRITE, 1, 0x1000, 1), "below 0x200000 is never the program's");
