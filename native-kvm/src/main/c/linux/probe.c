@@ -12,11 +12,13 @@
  *   cat PATH        the file's size in bytes and first line (stdio), or its errno
  *   wopen PATH      open for writing: its errno (a read-only root: EROFS)
  *   cd DIR          chdir, then getcwd
+ *   ls DIR          the directory's names (readdir order) joined by ',', or its errno
  *   exit N          exit_group(N)
  *
  * It says "probe: up" on stderr (the VM's console) before its first read.
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -212,6 +214,23 @@ static void reply_cd(const char *dir)
     printf("chdir=%d errno=%d cwd=%s\n", r, r ? e : 0, getcwd(cwd, sizeof cwd) ? cwd : "?");
 }
 
+static void reply_ls(const char *path)
+{
+    DIR *d = opendir(path);
+    if (!d) {
+        printf("errno=%d\n", errno);
+        return;
+    }
+    struct dirent *e;
+    int first = 1;
+    while ((e = readdir(d)) != NULL) {
+        printf("%s%s", first ? "" : ",", e->d_name);
+        first = 0;
+    }
+    closedir(d);
+    printf("\n");
+}
+
 static void remember(const char *k, const char *v)
 {
     for (int i = 0; i < SLOTS; i++)
@@ -272,6 +291,8 @@ int main(int argc, char **argv)
             reply_cat(arg);
         else if (!strcmp(line, "wopen") && arg)
             reply_wopen(arg);
+        else if (!strcmp(line, "ls") && arg)
+            reply_ls(arg);
         else if (!strcmp(line, "cd") && arg)
             reply_cd(arg);
         else if (!strcmp(line, "brk"))

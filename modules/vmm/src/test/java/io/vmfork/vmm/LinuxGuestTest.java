@@ -215,6 +215,9 @@ class LinuxGuestTest extends VmmTestBase {
             assertEquals("errno=40", ask(vm, "cat /loop"));
             assertEquals("errno=30", ask(vm, "wopen /etc/greeting"));
             assertEquals("errno=30", ask(vm, "wopen /tmp/new"));
+            assertEquals(".,..,absolute,data,escape,etc,loop,relative,up", ask(vm, "ls /"));
+            assertEquals(".,..,greeting", ask(vm, "ls /absolute/.."), "a link's .. is its target's directory's");
+            assertEquals("errno=20", ask(vm, "ls /etc/greeting"));
             assertEquals("chdir=0 errno=0 cwd=/data/sub", ask(vm, "cd /data/sub"));
             assertEquals(greeting, ask(vm, "cat ../../etc/greeting"));
             assertEquals("chdir=-1 errno=20 cwd=/data/sub", ask(vm, "cd /etc/greeting"));

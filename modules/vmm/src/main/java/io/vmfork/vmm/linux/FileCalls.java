@@ -389,6 +389,64 @@ final class FileCalls {
         return n;
     }
 
+    /**
+     * getdents64(fd, dirp, count): the entries of an open directory of the root, "." and ".."
+     * first, then its names in sorted order (struct linux_dirent64, each 8-byte aligned); the
+     * fd's offset counts entries. 0 at the end. EBADF: not open; ENOTDIR: not a directory;
+     * EINVAL: count too small for the next entry; EFAULT: dirp.
+     */
+    static long getdents64(Call c) {
+        OpenFile f = file(c, c.a0());
+        if (f == null) {
+            return err(EBADF);
+        }
+        if (!f.directory) {
+            return err(ENOTDIR);
+        }
+        long count = Math.min(c.a2(), IoCalls.MAX_IO);
+        if (count < 0 || !c.mem().ok(c.a1(), count)) {
+            return err(EFAULT);
+        }
+        List<String> names = new ArrayList<>(List.of(".", ".."));
+        Path dir = host(c.state(), f.path);
+        try (java.util.stream.Stream<Path> s = Files.list(dir)) {
+            s.map(p -> p.getFileName().toString()).sorted().forEach(names::add);
+        } catch (IOException e) {
+            return err(ENOENT);
+        }
+        ByteBuffer b = ByteBuffer.allocate((int) count).order(ByteOrder.LITTLE_ENDIAN);
+        long index = f.offset;
+        while (index < names.size()) {
+            String name = names.get((int) index);
+            byte[] n = name.getBytes(StandardCharsets.UTF_8);
+            int reclen = (19 + n.length + 1 + 7) & ~7;
+            if (b.remaining() < reclen) {
+                if (b.position() == 0) {
+                    return err(EINVAL);
+                }
+                break;
+            }
+            Path h = name.equals(".") || name.equals("..") ? dir : dir.resolve(name);
+            int type = Files.isSymbolicLink(h) ? 10 : Files.isDirectory(h, LinkOption.NOFOLLOW_LINKS) ? 4
+                    : Files.isRegularFile(h, LinkOption.NOFOLLOW_LINKS) ? 8 : 0;
+            int at = b.position();
+            b.putLong(at, Math.abs((long) (f.path + "/" + name).hashCode()) + 1); // d_ino
+            b.putLong(at + 8, index + 1); // d_off: the next entry's position
+            b.putShort(at + 16, (short) reclen);
+            b.put(at + 18, (byte) type);
+            b.position(at + 19);
+            b.put(n);
+            b.position(at + reclen);
+            index++;
+        }
+        int len = b.position();
+        c.mem().write(c.a1(), java.util.Arrays.copyOf(b.array(), len));
+        synchronized (c.state()) {
+            f.offset = index;
+        }
+        return len;
+    }
+
     /** chdir(path): a directory inside the root. ENOENT, ENOTDIR, EFAULT. */
     static long chdir(Call c) {
         String path = c.mem().cString(c.a0(), IoCalls.PATH_MAX);

@@ -88,6 +88,7 @@ public final class Syscalls {
         served(230, "clock_nanosleep", TimeCalls::clockNanosleep);
         served(231, "exit_group", ProcessCalls::exit);
         served(234, "tgkill", ProcessCalls::tgkill);
+        served(217, "getdents64", FileCalls::getdents64);
         served(257, "openat", IoCalls::openat);
         served(262, "newfstatat", IoCalls::newfstatat);
         served(267, "readlinkat", IoCalls::readlinkat);
@@ -99,7 +100,7 @@ public final class Syscalls {
         served(439, "faccessat2", IoCalls::faccessat);
         String[][] others = {{"15", "rt_sigreturn"}, {"22", "pipe"}, {"32", "dup"}, {"33", "dup2"},
             {"56", "clone"}, {"57", "fork"}, {"58", "vfork"}, {"59", "execve"}, {"61", "wait4"}, {"202", "futex"},
-            {"217", "getdents64"}, {"293", "pipe2"}, {"294", "inotify_init1"}, {"332", "statx"}, {"435", "clone3"},
+{"293", "pipe2"}, {"294", "inotify_init1"}, {"332", "statx"}, {"435", "clone3"},
             {"292", "dup3"}, {"41", "socket"}, {"7", "poll"}, {"23", "select"}, {"270", "pselect6"},
             {"271", "ppoll"}, {"232", "epoll_wait"}, {"291", "epoll_create1"}, {"290", "eventfd2"}};
         for (String[] o : others) {
