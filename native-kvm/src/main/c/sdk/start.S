@@ -40,4 +40,18 @@ vmf__vcpu_entry:
 	jmp	1b
 	.size	vmf__vcpu_entry, . - vmf__vcpu_entry
 
+/*
+ * The vmfork guest note: an ELF note of owner "vmfork", type 1 (VMF_NOTE_GUEST), whose
+ * descriptor is the ABI version the guest was built for. The VMM runs an ELF that carries
+ * it as an SDK guest, and any other static x86-64 ELF as a Linux program (docs/linux.md).
+ */
+	.section .note.vmfork, "a", @note
+	.balign	4
+	.long	7			/* namesz: "vmfork" and its NUL */
+	.long	4			/* descsz */
+	.long	1			/* type: VMF_NOTE_GUEST (vmfork.h) */
+	.asciz	"vmfork"
+	.balign	4
+	.long	1			/* VMF_ABI_VERSION */
+
 	.section .note.GNU-stack, "", @progbits

@@ -19,6 +19,9 @@
 
 #define VMF_ABI_VERSION 1u
 #define VMF_HC_PORT 0x7f0u
+/* The type of the ELF note (owner "vmfork", descriptor VMF_ABI_VERSION) that start.S puts
+   in every guest: what tells the VMM an SDK guest from a Linux program (docs/linux.md). */
+#define VMF_NOTE_GUEST 1u
 
 /* Guest-physical memory layout (identity mapped). */
 #define VMF_BOOT_INFO_GPA 0x100000ull  /* struct vmf_boot_info, read-only           */

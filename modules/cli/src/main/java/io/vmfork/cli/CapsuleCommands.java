@@ -136,6 +136,10 @@ final class CapsuleCommands {
             throw Failure.usage("--memory: " + e.getMessage());
         }
         ElfImage image = RunCommand.guestImage(guest);
+        if (image.kind() == ElfImage.Kind.LINUX) {
+            throw Failure.usage(guest + " is a Linux program: capsules of Linux guests are not implemented yet"
+                    + " (docs/linux.md, \"State, and forks\")");
+        }
         VmSession session = new VmSession();
         try (Vmm vmm = Vmm.open(settings)) {
             VirtualMachine vm = vmm.launch(VmSpec.of(image, memory).withListener(session.listener()));

@@ -220,7 +220,14 @@ final class ForkPath {
                 try (Snapshot snap = capture(null)) {
                     MachineState copyState = snap.state();
                     launched = launchChildren(copyState, snap.image(), targets, vmType, childIds, childErrors, null, 0);
-                    remote = prepareRemote(copyState, snap.image(), targets, vmType, 0, childIds, childErrors, false);
+                    if (copyState.linux() != null) {
+                        // No capsule carries a Linux guest's state yet (docs/linux.md): its
+                        // copies placed on other hosts fail (EREMOTE) rather than start without it.
+                        Placements.refuseRemote(targets, childErrors, vm);
+                    } else {
+                        remote = prepareRemote(copyState, snap.image(), targets, vmType, 0, childIds, childErrors,
+                                false);
+                    }
                 }
             } finally {
                 vm.control().resume();
@@ -331,7 +338,7 @@ final class ForkPath {
             DeviceState devices = new DeviceState(vm.console().bytesWritten(), vm.channel().queuedRequests(),
                     vm.channel().isClosed(), vm.isReady());
             MachineState ms = new MachineState(vm.identity(), memory.size(), c.cpuidEntries(), c.clockNs(), states,
-                    devices);
+                    devices, vm.linuxStateCopy());
             lastPageWorkNanos = c.pageWorkNanos();
             return new Snapshot(ms, c.image());
         } catch (RuntimeException e) {
@@ -355,6 +362,17 @@ final class ForkPath {
         }
         long[] regs = st.regs();
         long rip = regs[CpuState.RIP];
+        if (v.restartIsSyscall) {
+            // A Linux guest waiting in a system call (a read of stdin, a sleep): RIP is past its
+            // `syscall` and RAX still its number (seccomp rolled it back), so the copy makes it again.
+            if (!io.vmfork.vmm.platform.GuestCode.isSyscall(memory, rip - 2)) {
+                throw new IllegalStateException(String.format(
+                        "vCPU %d waits in a system call but rip-2 (0x%x) is not its syscall instruction", v.index(),
+                        rip - 2));
+            }
+            regs[CpuState.RIP] = rip - 2;
+            return st.withRegs(regs);
+        }
         if (memory.readByte(rip - 1) != Hypercalls.OUT_EAX_DX) {
             throw new IllegalStateException(String.format(
                     "vCPU %d waits in a hypercall but rip-1 (0x%x) is not its out instruction", v.index(), rip - 1));
@@ -471,7 +489,7 @@ final class ForkPath {
             vs.add(v);
         }
         return new MachineState(state.identity(), state.memorySize(), state.cpuidEntries(), state.clockNs(), vs,
-                state.devices());
+                state.devices(), state.linux());
     }
 
     /**

@@ -30,6 +30,10 @@ final class Vcpu implements Runnable {
     volatile boolean started;
     /** Set while the thread waits in a restartable blocking hypercall: a snapshot rewinds RIP. */
     volatile boolean inRestartableHypercall;
+    /** With {@link #inRestartableHypercall}: the wait is a Linux system call's, RIP is past a `syscall` (2 bytes). */
+    volatile boolean restartIsSyscall;
+    /** With {@link #inRestartableHypercall}: a Linux guest's sleep, not a wait for a request. */
+    volatile boolean sleeping;
     /** Work only this vCPU's thread may do, left by {@link RunControl#runOn}. */
     final java.util.concurrent.ConcurrentLinkedQueue<Runnable> tasks = new java.util.concurrent.ConcurrentLinkedQueue<>();
     /** System.nanoTime() when KVM_RUN last returned. */
@@ -138,6 +142,17 @@ final class Vcpu implements Runnable {
                 case HYPERCALL -> {
                     vm.noteExit(lastExitNanos);
                     if (!dispatcher.dispatch(this, trap.regs())) {
+                        return;
+                    }
+                }
+                case SYSCALL -> {
+                    vm.noteExit(lastExitNanos);
+                    LinuxGuest linux = vm.linux();
+                    if (linux == null) {
+                        vm.end(VmExit.crashed(trap.reason()));
+                        return;
+                    }
+                    if (!linux.dispatch(this, trap.regs())) {
                         return;
                     }
                 }

@@ -55,6 +55,8 @@ public final class VirtualMachine {
     private final VirtualMachine parent;
     private final Set<VirtualMachine> children = ConcurrentHashMap.newKeySet();
     private volatile long firstExitNanos;
+    /** The Linux personality of a Linux guest (docs/linux.md); null for an SDK guest. Set before the vCPUs start. */
+    private volatile LinuxGuest linux;
     private volatile VmState state = VmState.CREATED;
     private volatile VmExit exit;
     private int vcpusFinished;
@@ -85,6 +87,9 @@ public final class VirtualMachine {
      * mode at CPL3, then the vCPU threads. On failure everything made so far is released.
      */
     static VirtualMachine boot(Vmm vmm, VmSpec spec, VmIdentity identity, long launchStartNanos) {
+        if (spec.image().kind() == ElfImage.Kind.LINUX) {
+            return bootLinux(vmm, spec, identity, launchStartNanos);
+        }
         VmmSettings s = vmm.settings();
         long size = spec.memoryBytes();
         ElfImage image = spec.image();
@@ -131,6 +136,70 @@ public final class VirtualMachine {
     }
 
     /**
+     * Boots a Linux program (docs/linux.md, "Process start"): its segments, stack and
+     * auxiliary vector in RAM, the page tables as for any guest, vCPU 0 at its entry with
+     * RSP on argc. The process platform only in this version: on KVM a `syscall` needs the
+     * VMM's own entry (MSR_LSTAR, EFER.SCE), designed in docs/linux.md and not built yet.
+     */
+    private static VirtualMachine bootLinux(Vmm vmm, VmSpec spec, VmIdentity identity, long launchStartNanos) {
+        VmmSettings s = vmm.settings();
+        ElfImage image = spec.image();
+        if (!vmm.platform().isProcess()) {
+            throw new LaunchException("Linux program " + image.name() + ": Linux programs run on the process platform"
+                    + " only in this version (on KVM their system calls need the VMM's syscall entry, designed in"
+                    + " docs/linux.md and not built yet); set vmfork.vmm.platform = process");
+        }
+        if (spec.vcpus() != 1) {
+            throw new LaunchException("Linux program " + image.name() + ": runs on one vCPU in this version (its"
+                    + " threads are not served yet), got " + spec.vcpus());
+        }
+        io.vmfork.vmm.linux.ProgramArgs args = spec.program() != null ? spec.program()
+                : io.vmfork.vmm.linux.ProgramArgs.of(image.name());
+        GuestMemory memory = GuestMemory.create("vmfork-" + Long.toHexString(identity.vmId()), spec.memoryBytes(),
+                s.maxImageExtents());
+        Machine machine;
+        io.vmfork.vmm.linux.ProcessStart.Started started;
+        try {
+            byte[] random = new byte[16];
+            vmm.entropy().nextBytes(random);
+            try {
+                started = io.vmfork.vmm.linux.ProcessStart.load(image, memory, s.stackSize(), args, random,
+                        cpuidLeaf1Edx(vmm.cpuidEntries()));
+            } catch (IllegalArgumentException e) {
+                throw new LaunchException("Linux program " + e.getMessage());
+            }
+            PageTables.build(memory);
+            machine = vmm.guestPlatform().boot(memory, 1, CpuSetup.entryRegs(started.entry(), started.stackPointer(), 0));
+        } catch (RuntimeException e) {
+            memory.close();
+            throw e;
+        }
+        VirtualMachine vm = null;
+        try {
+            vm = new VirtualMachine(vmm, identity, image.name(), machine, spec.listener(), launchStartNanos, null);
+            vm.linux = new LinuxGuest(vm, started.state());
+            vm.vcpus.get(0).started = true;
+            vmm.register(vm);
+            vm.start();
+            return vm;
+        } catch (RuntimeException e) {
+            releaseFailedLaunch(vm, machine);
+            throw e;
+        }
+    }
+
+    /** CPUID.1:EDX from kvm_cpuid_entry2 entries (function, index, flags, eax, ebx, ecx, edx, 3 reserved: 40 bytes): AT_HWCAP. */
+    private static long cpuidLeaf1Edx(byte[] entries) {
+        java.nio.ByteBuffer b = java.nio.ByteBuffer.wrap(entries).order(java.nio.ByteOrder.LITTLE_ENDIAN);
+        for (int at = 0; at + 40 <= entries.length; at += 40) {
+            if (b.getInt(at) == 1) {
+                return b.getInt(at + 24) & 0xffffffffL;
+            }
+        }
+        return 0;
+    }
+
+    /**
      * Starts a VM from a captured machine state and a runtime image: a fork child or a
      * clone. Its RAM is a private copy-on-write view of the image; nothing is copied.
      * {@code beforeStart} may patch it (a fork child's result) before its vCPUs run. On
@@ -159,6 +228,9 @@ public final class VirtualMachine {
         VirtualMachine vm = null;
         try {
             vm = new VirtualMachine(vmm, identity, imageName, machine, listener, start, parent);
+            if (state.linux() != null) {
+                vm.linux = new LinuxGuest(vm, state.linux().copy());
+            }
             for (VcpuState vs : state.vcpus()) {
                 vm.vcpus.get(vs.index()).started = vs.started();
             }
@@ -271,13 +343,14 @@ public final class VirtualMachine {
 
     /**
      * True while every started vCPU waits in RECV for a request (vCPUs the guest has not
-     * started run nothing): the guest is idle and its state is still.
+     * started run nothing), or a Linux guest's in a read of stdin: the guest is idle and
+     * its state is still.
      */
     public boolean awaitingRequest() {
         boolean any = false;
         for (Vcpu v : vcpus) {
             if (v.started) {
-                if (!v.inRestartableHypercall) {
+                if (!v.inRestartableHypercall || v.sleeping) {
                     return false;
                 }
                 any = true;
@@ -508,6 +581,38 @@ public final class VirtualMachine {
         if (ready.complete(System.nanoTime())) {
             listener.onReady(this);
         }
+    }
+
+    /** The Linux personality, or null for an SDK guest. */
+    LinuxGuest linux() {
+        return linux;
+    }
+
+    /** Whether the guest is a Linux program (docs/linux.md) rather than an SDK guest. */
+    public boolean isLinux() {
+        return linux != null;
+    }
+
+    /**
+     * A copy of the Linux personality's state taken now, or null for an SDK guest; the fork
+     * path takes it while the VM is paused.
+     */
+    io.vmfork.vmm.linux.LinuxState linuxStateCopy() {
+        LinuxGuest l = linux;
+        return l == null ? null : l.state().copy();
+    }
+
+    /**
+     * The system calls a Linux guest made that are not served (each answered ENOSYS), by
+     * name ("inotify_init1", or "system call N") with their counts; empty for an SDK guest.
+     */
+    public java.util.Map<String, Long> unservedSyscalls() {
+        LinuxGuest l = linux;
+        java.util.Map<String, Long> out = new java.util.TreeMap<>();
+        if (l != null) {
+            l.state().unservedCalls().forEach((nr, n) -> out.put(io.vmfork.vmm.linux.Syscalls.name(nr), n));
+        }
+        return out;
     }
 
     /** The host pid of this VM's guest process (the process platform), or -1 on KVM. For tests. */

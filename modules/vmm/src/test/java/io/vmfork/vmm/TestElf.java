@@ -10,8 +10,22 @@ final class TestElf {
     private TestElf() {
     }
 
-    /** A static x86-64 executable: one PT_LOAD at {@code vaddr} holding {@code code}, {@code memSize} bytes in memory. */
+    /**
+     * A static x86-64 SDK guest: one PT_LOAD at {@code vaddr} holding {@code code}, {@code memSize} bytes in memory,
+     * and a PT_NOTE with the vmfork guest note (docs/linux.md, "Which kind").
+     */
     static byte[] executable(byte[] code, long vaddr, long memSize, int machine, int type, int elfClass) {
+        return build(code, vaddr, memSize, machine, type, elfClass, true);
+    }
+
+    /** The same without the vmfork guest note: a Linux program. */
+    static byte[] linuxExecutable(byte[] code, long vaddr, long memSize, int machine, int type, int elfClass) {
+        return build(code, vaddr, memSize, machine, type, elfClass, false);
+    }
+
+    private static byte[] build(byte[] code, long vaddr, long memSize, int machine, int type, int elfClass,
+            boolean note) {
+        int noteOff = 0x800;
         int phoff = 64;
         int dataOff = 0x1000;
         ByteBuffer b = ByteBuffer.allocate(dataOff + code.length).order(ByteOrder.LITTLE_ENDIAN);
@@ -26,7 +40,7 @@ final class TestElf {
         b.putInt(0);
         b.putShort((short) 64);
         b.putShort((short) 56);
-        b.putShort((short) 1);
+        b.putShort((short) (note ? 2 : 1));
         b.putShort((short) 64);
         b.putShort((short) 0);
         b.putShort((short) 0);
@@ -39,6 +53,20 @@ final class TestElf {
         b.putLong(code.length);
         b.putLong(memSize);
         b.putLong(0x1000);
+        if (note) {
+            b.putInt(4); // PT_NOTE
+            b.putInt(4);
+            b.putLong(noteOff);
+            b.putLong(0);
+            b.putLong(0);
+            b.putLong(24);
+            b.putLong(24);
+            b.putLong(4);
+            b.position(noteOff);
+            b.putInt(7).putInt(4).putInt(1);
+            b.put(new byte[] {'v', 'm', 'f', 'o', 'r', 'k', 0, 0});
+            b.putInt(1);
+        }
         b.position(dataOff);
         b.put(code);
         return b.array();

@@ -38,6 +38,29 @@ public interface ExecContext {
     /** Forgets a kick that was seen; called by the vCPU's thread before it enters again. */
     void clearKick();
 
+    /**
+     * The FS base the vCPU runs with (a Linux guest's arch_prctl). On the vCPU's own thread,
+     * out of the guest. Platforms that cannot set it fail loudly.
+     */
+    default long fsBase() {
+        throw new UnsupportedOperationException("FS base access is not implemented on " + getClass().getSimpleName());
+    }
+
+    /** Sets the FS base the vCPU resumes with; on its own thread, out of the guest. */
+    default void setFsBase(long base) {
+        throw new UnsupportedOperationException("FS base access is not implemented on " + getClass().getSimpleName());
+    }
+
+    /** The GS base, as {@link #fsBase}. */
+    default long gsBase() {
+        throw new UnsupportedOperationException("GS base access is not implemented on " + getClass().getSimpleName());
+    }
+
+    /** Sets the GS base, as {@link #setFsBase}. */
+    default void setGsBase(long base) {
+        throw new UnsupportedOperationException("GS base access is not implemented on " + getClass().getSimpleName());
+    }
+
     /** Releases what the context holds; a later {@link #kick} does nothing. */
     void close();
 }

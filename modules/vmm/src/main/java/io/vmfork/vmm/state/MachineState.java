@@ -11,12 +11,20 @@ import java.util.List;
  *
  * @param cpuidEntries the raw kvm_cpuid_entry2 array (40 bytes an entry) set on its vCPUs
  * @param clockNs      the KVM clock (KVM_GET_CLOCK) at capture
+ * @param linux        a Linux guest's personality (docs/linux.md, "State"), null for an SDK guest; its own
+ *                     copy, which a restore copies again. Not in capsules yet (the writer refuses it).
  */
 public record MachineState(VmIdentity identity, long memorySize, byte[] cpuidEntries, long clockNs,
-        List<VcpuState> vcpus, DeviceState devices) {
+        List<VcpuState> vcpus, DeviceState devices, io.vmfork.vmm.linux.LinuxState linux) {
     public MachineState {
         cpuidEntries = cpuidEntries.clone();
         vcpus = List.copyOf(vcpus);
+    }
+
+    /** The state of an SDK guest. */
+    public MachineState(VmIdentity identity, long memorySize, byte[] cpuidEntries, long clockNs,
+            List<VcpuState> vcpus, DeviceState devices) {
+        this(identity, memorySize, cpuidEntries, clockNs, vcpus, devices, null);
     }
 
     @Override
@@ -28,7 +36,7 @@ public record MachineState(VmIdentity identity, long memorySize, byte[] cpuidEnt
     public boolean equals(Object o) {
         return o instanceof MachineState x && identity.equals(x.identity) && memorySize == x.memorySize
                 && Arrays.equals(cpuidEntries, x.cpuidEntries) && clockNs == x.clockNs && vcpus.equals(x.vcpus)
-                && devices.equals(x.devices);
+                && devices.equals(x.devices) && java.util.Objects.equals(linux, x.linux);
     }
 
     @Override

@@ -121,6 +121,7 @@ class HypercallAbiTest {
         javaByMacro.put("VMF_BOOT_INFO_MAGIC", Hypercalls.BOOT_INFO_MAGIC);
         javaByMacro.put("VMF_BOOT_INFO_GPA", GuestLayout.BOOT_INFO);
         javaByMacro.put("VMF_IMAGE_MIN_GPA", GuestLayout.IMAGE_MIN);
+        javaByMacro.put("VMF_NOTE_GUEST", (long) io.vmfork.vmm.guest.ElfImage.NOTE_GUEST);
 
         List<String> problems = new ArrayList<>();
         header.forEach((macro, value) -> {

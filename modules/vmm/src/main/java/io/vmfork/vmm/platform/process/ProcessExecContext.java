@@ -206,7 +206,18 @@ public final class ProcessExecContext implements ExecContext {
                 }
                 yield t;
             }
-            case STOP_SYSCALL -> Trap.crashed(syscallReason(info[2], info[3]));
+            case STOP_SYSCALL -> {
+                String reason = syscallReason(info[2], info[3]);
+                long at = info[2] - 2;
+                if (info[5] == 0 && inRam(at) && GuestCode.isSyscall(memory, at)) {
+                    // The system call was not made (seccomp's RET_TRAP rolled RAX back to its
+                    // number). orig_rax -1 at the resume: nothing the VMM answers is ever taken
+                    // by the kernel for a -ERESTART* to restart.
+                    user[UR_ORIG_RAX] = -1;
+                    yield Trap.syscall(kvmRegs(user), reason);
+                }
+                yield Trap.crashed(reason);
+            }
             default -> {
                 gone(kind);
                 yield Trap.crashed(goneReason);
@@ -382,6 +393,33 @@ public final class ProcessExecContext implements ExecContext {
             throw new IllegalArgumentException("kvm_regs has 18 registers, got " + regs.length);
         }
         pending = regs.clone();
+    }
+
+    @Override
+    public synchronized long fsBase() {
+        return user[UR_FS_BASE];
+    }
+
+    /** Sets the traced thread's FS base with its next resume (one PTRACE_SETREGS with the rest). */
+    @Override
+    public synchronized void setFsBase(long base) {
+        user[UR_FS_BASE] = base;
+        if (pending == null) {
+            pending = kvmRegs(user);
+        }
+    }
+
+    @Override
+    public synchronized long gsBase() {
+        return user[UR_GS_BASE];
+    }
+
+    @Override
+    public synchronized void setGsBase(long base) {
+        user[UR_GS_BASE] = base;
+        if (pending == null) {
+            pending = kvmRegs(user);
+        }
     }
 
     @Override
