@@ -82,17 +82,25 @@ class CliTest {
         assertTrue(r.out().contains("progress ok"), r.out());
     }
 
-    /** A static x86-64 ELF whose only instruction is `jmp .`: it never ends on its own. */
+    /**
+     * A static x86-64 ELF whose only instruction is `jmp .`: it never ends on its own. It
+     * carries the vmfork guest note, so that it is an SDK guest, which both platforms run
+     * (without it, it would be a Linux program: docs/linux.md, "Which kind").
+     */
     private static Path loopForever(Path dir) throws Exception {
         java.nio.ByteBuffer b = java.nio.ByteBuffer.allocate(0x1002).order(java.nio.ByteOrder.LITTLE_ENDIAN);
         b.put(new byte[] {0x7f, 'E', 'L', 'F', 2, 1, 1, 0});
         b.position(16);
         b.putShort((short) 2).putShort((short) 62).putInt(1).putLong(0x400000).putLong(64).putLong(0).putInt(0);
-        b.putShort((short) 64).putShort((short) 56).putShort((short) 1).putShort((short) 64).putShort((short) 0)
+        b.putShort((short) 64).putShort((short) 56).putShort((short) 2).putShort((short) 64).putShort((short) 0)
                 .putShort((short) 0);
         b.position(64);
         b.putInt(1).putInt(5).putLong(0x1000).putLong(0x400000).putLong(0x400000).putLong(2).putLong(2)
                 .putLong(0x1000);
+        // PT_NOTE at file offset 0x100: owner "vmfork", type VMF_NOTE_GUEST (1), no descriptor.
+        b.putInt(4).putInt(4).putLong(0x100).putLong(0).putLong(0).putLong(20).putLong(20).putLong(4);
+        b.position(0x100);
+        b.putInt(7).putInt(0).putInt(1).put(new byte[] {'v', 'm', 'f', 'o', 'r', 'k', 0, 0});
         b.position(0x1000);
         b.put((byte) 0xeb).put((byte) 0xfe);
         Path p = dir.resolve("loop.elf");
