@@ -279,15 +279,45 @@ final class CloneSource implements AutoCloseable {
         }
     }
 
+    /** How often {@link #findHost} asks the receptionist again while the target is not listed yet. */
+    private static final Duration FIND_RETRY = Duration.ofMillis(100);
+    /** How long a target placement chose may be missing from the receptionist before it is gone. */
+    private static final Duration FIND_PATIENCE = Duration.ofSeconds(3);
+
+    /**
+     * The target's HostActor as the receptionist lists it. Placement learns a host from its
+     * load reports, the receptionist from its own replicated registry, and the two do not
+     * arrive together: just after a node joins, placement may choose it before this node's
+     * receptionist lists it (RemoteClonesTest failed so, once, in a fresh clone). So a target
+     * not listed is asked for again every {@link #FIND_RETRY} for up to {@link #FIND_PATIENCE}
+     * (or the ask timeout, if shorter) before it counts as gone.
+     */
     private CompletionStage<ActorRef<HostActor.Command>> findHost(long target) {
+        Duration patience = askTimeout.compareTo(FIND_PATIENCE) < 0 ? askTimeout : FIND_PATIENCE;
+        return findHost(target, System.nanoTime() + patience.toNanos());
+    }
+
+    private CompletionStage<ActorRef<HostActor.Command>> findHost(long target, long deadlineNanos) {
         var key = HostActor.serviceKey(target);
         return AskPattern.<Receptionist.Command, Receptionist.Listing>ask(system.receptionist(),
-                r -> Receptionist.find(key, r), askTimeout, system.scheduler()).thenApply(l -> {
+                r -> Receptionist.find(key, r), askTimeout, system.scheduler()).thenCompose(l -> {
                     var hosts = l.getServiceInstances(key);
-                    if (hosts.isEmpty()) {
+                    if (!hosts.isEmpty()) {
+                        return CompletableFuture.completedFuture(hosts.iterator().next());
+                    }
+                    if (System.nanoTime() >= deadlineNanos) {
                         throw new CopyFailure(ErrorCode.HOST_GONE, "host " + target + " is not in the cluster");
                     }
-                    return hosts.iterator().next();
+                    CompletableFuture<ActorRef<HostActor.Command>> later = new CompletableFuture<>();
+                    system.scheduler().scheduleOnce(FIND_RETRY, () -> findHost(target, deadlineNanos)
+                            .whenComplete((h, e) -> {
+                                if (e != null) {
+                                    later.completeExceptionally(e);
+                                } else {
+                                    later.complete(h);
+                                }
+                            }), system.executionContext());
+                    return later;
                 });
     }
 

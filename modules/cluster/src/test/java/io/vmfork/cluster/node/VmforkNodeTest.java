@@ -152,4 +152,18 @@ class VmforkNodeTest {
         assertEquals(java.util.List.of(typo + ":2: vmfork.node.capacity.vm-slotz: unknown key; did you mean vm-slots?",
                 typo + ":3: vmfork.node.port: 'many' is not a whole number"), e.problems());
     }
+
+    /**
+     * The reference's substitutions see the node's file: a node at another address has its
+     * transfer server there too (vmfork.transfer.host = ${vmfork.node.hostname}); with the
+     * reference resolved on its own first, it was 127.0.0.1 whatever the file said
+     * (NetworkFaultTest's nodes in their namespaces could not be reached).
+     */
+    @Test
+    void theReferencesSubstitutionsSeeTheNodesFile(@org.junit.jupiter.api.io.TempDir Path dir) throws Exception {
+        Path conf = dir.resolve("node.conf");
+        Files.writeString(conf, "vmfork.node.hostname = \"10.77.0.3\"\n");
+        com.typesafe.config.Config c = VmforkNode.loadConfig(conf.toFile());
+        assertEquals("10.77.0.3", c.getString("vmfork.transfer.host"));
+    }
 }

@@ -68,7 +68,10 @@ public final class ConfigCheck {
         Config full;
         Config reference;
         try {
-            full = overrides.withFallback(file).withFallback(ConfigFactory.defaultReference()).resolve();
+            // The reference unresolved, as ConfigFactory.load does: its substitutions (such as
+            // vmfork.transfer.host = ${vmfork.node.hostname}) must see the file's values, not
+            // the reference's own (a node at 10.77.0.3 bound its transfer server at 127.0.0.1).
+            full = overrides.withFallback(file).withFallback(ConfigFactory.defaultReferenceUnresolved()).resolve();
             // The modules' reference.conf alone: defaultReference() has the system properties in it.
             reference = ConfigFactory.defaultReferenceUnresolved().resolve();
         } catch (ConfigException e) {
